@@ -4,7 +4,14 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+
+class QuietHandler(WSGIRequestHandler):
+    """No access log: URLs may carry tokens (Bitrix24 puts `auth` in query strings)."""
+
+    def log_request(self, *args, **kwargs) -> None:
+        pass
 
 
 @dataclass
@@ -29,7 +36,7 @@ class RunningServer:
 
 def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
     """Start `app` on host:port (0 picks a free port) and return once it accepts connections."""
-    server = make_server(host, port, app, threaded=True)
+    server = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name=f"wsgi-{server.server_port}", daemon=True)
     thread.start()
     return RunningServer(server=server, thread=thread, host=host, port=server.server_port, app=app)

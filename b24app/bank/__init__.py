@@ -1,0 +1,17 @@
+"""The app's T-Bank client code: T-ID OAuth, Business API, operation parsing (stateless; storage lives elsewhere)."""
+from __future__ import annotations
+
+from .api import BankAccount, BankAPI
+from .errors import (
+    BankAPIError, BankError, BankServerError, BankUnavailable, Forbidden, InvalidClient, InvalidData, InvalidGrant,
+    MalformedOperation, RateLimited, TIDError, Unauthorized,
+)
+from .operations import BankOperation, parse_operation
+from .tid import Introspection, TIDClient, TokenSet, company_scope, new_code_verifier
+
+__all__ = [
+    "BankAccount", "BankAPI", "BankAPIError", "BankError", "BankOperation", "BankServerError", "BankUnavailable",
+    "Forbidden", "Introspection", "InvalidClient", "InvalidData", "InvalidGrant", "MalformedOperation",
+    "RateLimited", "TIDClient", "TIDError", "TokenSet", "Unauthorized", "company_scope", "new_code_verifier",
+    "parse_operation",
+]

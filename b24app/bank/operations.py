@@ -1,0 +1,202 @@
+"""Parse T-Bank statement/webhook operation objects into one typed, comparable value."""
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any, Mapping
+
+from .errors import MalformedOperation
+
+# Moscow has been UTC+3 without DST since 2014-10-26; statement data only exists from June 2023,
+# so a fixed offset is exact here and needs no tzdata.
+MSK = timezone(timedelta(hours=3), "MSK")
+
+CURRENCY_ALPHA: dict[str, str] = {
+    "643": "RUB", "810": "RUB", "840": "USD", "978": "EUR", "156": "CNY", "933": "BYN", "398": "KZT",
+    "826": "GBP", "756": "CHF", "392": "JPY", "949": "TRY", "051": "AMD", "860": "UZS", "417": "KGS",
+    "972": "TJS", "944": "AZN", "981": "GEL", "784": "AED", "344": "HKD", "356": "INR",
+}
+CURRENCY_NUMERIC: dict[str, str] = {alpha: num for num, alpha in CURRENCY_ALPHA.items() if num != "810"}
+
+STATUSES = ("Transaction", "Authorization")
+
+
+def currency_alpha(code: object) -> str:
+    """ISO 4217 alpha code for a numeric code such as "643"; unknown codes are returned as given."""
+    text = str(code).strip()
+    if text.isdigit():
+        return CURRENCY_ALPHA.get(text.zfill(3), text)
+    return text.upper()
+
+
+def parse_bank_datetime(value: object, field_name: str = "date") -> datetime:
+    """Parse an ISO-8601 bank timestamp into an aware UTC datetime (naive means UTC, date-only means MSK midnight)."""
+    if not isinstance(value, str) or not value.strip():
+        raise MalformedOperation(f"{field_name}: expected an ISO-8601 string, got {value!r}", field=field_name)
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), time(0), MSK).astimezone(timezone.utc)
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise MalformedOperation(f"{field_name}: not an ISO-8601 date-time: {value!r}", field=field_name) from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def parse_amount(value: object, field_name: str = "accountAmount") -> Decimal:
+    """Exact Decimal for a JSON amount (number, Decimal or numeric string); rejects NaN, negatives and >2 decimals."""
+    if isinstance(value, bool) or value is None:
+        raise MalformedOperation(f"{field_name}: missing or not a number: {value!r}", field=field_name)
+    if isinstance(value, (int, Decimal)):
+        amount = Decimal(value)
+    elif isinstance(value, (float, str)):
+        # str(float) is the shortest repr, so 1234.56 stays exactly 1234.56.
+        try:
+            amount = Decimal(str(value).strip().replace(",", "."))
+        except InvalidOperation as exc:
+            raise MalformedOperation(f"{field_name}: not a number: {value!r}", field=field_name) from exc
+    else:
+        raise MalformedOperation(f"{field_name}: not a number: {value!r}", field=field_name)
+    if not amount.is_finite():
+        raise MalformedOperation(f"{field_name}: not a finite number: {value!r}", field=field_name)
+    if amount < 0:
+        raise MalformedOperation(f"{field_name}: negative amount {value!r}", field=field_name)
+    if amount != amount.quantize(Decimal("0.01")):
+        raise MalformedOperation(f"{field_name}: more than 2 decimals: {value!r}", field=field_name)
+    return amount.quantize(Decimal("0.01"))
+
+
+def _is_credit(value: object) -> bool:
+    """True for "Credit" (also the Cyrillic-С spelling from the docs), False for "Debit"."""
+    if not isinstance(value, str):
+        raise MalformedOperation(f"typeOfOperation: missing or not a string: {value!r}", field="typeOfOperation")
+    norm = value.strip().replace("\u0421", "C").replace("\u0441", "c").casefold()
+    if norm == "credit":
+        return True
+    if norm == "debit":
+        return False
+    raise MalformedOperation(f"typeOfOperation: expected Credit or Debit, got {value!r}", field="typeOfOperation")
+
+
+def _status(value: object) -> str:
+    for status in STATUSES:
+        if isinstance(value, str) and value.strip().casefold() == status.casefold():
+            return status
+    raise MalformedOperation(
+        f"operationStatus: expected Transaction or Authorization, got {value!r}", field="operationStatus"
+    )
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def normalize_purpose(purpose: str) -> str:
+    """Purpose text reduced to what survives re-typing: NFKC, casefold, ё→е, single spaces."""
+    text = unicodedata.normalize("NFKC", purpose).casefold().replace("ё", "е")
+    return re.sub(r"\s+", " ", text).strip()
+
+
+@dataclass(frozen=True)
+class BankOperation:
+    """One bank operation as the reconciler needs it; `raw` keeps the bank's object untouched."""
+
+    operation_id: str
+    account_number: str
+    operation_date: datetime
+    status: str
+    is_credit: bool
+    amount: Decimal
+    currency: str
+    purpose: str
+    document_number: str
+    payer_name: str
+    payer_inn: str
+    payer_kpp: str
+    payer_account: str
+    doc_date: datetime | None = None
+    charge_date: datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def is_transaction(self) -> bool:
+        return self.status == "Transaction"
+
+    @property
+    def payment_day(self) -> date:
+        """Moscow calendar day of the payment: docDate (fixed by the payer's order), else chargeDate, else operationDate.
+
+        docDate is preferred because it does not move when an Authorization becomes a Transaction
+        or when the bank re-identifies a night-time operation.
+        """
+        moment = self.doc_date or self.charge_date or self.operation_date
+        return moment.astimezone(MSK).date()
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the payment's identity without operationId, to merge webhook/statement duplicates and id changes.
+
+        Fields: account, document number, amount, Moscow payment day, payer INN, payer account, normalized purpose.
+        """
+        parts = [
+            self.account_number,
+            self.document_number,
+            f"{self.amount:.2f}",
+            self.payment_day.isoformat(),
+            self.payer_inn,
+            self.payer_account,
+            normalize_purpose(self.purpose),
+        ]
+        return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+
+
+def _optional_date(d: Mapping[str, Any], key: str) -> datetime | None:
+    value = d.get(key)
+    if value in (None, ""):
+        return None
+    return parse_bank_datetime(value, key)
+
+
+def parse_operation(d: Mapping[str, Any]) -> BankOperation:
+    """Build a BankOperation from the statement/webhook JSON; raises MalformedOperation naming the bad field."""
+    if not isinstance(d, Mapping):
+        raise MalformedOperation(f"operation: expected a JSON object, got {type(d).__name__}")
+    op_id = _text(d.get("operationId"))
+    if not op_id:
+        raise MalformedOperation("operationId: missing", field="operationId")
+    account = _text(d.get("accountNumber"))
+    if not account:
+        raise MalformedOperation(f"accountNumber: missing in operation {op_id}", field="accountNumber")
+    amount_field = "accountAmount" if d.get("accountAmount") is not None else "operationAmount"
+    amount = parse_amount(d.get(amount_field), amount_field)
+    currency_field = "accountCurrencyDigitalCode" if amount_field == "accountAmount" else "operationCurrencyDigitalCode"
+    currency = currency_alpha(d.get(currency_field) or d.get("operationCurrencyDigitalCode") or "643")
+    is_credit = _is_credit(d.get("typeOfOperation"))
+    payer = d.get("payer") if isinstance(d.get("payer"), Mapping) else {}
+    if not payer and is_credit and isinstance(d.get("counterParty"), Mapping):
+        cp = d["counterParty"]
+        payer = {"name": cp.get("name"), "inn": cp.get("inn"), "kpp": cp.get("kpp"), "acct": cp.get("account")}
+    return BankOperation(
+        operation_id=op_id,
+        account_number=account,
+        operation_date=parse_bank_datetime(d.get("operationDate"), "operationDate"),
+        status=_status(d.get("operationStatus", "Transaction")),
+        is_credit=is_credit,
+        amount=amount,
+        currency=currency,
+        purpose=_text(d.get("payPurpose") or d.get("description")),
+        document_number=_text(d.get("documentNumber")),
+        payer_name=_text(payer.get("name")),
+        payer_inn=_text(payer.get("inn")),
+        payer_kpp=_text(payer.get("kpp")),
+        payer_account=_text(payer.get("acct")),
+        doc_date=_optional_date(d, "docDate"),
+        charge_date=_optional_date(d, "chargeDate"),
+        raw=dict(d),
+    )

@@ -1,0 +1,237 @@
+"""Bitrix24 REST client over httpx: call, batch, paging, typed errors, pacing, refresh-once, rename."""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Protocol
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from .errors import (BitrixError, BitrixServerError, BitrixUnavailable, ExpiredToken, InvalidGrant,
+                     OAuthError, QueryLimitExceeded, OperationTimeLimit, error_from)
+from .pacing import Pacer
+from .query import build_query
+
+log = logging.getLogger("b24app.rest")
+BATCH_LIMIT = 50
+
+
+@dataclass(frozen=True)
+class PortalCredentials:
+    member_id: str
+    client_endpoint: str  # https://portal.bitrix24.ru/rest/
+    server_endpoint: str  # https://oauth.bitrix.info/rest/
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    generation: int = 0
+
+
+@dataclass(frozen=True)
+class OAuthApp:
+    client_id: str
+    client_secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    expires_in: int
+    client_endpoint: str | None = None
+    server_endpoint: str | None = None
+    member_id: str | None = None
+
+
+class CredentialStore(Protocol):
+    """Where a portal's tokens live (the DB in the app, a dict in tests)."""
+
+    def load(self, member_id: str) -> PortalCredentials: ...
+
+    def refresh(self, member_id: str, stale: PortalCredentials,
+                grant: Callable[[PortalCredentials], TokenGrant]) -> PortalCredentials:
+        """Under a lock that holds across processes: if the stored pair is still `stale`, call `grant` and
+        persist its pair before returning it; if another process already refreshed, return the stored pair."""
+        ...
+
+    def moved(self, member_id: str, client_endpoint: str) -> None: ...
+
+
+def oauth_token_url(server_endpoint: str) -> str:
+    """`https://oauth.bitrix.info/rest/` -> `https://oauth.bitrix.info/oauth/token/`."""
+    parts = urlsplit(server_endpoint)
+    return f"{parts.scheme}://{parts.netloc}/oauth/token/"
+
+
+def request_refresh(http: httpx.Client, app: OAuthApp, creds: PortalCredentials) -> TokenGrant:
+    """Exchange the refresh token at the portal's OAuth server (POST keeps the secret out of access logs)."""
+    try:
+        resp = http.post(oauth_token_url(creds.server_endpoint), data={
+            "grant_type": "refresh_token", "client_id": app.client_id,
+            "client_secret": app.client_secret, "refresh_token": creds.refresh_token})
+    except httpx.HTTPError as exc:
+        raise BitrixUnavailable("network_error", type(exc).__name__, method="oauth/token") from exc
+    try:
+        body = resp.json()
+    except ValueError:
+        raise BitrixServerError("bad_response", f"HTTP {resp.status_code}", resp.status_code, "oauth/token")
+    if "error" in body:
+        raise error_from(body["error"], body.get("error_description", ""), resp.status_code, "oauth/token")
+    if not body.get("access_token") or not body.get("refresh_token"):
+        raise OAuthError("invalid_response", "token response without tokens", resp.status_code, "oauth/token")
+    return TokenGrant(body["access_token"], body["refresh_token"], int(body.get("expires_in") or 3600),
+                      body.get("client_endpoint"), body.get("server_endpoint"), body.get("member_id"))
+
+
+@dataclass
+class BatchResult:
+    results: dict[str, Any]
+    errors: dict[str, BitrixError]
+    totals: dict[str, int]
+    nexts: dict[str, int]
+
+    def raise_first(self) -> None:
+        if self.errors:
+            raise next(iter(self.errors.values()))
+
+
+class BitrixClient:
+    """One portal's REST API. Thread-safe as long as `http` is (httpx.Client is)."""
+
+    def __init__(self, member_id: str, store: CredentialStore, app: OAuthApp, http: httpx.Client,
+                 pacer: Pacer, *, sleep: Callable[[float], None] = time.sleep, max_retries: int = 5,
+                 on_call: Callable[[str, int], None] | None = None):
+        self.member_id = member_id
+        self.store, self.app, self.http, self.pacer = store, app, http, pacer
+        self._sleep, self.max_retries = sleep, max_retries
+        self.on_call = on_call
+        self.calls = 0
+
+    # -- public API -------------------------------------------------------------------------------
+    def call(self, method: str, params: dict | None = None) -> Any:
+        return self.call_raw(method, params)["result"]
+
+    def call_raw(self, method: str, params: dict | None = None) -> dict:
+        """Call `method`; on expired_token refresh once (persisted by the store) and retry once."""
+        creds = self.store.load(self.member_id)
+        try:
+            return self._send(creds, method, params or {})
+        except ExpiredToken:
+            fresh = self.store.refresh(self.member_id, creds, lambda c: request_refresh(self.http, self.app, c))
+            return self._send(fresh, method, params or {})
+
+    def batch(self, commands: dict[str, tuple[str, dict]], *, halt: bool = False) -> BatchResult:
+        """Run up to any number of commands, 50 per HTTP request; per-command errors come back typed."""
+        out = BatchResult({}, {}, {}, {})
+        items = list(commands.items())
+        for start in range(0, len(items), BATCH_LIMIT):
+            chunk = items[start:start + BATCH_LIMIT]
+            cmd = {key: f"{method}?{build_query(params)}" if params else method for key, (method, params) in chunk}
+            res = self.call("batch", {"halt": 1 if halt else 0, "cmd": cmd})
+            out.results.update(_as_dict(res.get("result")))
+            for key, err in _as_dict(res.get("result_error")).items():
+                if isinstance(err, dict):
+                    out.errors[key] = error_from(err.get("error", "ERROR"), err.get("error_description", ""),
+                                                 None, dict(chunk)[key][0] if key in dict(chunk) else None)
+            out.totals.update({k: int(v) for k, v in _as_dict(res.get("result_total")).items()})
+            out.nexts.update({k: int(v) for k, v in _as_dict(res.get("result_next")).items()})
+        return out
+
+    def list_all(self, method: str, params: dict | None = None, *, items_key: str | None = None) -> Iterator[dict]:
+        """Follow `next` through every page of a list method (pages of 50)."""
+        params = dict(params or {})
+        start = 0
+        while True:
+            body = self.call_raw(method, {**params, "start": start})
+            result = body.get("result")
+            rows = result.get(items_key) if items_key and isinstance(result, dict) else result
+            yield from rows or []
+            if body.get("next") is None:
+                return
+            start = int(body["next"])
+
+    # -- transport --------------------------------------------------------------------------------
+    def _send(self, creds: PortalCredentials, method: str, params: dict) -> dict:
+        url = urljoin(creds.client_endpoint, f"{method}.json")
+        payload = {**params, "auth": creds.access_token}
+        attempt = 0
+        redirects = 0
+        while True:
+            attempt += 1
+            self.pacer.acquire(self.member_id)
+            started = time.monotonic()
+            try:
+                resp = self.http.post(url, json=payload, follow_redirects=False)
+            except httpx.TimeoutException as exc:
+                err: BitrixError = BitrixUnavailable("timeout", type(exc).__name__, None, method)
+                resp = None
+            except httpx.HTTPError as exc:
+                err = BitrixUnavailable("network_error", type(exc).__name__, None, method)
+                resp = None
+            self.calls += 1
+            if self.on_call:
+                self.on_call(method, resp.status_code if resp is not None else 0)
+            if resp is not None:
+                log.debug("rest call", extra={"member_id": self.member_id, "method": method,
+                                             "status": resp.status_code,
+                                             "ms": round((time.monotonic() - started) * 1000)})
+                if resp.status_code in (301, 302, 307, 308) and "location" in resp.headers and redirects < 3:
+                    # Portal renamed: re-POST the same body to the new address and remember it.
+                    redirects += 1
+                    url = urljoin(url, resp.headers["location"])
+                    new_endpoint = url.rsplit("/", 1)[0] + "/"
+                    self.store.moved(self.member_id, new_endpoint)
+                    attempt -= 1
+                    continue
+                try:
+                    body = resp.json()
+                except ValueError:
+                    body = None
+                if resp.status_code < 300 and isinstance(body, dict) and "error" not in body:
+                    return body
+                if isinstance(body, dict) and "error" in body:
+                    err = error_from(str(body["error"]), str(body.get("error_description", "")),
+                                     resp.status_code, method)
+                else:
+                    err = BitrixServerError("bad_response", f"HTTP {resp.status_code}", resp.status_code, method)
+            if not err.retryable or attempt > self.max_retries:
+                raise err
+            self._sleep(self._backoff(attempt, err))
+
+    @staticmethod
+    def _backoff(attempt: int, err: BitrixError) -> float:
+        base = 1.0 if isinstance(err, (QueryLimitExceeded, OperationTimeLimit)) else 0.5
+        return min(30.0, base * (2 ** (attempt - 1))) * (0.5 + random.random() / 2)
+
+
+def _as_dict(value) -> dict:
+    # PHP serialises an empty or list-shaped batch result as [] / list.
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, list):
+        return {str(i): v for i, v in enumerate(value)}
+    return {}
+
+
+def call_with_token(http: httpx.Client, rest_base: str, access_token: str, method: str,
+                    params: dict | None = None) -> Any:
+    """One call with a token that is not (yet) stored, e.g. the installer's AUTH_ID."""
+    try:
+        resp = http.post(urljoin(rest_base, f"{method}.json"), json={**(params or {}), "auth": access_token})
+    except httpx.HTTPError as exc:
+        raise BitrixUnavailable("network_error", type(exc).__name__, None, method) from exc
+    try:
+        body = resp.json()
+    except ValueError:
+        raise BitrixServerError("bad_response", f"HTTP {resp.status_code}", resp.status_code, method)
+    if not isinstance(body, dict) or "error" in body or resp.status_code >= 300:
+        body = body if isinstance(body, dict) else {}
+        raise error_from(str(body.get("error", "bad_response")), str(body.get("error_description", "")),
+                         resp.status_code, method)
+    return body.get("result")
+
+
+__all__ = ["BitrixClient", "BatchResult", "CredentialStore", "InvalidGrant", "OAuthApp", "PortalCredentials",
+           "TokenGrant", "call_with_token", "oauth_token_url", "request_refresh"]

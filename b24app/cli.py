@@ -1,0 +1,112 @@
+"""The `b24app` console script: demo, serve, worker, db upgrade, rotate-keys."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from .config import ConfigError, from_env
+
+
+def _settings(**overrides):
+    try:
+        return from_env(**overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+def main() -> None:
+    """b24app: T-Bank payments reconciled against Bitrix24 invoices."""
+
+
+@main.command()
+@click.option("--base-port", default=5000, show_default=True, help="app on N, portal sandbox on N+1, bank on N+2")
+@click.option("--data-dir", default=None, help="keep data here (default: a fresh temporary directory)")
+@click.option("--sync-interval", default=5, show_default=True, help="seconds between statement polls")
+@click.option("--exit-after-ready", is_flag=True, help="stop right after printing 'demo ready' (for scripts)")
+def demo(base_port: int, data_dir: str | None, sync_interval: int, exit_after_ready: bool) -> None:
+    """Run the whole story on this machine: sandboxes, app, worker, install, bank link."""
+    from .demo import run_demo
+
+    run_demo(base_port=base_port, data_dir=data_dir, sync_interval=sync_interval, exit_after_ready=exit_after_ready)
+
+
+@main.command()
+@click.option("--bind", default=None, help="host:port (default 127.0.0.1:8000)")
+@click.option("--workers", type=int, default=None, help="gunicorn worker processes")
+def serve(bind: str | None, workers: int | None) -> None:
+    """Production web process (gunicorn, stateless; run several behind nginx)."""
+    _settings()  # fail fast on bad configuration
+    conf = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "install", "gunicorn.conf.py")
+    argv = ["gunicorn", "b24app.wsgi:app"]
+    if os.path.exists(conf):
+        argv += ["-c", conf]
+    if bind:
+        argv += ["--bind", bind]
+    if workers:
+        argv += ["--workers", str(workers)]
+    os.execvp(argv[0], argv)
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="one scheduling round, then exit")
+@click.option("--max-seconds", type=float, default=None, help="stop after this long")
+def worker(once: bool, max_seconds: float | None) -> None:
+    """Background worker: sync statements, match payments, send Bitrix24 actions."""
+    from .context import AppContext
+    from .logging_setup import configure_logging
+    from .worker import Worker, WorkerLockError, single_worker_lock
+
+    settings = _settings()
+    configure_logging(settings)
+    ctx = AppContext(settings)
+    lock = None
+    if ctx.db.is_sqlite:
+        try:
+            lock = single_worker_lock(settings.data_dir)
+        except WorkerLockError as exc:
+            raise click.ClickException(str(exc)) from None
+    w = Worker(ctx)
+    w.install_signal_handlers()
+    try:
+        if once:
+            click.echo(f"done {w.run_once()} units of work")
+        else:
+            w.run(max_seconds=max_seconds)
+    finally:
+        ctx.close()
+        if lock is not None:
+            lock.close()
+
+
+@main.group()
+def db() -> None:
+    """Database schema (Alembic)."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION."""
+    from .migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url, revision)
+    click.echo(f"database at {revision}")
+
+
+@main.command("rotate-keys")
+def rotate_keys() -> None:
+    """Re-encrypt every stored token with the newest key in B24APP_TOKEN_KEYS."""
+    from .context import AppContext
+    from .keyrotation import rotate_all
+
+    ctx = AppContext(_settings())
+    count = rotate_all(ctx)
+    click.echo(f"re-encrypted {count} values with the newest key")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Render the machine reasons of a match decision as sentences a manager can read (ru / en)."""
+from __future__ import annotations
+
+from .formatting import format_money, language
+from .matching import MatchDecision, Reason
+
+__all__ = ["explain", "explain_reason"]
+
+# Money-valued params, formatted with the reason's "currency".
+_MONEY_PARAMS = ("amount", "due", "difference", "excess", "invoice_amount", "total_due")
+# Clauses that continue the previous sentence after "; " instead of starting a new one.
+_CONTINUATIONS = frozenset(
+    {"amount_equals_due", "amount_less_than_due", "amount_exceeds_due", "inn_match"}
+)
+
+_TEMPLATES: dict[str, dict[str, str]] = {
+    "ru": {
+        "number_found": "номер «{number}» из назначения платежа совпал со счётом {invoice}",
+        "number_tail_match": "номер «{number}» из назначения платежа совпал только с окончанием номера счёта {invoice}",
+        "number_ambiguous": "номер «{number}» подходит сразу к нескольким счетам ({count}): {invoices}",
+        "number_not_found": "номер «{number}» из назначения платежа не найден среди открытых счетов",
+        "currency_mismatch": "счёт {invoice} выставлен в {invoice_currency}, а платёж пришёл в {payment_currency}, поэтому счёт не рассматривается",
+        "other_company": "счёт {invoice} выставлен от другой нашей компании и не рассматривается",
+        "amount_equals_due": "сумма {amount} равна остатку по счёту {due}",
+        "amount_less_than_due": "сумма {amount} меньше остатка по счёту {due}, не хватает {difference}",
+        "amount_exceeds_due": "сумма {amount} больше остатка по счёту {due}, переплата {difference}",
+        "multi_allocation/equal": "платёж {amount} распределён по {count} счетам в порядке упоминания и равен их общему остатку {total_due}",
+        "multi_allocation/less": "платёж {amount} распределён по {count} счетам в порядке упоминания; общий остаток {total_due}, не хватает {difference}",
+        "multi_allocation/more": "платёж {amount} распределён по {count} счетам в порядке упоминания; общий остаток {total_due}, переплата {difference}",
+        "not_covered": "на счёт {invoice} денег из этого платежа не осталось",
+        "already_paid": "счёт {invoice} уже полностью оплачен, возможен повторный платёж",
+        "overpaid_large": "переплата {excess} больше суммы счёта {invoice} ({invoice_amount}), нужна проверка",
+        "inn_match": "ИНН плательщика {inn} совпал с ИНН клиента по счёту",
+        "inn_mismatch": "ИНН плательщика {payment_inn} не совпадает с ИНН клиента по счёту {invoice} ({invoice_inn}), нужна проверка",
+        "tail_match_needs_review": "совпадение только по окончанию номера ({numbers}) требует проверки",
+        "unresolved_numbers": "не все номера из назначения найдены ({numbers}), а сумма не равна остатку по найденным счетам",
+        "no_number": "в назначении платежа нет номера счёта",
+        "amount_only_hint": "сумма {amount} совпадает с остатком единственного открытого счёта {invoice}",
+        "inn_hint": "у плательщика с ИНН {inn} есть открытые счета: {count}",
+        "inn_and_amount_hint": "у плательщика с ИНН {inn} есть открытые счета с остатком {amount}: {count}",
+        "nothing_found": "подходящих открытых счетов не найдено",
+    },
+    "en": {
+        "number_found": "number «{number}» in the payment purpose matches invoice {invoice}",
+        "number_tail_match": "number «{number}» in the payment purpose matches only the end of invoice number {invoice}",
+        "number_ambiguous": "number «{number}» fits several invoices ({count}): {invoices}",
+        "number_not_found": "number «{number}» in the payment purpose is not among the open invoices",
+        "currency_mismatch": "invoice {invoice} is in {invoice_currency} but the payment is in {payment_currency}, so it is not considered",
+        "other_company": "invoice {invoice} belongs to another of our companies and is not considered",
+        "amount_equals_due": "amount {amount} equals the amount due {due}",
+        "amount_less_than_due": "amount {amount} is less than the amount due {due}, short by {difference}",
+        "amount_exceeds_due": "amount {amount} exceeds the amount due {due}, overpaid by {difference}",
+        "multi_allocation/equal": "payment {amount} is split over {count} invoices in the order they are mentioned and equals their total due {total_due}",
+        "multi_allocation/less": "payment {amount} is split over {count} invoices in the order they are mentioned; total due {total_due}, short by {difference}",
+        "multi_allocation/more": "payment {amount} is split over {count} invoices in the order they are mentioned; total due {total_due}, overpaid by {difference}",
+        "not_covered": "nothing of this payment is left for invoice {invoice}",
+        "already_paid": "invoice {invoice} is already fully paid, this may be a duplicate payment",
+        "overpaid_large": "the surplus {excess} exceeds the amount of invoice {invoice} ({invoice_amount}), please review",
+        "inn_match": "the payer's INN {inn} matches the invoice's client",
+        "inn_mismatch": "the payer's INN {payment_inn} differs from the INN of the client of invoice {invoice} ({invoice_inn}), please review",
+        "tail_match_needs_review": "a match on the end of the number only ({numbers}) needs review",
+        "unresolved_numbers": "not every number in the purpose was found ({numbers}) and the amount differs from what is due on the invoices found",
+        "no_number": "the payment purpose has no invoice number",
+        "amount_only_hint": "amount {amount} equals what is due on exactly one open invoice, {invoice}",
+        "inn_hint": "the payer with INN {inn} has open invoices: {count}",
+        "inn_and_amount_hint": "the payer with INN {inn} has open invoices with {amount} due: {count}",
+        "nothing_found": "no suitable open invoice was found",
+    },
+}
+
+
+def _value(value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def explain_reason(reason: Reason, lang: str = "ru") -> str:
+    """One reason as a clause (lower-case start, no final period)."""
+    lang = language(lang)
+    params = dict(reason.params)
+    key = reason.code
+    if key == "multi_allocation":
+        key = f"{key}/{params.get('comparison', 'equal')}"
+    template = _TEMPLATES[lang].get(key)
+    if template is None:
+        details = ", ".join(f"{k}={_value(v)}" for k, v in sorted(params.items()))
+        return f"{reason.code} ({details})" if details else reason.code
+    currency = str(params.get("currency", ""))
+    values = {}
+    for name, value in params.items():
+        if name in _MONEY_PARAMS and currency:
+            values[name] = format_money(value, currency, lang)
+        else:
+            values[name] = _value(value)
+    try:
+        return template.format(**values)
+    except KeyError:  # a reason built without every param its template names
+        return reason.code
+
+
+def explain(decision: MatchDecision, lang: str = "ru") -> str:
+    """All reasons of a decision as sentences; amount and INN clauses join the sentence before them."""
+    sentences: list[str] = []
+    for reason in decision.reasons:
+        clause = explain_reason(reason, lang)
+        if reason.code in _CONTINUATIONS and sentences:
+            sentences[-1] += "; " + clause
+        else:
+            sentences.append(clause)
+    return " ".join(s[:1].upper() + s[1:] + "." for s in sentences)

@@ -1,0 +1,181 @@
+"""Our copy of each portal's smart invoices (entityTypeId 31): stage semantics, payer INN, open or not."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from .bitrix.client import BitrixClient
+from .domain import normalize_invoice_number
+from .models import Invoice, InvoiceRefresh, Portal
+
+log = logging.getLogger("b24app.invoices")
+INVOICE_TYPE = 31
+ITEM_SELECT = ["id", "title", "accountNumber", "opportunity", "currencyId", "stageId", "categoryId",
+               "parentId2", "assignedById", "companyId", "mycompanyId", "createdTime"]
+
+
+def request_refresh(ctx, member_id: str, entity: str, entity_id: int) -> None:
+    """Remember that Bitrix24 said this invoice/deal changed (deduplicated by primary key)."""
+    portal = ctx.portals.find(member_id)
+    if portal is None:
+        return
+    try:
+        with ctx.db.session() as s:
+            if s.get(InvoiceRefresh, (portal.id, entity, entity_id)) is None:
+                s.add(InvoiceRefresh(portal_id=portal.id, entity=entity, entity_id=entity_id,
+                                     requested_at=ctx.clock.now()))
+    except IntegrityError:
+        pass  # already queued by a concurrent event
+
+
+def stage_semantics(client: BitrixClient, category_ids: set[int]) -> dict[str, str | None]:
+    """stageId -> 'S' | 'F' | None for the invoice categories seen (one batch)."""
+    if not category_ids:
+        return {}
+    res = client.batch({f"c{c}": ("crm.status.list", {"filter": {"ENTITY_ID": f"SMART_INVOICE_STAGE_{c}"}})
+                        for c in sorted(category_ids)})
+    out: dict[str, str | None] = {}
+    for rows in res.results.values():
+        for row in rows or []:
+            out[row["STATUS_ID"]] = row.get("SEMANTICS") or None
+    return out
+
+
+def payer_inns(client: BitrixClient, company_ids: set[int]) -> dict[int, str]:
+    """Client company id -> INN from its requisites (batched, 50 companies per command)."""
+    ids = sorted(i for i in company_ids if i)
+    if not ids:
+        return {}
+    cmds = {f"r{n}": ("crm.requisite.list", {"filter": {"ENTITY_TYPE_ID": 4, "@ENTITY_ID": ids[n:n + 50]},
+                                            "select": ["ENTITY_ID", "RQ_INN"]})
+            for n in range(0, len(ids), 50)}
+    res = client.batch(cmds)
+    out: dict[int, str] = {}
+    for rows in res.results.values():
+        for row in rows or []:
+            if row.get("RQ_INN"):
+                out.setdefault(int(row["ENTITY_ID"]), str(row["RQ_INN"]))
+    return out
+
+
+def fetch_items(client: BitrixClient, filter_: dict) -> list[dict]:
+    """All matching items: the first page tells the total, the rest come 50 pages per batch request."""
+    params = {"entityTypeId": INVOICE_TYPE, "filter": filter_, "select": ITEM_SELECT, "order": {"id": "ASC"}}
+    first = client.call_raw("crm.item.list", {**params, "start": 0})
+    items = list((first.get("result") or {}).get("items") or [])
+    total = int(first.get("total") or len(items))
+    starts = list(range(50, total, 50))
+    for n in range(0, len(starts), 50):
+        res = client.batch({f"p{s}": ("crm.item.list", {**params, "start": s}) for s in starts[n:n + 50]})
+        res.raise_first()
+        for key in sorted(res.results, key=lambda k: int(k[1:])):
+            items.extend((res.results[key] or {}).get("items") or [])
+    return items
+
+
+def upsert_items(ctx, portal_id: int, items: list[dict], semantics: dict[str, str | None],
+                 inns: dict[int, str]) -> int:
+    now = ctx.clock.now()
+    with ctx.db.session() as s:
+        existing = {inv.b24_id: inv for inv in s.scalars(
+            select(Invoice).where(Invoice.portal_id == portal_id, Invoice.b24_id.in_([int(i["id"]) for i in items])))}
+        for item in items:
+            inv = existing.get(int(item["id"])) or Invoice(portal_id=portal_id, b24_id=int(item["id"]))
+            if inv.id is None:
+                s.add(inv)
+            apply_item(inv, item, semantics, inns)
+            inv.refreshed_at = now
+    return len(items)
+
+
+def apply_item(inv: Invoice, item: dict, semantics: dict[str, str | None], inns: dict[int, str]) -> None:
+    number = str(item.get("accountNumber") or "")
+    inv.number = number
+    inv.number_key = normalize_invoice_number(number) if number else ""
+    inv.title = (item.get("title") or "")[:512]
+    inv.amount = _decimal(item.get("opportunity"))
+    inv.currency = str(item.get("currencyId") or "RUB")[:3]
+    inv.stage_id = str(item.get("stageId") or "")
+    if inv.stage_id in semantics:
+        inv.stage_semantics = semantics[inv.stage_id]
+    inv.category_id = _int(item.get("categoryId"))
+    inv.deal_id = _int(item.get("parentId2"))
+    inv.assigned_by_id = _int(item.get("assignedById"))
+    inv.company_id = _int(item.get("companyId"))
+    inv.mycompany_id = _int(item.get("mycompanyId"))
+    if inv.company_id and inv.company_id in inns:
+        inv.payer_inn = inns[inv.company_id]
+    inv.created = _dt(item.get("createdTime"))
+
+
+def refresh_all(ctx, portal: Portal) -> int:
+    """Re-read every invoice of the portal (periodic safety net for events Bitrix24 never delivered)."""
+    client = ctx.bitrix(portal.member_id)
+    items = fetch_items(client, {})
+    semantics = stage_semantics(client, {int(i["categoryId"]) for i in items if i.get("categoryId") is not None})
+    inns = payer_inns(client, {int(i["companyId"]) for i in items if i.get("companyId")})
+    upsert_items(ctx, portal.id, items, semantics, inns)
+    seen = {int(i["id"]) for i in items}
+    with ctx.db.session() as s:
+        stale = [b for b in s.scalars(select(Invoice.b24_id).where(Invoice.portal_id == portal.id)) if b not in seen]
+        if stale:
+            s.execute(delete(Invoice).where(Invoice.portal_id == portal.id, Invoice.b24_id.in_(stale)))
+        p = s.get(Portal, portal.id)
+        p.invoices_refreshed_at = ctx.clock.now()
+    return len(items)
+
+
+def refresh_requested(ctx, portal: Portal, limit: int = 200) -> int:
+    """Re-read the invoices and deals that events named; one batch for up to 50 ids."""
+    with ctx.db.session() as s:
+        rows = list(s.scalars(select(InvoiceRefresh).where(InvoiceRefresh.portal_id == portal.id).limit(limit)))
+    if not rows:
+        return 0
+    inv_ids = sorted({r.entity_id for r in rows if r.entity == "invoice"})
+    deal_ids = sorted({r.entity_id for r in rows if r.entity == "deal"})
+    client = ctx.bitrix(portal.member_id)
+    items: list[dict] = []
+    if inv_ids:
+        items += fetch_items(client, {"@id": inv_ids})
+    if deal_ids:
+        items += fetch_items(client, {"@parentId2": deal_ids})
+    semantics = stage_semantics(client, {int(i["categoryId"]) for i in items if i.get("categoryId") is not None})
+    inns = payer_inns(client, {int(i["companyId"]) for i in items if i.get("companyId")})
+    upsert_items(ctx, portal.id, items, semantics, inns)
+    gone = set(inv_ids) - {int(i["id"]) for i in items}
+    with ctx.db.session() as s:
+        if gone:
+            s.execute(delete(Invoice).where(Invoice.portal_id == portal.id, Invoice.b24_id.in_(sorted(gone))))
+        for r in rows:
+            s.execute(delete(InvoiceRefresh).where(
+                InvoiceRefresh.portal_id == r.portal_id, InvoiceRefresh.entity == r.entity,
+                InvoiceRefresh.entity_id == r.entity_id, InvoiceRefresh.requested_at == r.requested_at))
+    return len(rows)
+
+
+def _decimal(value) -> Decimal:
+    try:
+        return Decimal(str(value if value is not None else "0")).quantize(Decimal("0.01"))
+    except InvalidOperation:
+        return Decimal("0.00")
+
+
+def _int(value) -> int | None:
+    try:
+        return int(value) if value not in (None, "", 0, "0") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _dt(value) -> datetime | None:
+    if not value:
+        return None
+    try:
+        d = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return d.astimezone(timezone.utc) if d.tzinfo else d.replace(tzinfo=timezone.utc)

@@ -1,0 +1,60 @@
+"""Texts the app sends into Bitrix24 (chat, timeline, tasks), in the portal's language."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sqlalchemy import select
+
+from .domain.formatting import format_money, language
+from .models import BankLink, Portal
+from .outbox import enqueue
+
+T = {
+    "paid": {"ru": "Счёт {number} оплачен: {amount} от {payer}.",
+             "en": "Invoice {number} is paid: {amount} from {payer}."},
+    "underpaid": {"ru": "По счёту {number} поступило {received} из {due}. Осталось оплатить {remaining}. Плательщик: {payer}.",
+                  "en": "Invoice {number} received {received} of {due}. Still to pay: {remaining}. Payer: {payer}."},
+    "overpaid": {"ru": "По счёту {number} поступило {received} при сумме к оплате {due}: переплата {excess}. Проверьте в очереди разбора.",
+                 "en": "Invoice {number} received {received} against {due} due: overpaid by {excess}. Please check the review queue."},
+    "review": {"ru": "Поступил платёж {amount} от {payer}, который не удалось однозначно сопоставить (возможно, счёт {numbers}). Разберите его в приложении «Оплаты Т-Банка».",
+               "en": "A payment of {amount} from {payer} could not be matched with certainty (maybe invoice {numbers}). Please review it in the T-Bank payments app."},
+    "timeline_paid": {"ru": "Оплата по счёту {number}: {amount} от {payer}, {date}.\nНазначение платежа: {purpose}",
+                      "en": "Payment for invoice {number}: {amount} from {payer}, {date}.\nPayment purpose: {purpose}"},
+    "timeline_underpaid": {"ru": "Частичная оплата по счёту {number}: {amount} от {payer}, {date}. Осталось {remaining}.\nНазначение платежа: {purpose}",
+                           "en": "Partial payment for invoice {number}: {amount} from {payer}, {date}. Remaining: {remaining}.\nPayment purpose: {purpose}"},
+    "timeline_undo": {"ru": "Платёж {amount} от {payer} отвязан от счёта {number} (пользователь {user}).",
+                      "en": "Payment {amount} from {payer} was unlinked from invoice {number} (user {user})."},
+    "task_title": {"ru": "Доплата по счёту {number}: осталось {remaining}",
+                   "en": "Invoice {number} is underpaid: {remaining} remaining"},
+    "needs_consent": {"ru": "Т-Банк больше не даёт доступ к выписке компании с ИНН {inn}. Откройте приложение «Оплаты Т-Банка» и подключите банк заново (вход по номеру телефона и коду из СМС).",
+                      "en": "T-Bank no longer grants access to the statement of the company with INN {inn}. Open the T-Bank payments app and link the bank again (phone number and SMS code)."},
+}
+
+
+def text(key: str, lang: str, **kw) -> str:
+    return T[key][language(lang)].format(**kw)
+
+
+def money(amount: Decimal, currency: str, lang: str) -> str:
+    return format_money(amount, currency, lang)
+
+
+def bbcode_escape(value: str) -> str:
+    """Bitrix24 chat renders BB-code; keep payer-written text literal."""
+    return value.replace("[", "(").replace("]", ")")
+
+
+def notify_needs_consent(ctx, portal_id: int, link_id: int) -> None:
+    with ctx.db.session() as s:
+        portal = s.get(Portal, portal_id)
+        link = s.get(BankLink, link_id)
+        if portal is None or link is None or not portal.installed_by:
+            return
+        enqueue(s, portal_id, f"consent:{link_id}:{link.token_generation}", "notify",
+                {"user_id": portal.installed_by, "message": text("needs_consent", portal.lang, inn=link.inn)},
+                now=ctx.clock.now())
+        portal.work_due_at = ctx.clock.now()
+
+
+def admin_user(s, portal_id: int) -> int | None:
+    return s.scalar(select(Portal.installed_by).where(Portal.id == portal_id))

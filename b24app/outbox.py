@@ -1,0 +1,251 @@
+"""Bitrix24 effects leave through here: written first, sent in batches, checked against Bitrix24 on retry.
+
+An item is `pending` → `sending` (committed before the HTTP call) → `done` | `skipped` | `dead`.
+An item found in `sending` with an expired lease was maybe sent by a worker that died: before sending it
+again we look in Bitrix24 (the invoice stage, the deal stage, the timeline, the task list) and only send if
+the effect is not there. Notifications carry a TAG derived from the key, which Bitrix24 uses to replace,
+not duplicate, a notification with the same tag.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from .bitrix.errors import BitrixError, NotFound, PortalGone
+from .models import OutboxItem, Portal
+
+log = logging.getLogger("b24app.outbox")
+LEASE = timedelta(seconds=120)
+MAX_ATTEMPTS = 8
+INVOICE_TYPE = 31
+DEAL_TYPE = 2
+
+
+def tag_for(key: str) -> str:
+    return "b24app:" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def marker_for(key: str) -> str:
+    """A short reference printed in timeline comments and task titles, found again on retry."""
+    return "ref " + hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+def enqueue(s, portal_id: int, key: str, kind: str, payload: dict, operation_pk: int | None = None,
+            now=None) -> bool:
+    """Add an effect inside the caller's transaction; a second enqueue of the same key is a no-op."""
+    if s.scalar(select(OutboxItem.id).where(OutboxItem.portal_id == portal_id, OutboxItem.key == key)):
+        return False
+    item = OutboxItem(portal_id=portal_id, key=key, kind=kind, payload=payload, operation_pk=operation_pk)
+    if now is not None:
+        item.next_attempt_at = item.created_at = now
+    with s.begin_nested():
+        s.add(item)
+        try:
+            s.flush()
+        except IntegrityError:
+            return False
+    return True
+
+
+def pending_count(ctx, portal_id: int) -> int:
+    from sqlalchemy import func
+    with ctx.db.session() as s:
+        return s.scalar(select(func.count()).select_from(OutboxItem).where(
+            OutboxItem.portal_id == portal_id, OutboxItem.status.in_(("pending", "sending")))) or 0
+
+
+def _claim(ctx, portal_id: int, owner: str, limit: int) -> list[tuple[OutboxItem, bool]]:
+    now = ctx.clock.now()
+    with ctx.db.session() as s:
+        rows = list(s.scalars(
+            select(OutboxItem).where(
+                OutboxItem.portal_id == portal_id,
+                or_(and_(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now),
+                    and_(OutboxItem.status == "sending", OutboxItem.lease_until < now)))
+            .order_by(OutboxItem.id).limit(limit).with_for_update(skip_locked=True)))
+        out = []
+        for item in rows:
+            uncertain = item.status == "sending"  # a previous attempt may have reached Bitrix24
+            item.status, item.lease_owner, item.lease_until = "sending", owner, now + LEASE
+            item.attempts += 1
+            out.append((item, uncertain))
+    return out
+
+
+def _finish(ctx, item_id: int, owner: str, status: str, result: dict | None = None, error: str | None = None,
+            retry_in: float | None = None) -> None:
+    now = ctx.clock.now()
+    values: dict = {"lease_owner": None, "lease_until": None}
+    if retry_in is not None:
+        values.update(status="pending", next_attempt_at=now + timedelta(seconds=retry_in), last_error=error)
+    else:
+        values.update(status=status, result=result, last_error=error, done_at=now)
+    with ctx.db.session() as s:
+        s.execute(update(OutboxItem).where(OutboxItem.id == item_id, OutboxItem.lease_owner == owner).values(**values))
+
+
+def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
+    """Send due effects of one portal: one batch of reads, one batch of writes (50 commands per request)."""
+    owner = f"outbox-{uuid.uuid4().hex[:12]}"
+    claimed = _claim(ctx, portal.id, owner, limit)
+    if not claimed:
+        return {"sent": 0}
+    client = ctx.bitrix(portal.member_id)
+    try:
+        reads = _read_state(client, claimed)
+    except PortalGone as exc:
+        for item, _ in claimed:
+            _finish(ctx, item.id, owner, "dead", error=f"portal gone: {exc.code}")
+        return {"sent": 0, "dead": len(claimed)}
+    except BitrixError as exc:
+        for item, _ in claimed:
+            _retry_or_die(ctx, item, owner, f"read failed: {exc.code}")
+        return {"sent": 0, "retry": len(claimed)}
+    commands: dict[str, tuple[str, dict]] = {}
+    plan: dict[str, tuple[OutboxItem, dict]] = {}
+    skipped = 0
+    for item, uncertain in claimed:
+        decision = _plan(item, uncertain, reads)
+        if decision is None or decision[0] is None:
+            _finish(ctx, item.id, owner, "skipped", result=(decision[1] if decision else {"why": "nothing to do"}))
+            skipped += 1
+            continue
+        (method, params), info = decision
+        key = f"i{item.id}"
+        commands[key] = (method, params)
+        plan[key] = (item, info)
+    sent = failed = 0
+    if commands:
+        try:
+            res = client.batch(commands)
+        except BitrixError as exc:
+            for item, _ in plan.values():
+                _retry_or_die(ctx, item, owner, f"batch failed: {exc.code}")
+            return {"sent": 0, "skipped": skipped, "retry": len(plan)}
+        for key, (item, info) in plan.items():
+            if key in res.errors:
+                failed += 1
+                _retry_or_die(ctx, item, owner, f"{res.errors[key].code}: {res.errors[key].description}"[:500])
+            else:
+                sent += 1
+                _finish(ctx, item.id, owner, "done", result={**info, "result": _small(res.results.get(key))})
+    return {"sent": sent, "skipped": skipped, "failed": failed}
+
+
+def _retry_or_die(ctx, item: OutboxItem, owner: str, error: str) -> None:
+    if item.attempts >= MAX_ATTEMPTS:
+        log.error("outbox item dead", extra={"portal_id": item.portal_id, "key": item.key, "error": error})
+        _finish(ctx, item.id, owner, "dead", error=error)
+    else:
+        _finish(ctx, item.id, owner, "pending", error=error, retry_in=min(600, 5 * 2 ** item.attempts))
+
+
+def _small(value):
+    if isinstance(value, (dict, list)):
+        return {"type": type(value).__name__}
+    return value
+
+
+# -- reading Bitrix24's current state --------------------------------------------------------------------
+def _read_state(client, claimed: list[tuple[OutboxItem, bool]]) -> dict:
+    cmds: dict[str, tuple[str, dict]] = {}
+    for item, uncertain in claimed:
+        p = item.payload
+        if item.kind in ("invoice_paid", "invoice_reopen"):
+            cmds[f"inv{p['invoice_id']}"] = ("crm.item.get", {"entityTypeId": INVOICE_TYPE, "id": p["invoice_id"]})
+        elif item.kind == "deal_stage":
+            cmds[f"deal{p['deal_id']}"] = ("crm.deal.get", {"id": p["deal_id"]})
+        elif item.kind == "timeline" and uncertain:
+            cmds[f"tl{p['deal_id']}"] = ("crm.timeline.comment.list", {
+                "filter": {"ENTITY_ID": p["deal_id"], "ENTITY_TYPE": "deal"}, "order": {"ID": "DESC"}})
+        elif item.kind == "task" and uncertain:
+            cmds[f"task{item.id}"] = ("tasks.task.list", {"filter": {"RESPONSIBLE_ID": p["responsible_id"],
+                                                                      "%TITLE": marker_for(item.key)},
+                                                           "select": ["ID", "TITLE"]})
+    if not cmds:
+        return {}
+    first = client.batch(cmds)
+    reads = dict(first.results)
+    for key, err in first.errors.items():
+        if not isinstance(err, NotFound):
+            raise err
+        reads[key] = None
+    categories = {int((reads.get(k) or {}).get("item", {}).get("categoryId") or 0)
+                  for k in reads if k.startswith("inv") and reads.get(k)}
+    if categories:
+        stages = client.batch({f"st{c}": ("crm.status.list", {"filter": {"ENTITY_ID": f"SMART_INVOICE_STAGE_{c}"}})
+                               for c in sorted(categories)})
+        stages.raise_first()
+        reads.update(stages.results)
+    return reads
+
+
+def _plan(item: OutboxItem, uncertain: bool, reads: dict):
+    """(method, params), info — or (None, why) when Bitrix24 already shows the effect or it no longer applies."""
+    p = item.payload
+    kind = item.kind
+    if kind == "invoice_paid":
+        current = (reads.get(f"inv{p['invoice_id']}") or {}).get("item")
+        if not current:
+            return None, {"why": "invoice deleted"}
+        stages = reads.get(f"st{current.get('categoryId')}") or []
+        semantics = {s["STATUS_ID"]: s.get("SEMANTICS") for s in stages}
+        if semantics.get(current["stageId"]) in ("S", "F"):
+            return None, {"why": f"invoice already in final stage {current['stageId']}", "from_stage": None}
+        target = next((s["STATUS_ID"] for s in sorted(stages, key=lambda s: int(s.get("SORT") or 0))
+                       if s.get("SEMANTICS") == "S"), None)
+        if target is None:
+            return None, {"why": "no success stage in the invoice's category"}
+        return ("crm.item.update", {"entityTypeId": INVOICE_TYPE, "id": p["invoice_id"],
+                                    "fields": {"stageId": target}}), {"from_stage": current["stageId"], "to_stage": target}
+    if kind == "invoice_reopen":
+        current = (reads.get(f"inv{p['invoice_id']}") or {}).get("item")
+        if not current or current.get("stageId") != p["paid_stage"]:
+            return None, {"why": "invoice was changed by a person since; left as it is"}
+        return ("crm.item.update", {"entityTypeId": INVOICE_TYPE, "id": p["invoice_id"],
+                                    "fields": {"stageId": p["to_stage"]}}), {"to_stage": p["to_stage"]}
+    if kind == "deal_stage":
+        deal = reads.get(f"deal{p['deal_id']}")
+        if not deal:
+            return None, {"why": "deal deleted"}
+        target = (p.get("stages") or {}).get(str(deal.get("CATEGORY_ID") or 0))
+        if not target:
+            return None, {"why": "no stage chosen for this pipeline"}
+        if deal.get("STAGE_ID") == target or deal.get("CLOSED") == "Y":
+            return None, {"why": "deal already there or closed"}
+        return ("crm.deal.update", {"id": p["deal_id"], "fields": {"STAGE_ID": target}}), {
+            "from_stage": deal.get("STAGE_ID"), "to_stage": target}
+    if kind == "timeline":
+        if uncertain:
+            comments = reads.get(f"tl{p['deal_id']}") or []
+            if any(marker_for(item.key) in str(c.get("COMMENT", "")) for c in comments):
+                return None, {"why": "already on the timeline"}
+        comment = f"{p['comment']}\n[{marker_for(item.key)}]"
+        return ("crm.timeline.comment.add", {"fields": {"ENTITY_ID": p["deal_id"], "ENTITY_TYPE": "deal",
+                                                        "COMMENT": comment}}), {}
+    if kind == "notify":
+        return ("im.notify.system.add", {"USER_ID": p["user_id"], "MESSAGE": p["message"],
+                                         "TAG": tag_for(item.key)}), {}
+    if kind == "task":
+        if uncertain:
+            found = reads.get(f"task{item.id}") or {}
+            tasks = found.get("tasks") if isinstance(found, dict) else found
+            if tasks:
+                return None, {"why": "task already exists"}
+        fields = {"TITLE": f"{p['title']} ({marker_for(item.key)})", "RESPONSIBLE_ID": p["responsible_id"],
+                  "DESCRIPTION": p.get("description", "")}
+        if p.get("deal_id"):
+            fields["UF_CRM_TASK"] = [f"D_{p['deal_id']}"]
+        return ("tasks.task.add", {"fields": fields}), {}
+    if kind == "trigger":
+        if uncertain:
+            # Bitrix24 cannot tell us whether a trigger fired; firing robots twice is worse than once late.
+            return None, {"why": "not re-fired after an interrupted attempt"}
+        return ("crm.automation.trigger.execute", {"CODE": p["code"], "OWNER_TYPE_ID": p.get("owner_type_id", DEAL_TYPE),
+                                                   "OWNER_ID": p["owner_id"]}), {}
+    return None, {"why": f"unknown kind {kind}"}

@@ -1,0 +1,89 @@
+"""What the portal admin chose to happen per outcome (stored as JSON on the portal row)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from sqlalchemy import select
+
+from .models import Portal
+
+
+@dataclass(frozen=True)
+class Rules:
+    # paid in full
+    paid_invoice_stage: bool = True          # move the invoice to its stage with semantics S
+    paid_deal_stage: dict = field(default_factory=dict)  # deal category id (str) -> stage id; empty = off
+    paid_timeline: bool = True
+    paid_notify: bool = True
+    # underpaid
+    underpaid_notify: bool = True
+    underpaid_task: bool = False
+    underpaid_timeline: bool = True
+    # overpaid and review
+    overpaid_notify: bool = True
+    review_notify: bool = True
+    # any outcome
+    fire_trigger: bool = True
+    sync_interval: int = 0                   # seconds; 0 = the deployment's B24APP_SYNC_INTERVAL
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_BOOLS = {f.name for f in fields(Rules) if f.type in ("bool", bool)}
+
+
+def load_rules(portal_settings: dict | None) -> Rules:
+    """Rules from stored JSON; unknown keys ignored, bad values fall back to defaults."""
+    raw = (portal_settings or {}).get("rules") or {}
+    kw: dict = {}
+    for name in _BOOLS:
+        if isinstance(raw.get(name), bool):
+            kw[name] = raw[name]
+    stages = raw.get("paid_deal_stage")
+    if isinstance(stages, dict):
+        kw["paid_deal_stage"] = {str(k): str(v) for k, v in stages.items() if v}
+    interval = raw.get("sync_interval")
+    if isinstance(interval, int) and (interval == 0 or 10 <= interval <= 86400):
+        kw["sync_interval"] = interval
+    return Rules(**kw)
+
+
+def parse_rules(data: dict) -> Rules:
+    """Validate a submitted rules form/JSON; raises ValueError with a field name on bad input."""
+    kw: dict = {}
+    for name in _BOOLS:
+        if name in data:
+            value = data[name]
+            if isinstance(value, str):
+                value = value.lower() in ("1", "true", "on", "y", "yes")
+            if not isinstance(value, bool):
+                raise ValueError(name)
+            kw[name] = value
+    if "paid_deal_stage" in data:
+        stages = data["paid_deal_stage"]
+        if not isinstance(stages, dict) or not all(
+                str(k).isdigit() and isinstance(v, str) and len(v) <= 64 for k, v in stages.items()):
+            raise ValueError("paid_deal_stage")
+        kw["paid_deal_stage"] = {str(k): v for k, v in stages.items() if v}
+    if "sync_interval" in data:
+        try:
+            interval = int(data["sync_interval"])
+        except (TypeError, ValueError):
+            raise ValueError("sync_interval") from None
+        if interval != 0 and not 10 <= interval <= 86400:
+            raise ValueError("sync_interval")
+        kw["sync_interval"] = interval
+    return Rules(**kw)
+
+
+def save_rules(ctx, portal_id: int, data: dict) -> Rules:
+    """Merge submitted values over the stored rules and persist them."""
+    with ctx.db.session() as s:
+        portal = s.scalar(select(Portal).where(Portal.id == portal_id).with_for_update())
+        current = load_rules(portal.settings).to_dict()
+        submitted = parse_rules(data).to_dict()
+        merged = {**current, **{k: submitted[k] for k in data if k in submitted}}
+        rules = Rules(**merged)
+        portal.settings = {**(portal.settings or {}), "rules": rules.to_dict()}
+    return rules

@@ -1,0 +1,343 @@
+"""In-memory state of the Bitrix24 sandbox: registered apps, portals, tokens, CRM data, recorded effects."""
+from __future__ import annotations
+
+import random
+import secrets
+import string
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, Callable
+
+REFRESH_TTL = 180 * 24 * 3600  # Bitrix24 refresh tokens live 180 days
+AUTH_CODE_TTL = 30  # authorization codes live 30 seconds
+DEFAULT_SCOPE = "crm,placement,im,task,user_brief"
+INVOICE_CATEGORY_ID = 2
+SECOND_DEAL_CATEGORY_ID = 1
+
+_TOKEN_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_token() -> str:
+    """A 32-character opaque token shaped like Bitrix24's."""
+    return "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(32))
+
+
+def new_hex32() -> str:
+    return secrets.token_hex(16)
+
+
+def iso(ts: float) -> str:
+    """Bitrix24-style ISO 8601 timestamp (seconds precision, explicit offset), in UTC."""
+    return datetime.fromtimestamp(int(ts), tz=timezone.utc).isoformat()
+
+
+@dataclass
+class RegisteredApp:
+    """A marketplace app as registered with the central OAuth server."""
+
+    client_id: str
+    client_secret: str
+    install_url: str
+    handler_url: str
+    scope: str = DEFAULT_SCOPE
+    version: int = 1
+
+    @property
+    def scopes(self) -> set[str]:
+        return {s.strip() for s in self.scope.split(",") if s.strip()}
+
+    def public(self) -> dict[str, Any]:
+        return {"client_id": self.client_id, "install_url": self.install_url,
+                "handler_url": self.handler_url, "scope": self.scope, "version": self.version}
+
+
+@dataclass
+class Installation:
+    """One app on one portal (Bitrix24's b_rest_app row)."""
+
+    client_id: str
+    local_id: int
+    application_token: str
+    installed: bool = False
+    version: int = 1
+    installed_by: int = 1
+
+
+@dataclass
+class IssuedToken:
+    """An access or refresh token issued by the OAuth server."""
+
+    value: str
+    kind: str  # "access" | "refresh"
+    member_id: str
+    client_id: str
+    user_id: int
+    expires_at: float
+    issued_at: float
+    pair: str
+    used: bool = False
+    revoked: bool = False
+
+    def public(self) -> dict[str, Any]:
+        return {"token": self.value, "kind": self.kind, "member_id": self.member_id,
+                "client_id": self.client_id, "user_id": self.user_id,
+                "expires_at": self.expires_at, "issued_at": self.issued_at,
+                "used": self.used, "revoked": self.revoked}
+
+
+@dataclass
+class AuthCode:
+    code: str
+    member_id: str
+    client_id: str
+    user_id: int
+    expires_at: float
+    used: bool = False
+
+
+@dataclass
+class User:
+    id: int
+    name: str
+    last_name: str
+    admin: bool = False
+    email: str = ""
+
+    def rest(self) -> dict[str, Any]:
+        return {"ID": str(self.id), "XML_ID": "", "ACTIVE": True, "NAME": self.name,
+                "LAST_NAME": self.last_name, "SECOND_NAME": "", "EMAIL": self.email,
+                "PERSONAL_GENDER": "", "PERSONAL_PHOTO": "", "TIME_ZONE": "",
+                "TIME_ZONE_OFFSET": "0", "WORK_POSITION": "Администратор" if self.admin else "Менеджер",
+                "UF_DEPARTMENT": [1], "USER_TYPE": "employee", "IS_ONLINE": "N"}
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.name} {self.last_name}".strip()
+
+
+@dataclass
+class Placement:
+    id: int
+    client_id: str
+    placement: str
+    handler: str
+    title: str = ""
+    description: str = ""
+    group_name: str = ""
+    options: Any = field(default_factory=list)
+    lang_all: dict[str, Any] = field(default_factory=dict)
+    user_id: int = 0
+
+    def rest(self) -> dict[str, Any]:
+        return {"placement": self.placement, "userId": self.user_id, "handler": self.handler,
+                "options": self.options, "title": self.title, "description": self.description,
+                "langAll": self.lang_all}
+
+
+@dataclass
+class EventBinding:
+    id: int
+    client_id: str
+    event: str
+    handler: str
+    auth_type: int = 0
+    event_type: str = "online"
+
+    def rest(self) -> dict[str, Any]:
+        return {"event": self.event, "handler": self.handler, "auth_type": str(self.auth_type),
+                "offline": 1 if self.event_type == "offline" else 0}
+
+
+@dataclass
+class Delivery:
+    """One event POST to an app handler (Bitrix24 never retries it)."""
+
+    id: int
+    event: str
+    handler: str
+    event_handler_id: int
+    client_id: str
+    payload: dict[str, Any]
+    status: int | None = None
+    error: str | None = None
+    delivered_at: float | None = None
+    done: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "event": self.event, "handler": self.handler,
+                "event_handler_id": self.event_handler_id, "client_id": self.client_id,
+                "status": self.status, "error": self.error, "delivered_at": self.delivered_at,
+                "done": self.done.is_set(), "payload": self.payload}
+
+
+@dataclass
+class Portal:
+    """One Bitrix24 account: its own member_id, users, CRM data, bucket, apps and recorded effects."""
+
+    code: str
+    member_id: str
+    lang: str = "ru"
+    users: dict[int, User] = field(default_factory=dict)
+    installations: dict[str, Installation] = field(default_factory=dict)
+    uninstalled: list[dict[str, Any]] = field(default_factory=list)
+    placements: list[Placement] = field(default_factory=list)
+    events: list[EventBinding] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
+    deals: dict[int, dict[str, Any]] = field(default_factory=dict)
+    invoices: dict[int, dict[str, Any]] = field(default_factory=dict)
+    companies: dict[int, dict[str, Any]] = field(default_factory=dict)
+    requisites: dict[int, dict[str, Any]] = field(default_factory=dict)
+    timeline_comments: list[dict[str, Any]] = field(default_factory=list)
+    notifications: list[dict[str, Any]] = field(default_factory=list)
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    automation_triggers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trigger_executions: list[dict[str, Any]] = field(default_factory=list)
+    requests: int = 0
+    rate_limited: int = 0
+    faults: Counter = field(default_factory=Counter)
+    bucket_level: float = 0.0
+    bucket_at: float | None = None
+    _ids: Counter = field(default_factory=Counter)
+
+    def next_id(self, kind: str) -> int:
+        self._ids[kind] += 1
+        return self._ids[kind]
+
+    def domain(self, host: str) -> str:
+        return f"{host}/p/{self.code}"
+
+    def client_endpoint(self, host: str) -> str:
+        return f"http://{host}/p/{self.code}/rest/"
+
+
+def default_users() -> dict[int, User]:
+    return {
+        1: User(1, "Анна", "Админова", admin=True, email="anna@example.test"),
+        2: User(2, "Борис", "Менеджеров", email="boris@example.test"),
+        3: User(3, "Вера", "Продажина", email="vera@example.test"),
+    }
+
+
+class SandboxState:
+    """Everything the sandbox knows, behind one lock; `clock` is injectable for expiry tests."""
+
+    def __init__(self, *, access_ttl: int, rate: float, burst: int,
+                 clock: Callable[[], float] | None, event_delivery: str, seed: int = 0) -> None:
+        if event_delivery not in ("async", "sync"):
+            raise ValueError("event_delivery must be 'async' or 'sync'")
+        self.lock = threading.RLock()
+        self.clock: Callable[[], float] = clock or time.time
+        self.access_ttl = access_ttl
+        self.rate = rate
+        self.burst = burst
+        self.event_delivery = event_delivery
+        self.event_timeout = 10.0
+        self.slow_seconds = 1.0
+        self.timeout_seconds = 30.0
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.faults: dict[str, float] = {}
+        self.apps: dict[str, RegisteredApp] = {}
+        self.portals: dict[str, Portal] = {}
+        self.renamed: dict[str, str] = {}
+        self.tokens: dict[str, IssuedToken] = {}
+        self.auth_codes: dict[str, AuthCode] = {}
+        self.app_ids = 0
+        self.deliverer: Any = None  # set by the app factory
+
+    # -- portals -------------------------------------------------------------------------------
+    def add_portal(self, code: str, lang: str = "ru") -> Portal:
+        with self.lock:
+            if code in self.portals or code in self.renamed:
+                raise ValueError(f"portal {code!r} exists")
+            portal = Portal(code=code, member_id=new_hex32(), lang=lang, users=default_users())
+            for uid in portal.users:
+                portal._ids["user"] = max(portal._ids["user"], uid)
+            self.portals[code] = portal
+            return portal
+
+    def resolve_code(self, code: str) -> tuple[Portal | None, str | None]:
+        """(portal, None) for a live code, (None, new_code) for a renamed one, (None, None) if unknown."""
+        seen = set()
+        target = code
+        while target in self.renamed and target not in seen:
+            seen.add(target)
+            target = self.renamed[target]
+        if target != code:
+            return None, target
+        return self.portals.get(code), None
+
+    def portal_by_member(self, member_id: str) -> Portal | None:
+        for portal in self.portals.values():
+            if portal.member_id == member_id:
+                return portal
+        return None
+
+    def rename(self, portal: Portal, new_code: str) -> None:
+        with self.lock:
+            if new_code in self.portals or new_code in self.renamed:
+                raise ValueError(f"portal {new_code!r} exists")
+            old = portal.code
+            del self.portals[old]
+            portal.code = new_code
+            self.portals[new_code] = portal
+            self.renamed[old] = new_code
+
+    # -- tokens --------------------------------------------------------------------------------
+    def issue_pair(self, portal: Portal, client_id: str, user_id: int) -> tuple[IssuedToken, IssuedToken]:
+        with self.lock:
+            now = self.clock()
+            access, refresh = new_token(), new_token()
+            a = IssuedToken(access, "access", portal.member_id, client_id, user_id,
+                            now + self.access_ttl, now, refresh)
+            r = IssuedToken(refresh, "refresh", portal.member_id, client_id, user_id,
+                            now + REFRESH_TTL, now, access)
+            self.tokens[access] = a
+            self.tokens[refresh] = r
+            return a, r
+
+    def revoke_app_tokens(self, member_id: str, client_id: str) -> None:
+        with self.lock:
+            for tok in self.tokens.values():
+                if tok.member_id == member_id and tok.client_id == client_id:
+                    tok.revoked = True
+
+    # -- rate limit ----------------------------------------------------------------------------
+    def take_request(self, portal: Portal) -> bool:
+        """Count one HTTP request in the portal's leaky bucket; False when over the burst."""
+        with self.lock:
+            now = self.clock()
+            portal.requests += 1
+            if portal.bucket_at is not None:
+                portal.bucket_level = max(0.0, portal.bucket_level - (now - portal.bucket_at) * self.rate)
+            portal.bucket_at = now
+            if portal.bucket_level + 1 > self.burst:
+                portal.rate_limited += 1
+                return False
+            portal.bucket_level += 1
+            return True
+
+    def roll_fault(self) -> str | None:
+        with self.lock:
+            for kind, probability in self.faults.items():
+                if probability > 0 and self.rng.random() < probability:
+                    return kind
+            return None
+
+    def new_app_local_id(self) -> int:
+        with self.lock:
+            self.app_ids += 1
+            return self.app_ids
+
+
+def money(value: Any) -> Decimal:
+    """Parse an amount from REST input (string or number) without passing through float."""
+    if isinstance(value, Decimal):
+        return value
+    if value is None or value == "":
+        return Decimal("0")
+    return Decimal(str(value).replace(",", ".").strip())

@@ -1,0 +1,154 @@
+"""Where a payment enters: read a watched account's statement and store each operation exactly once."""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from .bank.errors import BankError
+from .bank.operations import BankOperation
+from .banklink import LinkNeedsConsent, bank_api
+from .models import BankAccount, BankLink, Operation, OperationAlias, Portal
+
+log = logging.getLogger("b24app.sync")
+OVERLAP = timedelta(hours=3)         # late-posted and night-time operations are re-read
+FIRST_SYNC = timedelta(days=3)       # how far back a newly watched account starts
+
+
+def store_operation(s, account: BankAccount, op: BankOperation) -> tuple[Operation, str]:
+    """Insert or update one operation; returns (row, what happened). Runs inside the caller's transaction."""
+    row = s.scalar(select(Operation).where(Operation.account_id == account.id,
+                                           Operation.operation_id == op.operation_id))
+    how = "same"
+    if row is None:
+        alias = s.get(OperationAlias, (account.id, op.operation_id))
+        if alias is not None:
+            row = s.get(Operation, alias.operation_pk)
+    if row is None:
+        row = s.scalar(select(Operation).where(Operation.account_id == account.id,
+                                               Operation.fingerprint == op.fingerprint))
+        if row is not None:
+            # Same payment under a new operationId (night-time re-identification or a duplicate).
+            s.add(OperationAlias(account_id=account.id, operation_id=op.operation_id, operation_pk=row.id))
+            how = "reidentified"
+    if row is None:
+        row = Operation(portal_id=account.portal_id, account_id=account.id, operation_id=op.operation_id,
+                        fingerprint=op.fingerprint, bank_status=op.status, is_credit=op.is_credit,
+                        amount=op.amount, currency=op.currency, operation_date=op.operation_date,
+                        purpose=op.purpose[:4000], payer_name=(op.payer_name or None) and op.payer_name[:512],
+                        payer_inn=(op.payer_inn or None) and op.payer_inn[:12],
+                        document_number=(op.document_number or None) and op.document_number[:64],
+                        state=_initial_state(op))
+        with s.begin_nested():
+            s.add(row)
+            s.flush()
+        return row, "new"
+    if row.bank_status != "Transaction" and op.is_transaction:
+        # Authorization settled: now it is money received.
+        row.bank_status, row.operation_date, row.amount = "Transaction", op.operation_date, op.amount
+        if row.state == "pending":
+            row.state = "new" if op.is_credit else "ignored"
+        how = "settled"
+    return row, how
+
+
+def _initial_state(op: BankOperation) -> str:
+    if not op.is_credit:
+        return "ignored"  # debits are not reconciled
+    return "new" if op.is_transaction else "pending"
+
+
+def sync_account(ctx, account_id: int) -> dict:
+    """Read [synced_until - overlap, now) and store it; the cursor moves only after everything is stored."""
+    now = ctx.clock.now()
+    with ctx.db.session() as s:
+        account = s.get(BankAccount, account_id)
+        link = s.get(BankLink, account.link_id) if account else None
+        if account is None or link is None or link.status != "active" or not account.watched:
+            return {"skipped": True}
+        since = (account.synced_until or now - FIRST_SYNC) - OVERLAP
+    api = bank_api(ctx, link.id)
+    counts = {"new": 0, "same": 0, "reidentified": 0, "settled": 0}
+    batch: list[BankOperation] = []
+    for op in api.statement(account.account_number, since, now, status="All"):
+        if op.account_number != account.account_number:
+            continue
+        batch.append(op)
+        if len(batch) >= 200:
+            _store_batch(ctx, account_id, batch, counts)
+            batch = []
+    _store_batch(ctx, account_id, batch, counts)
+    with ctx.db.session() as s:
+        acc = s.get(BankAccount, account_id)
+        acc.synced_until = now  # everything before `now` is stored
+        acc.last_synced_at = ctx.clock.now()
+        acc.last_error, acc.failures = None, 0
+        if counts["new"] or counts["settled"]:
+            s.execute(update(Portal).where(Portal.id == acc.portal_id).values(work_due_at=ctx.clock.now()))
+    return counts
+
+
+def _store_batch(ctx, account_id: int, ops: list[BankOperation], counts: dict) -> None:
+    if not ops:
+        return
+    for attempt in range(3):
+        try:
+            with ctx.db.session() as s:
+                account = s.get(BankAccount, account_id)
+                local = dict.fromkeys(counts, 0)
+                for op in ops:
+                    _, how = store_operation(s, account, op)
+                    local[how] += 1
+            for k, v in local.items():
+                counts[k] += v
+            return
+        except IntegrityError:
+            if attempt == 2:
+                raise  # a concurrent writer stored the same rows; next attempt sees them
+
+
+def request_sync(ctx, portal_id: int, account_ids: list[int] | None = None, backfill_days: int | None = None) -> list[int]:
+    """Make accounts due now (a webhook, "check the bank now", or a backfill); the worker does the rest."""
+    now = ctx.clock.now()
+    with ctx.db.session() as s:
+        q = select(BankAccount).where(BankAccount.portal_id == portal_id, BankAccount.watched.is_(True))
+        if account_ids is not None:
+            q = q.where(BankAccount.id.in_(account_ids))
+        ids = []
+        for acc in s.scalars(q):
+            acc.next_sync_at = now
+            acc.sync_requested_at = now
+            if backfill_days:
+                acc.synced_until = now - timedelta(days=min(int(backfill_days), 365))
+            ids.append(acc.id)
+    return ids
+
+
+def sync_status(ctx, portal_id: int) -> dict:
+    now = ctx.clock.now()
+    with ctx.db.session() as s:
+        rows = list(s.scalars(select(BankAccount).where(BankAccount.portal_id == portal_id)))
+        return {"accounts": [{
+            "id": a.id, "account_number": a.account_number, "watched": a.watched,
+            "last_synced_at": a.last_synced_at.isoformat() if a.last_synced_at else None,
+            "next_sync_at": a.next_sync_at.isoformat() if a.next_sync_at else None,
+            "sync_requested_at": a.sync_requested_at.isoformat() if a.sync_requested_at else None,
+            "running": bool(a.lease_until and a.lease_until > now),
+            "pending": bool(a.sync_requested_at and (a.last_synced_at is None or a.last_synced_at < a.sync_requested_at)),
+            "last_error": a.last_error} for a in rows]}
+
+
+def record_failure(ctx, account_id: int, exc: Exception) -> None:
+    with ctx.db.session() as s:
+        acc = s.get(BankAccount, account_id)
+        if acc is None:
+            return
+        acc.failures += 1
+        acc.last_error = f"{type(exc).__name__}: {exc}"[:500]
+        if isinstance(exc, LinkNeedsConsent):
+            acc.last_error = "needs_consent"
+
+
+__all__ = ["BankError", "request_sync", "store_operation", "sync_account", "sync_status"]

@@ -1,0 +1,553 @@
+"""Read models: the queries that build what the widget and the admin page show (no Flask, no HTTP)."""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Iterable
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from .models import Allocation, BankAccount, BankLink, Decision, Invoice, Operation, OutboxItem
+
+ZERO = Decimal("0.00")
+REVIEW_STATES = ("review", "unmatched")          # operation states a person may assign
+QUEUE_STATES = ("review", "unmatched", "overpaid")  # what the admin's review queue lists
+STATUSES = ("paid", "partly_paid", "overpaid", "awaiting", "review", "cancelled")
+MAX_QUEUE = 200
+
+
+# -- value objects ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PaymentLine:
+    """One bank payment applied (wholly or partly) to an invoice."""
+
+    operation_pk: int
+    date: datetime
+    payer_name: str
+    payer_inn: str | None
+    amount: Decimal            # the part applied to this invoice
+    operation_amount: Decimal  # the whole payment
+    currency: str
+    purpose: str
+    outcome: str
+    reasons: tuple[Any, ...]
+    manual: bool
+    decided_at: datetime
+    state: str
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    """One smart invoice with what has been received against it."""
+
+    b24_id: int
+    number: str
+    title: str
+    amount: Decimal
+    currency: str
+    paid: Decimal
+    remaining: Decimal
+    percent: int
+    status: str
+    stage_id: str
+    stage_semantics: str | None
+    assigned_by_id: int | None
+    deal_id: int | None
+    payments: tuple[PaymentLine, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReviewLine:
+    """A payment waiting for a person: unmatched, ambiguous, or overpaid."""
+
+    operation_pk: int
+    date: datetime
+    payer_name: str
+    payer_inn: str | None
+    amount: Decimal
+    currency: str
+    purpose: str
+    state: str
+    outcome: str
+    reasons: tuple[Any, ...]
+    candidates: tuple[int, ...]
+    numbers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AccountLine:
+    id: int
+    number: str
+    name: str
+    currency: str
+    watched: bool
+    last_synced_at: datetime | None
+    next_sync_at: datetime | None
+    sync_requested_at: datetime | None
+    last_error: str | None
+    failures: int
+
+    @property
+    def masked(self) -> str:
+        return f"•••• {self.number[-4:]}" if len(self.number) > 4 else self.number
+
+
+@dataclass(frozen=True)
+class BankState:
+    """The portal's bank link as a person needs to see it."""
+
+    linked: bool
+    link_id: int | None = None
+    kind: str | None = None
+    health: str = "not_linked"  # not_linked | ok | needs_consent | rate_limited | error | syncing | no_accounts
+    company: str | None = None
+    inn: str | None = None
+    last_error: str | None = None
+    accounts: tuple[AccountLine, ...] = ()
+
+    @property
+    def last_synced_at(self) -> datetime | None:
+        times = [a.last_synced_at for a in self.accounts if a.watched and a.last_synced_at]
+        return max(times) if times else None
+
+    @property
+    def watched_count(self) -> int:
+        return sum(1 for a in self.accounts if a.watched)
+
+
+@dataclass(frozen=True)
+class Totals:
+    currency: str
+    amount: Decimal
+    paid: Decimal
+    remaining: Decimal
+
+
+@dataclass(frozen=True)
+class WidgetData:
+    """Everything the deal (or invoice) tab shows."""
+
+    kind: str  # deal | invoice
+    entity_id: int
+    deal_id: int | None
+    invoices: tuple[InvoiceLine, ...]
+    review: tuple[ReviewLine, ...]
+    bank: BankState
+    totals: tuple[Totals, ...]
+    owner_ids: frozenset[int] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class HistoryLine:
+    decision_id: int
+    operation_pk: int
+    created_at: datetime
+    superseded_at: datetime | None
+    outcome: str
+    confidence: str
+    actor_user_id: int | None
+    reasons: tuple[Any, ...]
+    date: datetime
+    payer_name: str
+    amount: Decimal
+    currency: str
+    purpose: str
+    invoices: tuple[tuple[int, str, Decimal, bool], ...]  # (b24_id, number, amount, revoked)
+    deal_ids: tuple[int, ...]
+    actions: tuple[dict, ...]
+
+
+@dataclass(frozen=True)
+class ChartDay:
+    day: date
+    received: Decimal
+    matched: Decimal
+
+
+# -- pure helpers -------------------------------------------------------------------------------
+def invoice_status(amount: Decimal, paid: Decimal, semantics: str | None, has_review: bool = False) -> str:
+    """The badge: overpaid / paid / needs review / partly paid / awaiting payment / cancelled."""
+    if semantics == "F" and paid <= ZERO:
+        return "cancelled"
+    if amount > ZERO and paid > amount:
+        return "overpaid"
+    if (amount > ZERO and paid >= amount) or semantics == "S":
+        return "paid"
+    if has_review:
+        return "review"
+    if paid > ZERO:
+        return "partly_paid"
+    return "awaiting"
+
+
+def percent(amount: Decimal, paid: Decimal) -> int:
+    if amount <= ZERO:
+        return 100 if paid > ZERO else 0
+    return max(0, min(100, int((paid * 100 / amount).to_integral_value(rounding="ROUND_FLOOR"))))
+
+
+def candidate_ids(candidates: Any) -> tuple[int, ...]:
+    """Invoice ids named by a decision's candidates, whatever their stored shape (ids or dicts)."""
+    out: list[int] = []
+    for c in candidates or []:
+        value = c
+        if isinstance(c, dict):
+            value = next((c[k] for k in ("invoice_b24_id", "b24_id", "invoice_id", "invoice", "id") if k in c), None)
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+            if int(value) not in out:
+                out.append(int(value))
+    return tuple(out)
+
+
+def _dec(value) -> Decimal:
+    return Decimal(value if value is not None else 0).quantize(Decimal("0.01"))
+
+
+# -- bank -----------------------------------------------------------------------------------------
+def bank_state(s: Session, portal_id: int) -> BankState:
+    link = s.scalar(select(BankLink).where(BankLink.portal_id == portal_id, BankLink.status != "unlinked")
+                    .order_by(BankLink.updated_at.desc(), BankLink.id.desc()).limit(1))
+    if link is None:
+        return BankState(linked=False)
+    accounts = tuple(AccountLine(
+        id=a.id, number=a.account_number, name=a.name or "", currency=a.currency, watched=bool(a.watched),
+        last_synced_at=a.last_synced_at, next_sync_at=a.next_sync_at, sync_requested_at=a.sync_requested_at,
+        last_error=a.last_error, failures=a.failures or 0)
+        for a in s.scalars(select(BankAccount).where(BankAccount.link_id == link.id).order_by(BankAccount.id)))
+    return BankState(linked=True, link_id=link.id, kind=link.kind, health=link_health(link, accounts),
+                     company=link.company_name, inn=link.inn, last_error=link.last_error, accounts=accounts)
+
+
+def link_health(link: BankLink, accounts: Iterable[AccountLine]) -> str:
+    accounts = list(accounts)
+    if link.status == "needs_consent":
+        return "needs_consent"
+    errors = " ".join(filter(None, [link.last_error or ""] + [a.last_error or "" for a in accounts if a.watched]))
+    low = errors.lower()
+    if "rate" in low or "429" in low or "too many" in low:
+        return "rate_limited"
+    if "consent" in low or "invalid_grant" in low or "unauthor" in low or "401" in low or "403" in low:
+        return "needs_consent"
+    if errors.strip():
+        return "error"
+    if not any(a.watched for a in accounts):
+        return "no_accounts"
+    return "ok"
+
+
+# -- the widget ---------------------------------------------------------------------------------
+def widget_data(s: Session, portal_id: int, *, deal_id: int | None = None, invoice_id: int | None = None,
+                review_limit: int = 50) -> WidgetData:
+    """Invoices of one deal (or one invoice), their payments, and the payments waiting for review."""
+    q = select(Invoice).where(Invoice.portal_id == portal_id)
+    if invoice_id is not None:
+        q = q.where(Invoice.b24_id == invoice_id)
+        kind, entity = "invoice", invoice_id
+    else:
+        q = q.where(Invoice.deal_id == deal_id)
+        kind, entity = "deal", int(deal_id or 0)
+    invoices = list(s.scalars(q.order_by(Invoice.created.is_(None), Invoice.created, Invoice.b24_id)))
+    ids = [i.b24_id for i in invoices]
+    if invoice_id is not None and invoices:
+        deal_id = invoices[0].deal_id
+    payments: dict[int, list[PaymentLine]] = defaultdict(list)
+    if ids:
+        rows = s.execute(
+            select(Allocation, Operation, Decision)
+            .join(Operation, Operation.id == Allocation.operation_pk)
+            .join(Decision, Decision.id == Allocation.decision_id)
+            .where(Allocation.portal_id == portal_id, Allocation.invoice_b24_id.in_(ids),
+                   Allocation.revoked_at.is_(None), Operation.portal_id == portal_id)
+            .order_by(Operation.operation_date.desc(), Operation.id.desc()))
+        for alloc, op, dec in rows:
+            payments[alloc.invoice_b24_id].append(PaymentLine(
+                operation_pk=op.id, date=op.operation_date, payer_name=op.payer_name or "", payer_inn=op.payer_inn,
+                amount=_dec(alloc.amount), operation_amount=_dec(op.amount), currency=op.currency,
+                purpose=op.purpose or "", outcome=alloc.outcome or dec.outcome, reasons=tuple(dec.reasons or ()),
+                manual=dec.actor_user_id is not None, decided_at=dec.created_at, state=op.state))
+    review = review_for(s, portal_id, invoices, limit=review_limit)
+    flagged = {c for r in review for c in r.candidates}
+    lines = []
+    for inv in invoices:
+        pays = payments.get(inv.b24_id, [])
+        paid = sum((p.amount for p in pays), ZERO)
+        amount = _dec(inv.amount)
+        lines.append(InvoiceLine(
+            b24_id=inv.b24_id, number=inv.number or str(inv.b24_id), title=inv.title or "", amount=amount,
+            currency=inv.currency, paid=paid, remaining=max(ZERO, amount - paid),
+            percent=percent(amount, paid),
+            status=invoice_status(amount, paid, inv.stage_semantics, inv.b24_id in flagged),
+            stage_id=inv.stage_id, stage_semantics=inv.stage_semantics, assigned_by_id=inv.assigned_by_id,
+            deal_id=inv.deal_id, payments=tuple(pays)))
+    return WidgetData(kind=kind, entity_id=entity, deal_id=deal_id, invoices=tuple(lines), review=tuple(review),
+                      bank=bank_state(s, portal_id), totals=totals(lines),
+                      owner_ids=frozenset(i.assigned_by_id for i in invoices if i.assigned_by_id))
+
+
+def totals(lines: Iterable[InvoiceLine]) -> tuple[Totals, ...]:
+    acc: dict[str, list[Decimal]] = {}
+    for line in lines:
+        if line.status == "cancelled":
+            continue
+        t = acc.setdefault(line.currency, [ZERO, ZERO, ZERO])
+        t[0] += line.amount
+        t[1] += line.paid
+        t[2] += line.remaining
+    return tuple(Totals(c, *v) for c, v in sorted(acc.items()))
+
+
+def review_for(s: Session, portal_id: int, invoices: list[Invoice], limit: int = 50) -> list[ReviewLine]:
+    """Payments waiting for review that point at these invoices: by candidate, payer INN or number."""
+    if not invoices:
+        return []
+    ids = {i.b24_id for i in invoices}
+    inns = {i.payer_inn for i in invoices if i.payer_inn}
+    keys = {i.number_key for i in invoices if i.number_key}
+    out = []
+    for line in _review_lines(s, portal_id, limit=MAX_QUEUE):
+        numbers = set(_number_keys(line.numbers))
+        hit = [c for c in line.candidates if c in ids]
+        if hit or (line.payer_inn and line.payer_inn in inns) or (numbers & keys):
+            out.append(line)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _number_keys(numbers: Iterable[str]) -> list[str]:
+    from .domain import normalize_invoice_number
+    return [normalize_invoice_number(str(n)) for n in numbers if n]
+
+
+def _review_lines(s: Session, portal_id: int, *, limit: int, search: str = "",
+                  states: tuple[str, ...] = REVIEW_STATES) -> list[ReviewLine]:
+    q = (select(Operation, Decision)
+         .outerjoin(Decision, and_(Decision.operation_pk == Operation.id, Decision.superseded_at.is_(None)))
+         .where(Operation.portal_id == portal_id, Operation.is_credit.is_(True), Operation.state.in_(states)))
+    q = _search(q, search)
+    q = q.order_by(Operation.operation_date.desc(), Operation.id.desc()).limit(limit)
+    lines = []
+    for op, dec in s.execute(q):
+        lines.append(ReviewLine(
+            operation_pk=op.id, date=op.operation_date, payer_name=op.payer_name or "", payer_inn=op.payer_inn,
+            amount=_dec(op.amount), currency=op.currency, purpose=op.purpose or "", state=op.state,
+            outcome=(dec.outcome if dec else op.state), reasons=tuple(dec.reasons or ()) if dec else (),
+            candidates=candidate_ids(dec.candidates) if dec else (),
+            numbers=tuple(str(n) for n in (dec.numbers or ())) if dec else ()))
+    return lines
+
+
+def _search(q, search: str):
+    """Filter by purpose or payer (substring, case-insensitive) or by amount when the text is a number."""
+    text = (search or "").strip()[:200]
+    if not text:
+        return q
+    conds = [func.lower(Operation.purpose).contains(text.lower(), autoescape=True),
+             func.lower(Operation.payer_name).contains(text.lower(), autoescape=True),
+             Operation.payer_inn == text]
+    amount = parse_search_amount(text)
+    if amount is not None:
+        conds.append(Operation.amount == amount)
+    return q.where(or_(*conds))
+
+
+def parse_search_amount(text: str) -> Decimal | None:
+    cleaned = text.replace("\u00a0", "").replace(" ", "").replace("₽", "").replace(",", ".")
+    try:
+        value = Decimal(cleaned)
+    except ArithmeticError:
+        return None
+    if not value.is_finite() or value <= 0 or value > Decimal("1e15"):
+        return None
+    return value.quantize(Decimal("0.01"))
+
+
+# -- admin ----------------------------------------------------------------------------------------
+def review_queue(s: Session, portal_id: int, search: str = "", limit: int = 100) -> list[ReviewLine]:
+    """Unmatched, ambiguous and overpaid payments, newest first, optionally searched."""
+    return _review_lines(s, portal_id, limit=min(limit, MAX_QUEUE), search=search, states=QUEUE_STATES)
+
+
+def open_invoices(s: Session, portal_id: int, ids: Iterable[int] = (), limit: int = 200) -> list[Invoice]:
+    """Invoices an admin may assign a payment to: the named candidates first, then other open ones."""
+    wanted = list(ids)
+    q = select(Invoice).where(Invoice.portal_id == portal_id, or_(Invoice.stage_semantics.is_(None),
+                                                                   Invoice.b24_id.in_(wanted or [-1])))
+    rows = list(s.scalars(q.order_by(Invoice.b24_id.desc()).limit(limit)))
+    order = {b: n for n, b in enumerate(wanted)}
+    rows.sort(key=lambda i: (order.get(i.b24_id, len(order)), -i.b24_id))
+    return rows
+
+
+def history(s: Session, portal_id: int, *, outcome: str = "", search: str = "", deal_id: int | None = None,
+            invoice: str = "", before_id: int | None = None, limit: int = 50) -> list[HistoryLine]:
+    """Every decision, newest first, with its allocations and the Bitrix24 actions it caused."""
+    q = (select(Decision, Operation).join(Operation, Operation.id == Decision.operation_pk)
+         .where(Decision.portal_id == portal_id))
+    if outcome:
+        q = q.where(Decision.outcome == outcome)
+    if before_id:
+        q = q.where(Decision.id < before_id)
+    if deal_id or invoice:
+        inv_q = select(Invoice.b24_id).where(Invoice.portal_id == portal_id)
+        if deal_id:
+            inv_q = inv_q.where(Invoice.deal_id == deal_id)
+        if invoice:
+            from .domain import normalize_invoice_number
+            inv_q = inv_q.where(or_(Invoice.number_key == normalize_invoice_number(invoice),
+                                    Invoice.b24_id == (int(invoice) if invoice.isdigit() and len(invoice) < 18
+                                                       else -1)))
+        q = q.where(Decision.id.in_(select(Allocation.decision_id).where(
+            Allocation.portal_id == portal_id, Allocation.invoice_b24_id.in_(inv_q))))
+    q = _search(q, search)
+    rows = list(s.execute(q.order_by(Decision.id.desc()).limit(min(limit, 200))))
+    dec_ids = [d.id for d, _ in rows]
+    op_ids = list({op.id for _, op in rows})
+    allocs: dict[int, list[Allocation]] = defaultdict(list)
+    inv_nums: dict[int, tuple[str, int | None]] = {}
+    actions: dict[int, list[dict]] = defaultdict(list)
+    if dec_ids:
+        for a in s.scalars(select(Allocation).where(Allocation.decision_id.in_(dec_ids)).order_by(Allocation.id)):
+            allocs[a.decision_id].append(a)
+        b24_ids = {a.invoice_b24_id for v in allocs.values() for a in v}
+        if b24_ids:
+            for inv in s.scalars(select(Invoice).where(Invoice.portal_id == portal_id,
+                                                       Invoice.b24_id.in_(b24_ids))):
+                inv_nums[inv.b24_id] = (inv.number, inv.deal_id)
+        for item in s.scalars(select(OutboxItem).where(OutboxItem.portal_id == portal_id,
+                                                       OutboxItem.operation_pk.in_(op_ids))
+                              .order_by(OutboxItem.id)):
+            actions[item.operation_pk].append({"kind": item.kind, "status": item.status, "attempts": item.attempts,
+                                               "created_at": item.created_at, "done_at": item.done_at,
+                                               "last_error": item.last_error})
+    out = []
+    for dec, op in rows:
+        lines = tuple((a.invoice_b24_id, inv_nums.get(a.invoice_b24_id, (str(a.invoice_b24_id), None))[0],
+                       _dec(a.amount), a.revoked_at is not None) for a in allocs.get(dec.id, []))
+        deals = tuple(sorted({d for b, *_ in lines if (d := inv_nums.get(b, ("", None))[1])}))
+        out.append(HistoryLine(
+            decision_id=dec.id, operation_pk=op.id, created_at=dec.created_at, superseded_at=dec.superseded_at,
+            outcome=dec.outcome, confidence=dec.confidence, actor_user_id=dec.actor_user_id,
+            reasons=tuple(dec.reasons or ()), date=op.operation_date, payer_name=op.payer_name or "",
+            amount=_dec(op.amount), currency=op.currency, purpose=op.purpose or "", invoices=lines,
+            deal_ids=deals, actions=tuple(actions.get(op.id, ()))))
+    return out
+
+
+def daily_chart(s: Session, portal_id: int, today: date, days: int = 30, tz: str = "Europe/Moscow",
+                currency: str = "RUB") -> list[ChartDay]:
+    """Received (credit transactions) and matched (current allocations) per day, oldest first."""
+    zone = ZoneInfo(tz)
+    first = today - timedelta(days=days - 1)
+    start = datetime(first.year, first.month, first.day, tzinfo=zone).astimezone(timezone.utc)
+    received: dict[date, Decimal] = defaultdict(lambda: ZERO)
+    matched: dict[date, Decimal] = defaultdict(lambda: ZERO)
+    base = (Operation.portal_id == portal_id, Operation.is_credit.is_(True), Operation.currency == currency,
+            Operation.bank_status == "Transaction", Operation.operation_date >= start)
+    for when, amount in s.execute(select(Operation.operation_date, Operation.amount).where(*base)):
+        received[when.astimezone(zone).date()] += amount
+    for when, amount in s.execute(
+            select(Operation.operation_date, Allocation.amount).join(Allocation, Allocation.operation_pk == Operation.id)
+            .where(*base, Allocation.revoked_at.is_(None), Allocation.portal_id == portal_id)):
+        matched[when.astimezone(zone).date()] += amount
+    return [ChartDay(d, _dec(received[d]), _dec(matched[d]))
+            for d in (first + timedelta(days=n) for n in range(days))]
+
+
+@dataclass(frozen=True)
+class ChartGeometry:
+    """Bars for an inline SVG: no JavaScript chart library needed."""
+
+    width: int
+    height: int
+    max_value: Decimal
+    bars: tuple[tuple[ChartDay, float, float, float, float, float], ...]  # day, x, w, h_received, h_matched, base
+
+
+def chart_geometry(days: list[ChartDay], width: int = 600, height: int = 140) -> ChartGeometry:
+    top = max([d.received for d in days] + [d.matched for d in days] + [ZERO])
+    scale = float(top) if top > 0 else 1.0
+    n = max(1, len(days))
+    slot = width / n
+    w = max(1.0, slot * 0.38)
+    base = float(height)
+    bars = tuple((d, round(i * slot + slot * 0.1, 2), round(w, 2),
+                  round(float(d.received) / scale * (height - 4), 2),
+                  round(float(d.matched) / scale * (height - 4), 2), base)
+                 for i, d in enumerate(days))
+    return ChartGeometry(width, height, top, bars)
+
+
+# -- explanations ---------------------------------------------------------------------------------
+_PEOPLE_REASONS = {
+    "ru": {"manual_assignment": "платёж {amount} вручную отнесён к счёту {invoice} (пользователь {user_id})",
+           "manual_assignment/short": "платёж вручную отнесён к счёту {invoice} (пользователь {user_id})",
+           "undone": "сопоставление отменено пользователем {user_id}"},
+    "en": {"manual_assignment": "payment {amount} assigned to invoice {invoice} by hand (user {user_id})",
+           "manual_assignment/short": "payment assigned to invoice {invoice} by hand (user {user_id})",
+           "undone": "the match was undone by user {user_id}"},
+}
+
+
+def explain_reasons(reasons: Iterable[Any], lang: str, currency: str = "RUB") -> list[str]:
+    """Stored reasons (`{"code", "params"}`) as sentences in the user's language, one per reason."""
+    from .domain.explain import explain_reason
+    from .domain.formatting import format_money, language
+    from .domain.matching import Reason
+
+    lang = language(lang)
+    out: list[str] = []
+    for raw in reasons or ():
+        if isinstance(raw, str):
+            text = raw
+        elif isinstance(raw, dict) and isinstance(raw.get("code"), str):
+            params = raw.get("params") if isinstance(raw.get("params"), dict) else {}
+            code = raw["code"]
+            if code in ("manual_assignment", "undone"):
+                values = {k: str(v) for k, v in params.items()}
+                if "amount" in params:
+                    try:
+                        values["amount"] = format_money(Decimal(str(params["amount"])), currency, lang)
+                    except ArithmeticError:
+                        pass
+                key = code if code != "manual_assignment" or "amount" in values else "manual_assignment/short"
+                try:
+                    text = _PEOPLE_REASONS[lang][key].format(**values)
+                except KeyError:
+                    text = code
+            else:
+                try:
+                    text = explain_reason(Reason(code, dict(params)), lang)
+                except (ArithmeticError, ValueError, TypeError):
+                    text = code
+        else:
+            continue
+        text = text.strip()
+        if text:
+            out.append(text[:1].upper() + text[1:])
+    return out
+
+
+def visible_text(value: Any, limit: int | None = None) -> str:
+    """Text a payer wrote, safe to show: control and bidi-override characters become visible `\\uXXXX`
+    escapes (HTML escaping is the template's job), whitespace runs become one space."""
+    import unicodedata
+
+    text = "" if value is None else str(value)
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + "…"
+    out: list[str] = []
+    for ch in text:
+        if ch in "\t\r\n\u00a0":
+            out.append(" ")
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cs", "Zl", "Zp"):
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return " ".join("".join(out).split())

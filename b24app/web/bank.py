@@ -1,0 +1,204 @@
+"""Bank link pages (top-level popup: cookies and CSRF work there), webhook receiver, frame-token API."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+
+from flask import Blueprint, abort, g, jsonify, redirect, render_template, request, session
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy import select
+
+from .. import banklink
+from ..bank.errors import BankError
+from ..banklink import LinkFailed
+from ..models import BankAccount, BankLink
+from ..sync import request_sync
+from .factory import csrf, get_ctx
+from .security import Frame, frame_required
+
+bp = Blueprint("bank", __name__, url_prefix="/bank")
+log = logging.getLogger("b24app.bank")
+TICKET_SALT = "b24app.bank-link.v1"
+TICKET_TTL = 10 * 60
+NONCE_KEY = "bank_link_nonce"
+INN_RE = re.compile(r"^(\d{10}|\d{12})$")
+KPP_RE = re.compile(r"^(0|\d{9})$")
+
+
+def _tickets() -> URLSafeTimedSerializer:
+    from flask import current_app
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=TICKET_SALT)
+
+
+def issue_link_ticket(frame: Frame) -> str:
+    """A short-lived signed ticket for the popup: which portal and user started the link."""
+    return _tickets().dumps({"m": frame.member_id, "u": frame.user_id, "a": frame.is_admin, "l": frame.lang})
+
+
+def _read_ticket(token: str) -> dict:
+    try:
+        return _tickets().loads(token, max_age=TICKET_TTL)
+    except SignatureExpired:
+        abort(403, description="link ticket expired: start again from Bitrix24")
+    except BadSignature:
+        abort(403, description="link ticket invalid")
+
+
+def _page(template: str, status: int = 200, **kw):
+    return render_template(template, lang=kw.pop("lang", g.get("lang", "ru")), **kw), status
+
+
+@bp.route("/start", methods=["GET", "POST"])
+def start():
+    """Ask for the company's INN/KPP, then send the user to T-Bank's own sign-in page."""
+    ticket = request.values.get("ticket", "")
+    data = _read_ticket(ticket)
+    g.lang = data.get("l", "ru")
+    ctx = get_ctx()
+    portal = ctx.portals.find(data["m"])
+    if portal is None or portal.status != "installed":
+        abort(403, description="portal not installed")
+    error = None
+    inn, kpp = request.form.get("inn", "").strip(), request.form.get("kpp", "").strip() or "0"
+    if request.method == "POST":
+        if not INN_RE.match(inn):
+            error = "inn"
+        elif not KPP_RE.match(kpp):
+            error = "kpp"
+        else:
+            nonce = secrets.token_urlsafe(24)
+            session[NONCE_KEY] = nonce
+            url = banklink.start_link(ctx, portal.id, int(data["u"]), inn, kpp, nonce)
+            g.form_action = ctx.settings.tbank_id_url
+            return redirect(url, code=303)
+    return _page("bank/start.html", 400 if error else 200, ticket=ticket, error=error, inn=inn, kpp=kpp,
+                 is_admin=bool(data.get("a")))
+
+
+@bp.get("/callback")
+def callback():
+    ctx = get_ctx()
+    try:
+        result = banklink.complete_link(ctx, error=request.args.get("error"), state=request.args.get("state"),
+                                        code=request.args.get("code"), browser_nonce=session.pop(NONCE_KEY, None))
+    except LinkFailed as exc:
+        log.warning("bank link failed", extra={"reason": exc.reason})
+        return _page("bank/result.html", 400, ok=False, reason=exc.reason)
+    request_sync(ctx, result.portal_id)
+    return _page("bank/result.html", ok=True, accounts=result.accounts)
+
+
+@bp.route("/token", methods=["GET", "POST"])
+def paste_token():
+    """Admin-only fallback: paste a T-Business cabinet token instead of linking by SMS."""
+    ticket = request.values.get("ticket", "")
+    data = _read_ticket(ticket)
+    g.lang = data.get("l", "ru")
+    if not data.get("a"):
+        abort(403, description="only portal administrators may paste a bank token")
+    ctx = get_ctx()
+    portal = ctx.portals.find(data["m"])
+    if portal is None or portal.status != "installed":
+        abort(403)
+    if request.method == "POST":
+        try:
+            banklink.paste_token(ctx, portal.id, int(data["u"]), request.form.get("token", ""))
+        except LinkFailed as exc:
+            return _page("bank/token.html", 400, ticket=ticket, reason=exc.reason)
+        request_sync(ctx, portal.id)
+        return _page("bank/result.html", ok=True, accounts=None)
+    return _page("bank/token.html", ticket=ticket, reason=None)
+
+
+@bp.post("/webhook/<int:link_id>")
+@csrf.exempt
+def webhook(link_id: int):
+    """T-Bank's oper-feed-operation: authenticate, acknowledge, and make the account due now."""
+    ctx = get_ctx()
+    auth = request.headers.get("Authorization", "")
+    presented = auth.split(" ", 1)[1] if auth.lower().startswith("bearer ") else ""
+    if not banklink.webhook_secret_matches(ctx, link_id, presented):
+        return jsonify({"error": "unauthorized"}), 401
+    try:
+        body = json.loads(request.get_data(cache=False, as_text=True) or "{}")
+    except ValueError:
+        body = {}
+    account_number = str(body.get("accountNumber", "")) if isinstance(body, dict) else ""
+    with ctx.db.session() as s:
+        link = s.get(BankLink, link_id)
+        q = select(BankAccount.id).where(BankAccount.link_id == link_id, BankAccount.watched.is_(True))
+        if account_number:
+            q = q.where(BankAccount.account_number == account_number)
+        ids = list(s.scalars(q))
+        portal_id = link.portal_id
+    if ids:
+        request_sync(ctx, portal_id, ids)
+    return jsonify({"ok": True, "accounts": len(ids)})
+
+
+# -- JSON API for the widget/admin page (frame token) -------------------------------------------------------
+def _portal_for_frame():
+    ctx = get_ctx()
+    portal = ctx.portals.find(g.frame.member_id)
+    if portal is None or portal.status != "installed":
+        abort(401)
+    return ctx, portal
+
+
+@bp.get("/accounts")
+@csrf.exempt
+@frame_required
+def accounts():
+    ctx, portal = _portal_for_frame()
+    with ctx.db.session() as s:
+        links = list(s.scalars(select(BankLink).where(BankLink.portal_id == portal.id, BankLink.status != "unlinked")))
+        accs = list(s.scalars(select(BankAccount).where(BankAccount.portal_id == portal.id)))
+    return jsonify({
+        "links": [{"id": l.id, "kind": l.kind, "status": l.status, "inn": l.inn, "kpp": l.kpp,
+                   "company_name": l.company_name} for l in links],
+        "accounts": [{"id": a.id, "link_id": a.link_id, "account_number": a.account_number, "currency": a.currency,
+                      "name": a.name, "watched": a.watched,
+                      "last_synced_at": a.last_synced_at.isoformat() if a.last_synced_at else None,
+                      "last_error": a.last_error} for a in accs if any(l.id == a.link_id for l in links)],
+        "link_url": f"/bank/start?ticket={issue_link_ticket(g.frame)}",
+        "token_url": f"/bank/token?ticket={issue_link_ticket(g.frame)}" if g.frame.is_admin else None,
+    })
+
+
+@bp.post("/accounts")
+@csrf.exempt
+@frame_required
+def choose_accounts():
+    ctx, portal = _portal_for_frame()
+    if not g.frame.is_admin:
+        abort(403)
+    body = request.get_json(silent=True)
+    ids = body.get("watched") if isinstance(body, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids) or len(ids) > 1000:
+        return jsonify({"error": "watched must be a list of account ids"}), 400
+    banklink.set_watched(ctx, portal.id, set(ids))
+    return jsonify({"ok": True})
+
+
+@bp.post("/unlink")
+@csrf.exempt
+@frame_required
+def unlink():
+    ctx, portal = _portal_for_frame()
+    if not g.frame.is_admin:
+        abort(403)
+    body = request.get_json(silent=True)
+    link_id = body.get("link_id") if isinstance(body, dict) else None
+    if not isinstance(link_id, int):
+        return jsonify({"error": "link_id required"}), 400
+    if not banklink.unlink(ctx, portal.id, link_id):
+        abort(404)
+    return jsonify({"ok": True})
+
+
+@bp.errorhandler(BankError)
+def _bank_error(exc):
+    log.warning("bank error", extra={"error": type(exc).__name__})
+    return _page("bank/result.html", 502, ok=False, reason="bank_unavailable")

@@ -1,0 +1,100 @@
+"""Bitrix24 event handlers: verify `application_token` in constant time, record, answer at once."""
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, jsonify, request
+
+from ..bitrix.errors import BitrixError
+from ..eventdata import parse_nested_form
+from ..installation import InstallRejected, bind, install, install_request_from_event, verify
+from ..invoices import request_refresh
+from .factory import get_ctx
+
+bp = Blueprint("events", __name__, url_prefix="/events")
+CSRF_EXEMPT = True  # server-to-server; application_token is the credential
+log = logging.getLogger("b24app.events")
+
+
+def _payload() -> dict:
+    try:
+        return parse_nested_form(request.form.items(multi=True))
+    except ValueError as exc:
+        raise InstallRejected("malformed", str(exc)) from exc
+
+
+def _refuse(status: int, reason: str):
+    return jsonify({"error": reason}), status
+
+
+@bp.post("/app")
+def app_lifecycle():
+    ctx = get_ctx()
+    try:
+        body = _payload()
+    except InstallRejected as exc:
+        return _refuse(400, exc.reason)
+    event = str(body.get("event", "")).upper()
+    auth = body.get("auth") if isinstance(body.get("auth"), dict) else {}
+    data = body.get("data") if isinstance(body.get("data"), dict) else {}
+    member_id = str(auth.get("member_id", ""))
+    token_ok = ctx.portals.application_token_matches(member_id, auth.get("application_token"))
+    try:
+        if event == "ONAPPUNINSTALL":
+            if not token_ok:
+                return _refuse(401, "invalid_application_token")
+            ctx.portals.uninstall(member_id, clean=str(data.get("CLEAN", "0")) == "1")
+            return jsonify({"ok": True})
+        if event == "ONAPPINSTALL":
+            req = install_request_from_event(auth, data)
+            portal = ctx.portals.find(member_id)
+            if portal is None or portal.status != "installed":
+                install(ctx, req)  # the event came first: it carries a refresh token
+            elif not token_ok:
+                # A re-install issues a new application_token: accept it only with proof from app.info.
+                verify(ctx, req)
+                if req.application_token:
+                    ctx.portals.set_application_token(member_id, req.application_token)
+            return jsonify({"ok": True})
+        if event == "ONAPPUPDATE":
+            if not token_ok:
+                verify(ctx, install_request_from_event(auth, data))
+                if auth.get("application_token"):
+                    ctx.portals.set_application_token(member_id, auth["application_token"])
+            bind(ctx, member_id)
+            return jsonify({"ok": True})
+    except InstallRejected as exc:
+        log.warning("lifecycle event rejected", extra={"event": event, "reason": exc.reason, "member_id": member_id})
+        return _refuse(401 if exc.reason != "missing_fields" else 400, exc.reason)
+    except BitrixError as exc:
+        log.error("lifecycle event failed", extra={"event": event, "code": exc.code, "member_id": member_id})
+        return _refuse(502, "bitrix_error")
+    return _refuse(400, "unknown_event")
+
+
+@bp.post("/crm")
+def crm_changed():
+    """Invoice or deal changed in Bitrix24: queue a re-read (the event is a hint, REST is the truth)."""
+    ctx = get_ctx()
+    try:
+        body = _payload()
+    except InstallRejected as exc:
+        return _refuse(400, exc.reason)
+    auth = body.get("auth") if isinstance(body.get("auth"), dict) else {}
+    member_id = str(auth.get("member_id", ""))
+    if not ctx.portals.application_token_matches(member_id, auth.get("application_token")):
+        return _refuse(401, "invalid_application_token")
+    event = str(body.get("event", "")).upper()
+    fields = ((body.get("data") or {}).get("FIELDS") or {}) if isinstance(body.get("data"), dict) else {}
+    entity_id = str(fields.get("ID", ""))
+    if not entity_id.isdigit():
+        return _refuse(400, "malformed")
+    if event.startswith("ONCRMDYNAMICITEM"):
+        if str(fields.get("ENTITY_TYPE_ID", "")) != "31":
+            return jsonify({"ok": True, "ignored": "not a smart invoice"})
+        request_refresh(ctx, member_id, "invoice", int(entity_id))
+    elif event.startswith("ONCRMDEAL"):
+        request_refresh(ctx, member_id, "deal", int(entity_id))
+    else:
+        return _refuse(400, "unknown_event")
+    return jsonify({"ok": True})

@@ -1,0 +1,95 @@
+"""Language of every page: Flask-Babel catalogs (ru, en), chosen from Bitrix24's LANG, plus locale formatting."""
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from babel.dates import format_date, format_datetime
+from babel.numbers import format_decimal
+from flask import g, has_request_context, request
+from flask_babel import Babel
+
+from ..domain.formatting import format_money
+
+LANGS = ("ru", "en")
+DEFAULT_LANG = "ru"
+DEFAULT_TZ = "Europe/Moscow"
+TRANSLATIONS = Path(__file__).resolve().parents[1] / "translations"
+
+
+def pick_lang(raw: str | None, fallback: str | None = None) -> str:
+    """Bitrix24's LANG ("ru", "en", "de", "ua"...) mapped to a catalog: absent -> fallback or ru, other -> en."""
+    value = (raw or "").strip().lower()[:2]
+    if not value:
+        value = (fallback or DEFAULT_LANG).strip().lower()[:2]
+    if value in LANGS:
+        return value
+    return "ru" if value in ("ua", "by", "kz") else "en"
+
+
+def current_lang() -> str:
+    """The language of this request: the frame's, else `?LANG=`, else Russian."""
+    if not has_request_context():
+        return DEFAULT_LANG
+    lang = g.get("lang")
+    if lang in LANGS:
+        return lang
+    return pick_lang(request.args.get("LANG") or request.args.get("lang"))
+
+
+def set_lang(lang: str) -> None:
+    g.lang = pick_lang(lang)
+    from flask_babel import refresh
+    refresh()
+
+
+def current_tz() -> ZoneInfo:
+    name = g.get("tz") if has_request_context() else None
+    try:
+        return ZoneInfo(name or DEFAULT_TZ)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo(DEFAULT_TZ)
+
+
+def money(amount: Decimal | int | str | None, currency: str = "RUB", lang: str | None = None) -> str:
+    """`1 234,50 ₽` in Russian, `1,234.50 RUB` in English."""
+    return format_money(Decimal(str(amount if amount is not None else "0")), currency or "RUB",
+                        lang or current_lang())
+
+
+def number(value, lang: str | None = None) -> str:
+    return format_decimal(value, locale=lang or current_lang())
+
+
+def when(value: datetime | None, lang: str | None = None, fmt: str = "short") -> str:
+    """A date and time in the user's zone, formatted for the locale."""
+    if value is None:
+        return ""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return format_datetime(value, fmt, tzinfo=current_tz(), locale=lang or current_lang())
+
+
+def day(value: datetime | date | None, lang: str | None = None, fmt: str = "medium") -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(current_tz()).date()
+    return format_date(value, fmt, locale=lang or current_lang())
+
+
+def init_app(app) -> None:
+    Babel(app, default_locale=DEFAULT_LANG, default_translation_directories=str(TRANSLATIONS),
+          locale_selector=current_lang, timezone_selector=lambda: str(current_tz()))
+    from ..views import explain_reasons, visible_text
+
+    def explain(reasons, currency: str = "RUB") -> list[str]:
+        return explain_reasons(reasons, current_lang(), currency)
+
+    app.jinja_env.filters.update(money=money, number=number, when=when, day=day, plain=visible_text,
+                                 explain=explain)
+    app.jinja_env.globals.update(current_lang=current_lang)

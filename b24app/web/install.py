@@ -1,0 +1,36 @@
+"""The install page Bitrix24 opens once: verify, store, bind, then let the page call BX24.installFinish()."""
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, g, render_template, request
+
+from ..bitrix.errors import BitrixError
+from ..installation import InstallRejected, install, install_request_from_page
+from .factory import get_ctx
+from .security import script_origin
+
+bp = Blueprint("install", __name__)
+CSRF_EXEMPT = True  # Bitrix24 POSTs here cross-site; the posted token is verified with app.info instead.
+log = logging.getLogger("b24app.install")
+
+
+@bp.route("/install", methods=["GET", "POST"])
+def install_page():
+    ctx = get_ctx()
+    lang = (request.args.get("LANG") or "ru")[:2]
+    if request.method == "GET":
+        return render_template("install.html", ok=False, reason="open_from_bitrix24", lang=lang), 400
+    try:
+        req = install_request_from_page(request.form, request.args)
+        created = install(ctx, req)
+    except InstallRejected as exc:
+        log.warning("install rejected", extra={"reason": exc.reason,
+                                                "member_id": request.form.get("member_id", "")[:64]})
+        return render_template("install.html", ok=False, reason=exc.reason, lang=lang), 403
+    except BitrixError as exc:
+        log.error("install failed", extra={"code": exc.code, "member_id": request.form.get("member_id", "")[:64]})
+        return render_template("install.html", ok=False, reason="bitrix_error", lang=lang), 502
+    g.script_src = script_origin(ctx.settings.bx24_js_url)
+    return render_template("install.html", ok=True, created=created, lang=lang,
+                           bx24_js_url=ctx.settings.bx24_js_url)

@@ -1,0 +1,395 @@
+"""The deal and invoice tabs: verified once from Bitrix24's POST (one REST call), then a small JSON API
+that carries the frame token in a header. Who may act: admins and the deal's (or invoice's) responsible."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, replace
+
+from flask import Blueprint, Response, abort, g, jsonify, render_template, request, url_for
+from flask_babel import gettext as _
+from markupsafe import Markup
+from sqlalchemy import select
+from werkzeug.routing import BuildError
+
+from .. import views
+from ..models import Allocation, Invoice, Operation, Portal
+from .factory import get_ctx
+from .i18n import set_lang
+from .security import (Frame, PlacementRejected, allow_framing, frame_required, issue_frame_token,
+                       verify_placement)
+
+bp = Blueprint("placement", __name__)
+CSRF_EXEMPT = True  # Bitrix24 POSTs the tabs cross-site (verified with the posted AUTH_ID); the API uses a header token.
+log = logging.getLogger("b24app.placement")
+
+INVOICE_TYPE = 31
+PLACEMENTS = {"deal": "CRM_DEAL_DETAIL_TAB", "invoice": "CRM_SMART_INVOICE_DETAIL_TAB"}
+
+
+# -- the one Bitrix24 call per render ---------------------------------------------------------------
+def tab_commands(ctx, kind: str):
+    """Extra read commands for the verifying batch: the deal (its responsible), its invoices, stage semantics."""
+    from ..invoices import ITEM_SELECT
+
+    def build(portal, entity_id):
+        if entity_id is None:
+            return {}
+        if kind == "deal":
+            cmds = {"deal": ("crm.deal.get", {"id": entity_id}),
+                    "invoices": ("crm.item.list", {"entityTypeId": INVOICE_TYPE, "filter": {"parentId2": entity_id},
+                                                   "select": ITEM_SELECT, "order": {"id": "ASC"}})}
+        else:
+            cmds = {"invoices": ("crm.item.list", {"entityTypeId": INVOICE_TYPE, "filter": {"id": entity_id},
+                                                   "select": ITEM_SELECT}),
+                    "deal": ("crm.deal.get", {"id": "$result[invoices][items][0][parentId2]"})}
+        with ctx.db.session() as s:
+            categories = sorted({c for c in s.scalars(select(Invoice.category_id).where(
+                Invoice.portal_id == portal.id, Invoice.category_id.is_not(None)).distinct()) if c is not None})
+        for c in categories[:10]:
+            cmds[f"stages{c}"] = ("crm.status.list", {"filter": {"ENTITY_ID": f"SMART_INVOICE_STAGE_{c}"}})
+        # A portal we have never seen an invoice of: ask for the first item's category.
+        cmds["stages_first"] = ("crm.status.list", {"filter": {
+            "ENTITY_ID": "SMART_INVOICE_STAGE_$result[invoices][items][0][categoryId]"}})
+        return cmds
+
+    return build
+
+
+def store_fetched(ctx, portal_id: int, results: dict) -> tuple[int | None, bool]:
+    """Upsert the invoices the verifying call returned; returns (deal responsible, invoices read ok)."""
+    from ..invoices import upsert_items
+
+    semantics: dict[str, str | None] = {}
+    for key, rows in results.items():
+        if key.startswith("stages") and isinstance(rows, list):
+            for row in rows:
+                if isinstance(row, dict) and row.get("STATUS_ID"):
+                    semantics[str(row["STATUS_ID"])] = row.get("SEMANTICS") or None
+    listed = results.get("invoices")
+    items = listed.get("items") if isinstance(listed, dict) else None
+    ok = isinstance(items, list)
+    items = [i for i in items or [] if isinstance(i, dict) and str(i.get("id", "")).isdigit()]
+    if items:
+        upsert_items(ctx, portal_id, items, semantics, {})
+    deal = results.get("deal")
+    owner = deal.get("ASSIGNED_BY_ID") if isinstance(deal, dict) else None
+    return (int(owner) if str(owner or "").isdigit() else None), ok
+
+
+# -- rendering --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Access:
+    """What this user may do in this tab (computed on the server for every action)."""
+
+    frame: Frame
+    portal_id: int
+
+    def may_act_on(self, invoice_owner: int | None) -> bool:
+        f = self.frame
+        return f.is_admin or (f.owner_id is not None and f.owner_id == f.user_id) or \
+            (invoice_owner is not None and invoice_owner == f.user_id)
+
+
+def may_act(frame: Frame, data: views.WidgetData) -> bool:
+    """True when this user may act on at least one invoice of the tab."""
+    access = Access(frame, 0)
+    return access.may_act_on(None) or any(access.may_act_on(i.assigned_by_id) for i in data.invoices)
+
+
+def _link_url(frame: Frame) -> str | None:
+    try:
+        from . import bank
+        return url_for("bank.start", ticket=bank.issue_link_ticket(frame))
+    except (ImportError, AttributeError, BuildError):
+        return None
+
+
+def render_body(frame: Frame, data: views.WidgetData) -> Markup:
+    return Markup(render_template("widget/_body.html", data=data, frame=frame, can_act=may_act(frame, data),
+                                  access=Access(frame, 0)))
+
+
+def _data_json(frame: Frame, data: views.WidgetData) -> dict:
+    return {
+        "kind": data.kind, "entity_id": data.entity_id, "deal_id": data.deal_id, "can_act": may_act(frame, data),
+        "bank": {"linked": data.bank.linked, "health": data.bank.health,
+                 "last_synced_at": data.bank.last_synced_at.isoformat() if data.bank.last_synced_at else None},
+        "invoices": [{"id": i.b24_id, "number": i.number, "amount": str(i.amount), "paid": str(i.paid),
+                      "remaining": str(i.remaining), "currency": i.currency, "status": i.status,
+                      "percent": i.percent, "payments": [p.operation_pk for p in i.payments]}
+                     for i in data.invoices],
+        "review": [{"operation": r.operation_pk, "amount": str(r.amount), "currency": r.currency,
+                    "candidates": list(r.candidates)} for r in data.review],
+    }
+
+
+def _tab(kind: str):
+    ctx = get_ctx()
+    if request.method == "GET":
+        return render_template("error.html", reason="open_from_bitrix24"), 400
+    try:
+        verified = verify_placement(ctx, tab_commands(ctx, kind))
+    except PlacementRejected as exc:
+        log.warning("placement rejected", extra={"reason": exc.reason,
+                                                  "member_id": request.form.get("member_id", "")[:64]})
+        return render_template("error.html", reason=exc.reason), 403
+    frame = verified.frame
+    set_lang(frame.lang)
+    if frame.placement != PLACEMENTS[kind] or frame.entity_id is None:
+        return render_template("error.html", reason="wrong_placement"), 400
+    owner, fetched = store_fetched(ctx, verified.portal.id, verified.results)
+    frame = replace(frame, owner_id=owner)
+    g.tz = frame.tz
+    allow_framing(verified.portal, ctx.settings.bx24_js_url)
+    with ctx.db.session() as s:
+        data = _load(s, verified.portal.id, kind, frame.entity_id)
+    token = issue_frame_token(frame)
+    api = url_for("placement.api_data", kind=kind, entity_id=frame.entity_id)
+    config = {"token": token, "kind": kind, "entity": frame.entity_id, "lang": frame.lang,
+              "api": api, "sync": url_for("placement.api_sync", kind=kind, entity_id=frame.entity_id),
+              "assign": url_for("placement.api_assign", kind=kind, entity_id=frame.entity_id),
+              "undo": url_for("placement.api_undo", kind=kind, entity_id=frame.entity_id),
+              "link": url_for("placement.api_link", kind=kind, entity_id=frame.entity_id),
+              "version": _version(_data_json(frame, data)), "texts": js_texts()}
+    return render_template("widget/page.html", data=data, frame=frame, config=config, fetched=fetched,
+                           can_act=may_act(frame, data), body=render_body(frame, data),
+                           bx24_js_url=ctx.settings.bx24_js_url)
+
+
+@bp.route("/placement/deal", methods=["GET", "POST"])
+def deal_tab():
+    return _tab("deal")
+
+
+@bp.route("/placement/invoice", methods=["GET", "POST"])
+def invoice_tab():
+    return _tab("invoice")
+
+
+def sync_line(data: views.WidgetData) -> str:
+    from .i18n import when
+    if data.bank.last_synced_at:
+        return _("Bank checked %(when)s", when=when(data.bank.last_synced_at))
+    return _("The bank has not been checked yet") if data.bank.linked else _("The bank is not linked")
+
+
+def _load(s, portal_id: int, kind: str, entity_id: int) -> views.WidgetData:
+    if kind == "deal":
+        return views.widget_data(s, portal_id, deal_id=entity_id)
+    return views.widget_data(s, portal_id, invoice_id=entity_id)
+
+
+def js_texts() -> dict:
+    """Strings the page script shows, in the user's language."""
+    return {
+        "checking": _("Checking the bank…"), "checked": _("The bank has been checked."),
+        "check_failed": _("The bank could not be checked: %(error)s", error="{error}"),
+        "check_timeout": _("The bank is taking longer than usual; the tab will update when it answers."),
+        "expired": _("This tab has been open too long. Reopen it to continue."),
+        "forbidden": _("You can only view this deal: ask its responsible person or an administrator."),
+        "failed": _("Something went wrong. Please try again."),
+        "assigned": _("The payment has been assigned."), "undone": _("The match has been undone."),
+        "confirm_undo": _("Undo this match? The invoice will go back to awaiting payment."),
+        "popup_blocked": _("Allow pop-up windows for this page to link the bank."),
+        "linking": _("Finish linking the bank in the window that has opened."),
+        "saved": _("Saved."), "choose_invoice": _("Choose an invoice"),
+        "updated": _("Updated"),
+    }
+
+
+def _version(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# -- JSON API ------------------------------------------------------------------------------------------
+def _frame_for(kind: str, entity_id: int) -> tuple[Frame, Portal]:
+    """The frame token must be for this tab: same placement kind and same entity; portal still installed."""
+    if kind not in PLACEMENTS:
+        abort(404)
+    frame: Frame = g.frame
+    if frame.placement != PLACEMENTS[kind] or frame.entity_id != entity_id:
+        abort(403, description="frame token is for another tab")
+    portal = get_ctx().portals.find(frame.member_id)
+    if portal is None or portal.status != "installed":
+        abort(401, description="portal not installed")
+    set_lang(frame.lang)
+    g.tz = frame.tz
+    return frame, portal
+
+
+def _json_body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        abort(400, description="JSON object expected")
+    return body
+
+
+def _int_field(body: dict, name: str) -> int:
+    value = body.get(name)
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
+        abort(400, description=f"{name} must be an id")
+    value = int(value)
+    if not 0 < value < 2 ** 62:
+        abort(400, description=f"{name} must be an id")
+    return value
+
+
+def _in_tab(inv: Invoice | None, kind: str, entity_id: int) -> bool:
+    if inv is None:
+        return False
+    return inv.deal_id == entity_id if kind == "deal" else inv.b24_id == entity_id
+
+
+@bp.get("/placement/api/<kind>/<int:entity_id>")
+@frame_required
+def api_data(kind: str, entity_id: int):
+    frame, portal = _frame_for(kind, entity_id)
+    with get_ctx().db.session() as s:
+        data = _load(s, portal.id, kind, entity_id)
+    payload = _data_json(frame, data)
+    version = _version(payload)
+    if request.headers.get("If-None-Match") == f'"{version}"':
+        resp = Response(status=304)
+    else:
+        resp = jsonify({**payload, "version": version, "html": str(render_body(frame, data)),
+                        "sync_line": sync_line(data)})
+    resp.headers["ETag"] = f'"{version}"'
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.route("/placement/api/<kind>/<int:entity_id>/sync", methods=["GET", "POST"])
+@frame_required
+def api_sync(kind: str, entity_id: int):
+    """POST: make the portal's watched accounts due now; GET: their progress."""
+    from .. import sync
+
+    frame, portal = _frame_for(kind, entity_id)
+    ctx = get_ctx()
+    if request.method == "POST":
+        _require_actor(frame, portal, kind, entity_id)
+        ids = sync.request_sync(ctx, portal.id)
+        return jsonify({"requested": ids, **progress(sync.sync_status(ctx, portal.id))}), 202
+    return jsonify(progress(sync.sync_status(ctx, portal.id)))
+
+
+def progress(status: dict) -> dict:
+    """Sync status reduced to what a progress bar needs."""
+    accounts = [a for a in (status or {}).get("accounts", []) if a.get("watched", True)]
+    pending = [a for a in accounts if a.get("pending") or a.get("running")]
+    errors = [a["last_error"] for a in accounts if a.get("last_error")]
+    total = len(accounts)
+    return {"accounts": total, "pending": len(pending), "done": total - len(pending),
+            "percent": 100 if not total else round(100 * (total - len(pending)) / total),
+            "errors": errors[:3], "finished": not pending}
+
+
+def _require_actor(frame: Frame, portal: Portal, kind: str, entity_id: int, invoice: Invoice | None = None) -> None:
+    """Admins, the deal's responsible, or the responsible of the invoice (any of this tab's, if none named)."""
+    access = Access(frame, portal.id)
+    if access.may_act_on(None):
+        return
+    if invoice is not None:
+        if access.may_act_on(invoice.assigned_by_id):
+            return
+        abort(403, description="read only")
+    with get_ctx().db.session() as s:
+        q = select(Invoice.assigned_by_id).where(Invoice.portal_id == portal.id)
+        q = q.where(Invoice.deal_id == entity_id) if kind == "deal" else q.where(Invoice.b24_id == entity_id)
+        owners = set(s.scalars(q))
+    if frame.user_id not in owners:
+        abort(403, description="read only")
+
+
+@bp.post("/placement/api/<kind>/<int:entity_id>/assign")
+@frame_required
+def api_assign(kind: str, entity_id: int):
+    from .. import reconcile
+
+    frame, portal = _frame_for(kind, entity_id)
+    body = _json_body()
+    op_pk, inv_id = _int_field(body, "operation"), _int_field(body, "invoice")
+    ctx = get_ctx()
+    with ctx.db.session() as s:
+        op = s.get(Operation, op_pk)
+        inv = s.scalar(select(Invoice).where(Invoice.portal_id == portal.id, Invoice.b24_id == inv_id))
+        if op is None or op.portal_id != portal.id or not _in_tab(inv, kind, entity_id):
+            abort(404)
+    _require_actor(frame, portal, kind, entity_id, inv)
+    try:
+        decision = reconcile.assign_manually(ctx, portal.id, op_pk, inv_id, frame.user_id)
+    except reconcile.ReconcileError as exc:
+        return jsonify({"error": exc.reason, "message": refusal(exc.reason)}), 409
+    log.info("payment assigned", extra={"member_id": frame.member_id, "operation": op_pk, "invoice": inv_id,
+                                        "user_id": frame.user_id})
+    return jsonify({"ok": True, "outcome": decision.outcome, "message": _("The payment has been assigned.")})
+
+
+@bp.post("/placement/api/<kind>/<int:entity_id>/undo")
+@frame_required
+def api_undo(kind: str, entity_id: int):
+    from .. import reconcile
+
+    frame, portal = _frame_for(kind, entity_id)
+    op_pk = _int_field(_json_body(), "operation")
+    ctx = get_ctx()
+    with ctx.db.session() as s:
+        op = s.get(Operation, op_pk)
+        if op is None or op.portal_id != portal.id:
+            abort(404)
+        invoices = list(s.scalars(select(Invoice).where(
+            Invoice.portal_id == portal.id, Invoice.b24_id.in_(select(Allocation.invoice_b24_id).where(
+                Allocation.operation_pk == op_pk, Allocation.portal_id == portal.id,
+                Allocation.revoked_at.is_(None))))))
+    mine = [i for i in invoices if _in_tab(i, kind, entity_id)]
+    if not mine:
+        abort(404)
+    for inv in invoices:  # every invoice the payment touches, also those outside this tab
+        if not _in_tab(inv, kind, entity_id) and not frame.is_admin:
+            abort(403, description="the payment also pays another deal")
+        _require_actor(frame, portal, kind, entity_id, inv)
+    try:
+        reconcile.undo(ctx, portal.id, op_pk, frame.user_id)
+    except reconcile.ReconcileError as exc:
+        return jsonify({"error": exc.reason, "message": refusal(exc.reason)}), 409
+    log.info("match undone", extra={"member_id": frame.member_id, "operation": op_pk, "user_id": frame.user_id})
+    return jsonify({"ok": True, "message": _("The match has been undone.")})
+
+
+@bp.post("/placement/api/<kind>/<int:entity_id>/link")
+@frame_required
+def api_link(kind: str, entity_id: int):
+    """A fresh URL for the bank-link popup (the ticket in it is short-lived)."""
+    frame, portal = _frame_for(kind, entity_id)
+    _require_actor(frame, portal, kind, entity_id)
+    url = _link_url(frame)
+    if url is None:
+        abort(503, description="bank link unavailable")
+    return jsonify({"url": url})
+
+
+def refusal(reason: str) -> str:
+    texts = {
+        "not_found": _("This payment was not found."),
+        "not_in_review": _("This payment has already been matched. Refresh the tab."),
+        "not_a_settled_credit": _("Only settled incoming payments can be assigned."),
+        "invoice_not_found": _("This invoice was not found."),
+        "currency_mismatch": _("The payment and the invoice are in different currencies."),
+        "invoice_closed": _("This invoice is closed."),
+        "nothing_to_undo": _("There is nothing to undo: the payment is not matched."),
+    }
+    return texts.get(reason, _("The action was refused: %(reason)s", reason=reason))
+
+
+@bp.errorhandler(400)
+@bp.errorhandler(401)
+@bp.errorhandler(403)
+@bp.errorhandler(404)
+@bp.errorhandler(405)
+@bp.errorhandler(503)
+def _api_error(exc):
+    if request.path.startswith("/placement/api/"):
+        return jsonify({"error": exc.name.lower().replace(" ", "_"), "message": exc.description}), exc.code
+    return exc

@@ -1,0 +1,254 @@
+"""Who is calling: placement POSTs verified once, then a short-lived signed frame token; framing policy."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from flask import abort, current_app, g, request
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+from ..bitrix.client import call_with_token
+from ..bitrix.errors import BitrixError
+from ..bitrix.query import build_query
+from .i18n import pick_lang
+
+FRAME_TOKEN_TTL = 30 * 60
+FRAME_SALT = "b24app.frame.v1"
+FRAME_HEADER = "X-Frame-Token"
+AUTH_COMMANDS = ("user", "admin", "app")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The verified identity behind a widget request."""
+
+    member_id: str
+    user_id: int
+    is_admin: bool
+    placement: str
+    entity_id: int | None
+    lang: str
+    owner_id: int | None = None  # the deal's responsible user, read with the verifying call
+    tz: str | None = None
+
+    def to_payload(self) -> dict:
+        return {"m": self.member_id, "u": self.user_id, "a": self.is_admin, "p": self.placement,
+                "e": self.entity_id, "l": self.lang, "o": self.owner_id, "z": self.tz}
+
+    @classmethod
+    def from_payload(cls, d: dict) -> "Frame":
+        entity = d.get("e")
+        owner = d.get("o")
+        return cls(str(d["m"]), int(d["u"]), bool(d["a"]), str(d["p"]),
+                   int(entity) if entity is not None else None, pick_lang(d.get("l")),
+                   int(owner) if owner is not None else None, d.get("z") or None)
+
+
+@dataclass
+class VerifiedPlacement:
+    """A placement POST that passed: the frame, the stored portal, and the extra batch results."""
+
+    frame: Frame
+    portal: Any
+    results: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, Any] = field(default_factory=dict)
+    user: dict = field(default_factory=dict)
+
+
+class PlacementRejected(Exception):
+    """A placement POST or frame token that must not be served; `reason` names the failed guard."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=FRAME_SALT)
+
+
+def issue_frame_token(frame: Frame) -> str:
+    return _serializer().dumps(frame.to_payload())
+
+
+def read_frame_token(token: str, max_age: int = FRAME_TOKEN_TTL) -> Frame:
+    return _read(token, max_age)[0]
+
+
+def _read(token: str, max_age: int) -> tuple[Frame, float]:
+    try:
+        payload, ts = _serializer().loads(token, max_age=max_age, return_timestamp=True)
+        return Frame.from_payload(payload), ts.timestamp()
+    except SignatureExpired as exc:
+        raise PlacementRejected("frame_token_expired") from exc
+    except (BadSignature, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise PlacementRejected("frame_token_invalid") from exc
+
+
+def placement_entity(form) -> int | None:
+    """The CRM item id from PLACEMENT_OPTIONS (a JSON string), or None."""
+    try:
+        options = json.loads(form.get("PLACEMENT_OPTIONS") or "{}")
+    except ValueError:
+        return None
+    entity = options.get("ID") if isinstance(options, dict) else None
+    text = str(entity if entity is not None else "")
+    return int(text) if text.isdigit() and len(text) < 19 else None
+
+
+ExtraCommands = Callable[[Any, int | None], dict[str, tuple[str, dict]]]
+
+
+def verify_placement(ctx, extra: ExtraCommands | None = None) -> VerifiedPlacement:
+    """Check Bitrix24's placement POST with ONE batch call on the stored portal: the posted AUTH_ID must be
+    our app's token for this member_id and name a real user. `extra(portal, entity_id)` adds read commands
+    (their results come back in `.results`, their failures in `.errors`) so a render costs one REST call."""
+    form = request.form
+    member_id = form.get("member_id", "")
+    auth_id = form.get("AUTH_ID", "")
+    if not member_id or not auth_id or len(member_id) > 64 or len(auth_id) > 256:
+        raise PlacementRejected("missing_fields")
+    portal = ctx.portals.find(member_id)
+    if portal is None or portal.status != "installed":
+        raise PlacementRejected("unknown_portal")
+    entity = placement_entity(form)
+    cmd: dict[str, str] = {"user": "user.current", "admin": "user.admin", "app": "app.info"}
+    for key, (method, params) in (extra(portal, entity) if extra else {}).items():
+        cmd[key] = f"{method}?{build_query(params)}" if params else method
+    try:
+        # Only ever the stored endpoint: DOMAIN in the request is not trusted.
+        result = call_with_token(ctx.http, portal.client_endpoint, auth_id, "batch", {"halt": 0, "cmd": cmd})
+    except BitrixError as exc:
+        raise PlacementRejected("invalid_auth") from exc
+    result = result if isinstance(result, dict) else {}
+    res = _as_dict(result.get("result"))
+    errors = _as_dict(result.get("result_error"))
+    if any(key in errors for key in AUTH_COMMANDS):
+        raise PlacementRejected("invalid_auth")
+    app_info = res.get("app") if isinstance(res.get("app"), dict) else {}
+    install = app_info.get("install") if isinstance(app_info.get("install"), dict) else {}
+    if install.get("member_id") and install["member_id"] != member_id:
+        raise PlacementRejected("member_mismatch")
+    client_id = app_info.get("client_id")
+    if client_id and client_id != ctx.settings.bitrix_client_id:
+        raise PlacementRejected("foreign_app")
+    user = res.get("user") if isinstance(res.get("user"), dict) else {}
+    if not str(user.get("ID") or "").isdigit():
+        raise PlacementRejected("invalid_auth")
+    admin = res.get("admin")
+    lang = pick_lang(request.args.get("LANG") or form.get("LANG"), portal.lang)
+    frame = Frame(member_id=member_id, user_id=int(user["ID"]), is_admin=admin is True or admin in ("Y", 1, "1"),
+                  placement=(form.get("PLACEMENT") or "DEFAULT")[:64], entity_id=entity, lang=lang,
+                  tz=_tz(user.get("TIME_ZONE")))
+    extra_results = {k: v for k, v in res.items() if k not in AUTH_COMMANDS}
+    extra_errors = {k: v for k, v in errors.items() if k not in AUTH_COMMANDS}
+    return VerifiedPlacement(frame=frame, portal=portal, results=extra_results, errors=extra_errors, user=user)
+
+
+def _as_dict(value) -> dict:
+    # PHP serialises an empty or list-shaped batch result as [] / list.
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, list):
+        return {str(i): v for i, v in enumerate(value)}
+    return {}
+
+
+def verify_placement_post(ctx) -> Frame:
+    """Check Bitrix24's placement POST: the AUTH_ID must work on the stored portal and name a real user."""
+    return verify_placement(ctx).frame
+
+
+def _tz(name) -> str | None:
+    if not isinstance(name, str) or not name or len(name) > 64:
+        return None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+    return name
+
+
+def frame_required(view):
+    """For the widget's JSON API: the frame token comes in a header (no cookies in a cross-site iframe).
+    A token past half its life is renewed in the response's `X-Frame-Token` header."""
+
+    @wraps(view)
+    def wrapper(*a, **kw):
+        token = request.headers.get(FRAME_HEADER) or ""
+        if not token:
+            abort(401, description="frame token missing")
+        try:
+            g.frame, issued = _read(token, FRAME_TOKEN_TTL)
+        except PlacementRejected as exc:
+            abort(401, description=exc.reason)
+        from time import time
+        if time() - issued > FRAME_TOKEN_TTL / 2:
+            g.renewed_frame_token = issue_frame_token(g.frame)
+        return view(*a, **kw)
+
+    return wrapper
+
+
+def script_origin(url: str) -> str:
+    """CSP source for the BX24 script URL (`//api.bitrix24.com/api/v1/` -> `https://api.bitrix24.com`)."""
+    parts = urlsplit(url if "://" in url else "https:" + url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def portal_origin(client_endpoint: str) -> str:
+    parts = urlsplit(client_endpoint)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def script_origin(url: str) -> str:
+    """The CSP source for a script URL: `//api.bitrix24.com/api/v1/` -> `https://api.bitrix24.com`."""
+    if not url:
+        return ""
+    parts = urlsplit(url if "://" in url else ("https:" + url if url.startswith("//") else url))
+    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else ""
+
+
+def allow_framing(portal, bx24_js_url: str = "") -> None:
+    """This response may be framed by `portal` only, and may load the BX24 script."""
+    g.frame_origin = portal_origin(portal.client_endpoint)
+    src = script_origin(bx24_js_url)
+    if src:
+        g.script_src = src
+
+
+def csp_nonce() -> str:
+    """Per-response nonce for the few inline scripts (e.g. BX24.installFinish on the install page)."""
+    if "csp_nonce" not in g:
+        import secrets
+        g.csp_nonce = secrets.token_urlsafe(16)
+    return g.csp_nonce
+
+
+def init_app(app) -> None:
+    app.jinja_env.globals["csp_nonce"] = csp_nonce
+
+    @app.after_request
+    def _headers(resp):
+        # Frameable only by the portal that opened the widget (set per view via g.frame_origin).
+        origin = g.get("frame_origin")
+        ancestors = origin if origin else "'none'"
+        script_src = f"'self' {g.get('script_src', '')}".strip()
+        form_action = f"'self' {g.get('form_action', '')}".strip()
+        resp.headers.setdefault(
+            "Content-Security-Policy",
+            f"default-src 'self'; script-src {script_src}; style-src 'self' 'unsafe-inline'; "
+            f"img-src 'self' data:; connect-src 'self'; frame-ancestors {ancestors}; base-uri 'none'; "
+            f"object-src 'none'; form-action {form_action}")
+        if not origin:
+            resp.headers.setdefault("X-Frame-Options", "DENY")
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("Referrer-Policy", "same-origin")
+        renewed = g.get("renewed_frame_token")
+        if renewed:
+            resp.headers[FRAME_HEADER] = renewed
+        return resp
