@@ -6,7 +6,7 @@ from sqlalchemy import select
 from .models import BankLink, OAuthState, Portal
 
 COLUMNS = {
-    Portal: ("application_token_enc", "access_token_enc", "refresh_token_enc"),
+    Portal: ("access_token_enc", "refresh_token_enc"),
     BankLink: ("access_token_enc", "refresh_token_enc", "webhook_secret_enc"),
     OAuthState: ("data_enc",),
 }

@@ -27,8 +27,9 @@ class Portal(Base):
     app_version: Mapped[str | None] = mapped_column(String(32))
     scope: Mapped[str | None] = mapped_column(String(255))
     installed_by: Mapped[int | None] = mapped_column(Integer)
-    # Encrypted with TokenCipher, owner = member_id. NULL once uninstalled.
-    application_token_enc: Mapped[str | None] = mapped_column(Text)
+    # Only a SHA-256 of application_token is kept (we compare, never send it); it survives a plain
+    # uninstall so a repeated ONAPPUNINSTALL is still recognised. Tokens: TokenCipher, owner = member_id.
+    application_token_hash: Mapped[str | None] = mapped_column(String(64))
     access_token_enc: Mapped[str | None] = mapped_column(Text)
     refresh_token_enc: Mapped[str | None] = mapped_column(Text)
     access_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

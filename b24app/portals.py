@@ -1,6 +1,7 @@
 """Portal store: installations keyed by member_id, tokens encrypted, refresh serialised across processes."""
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,6 +16,10 @@ from .crypto import TokenCipher
 from .db import Database
 from .models import (Allocation, BankAccount, BankLink, Decision, Invoice, InvoiceRefresh, OAuthState, Operation,
                      OperationAlias, OutboxItem, Portal, RateBucket)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class PortalNotFound(PortalGone):
@@ -55,15 +60,16 @@ class PortalStore:
             raise PortalNotFound(member_id)
         return portal
 
-    def application_token_matches(self, member_id: str, candidate: str | None) -> bool:
+    def application_token_matches(self, member_id: str, candidate: str | None, *,
+                                  uninstalled_ok: bool = False) -> bool:
         """Constant-time comparison of an event's application_token with the stored one."""
         portal = self.find(member_id) if member_id else None
-        if portal is None or portal.application_token_enc is None or not candidate:
-            # Still do a comparison so timing does not reveal whether the member_id exists.
-            hmac.compare_digest(b"x" * 32, (candidate or "").encode()[:32].ljust(32, b"\0"))
+        presented = token_hash(candidate or "")
+        if (portal is None or portal.application_token_hash is None or not candidate
+                or (portal.status != "installed" and not uninstalled_ok)):
+            hmac.compare_digest(presented, "0" * 64)  # same work whether or not the portal exists
             return False
-        stored = self.cipher.decrypt(member_id, portal.application_token_enc)
-        return hmac.compare_digest(stored.encode(), candidate.encode())
+        return hmac.compare_digest(portal.application_token_hash, presented)
 
     # -- CredentialStore ----------------------------------------------------------------------------
     def load(self, member_id: str) -> PortalCredentials:
@@ -129,7 +135,7 @@ class PortalStore:
             portal.access_expires_at = self.clock.now() + timedelta(seconds=data.expires_in)
             portal.token_generation = (portal.token_generation or 0) + 1
             if data.application_token:
-                portal.application_token_enc = enc(data.member_id, data.application_token)
+                portal.application_token_hash = token_hash(data.application_token)
             portal.scope = data.scope or portal.scope
             portal.lang = data.lang or portal.lang or "ru"
             portal.installed_by = data.user_id or portal.installed_by
@@ -145,7 +151,7 @@ class PortalStore:
         with self.db.session() as s:
             portal = s.scalar(select(Portal).where(Portal.member_id == member_id))
             if portal is not None:
-                portal.application_token_enc = self.cipher.encrypt(member_id, token)
+                portal.application_token_hash = token_hash(token)
 
     def mark_bound(self, member_id: str, version: str) -> None:
         with self.db.session() as s:
@@ -172,7 +178,7 @@ class PortalStore:
                 return True
             portal.status = "uninstalled"
             portal.uninstalled_at = portal.uninstalled_at or self.clock.now()
-            portal.access_token_enc = portal.refresh_token_enc = portal.application_token_enc = None
+            portal.access_token_enc = portal.refresh_token_enc = None
             portal.access_expires_at = None
             for link in s.scalars(select(BankLink).where(BankLink.portal_id == portal.id)):
                 link.access_token_enc = link.refresh_token_enc = link.webhook_secret_enc = None

@@ -348,13 +348,20 @@ def _search(q, search: str):
     text = (search or "").strip()[:200]
     if not text:
         return q
-    conds = [func.lower(Operation.purpose).contains(text.lower(), autoescape=True),
-             func.lower(Operation.payer_name).contains(text.lower(), autoescape=True),
+    conds = [*_icontains(Operation.purpose, text), *_icontains(Operation.payer_name, text),
              Operation.payer_inn == text]
     amount = parse_search_amount(text)
     if amount is not None:
         conds.append(Operation.amount == amount)
     return q.where(or_(*conds))
+
+
+def _icontains(column, text: str) -> list:
+    """Case-insensitive substring match. SQLite's lower() folds ASCII only, so the usual spellings of a
+    Cyrillic word (as typed, lower, Capitalised, UPPER) are tried as well; PostgreSQL's lower() is enough."""
+    variants = {text, text.lower(), text.upper(), text[:1].upper() + text[1:].lower()}
+    return [func.lower(column).contains(text.lower(), autoescape=True)] + \
+        [column.contains(v, autoescape=True) for v in sorted(variants)]
 
 
 def parse_search_amount(text: str) -> Decimal | None:

@@ -1,6 +1,10 @@
-// After a successful bank link: tell the widget that opened us, then let the user close the popup.
+/* The bank-link popup's last page: "Close" closes the window; the tab that opened it notices and refreshes. */
 (function () {
-  try { if (window.opener) { window.opener.postMessage({ type: "b24app:bank-linked" }, "*"); } } catch (e) {}
-  var btn = document.getElementById("close");
-  if (btn) { btn.addEventListener("click", function () { window.close(); }); }
+  'use strict';
+  var button = document.getElementById('close');
+  if (!button) return;
+  button.addEventListener('click', function () {
+    try { if (window.opener) window.opener.focus(); } catch (e) { /* cross-origin opener */ }
+    window.close();
+  });
 })();

@@ -79,6 +79,7 @@ def test_exact_number_and_amount_is_paid_high() -> None:
     d = decide(pay(12000, "Оплата по счету 1207"), [inv(1, "1207", 12000), inv(2, "1208", 12000)])
     assert (d.outcome, d.confidence, d.auto_apply) == (Outcome.PAID, Confidence.HIGH, True)
     assert d.numbers == ("1207",) and d.candidates == (1,)
+    assert hash(d) == hash(decide(pay(12000, "Оплата по счету 1207"), [inv(1, "1207", 12000)]))
     [a] = d.allocations
     assert (a.invoice_id, a.invoice_number, a.amount, a.outcome, a.remaining, a.overpaid_by) == (
         1, "1207", D("12000.00"), Outcome.PAID, D("0.00"), D("0.00"))

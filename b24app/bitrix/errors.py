@@ -112,6 +112,8 @@ ERROR_CLASSES: dict[str, type[BitrixError]] = {
 
 def error_from(code: str, description: str = "", status: int | None = None, method: str | None = None) -> BitrixError:
     cls = ERROR_CLASSES.get(code)
+    if cls is None and not code and "not found" in description.lower():
+        cls = NotFound  # inside batch, CRM methods answer {"error": "", "error_description": "Not found"}
     if cls is None:
         cls = BitrixServerError if (status or 0) >= 500 else BitrixError
     return cls(code, description, status, method)

@@ -11,8 +11,14 @@ class Pacer(Protocol):
         """Block until one request for `key` may be sent."""
 
 
+SAFETY = 0.9  # pace a little under the portal's limit: network jitter bunches requests on arrival
+
+
 def leaky_bucket_wait(level: float, updated: float, now: float, rate: float, burst: int) -> tuple[float, float]:
-    """Drain the bucket to `now`; return (new level after taking one slot or unchanged, seconds to wait)."""
+    """Drain the bucket to `now`; return (new level after taking one slot or unchanged, seconds to wait).
+
+    Runs with SAFETY applied to both rate and burst, so arrivals stay inside Bitrix24's own bucket."""
+    rate, burst = rate * SAFETY, max(1, int(burst * SAFETY))
     level = max(0.0, level - (now - updated) * rate)
     if level + 1 <= burst:
         return level + 1, 0.0

@@ -145,7 +145,7 @@ class Reason:
     """One machine-readable reason of a decision; `explain()` renders it for people."""
 
     code: str
-    params: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Invoice numbers referred to in a payment purpose («назначение платежа»), found by a small scanner.
 
 The text is split into atoms (letter runs, ASCII digit runs, single other characters, each knowing
-whether whitespace precedes it). An invoice keyword («счёт» and its forms, «сч», «invoice», «inv»)
-anchors a reference; after optional filler («на оплату», «№», «N», «No.») comes a number, then an
+whether whitespace precedes it). An invoice keyword («счёт» and its forms, «сч», «инвойс», «invoice»,
+«inv») anchors a reference; after optional filler («на оплату», «№», «N», «No.») comes a number, then an
 optional list («, », «и», «;», a date between items). Everything that is not anchored on an invoice
 keyword is ignored, which is what keeps contract, specification, act, INN, card and amount digits out.
 Every step looks at a bounded number of atoms and compound spans are precomputed, so the whole scan is
@@ -26,7 +26,9 @@ MAX_NUMBER_LENGTH = 40
 _RU_KEYWORDS = frozenset(
     {"счет", "счета", "счету", "счете", "счетом", "счетам", "счетами", "счетах", "счетов", "сч"}
 )
-_EN_KEYWORDS = frozenset({"invoice", "invoices", "inv"})
+_EN_KEYWORDS = frozenset(
+    {"invoice", "invoices", "inv", "инвойс", "инвойса", "инвойсу", "инвойсе", "инвойсы", "инвойсам", "инвойсов"}
+)
 _KEYWORDS = _RU_KEYWORDS | _EN_KEYWORDS
 # Forms a typo is compared against (one edit away, same first two letters, 5-6 letters: «счеиу»).
 _FUZZY_TARGETS = ("счету", "счета", "счете", "счетам", "счетом")

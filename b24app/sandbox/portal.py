@@ -6,11 +6,9 @@ portal `code` lives under `S/p/{code}` (REST at `S/p/{code}/rest/`, DOMAIN `127.
 """
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Callable, Iterable
 
-import httpx
 from flask import Flask, Response, g, jsonify, request
 
 from . import phpquery, portal_crm, portal_methods  # noqa: F401  (modules register REST methods)
@@ -19,7 +17,7 @@ from .portal_install import (InstallError, delivery_summary, finish_install, run
                              submit_and_wait)
 from .portal_pages import register_pages
 from .portal_rest import CallContext, PortalSandboxError, RestError, envelope, invoke
-from .portal_state import (AUTH_CODE_TTL, AuthCode, IssuedToken, Portal, RegisteredApp, SandboxState,
+from .portal_state import (AUTH_CODE_TTL, DEFAULT_SCOPE, AuthCode, IssuedToken, Portal, RegisteredApp, SandboxState,
                            User, new_hex32, new_token)
 
 __all__ = ["create_portal_sandbox", "sandbox_state", "SandboxState", "PortalSandboxError"]
@@ -88,7 +86,7 @@ def _register_app(state: SandboxState, spec: dict[str, Any]) -> RegisteredApp:
             raise ValueError(f"app needs {key}")
     app = RegisteredApp(client_id=str(spec["client_id"]), client_secret=str(spec["client_secret"]),
                         install_url=str(spec["install_url"]), handler_url=str(spec["handler_url"]),
-                        scope=str(spec.get("scope") or RegisteredApp.__dataclass_fields__["scope"].default),
+                        scope=str(spec.get("scope") or DEFAULT_SCOPE),
                         version=int(spec.get("version", 1)))
     with state.lock:
         state.apps[app.client_id] = app
@@ -358,6 +356,9 @@ def _register_portal(app: Flask, state: SandboxState) -> None:
                 result = invoke(ctx, method_name, params)
         except RestError as exc:
             return _error(exc.code, exc.description, exc.status, **exc.extra)
+        except Exception as exc:  # noqa: BLE001  (a sandbox bug still answers in Bitrix24's shape)
+            app.logger.exception("portal sandbox method %s failed", rest_path)
+            return _error("INTERNAL_SERVER_ERROR", f"Internal server error: {type(exc).__name__}", 500)
         if ctx.pending_events:
             emit_data_events(state, portal, request.host, ctx.user_id, ctx.pending_events)
         return jsonify(envelope(result, start, state.clock()))
@@ -395,7 +396,7 @@ def _register_portal(app: Flask, state: SandboxState) -> None:
             uid = int(body.get("id") or portal.next_id("user"))
             if uid in portal.users:
                 return _error("invalid_request", f"user {uid} exists", 409)
-            portal._ids["user"] = max(portal._ids["user"], uid)
+            portal.bump_id("user", uid)
             user = User(uid, str(body.get("name") or f"User{uid}"), str(body.get("last_name") or ""),
                         admin=bool(body.get("admin", False)), email=str(body.get("email") or ""))
             portal.users[uid] = user

@@ -6,8 +6,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from .portal_rest import (PAGE_SIZE, CallContext, ListResult, RestError, arg, argument_error, as_int,
-                          method)
+from .portal_rest import PAGE_SIZE, CallContext, ListResult, RestError, arg, argument_error, method
 from .portal_state import INVOICE_CATEGORY_ID, SECOND_DEAL_CATEGORY_ID, Portal, iso, money
 
 INVOICE_TYPE_ID = 31

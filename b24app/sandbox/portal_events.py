@@ -67,7 +67,7 @@ class EventDeliverer:
                 headers={"Content-Type": "application/x-www-form-urlencoded",
                          "User-Agent": "Bitrix24 Webhook Engine"})
             delivery.status = response.status_code
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # noqa: BLE001  (a bad handler URL must not stop the delivery thread)
             delivery.error = f"{type(exc).__name__}: {exc}"
         finally:
             delivery.delivered_at = self.state.clock()

@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 
 from .portal_events import build_deliveries, wait_all
+from .portal_rest import PortalSandboxError
 from .portal_state import Installation, Portal, SandboxState, new_hex32
 
 
@@ -60,7 +61,7 @@ def finish_install(state: SandboxState, portal: Portal, host: str, client_id: st
     return delivery_summary(deliveries)
 
 
-class InstallError(Exception):
+class InstallError(PortalSandboxError):
     """The control API refused an install (unknown app, not an admin)."""
 
     def __init__(self, code: str, description: str, status: int) -> None:

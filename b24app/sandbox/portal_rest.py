@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from decimal import InvalidOperation
 from typing import Any, Callable
 from urllib.parse import unquote
 
@@ -156,7 +157,10 @@ def invoke(ctx: CallContext, name: str, params: dict[str, Any]) -> Any:
         raise RestError("WRONG_AUTH_TYPE", "Current authorization type is denied for this method", 403)
     if spec.admin_only and not ctx.user_is_admin():
         raise RestError("ACCESS_DENIED", "Access denied!", 403)
-    return spec.fn(ctx, params)
+    try:
+        return spec.fn(ctx, params)
+    except (InvalidOperation, ValueError) as exc:  # unparsable numbers and amounts in the arguments
+        raise RestError("ERROR_ARGUMENT", f"Invalid argument value: {exc}", 400) from exc
 
 
 def envelope(result: Any, start: float, finish: float) -> dict[str, Any]:

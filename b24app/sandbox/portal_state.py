@@ -207,6 +207,10 @@ class Portal:
         self._ids[kind] += 1
         return self._ids[kind]
 
+    def bump_id(self, kind: str, at_least: int) -> None:
+        """Make the next `kind` id larger than an id chosen by the caller."""
+        self._ids[kind] = max(self._ids[kind], at_least)
+
     def domain(self, host: str) -> str:
         return f"{host}/p/{self.code}"
 
@@ -256,7 +260,7 @@ class SandboxState:
                 raise ValueError(f"portal {code!r} exists")
             portal = Portal(code=code, member_id=new_hex32(), lang=lang, users=default_users())
             for uid in portal.users:
-                portal._ids["user"] = max(portal._ids["user"], uid)
+                portal.bump_id("user", uid)
             self.portals[code] = portal
             return portal
 

@@ -37,6 +37,6 @@ class RunningServer:
 def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
     """Start `app` on host:port (0 picks a free port) and return once it accepts connections."""
     server = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, name=f"wsgi-{server.server_port}", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"wsgi-{server.server_port}", daemon=True)
     thread.start()
     return RunningServer(server=server, thread=thread, host=host, port=server.server_port, app=app)

@@ -1,7 +1,351 @@
-"""Placeholder until the UI lands: the blueprint exists so create_app() wires it."""
+"""The app's own page in Bitrix24 (placement DEFAULT): bank connection, rules, review queue, history, chart.
+Everyone on the portal may look; only portal administrators may change anything (checked per request)."""
 from __future__ import annotations
 
-from flask import Blueprint
+import logging
+from datetime import datetime, timedelta, timezone
+
+from flask import Blueprint, abort, g, jsonify, render_template, request, url_for
+from flask_babel import gettext as _
+from sqlalchemy import select
+from werkzeug.routing import BuildError
+
+from .. import views
+from ..bitrix.errors import BitrixError
+from ..models import Invoice, Operation, Portal
+from .factory import get_ctx
+from .i18n import current_tz, set_lang
+from .placement import js_texts, progress, refusal
+from .security import Frame, PlacementRejected, allow_framing, frame_required, issue_frame_token, verify_placement
 
 bp = Blueprint("admin", __name__)
-CSRF_EXEMPT = True
+CSRF_EXEMPT = True  # Bitrix24 POSTs /app cross-site (verified with AUTH_ID); the JSON API uses a header token.
+log = logging.getLogger("b24app.admin")
+
+PIPELINES_KEY = "deal_pipelines"
+PIPELINES_TTL = timedelta(hours=1)
+HISTORY_PAGE = 30
+OUTCOMES = ("paid", "underpaid", "overpaid", "review", "unmatched")
+
+
+# -- deal pipelines and stages (cached on the portal row) ----------------------------------------------
+def fetch_pipelines(ctx, member_id: str) -> list[dict]:
+    """Deal pipelines with their stages, read with the app's token: two batch calls."""
+    client = ctx.bitrix(member_id)
+    first = client.batch({"cats": ("crm.category.list", {"entityTypeId": 2}),
+                          "s0": ("crm.status.list", {"filter": {"ENTITY_ID": "DEAL_STAGE"},
+                                                     "order": {"SORT": "ASC"}})})
+    first.raise_first()
+    cats = first.results.get("cats") or {}
+    cats = cats.get("categories") if isinstance(cats, dict) else cats
+    pipelines = [{"id": int(c["id"]), "name": str(c.get("name") or c["id"])} for c in cats or []
+                 if isinstance(c, dict) and str(c.get("id", "")).isdigit()]
+    if not any(p["id"] == 0 for p in pipelines):
+        pipelines.insert(0, {"id": 0, "name": ""})
+    others = [p["id"] for p in pipelines if p["id"] != 0]
+    stages = {0: first.results.get("s0") or []}
+    if others:
+        more = client.batch({f"s{i}": ("crm.status.list", {"filter": {"ENTITY_ID": f"DEAL_STAGE_{i}"},
+                                                           "order": {"SORT": "ASC"}}) for i in others})
+        more.raise_first()
+        for i in others:
+            stages[i] = more.results.get(f"s{i}") or []
+    for p in pipelines:
+        p["stages"] = [{"id": str(r["STATUS_ID"]), "name": str(r.get("NAME") or r["STATUS_ID"]),
+                        "semantics": r.get("SEMANTICS") or (r.get("EXTRA") or {}).get("SEMANTICS") or None}
+                       for r in stages.get(p["id"], []) if isinstance(r, dict) and r.get("STATUS_ID")]
+    return pipelines
+
+
+def deal_pipelines(ctx, portal: Portal, *, refresh: bool = False) -> tuple[list[dict], datetime | None, bool]:
+    """(pipelines, fetched_at, fresh_ok): from the portal's cache unless stale or `refresh`."""
+    cached = (portal.settings or {}).get(PIPELINES_KEY) or {}
+    fetched_at = _parse_dt(cached.get("fetched_at"))
+    now = ctx.clock.now()
+    if not refresh and fetched_at and now - fetched_at < PIPELINES_TTL and cached.get("pipelines") is not None:
+        return cached["pipelines"], fetched_at, True
+    try:
+        pipelines = fetch_pipelines(ctx, portal.member_id)
+    except BitrixError as exc:
+        log.warning("deal stages unavailable", extra={"member_id": portal.member_id, "code": exc.code})
+        return cached.get("pipelines") or [], fetched_at, False
+    with ctx.db.session() as s:
+        row = s.scalar(select(Portal).where(Portal.id == portal.id).with_for_update())
+        row.settings = {**(row.settings or {}), PIPELINES_KEY: {"fetched_at": now.isoformat(), "pipelines": pipelines}}
+    return pipelines, now, True
+
+
+def _parse_dt(value) -> datetime | None:
+    try:
+        d = datetime.fromisoformat(value) if value else None
+    except (TypeError, ValueError):
+        return None
+    return d if d is None or d.tzinfo else d.replace(tzinfo=timezone.utc)
+
+
+# -- the page ----------------------------------------------------------------------------------------------
+@bp.route("/app", methods=["GET", "POST"])
+def app_page():
+    ctx = get_ctx()
+    if request.method == "GET":
+        return render_template("error.html", reason="open_from_bitrix24"), 400
+    try:
+        verified = verify_placement(ctx)
+    except PlacementRejected as exc:
+        log.warning("app page rejected", extra={"reason": exc.reason,
+                                                 "member_id": request.form.get("member_id", "")[:64]})
+        return render_template("error.html", reason=exc.reason), 403
+    frame, portal = verified.frame, verified.portal
+    set_lang(frame.lang)
+    g.tz = frame.tz
+    allow_framing(portal, ctx.settings.bx24_js_url)
+    pipelines, fetched_at, stages_ok = deal_pipelines(ctx, portal)
+    from ..rules import load_rules
+    rules = load_rules(portal.settings)
+    with ctx.db.session() as s:
+        bank = views.bank_state(s, portal.id)
+        queue = views.review_queue(s, portal.id)
+        targets = _targets(s, portal.id, queue)
+        hist = views.history(s, portal.id, limit=HISTORY_PAGE)
+        chart = views.daily_chart(s, portal.id, ctx.clock.now().astimezone(current_tz()).date(), tz=str(current_tz()))
+    token = issue_frame_token(frame)
+    config = {"token": token, "lang": frame.lang, "texts": js_texts(), "urls": _urls(frame)}
+    return render_template(
+        "admin/page.html", frame=frame, page_config=config, bank=bank, queue=queue, targets=targets, history=hist,
+        history_more=len(hist) == HISTORY_PAGE, chart=views.chart_geometry(chart), chart_days=chart,
+        rules=rules, pipelines=pipelines, stages_fetched_at=fetched_at, stages_ok=stages_ok,
+        outcomes=OUTCOMES, bx24_js_url=ctx.settings.bx24_js_url, filters={})
+
+
+def _urls(frame: Frame) -> dict:
+    urls = {"review": url_for("admin.api_review"), "history": url_for("admin.api_history"),
+            "bank": url_for("admin.api_bank"), "assign": url_for("admin.api_assign"),
+            "undo": url_for("admin.api_undo"), "rules": url_for("admin.api_rules"),
+            "sync": url_for("admin.api_sync"), "stages": url_for("admin.api_stages"),
+            "link": url_for("admin.api_link")}
+    for name, endpoint in (("accounts", "bank.choose_accounts"), ("unlink", "bank.unlink")):
+        try:
+            urls[name] = url_for(endpoint)
+        except BuildError:
+            urls[name] = None
+    return urls
+
+
+def _targets(s, portal_id: int, queue: list[views.ReviewLine]) -> dict[int, list[Invoice]]:
+    """Invoices each queued payment may be assigned to: its candidates first, then other open ones."""
+    wanted = {c for r in queue for c in r.candidates}
+    pool = views.open_invoices(s, portal_id, wanted, limit=200)
+    out = {}
+    for r in queue:
+        same = [i for i in pool if i.currency == r.currency and i.stage_semantics != "F"]
+        order = {c: n for n, c in enumerate(r.candidates)}
+        same.sort(key=lambda i: (order.get(i.b24_id, len(order)), -i.b24_id))
+        out[r.operation_pk] = same[:60]
+    return out
+
+
+# -- JSON API (frame token in the X-Frame-Token header) ---------------------------------------------------
+def _frame() -> tuple[Frame, Portal]:
+    frame: Frame = g.frame
+    if frame.placement != "DEFAULT":
+        abort(403, description="open the app page to use this")
+    portal = get_ctx().portals.find(frame.member_id)
+    if portal is None or portal.status != "installed":
+        abort(401, description="portal not installed")
+    set_lang(frame.lang)
+    g.tz = frame.tz
+    return frame, portal
+
+
+def _admin() -> tuple[Frame, Portal]:
+    frame, portal = _frame()
+    if not frame.is_admin:
+        abort(403, description="only portal administrators may change this")
+    return frame, portal
+
+
+def _body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        abort(400, description="JSON object expected")
+    return body
+
+
+def _id(body: dict, name: str) -> int:
+    value = body.get(name)
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
+        abort(400, description=f"{name} must be an id")
+    value = int(value)
+    if not 0 < value < 2 ** 62:
+        abort(400, description=f"{name} must be an id")
+    return value
+
+
+@bp.get("/app/api/review")
+@frame_required
+def api_review():
+    frame, portal = _frame()
+    search = request.args.get("q", "")[:200]
+    with get_ctx().db.session() as s:
+        queue = views.review_queue(s, portal.id, search)
+        targets = _targets(s, portal.id, queue)
+    html = render_template("admin/_review.html", queue=queue, targets=targets, frame=frame, search=search)
+    return jsonify({"html": html, "count": len(queue), "operations": [r.operation_pk for r in queue]})
+
+
+@bp.get("/app/api/history")
+@frame_required
+def api_history():
+    frame, portal = _frame()
+    args = request.args
+    outcome = args.get("outcome", "")
+    if outcome and outcome not in OUTCOMES:
+        abort(400, description="unknown outcome")
+    deal = args.get("deal", "").strip()
+    before = args.get("before", "").strip()
+    with get_ctx().db.session() as s:
+        rows = views.history(s, portal.id, outcome=outcome, search=args.get("q", "")[:200],
+                             deal_id=int(deal) if deal.isdigit() and len(deal) < 18 else None,
+                             invoice=args.get("invoice", "").strip()[:64],
+                             before_id=int(before) if before.isdigit() and len(before) < 18 else None,
+                             limit=HISTORY_PAGE)
+    html = render_template("admin/_history.html", history=rows, more=len(rows) == HISTORY_PAGE, frame=frame)
+    return jsonify({"html": html, "decisions": [h.decision_id for h in rows]})
+
+
+@bp.get("/app/api/bank")
+@frame_required
+def api_bank():
+    frame, portal = _frame()
+    with get_ctx().db.session() as s:
+        bank = views.bank_state(s, portal.id)
+    return jsonify({"html": render_template("admin/_bank.html", bank=bank, frame=frame),
+                    "linked": bank.linked, "health": bank.health})
+
+
+@bp.post("/app/api/assign")
+@frame_required
+def api_assign():
+    from .. import reconcile
+
+    frame, portal = _admin()
+    body = _body()
+    op_pk, inv_id = _id(body, "operation"), _id(body, "invoice")
+    ctx = get_ctx()
+    with ctx.db.session() as s:
+        op = s.get(Operation, op_pk)
+        inv = s.scalar(select(Invoice).where(Invoice.portal_id == portal.id, Invoice.b24_id == inv_id))
+        if op is None or op.portal_id != portal.id or inv is None:
+            abort(404)
+    try:
+        decision = reconcile.assign_manually(ctx, portal.id, op_pk, inv_id, frame.user_id)
+    except reconcile.ReconcileError as exc:
+        return jsonify({"error": exc.reason, "message": refusal(exc.reason)}), 409
+    log.info("payment assigned", extra={"member_id": frame.member_id, "operation": op_pk, "invoice": inv_id,
+                                        "user_id": frame.user_id})
+    return jsonify({"ok": True, "outcome": decision.outcome, "message": _("The payment has been assigned.")})
+
+
+@bp.post("/app/api/undo")
+@frame_required
+def api_undo():
+    from .. import reconcile
+
+    frame, portal = _admin()
+    op_pk = _id(_body(), "operation")
+    ctx = get_ctx()
+    with ctx.db.session() as s:
+        op = s.get(Operation, op_pk)
+        if op is None or op.portal_id != portal.id:
+            abort(404)
+    try:
+        reconcile.undo(ctx, portal.id, op_pk, frame.user_id)
+    except reconcile.ReconcileError as exc:
+        return jsonify({"error": exc.reason, "message": refusal(exc.reason)}), 409
+    log.info("match undone", extra={"member_id": frame.member_id, "operation": op_pk, "user_id": frame.user_id})
+    return jsonify({"ok": True, "message": _("The match has been undone.")})
+
+
+@bp.post("/app/api/rules")
+@frame_required
+def api_rules():
+    from ..rules import save_rules
+
+    frame, portal = _admin()
+    body = _body()
+    allowed = {"paid_invoice_stage", "paid_deal_stage", "paid_timeline", "paid_notify", "underpaid_notify",
+               "underpaid_task", "underpaid_timeline", "overpaid_notify", "review_notify", "fire_trigger",
+               "sync_interval"}
+    data = {k: v for k, v in body.items() if k in allowed}
+    stages = data.get("paid_deal_stage")
+    if stages is not None:
+        if not isinstance(stages, dict):
+            abort(400, description="paid_deal_stage must map pipelines to stages")
+        known = {str(p["id"]): {st["id"] for st in p["stages"]}
+                 for p in deal_pipelines(get_ctx(), portal)[0]}
+        for pipeline, stage in stages.items():
+            if stage and (str(pipeline) not in known or stage not in known[str(pipeline)]):
+                return jsonify({"error": "paid_deal_stage", "message": _("Choose a stage of that pipeline.")}), 400
+    try:
+        rules = save_rules(get_ctx(), portal.id, data)
+    except ValueError as exc:
+        return jsonify({"error": str(exc), "message": _("Check the field: %(field)s", field=str(exc))}), 400
+    log.info("rules saved", extra={"member_id": frame.member_id, "user_id": frame.user_id})
+    return jsonify({"ok": True, "rules": rules.to_dict()})
+
+
+@bp.route("/app/api/sync", methods=["GET", "POST"])
+@frame_required
+def api_sync():
+    """POST {days}: backfill the last N days (admins); GET: progress for the bar."""
+    from .. import sync
+
+    ctx = get_ctx()
+    if request.method == "POST":
+        _frame_unused, portal = _admin()
+        days = (request.get_json(silent=True) or {}).get("days")
+        if days is not None and (isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 365):
+            return jsonify({"error": "days", "message": _("Choose from 1 to 365 days.")}), 400
+        ids = sync.request_sync(ctx, portal.id, backfill_days=days)
+        return jsonify({"requested": ids, **progress(sync.sync_status(ctx, portal.id))}), 202
+    _frame_unused, portal = _frame()
+    return jsonify(progress(sync.sync_status(ctx, portal.id)))
+
+
+@bp.post("/app/api/stages")
+@frame_required
+def api_stages():
+    from ..rules import load_rules
+
+    _frame_unused, portal = _admin()
+    ctx = get_ctx()
+    pipelines, fetched_at, ok = deal_pipelines(ctx, portal, refresh=True)
+    if not ok:
+        return jsonify({"error": "bitrix_unavailable", "message": _("Bitrix24 did not answer; try again later.")}), 502
+    portal = ctx.portals.find(portal.member_id)
+    html = render_template("admin/_stages.html", pipelines=pipelines, rules=load_rules(portal.settings),
+                           stages_fetched_at=fetched_at, stages_ok=ok, frame=g.frame)
+    return jsonify({"html": html, "pipelines": pipelines})
+
+
+@bp.post("/app/api/link")
+@frame_required
+def api_link():
+    frame, _portal = _admin()
+    try:
+        from . import bank
+        return jsonify({"url": url_for("bank.start", ticket=bank.issue_link_ticket(frame))})
+    except (ImportError, AttributeError, BuildError):
+        abort(503, description="bank link unavailable")
+
+
+@bp.errorhandler(400)
+@bp.errorhandler(401)
+@bp.errorhandler(403)
+@bp.errorhandler(404)
+@bp.errorhandler(405)
+@bp.errorhandler(503)
+def _api_error(exc):
+    if request.path.startswith("/app/api/"):
+        return jsonify({"error": exc.name.lower().replace(" ", "_"), "message": exc.description}), exc.code
+    return exc

@@ -41,7 +41,9 @@ def app_lifecycle():
     token_ok = ctx.portals.application_token_matches(member_id, auth.get("application_token"))
     try:
         if event == "ONAPPUNINSTALL":
-            if not token_ok:
+            # Bitrix24 may deliver it again after we uninstalled: still authenticated, still harmless.
+            if not ctx.portals.application_token_matches(member_id, auth.get("application_token"),
+                                                         uninstalled_ok=True):
                 return _refuse(401, "invalid_application_token")
             ctx.portals.uninstall(member_id, clean=str(data.get("CLEAN", "0")) == "1")
             return jsonify({"ok": True})
@@ -65,7 +67,8 @@ def app_lifecycle():
             return jsonify({"ok": True})
     except InstallRejected as exc:
         log.warning("lifecycle event rejected", extra={"event": event, "reason": exc.reason, "member_id": member_id})
-        return _refuse(401 if exc.reason != "missing_fields" else 400, exc.reason)
+        # Without a matching application_token every refusal is an authentication failure.
+        return _refuse(400 if exc.reason == "missing_fields" and token_ok else 401, exc.reason)
     except BitrixError as exc:
         log.error("lifecycle event failed", extra={"event": event, "code": exc.code, "member_id": member_id})
         return _refuse(502, "bitrix_error")

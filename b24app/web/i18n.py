@@ -6,7 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from babel.dates import format_date, format_datetime
+from babel.dates import format_date, format_datetime, format_skeleton
 from babel.numbers import format_decimal
 from flask import g, has_request_context, request
 from flask_babel import Babel
@@ -63,7 +63,7 @@ def number(value, lang: str | None = None) -> str:
     return format_decimal(value, locale=lang or current_lang())
 
 
-def when(value: datetime | None, lang: str | None = None, fmt: str = "short") -> str:
+def when(value: datetime | None, fmt: str = "short", lang: str | None = None) -> str:
     """A date and time in the user's zone, formatted for the locale."""
     if value is None:
         return ""
@@ -72,13 +72,16 @@ def when(value: datetime | None, lang: str | None = None, fmt: str = "short") ->
     return format_datetime(value, fmt, tzinfo=current_tz(), locale=lang or current_lang())
 
 
-def day(value: datetime | date | None, lang: str | None = None, fmt: str = "medium") -> str:
+def day(value: datetime | date | None, fmt: str = "medium", lang: str | None = None) -> str:
+    """A calendar date in the user's zone; `fmt` is a Babel format or "day_month" (28 нояб. / Nov 28)."""
     if value is None:
         return ""
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=timezone.utc)
         value = value.astimezone(current_tz()).date()
+    if fmt == "day_month":
+        return format_skeleton("MMMd", value, locale=lang or current_lang())
     return format_date(value, fmt, locale=lang or current_lang())
 
 

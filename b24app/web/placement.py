@@ -153,7 +153,7 @@ def _tab(kind: str):
               "undo": url_for("placement.api_undo", kind=kind, entity_id=frame.entity_id),
               "link": url_for("placement.api_link", kind=kind, entity_id=frame.entity_id),
               "version": _version(_data_json(frame, data)), "texts": js_texts()}
-    return render_template("widget/page.html", data=data, frame=frame, config=config, fetched=fetched,
+    return render_template("widget/page.html", data=data, frame=frame, page_config=config, fetched=fetched,
                            can_act=may_act(frame, data), body=render_body(frame, data),
                            bx24_js_url=ctx.settings.bx24_js_url)
 

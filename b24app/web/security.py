@@ -194,12 +194,6 @@ def frame_required(view):
     return wrapper
 
 
-def script_origin(url: str) -> str:
-    """CSP source for the BX24 script URL (`//api.bitrix24.com/api/v1/` -> `https://api.bitrix24.com`)."""
-    parts = urlsplit(url if "://" in url else "https:" + url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
 def portal_origin(client_endpoint: str) -> str:
     parts = urlsplit(client_endpoint)
     return f"{parts.scheme}://{parts.netloc}"
@@ -238,6 +232,8 @@ def init_app(app) -> None:
         origin = g.get("frame_origin")
         ancestors = origin if origin else "'none'"
         script_src = f"'self' {g.get('script_src', '')}".strip()
+        if "csp_nonce" in g:  # the page rendered an inline script with this nonce
+            script_src += f" 'nonce-{g.csp_nonce}'"
         form_action = f"'self' {g.get('form_action', '')}".strip()
         resp.headers.setdefault(
             "Content-Security-Policy",

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 04:59:13.757597
+Create Date: 2026-11-28 05:02:57.873298
 """
 from alembic import op
 import sqlalchemy as sa
@@ -28,7 +28,7 @@ def upgrade() -> None:
     sa.Column('app_version', sa.String(length=32), nullable=True),
     sa.Column('scope', sa.String(length=255), nullable=True),
     sa.Column('installed_by', sa.Integer(), nullable=True),
-    sa.Column('application_token_enc', sa.Text(), nullable=True),
+    sa.Column('application_token_hash', sa.String(length=64), nullable=True),
     sa.Column('access_token_enc', sa.Text(), nullable=True),
     sa.Column('refresh_token_enc', sa.Text(), nullable=True),
     sa.Column('access_expires_at', b24app.db.UTCDateTime(timezone=True), nullable=True),

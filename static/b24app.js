@@ -1,0 +1,350 @@
+/* b24app pages inside Bitrix24: the deal/invoice tab and the admin page.
+ * No framework, no external resources. Every call carries the frame token in a header (no cookies
+ * in a cross-site iframe); HTML fragments come rendered and escaped by the server. */
+(function () {
+  'use strict';
+
+  var cfgNode = document.getElementById('b24app-config');
+  if (!cfgNode) return;
+  var cfg = JSON.parse(cfgNode.textContent);
+  var T = cfg.texts || {};
+  var token = cfg.token;
+  var root = document.getElementById('b24app');
+  var flashTimer = null;
+
+  // -- Bitrix24 frame size -----------------------------------------------------------------------
+  var lastHeight = 0, fitQueued = false;
+  function contentHeight() {
+    var body = document.body;
+    var style = window.getComputedStyle(body);
+    return Math.ceil(body.getBoundingClientRect().height + parseFloat(style.marginTop || 0) +
+                     parseFloat(style.marginBottom || 0));
+  }
+  function fit() {
+    if (fitQueued) return;
+    fitQueued = true;
+    window.requestAnimationFrame(function () {
+      fitQueued = false;
+      var bx = window.BX24;
+      if (!bx) return;                      // works without the BX24 script (opened outside Bitrix24)
+      var h = Math.max(120, contentHeight());
+      if (h === lastHeight) return;
+      var grow = h > lastHeight;
+      lastHeight = h;
+      try {
+        if (grow && typeof bx.fitWindow === 'function') bx.fitWindow();
+        else if (typeof bx.resizeWindow === 'function') bx.resizeWindow('100%', h);
+      } catch (e) { /* the parent may be gone; nothing to resize */ }
+    });
+  }
+  function whenBX24(fn) {
+    if (window.BX24 && typeof window.BX24.init === 'function') {
+      try { window.BX24.init(fn); } catch (e) { fn(); }
+    }
+  }
+  var bxScript = document.getElementById('bx24-script');
+  if (bxScript) bxScript.addEventListener('load', function () { whenBX24(function () { lastHeight = 0; fit(); }); });
+  whenBX24(fit);
+  if (window.ResizeObserver) new ResizeObserver(fit).observe(document.body);
+  window.addEventListener('load', fit);
+
+  // -- messages ------------------------------------------------------------------------------------
+  function flash(text, kind) {
+    var box = document.getElementById('flash');
+    if (!box) return;
+    box.textContent = text || '';
+    box.className = 'b24-flash' + (text ? ' b24-flash--' + (kind || 'info') : '');
+    if (flashTimer) clearTimeout(flashTimer);
+    if (text && kind !== 'danger') flashTimer = setTimeout(function () { flash(''); }, 6000);
+  }
+
+  // -- API -------------------------------------------------------------------------------------------
+  function api(method, url, body, extraHeaders) {
+    var headers = {'X-Frame-Token': token, 'Accept': 'application/json'};
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    Object.keys(extraHeaders || {}).forEach(function (k) { headers[k] = extraHeaders[k]; });
+    return fetch(url, {method: method, headers: headers, credentials: 'omit', cache: 'no-store',
+                       body: body === undefined ? undefined : JSON.stringify(body)})
+      .then(function (r) {
+        var renewed = r.headers.get('X-Frame-Token');
+        if (renewed) token = renewed;
+        if (r.status === 304) return {status: 304, data: null};
+        return r.json().catch(function () { return {}; }).then(function (data) {
+          if (r.status === 401) flash(T.expired, 'danger');
+          else if (r.status === 403) flash(T.forbidden, 'danger');
+          else if (r.status >= 400) flash((data && data.message) || T.failed, 'danger');
+          return {status: r.status, data: data};
+        });
+      })
+      .catch(function () { flash(T.failed, 'danger'); return {status: 0, data: null}; });
+  }
+
+  function busy(button, on) {
+    if (!button) return;
+    button.disabled = on;
+    button.classList.toggle('ui-btn-wait', on);
+    button.setAttribute('aria-busy', on ? 'true' : 'false');
+  }
+
+  // -- refreshable regions ---------------------------------------------------------------------------
+  var version = cfg.version;
+  function refresh(force) {
+    if (!cfg.api) return Promise.resolve();
+    var headers = force ? {} : {'If-None-Match': '"' + version + '"'};
+    return api('GET', cfg.api + (cfg.query ? cfg.query() : ''), undefined, headers).then(function (res) {
+      if (res.status !== 200 || !res.data) return;
+      version = res.data.version || version;
+      var target = document.getElementById(cfg.target || 'widget-body');
+      if (target && typeof res.data.html === 'string') {
+        target.innerHTML = res.data.html;
+        target.setAttribute('data-version', version);
+      }
+      var line = document.getElementById('sync-line');
+      if (line && res.data.sync_line) line.textContent = res.data.sync_line;
+      var check = root.querySelector('[data-action="check"]');
+      if (check && res.data.bank) check.hidden = !(res.data.bank.linked && res.data.can_act);
+      fit();
+    });
+  }
+
+  // -- "check the bank now" with progress -------------------------------------------------------------
+  var syncing = false;
+  function setProgress(percent) {
+    var box = document.getElementById('sync-progress');
+    if (!box) return;
+    box.hidden = percent === null;
+    var bar = box.querySelector('.b24-progress__bar');
+    var meter = box.querySelector('[role="progressbar"]');
+    if (percent !== null) {
+      bar.style.width = Math.max(4, percent) + '%';
+      meter.setAttribute('aria-valuenow', String(percent));
+    }
+    fit();
+  }
+  function syncNow(button, body) {
+    if (syncing || !cfg.sync) return;
+    syncing = true;
+    busy(button, true);
+    flash(T.checking, 'info');
+    setProgress(5);
+    var started = Date.now();
+    api('POST', cfg.sync, body || {}).then(function (res) {
+      if (res.status !== 202 && res.status !== 200) { finish(); return; }
+      poll(res.data);
+    });
+    function poll(state) {
+      if (state && state.errors && state.errors.length && state.finished) {
+        flash(String(T.check_failed).replace('{error}', state.errors[0]), 'danger');
+        finish();
+        return;
+      }
+      if (state && state.finished && Date.now() - started > 600) {
+        setProgress(100);
+        // The worker reconciles right after the statement is stored: give it a moment, then refresh.
+        setTimeout(function () { refresh(true).then(function () { flash(T.checked, 'success'); finish(); }); }, 800);
+        return;
+      }
+      if (Date.now() - started > 90000) { flash(T.check_timeout, 'warning'); finish(); return; }
+      var elapsed = (Date.now() - started) / 1000;
+      var pct = state && state.accounts ? Math.max(state.percent || 0, Math.min(90, 10 + elapsed * 8)) :
+        Math.min(90, 10 + elapsed * 8);
+      setProgress(Math.round(pct));
+      setTimeout(function () {
+        api('GET', cfg.sync).then(function (r) { poll(r.status === 200 ? r.data : state); });
+      }, 700);
+    }
+    function finish() {
+      syncing = false;
+      busy(button, false);
+      setTimeout(function () { setProgress(null); }, 400);
+    }
+  }
+
+  // -- the bank link popup ---------------------------------------------------------------------------
+  function linkBank(button) {
+    if (!cfg.link) return;
+    // Open the window inside the click (popup blockers), then point it at a freshly signed URL.
+    var popup = window.open('', 'b24app-bank-link', 'width=560,height=760,menubar=no,toolbar=no');
+    if (!popup) { flash(T.popup_blocked, 'danger'); return; }
+    busy(button, true);
+    api('POST', cfg.link, {}).then(function (res) {
+      busy(button, false);
+      if (res.status !== 200 || !res.data || !res.data.url) { popup.close(); return; }
+      popup.location.href = res.data.url;
+      flash(T.linking, 'info');
+      var timer = setInterval(function () {
+        refresh(false);
+        if (popup.closed) { clearInterval(timer); refresh(true); flash(''); }
+      }, 2000);
+    });
+  }
+
+  // -- actions ------------------------------------------------------------------------------------------
+  function assign(form) {
+    var select = form.querySelector('select[name="invoice"]');
+    var button = form.querySelector('button[type="submit"]');
+    if (!select || !select.value) { flash(T.choose_invoice, 'warning'); return; }
+    busy(button, true);
+    api('POST', cfg.assign, {operation: parseInt(form.getAttribute('data-operation'), 10),
+                             invoice: parseInt(select.value, 10)})
+      .then(function (res) {
+        busy(button, false);
+        if (res.status === 200) { flash(res.data.message || T.assigned, 'success'); refresh(true); }
+      });
+  }
+  function undo(button) {
+    if (button.getAttribute('data-armed') !== '1') {      // two-step: no browser dialogs inside Bitrix24
+      button.setAttribute('data-armed', '1');
+      button.setAttribute('data-label', button.textContent);
+      button.textContent = button.getAttribute('data-confirm') || button.textContent;
+      button.classList.add('ui-btn-danger');
+      setTimeout(function () {
+        if (button.isConnected && button.getAttribute('data-armed') === '1') {
+          button.setAttribute('data-armed', '0');
+          button.textContent = button.getAttribute('data-label');
+          button.classList.remove('ui-btn-danger');
+        }
+      }, 5000);
+      return;
+    }
+    busy(button, true);
+    api('POST', cfg.undo, {operation: parseInt(button.getAttribute('data-operation'), 10)}).then(function (res) {
+      busy(button, false);
+      if (res.status === 200) { flash(res.data.message || T.undone, 'success'); refresh(true); }
+    });
+  }
+
+  document.addEventListener('click', function (e) {
+    var el = e.target.closest('[data-action]');
+    if (!el || el.tagName === 'FORM') return;
+    var action = el.getAttribute('data-action');
+    if (action === 'check') { e.preventDefault(); syncNow(el); }
+    else if (action === 'link') { e.preventDefault(); linkBank(el); }
+    else if (action === 'undo') { e.preventDefault(); undo(el); }
+    else if (admin[action]) { e.preventDefault(); admin[action](el); }
+  });
+  document.addEventListener('submit', function (e) {
+    var form = e.target;
+    var action = form.getAttribute('data-action');
+    if (!action) return;
+    e.preventDefault();
+    if (action === 'assign') assign(form);
+    else if (admin[action]) admin[action](form);
+  });
+  document.addEventListener('toggle', function () { fit(); }, true);   // <details> opening
+
+  // -- admin page -------------------------------------------------------------------------------------
+  var admin = {};
+  if (root && root.getAttribute('data-page') === 'admin') {
+    var loadInto = function (url, targetId, params) {
+      var qs = new URLSearchParams(params || {}).toString();
+      return api('GET', url + (qs ? '?' + qs : '')).then(function (res) {
+        if (res.status === 200 && res.data && typeof res.data.html === 'string') {
+          document.getElementById(targetId).innerHTML = res.data.html;
+          fit();
+        }
+        return res;
+      });
+    };
+    var formParams = function (form) {
+      var out = {};
+      new FormData(form).forEach(function (v, k) { if (String(v).trim() !== '') out[k] = v; });
+      return out;
+    };
+    var reloadAll = function () {
+      return Promise.all([
+        loadInto(cfg.urls.review, 'review-list', formParams(document.getElementById('review-search'))),
+        loadInto(cfg.urls.history, 'history-list', formParams(document.getElementById('history-filter'))),
+        loadInto(cfg.urls.bank, 'bank-card', {})]);
+    };
+    cfg.assign = cfg.urls.assign;
+    cfg.undo = cfg.urls.undo;
+    cfg.link = cfg.urls.link;
+    cfg.sync = cfg.urls.sync;
+    refresh = function () { return reloadAll(); };
+
+    admin.search = function (form) { loadInto(cfg.urls.review, 'review-list', formParams(form)); };
+    admin.history = function (form) { loadInto(cfg.urls.history, 'history-list', formParams(form)); };
+    admin.more = function (button) {
+      var params = formParams(document.getElementById('history-filter'));
+      params.before = button.getAttribute('data-before');
+      api('GET', cfg.urls.history + '?' + new URLSearchParams(params).toString()).then(function (res) {
+        if (res.status === 200 && res.data) {
+          var wrap = document.createElement('div');
+          wrap.innerHTML = res.data.html;
+          var list = document.getElementById('history-list');
+          button.closest('.b24-more').remove();
+          while (wrap.firstChild) list.appendChild(wrap.firstChild);
+          fit();
+        }
+      });
+    };
+    admin.rules = function (form) {
+      var data = {paid_deal_stage: {}};
+      form.querySelectorAll('input[type="checkbox"][data-rule]').forEach(function (box) {
+        data[box.name] = box.checked;
+      });
+      form.querySelectorAll('select[data-pipeline]').forEach(function (sel) {
+        data.paid_deal_stage[sel.getAttribute('data-pipeline')] = sel.value;
+      });
+      var interval = form.querySelector('[name="sync_interval"]');
+      if (interval) data.sync_interval = parseInt(interval.value, 10);
+      var button = form.querySelector('button[type="submit"]');
+      busy(button, true);
+      api('POST', cfg.urls.rules, data).then(function (res) {
+        busy(button, false);
+        if (res.status === 200) flash(T.saved, 'success');
+      });
+    };
+    admin.backfill = function (form) {
+      var days = parseInt(form.querySelector('[name="days"]').value, 10);
+      syncNow(form.querySelector('button[type="submit"]'), {days: days});
+    };
+    admin.watch = function (box) {
+      var ids = [];
+      document.querySelectorAll('input[data-account]').forEach(function (b) {
+        if (b.checked) ids.push(parseInt(b.getAttribute('data-account'), 10));
+      });
+      box.disabled = true;
+      api('POST', cfg.urls.accounts, {watched: ids}).then(function (res) {
+        box.disabled = false;
+        if (res.status === 200) { flash(T.saved, 'success'); loadInto(cfg.urls.bank, 'bank-card', {}); }
+        else box.checked = !box.checked;
+      });
+    };
+    admin.unlink = function (button) {
+      if (button.getAttribute('data-armed') !== '1') {
+        button.setAttribute('data-armed', '1');
+        button.textContent = button.getAttribute('data-confirm');
+        button.classList.add('ui-btn-danger');
+        return;
+      }
+      busy(button, true);
+      api('POST', cfg.urls.unlink, {link_id: parseInt(button.getAttribute('data-link'), 10)}).then(function (res) {
+        busy(button, false);
+        if (res.status === 200) { flash(T.saved, 'success'); reloadAll(); }
+      });
+    };
+    admin.stages = function (button) {
+      busy(button, true);
+      api('POST', cfg.urls.stages, {}).then(function (res) {
+        busy(button, false);
+        if (res.status === 200 && res.data && res.data.html) {
+          document.getElementById('deal-stages').innerHTML = res.data.html;
+          fit();
+        }
+      });
+    };
+    document.addEventListener('change', function (e) {
+      if (e.target.matches && e.target.matches('input[data-account]')) admin.watch(e.target);
+    });
+  }
+
+  // -- keep the tab current without a reload ------------------------------------------------------------
+  if (root && root.getAttribute('data-page') === 'widget') {
+    setInterval(function () {
+      if (document.visibilityState === 'visible' && !syncing) refresh(false);
+    }, cfg.poll || 10000);
+  }
+  window.b24app = {refresh: function () { return refresh(true); }, fit: fit};
+})();

@@ -1,0 +1,73 @@
+"""Shared fixtures: a database per test (SQLite by default, PostgreSQL when B24APP_TEST_DATABASE_URL is set)
+and the full stack — portal sandbox, bank sandbox and the app — over real sockets."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+REPO = Path(__file__).resolve().parents[1]
+PG_URL = os.environ.get("B24APP_TEST_DATABASE_URL", "")
+
+
+def pytest_report_header(config):
+    return f"b24app database: {'PostgreSQL ' + PG_URL if PG_URL else 'SQLite (embedded default)'}"
+
+
+@pytest.fixture
+def database_url(tmp_path) -> str:
+    """A fresh, empty database for one test."""
+    if not PG_URL:
+        return f"sqlite:///{tmp_path / 'b24app.sqlite3'}"
+    engine = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    return PG_URL
+
+
+@pytest.fixture
+def stack(tmp_path, database_url):
+    """Sandboxes + app, nothing installed yet; the worker is not started."""
+    from b24app.sandbox.stack import start_stack
+
+    st = start_stack(data_dir=str(tmp_path / "data"), database_url=database_url, event_delivery="sync")
+    yield st
+    st.stop()
+
+
+@pytest.fixture
+def installed(stack):
+    """The app installed into the portal through the real install sequence, with demo deals and invoices."""
+    from b24app.sandbox.stack import seed_crm
+
+    result = stack.install()
+    assert result["install_status"] == 200 and result["install_finish"], result
+    stack.deals = seed_crm(stack)
+    return stack
+
+
+@pytest.fixture
+def linked(installed):
+    """…and the demo company's T-Bank account linked by SMS."""
+    from b24app.sandbox.stack import link_bank
+
+    page = link_bank(installed)
+    assert page.status_code == 200 and 'id="link-ok"' in page.text, page.text[:500]
+    return installed
+
+
+def wait_for(predicate, timeout: float = 15.0, interval: float = 0.1):
+    """Poll until predicate() is truthy; returns its value or fails with the last one."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")

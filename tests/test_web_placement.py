@@ -1,0 +1,302 @@
+"""The deal and invoice tabs over the real portal sandbox: one verifying REST call, framing policy, the JSON
+API with its frame token, who may act, isolation between deals and portals, and escaping of payer text."""
+from __future__ import annotations
+
+import html
+import json
+import re
+from decimal import Decimal
+from urllib.parse import urlsplit
+from uuid import uuid4
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from b24app import reconcile
+from b24app.models import Allocation, BankAccount, Invoice, Operation, Portal
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+# -- fixtures and helpers --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """One linked portal with the demo deals (deal 1 and 2 belong to user 2, deal 3 and 4 to user 3)."""
+    from b24app.sandbox.stack import link_bank, seed_crm, start_stack
+
+    st = start_stack(data_dir=str(tmp_path_factory.mktemp("placement")), event_delivery="sync")
+    try:
+        assert st.install()["install_finish"]
+        st.deals = seed_crm(st)
+        assert link_bank(st).status_code == 200
+        from b24app.invoices import refresh_all
+        refresh_all(st.ctx, st.ctx.portals.find(st.member_id()))  # what the worker does on start
+        yield st
+    finally:
+        st.stop()
+
+
+def frame_form(st, kind: str, entity: int, user: int, lang: str = "ru") -> tuple[str, dict]:
+    """What the portal page posts into the tab iframe: the app URL (with its query) and the form fields."""
+    path = "deal" if kind == "deal" else "type/31"
+    page = httpx.get(f"{st.portal_url}/crm/{path}/details/{entity}/",
+                     params={"user": user, "tab": 0, "lang": lang}, timeout=30)
+    page.raise_for_status()
+    m = re.search(r'<form id="app-form-0" method="post" action="([^"]+)"[^>]*>(.*?)</form>', page.text, re.S)
+    assert m, "the deal card has no app tab"
+    fields = {html.unescape(k): html.unescape(v)
+              for k, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', m.group(2))}
+    return html.unescape(m.group(1)), fields
+
+
+def open_tab(st, kind: str, entity: int, user: int = 2, lang: str = "ru", **override):
+    action, fields = frame_form(st, kind, entity, user, lang)
+    fields.update(override)
+    url = urlsplit(action)
+    return st.flask_app.test_client().post(f"{url.path}?{url.query}", data=fields)
+
+
+def config_of(resp) -> dict:
+    m = re.search(r'<script type="application/json" id="b24app-config">(.*?)</script>', resp.get_data(as_text=True),
+                  re.S)
+    assert m, "no page config"
+    return json.loads(m.group(1))
+
+
+def portal_id(st) -> int:
+    with st.ctx.db.session() as s:
+        return s.scalar(select(Portal.id).where(Portal.member_id == st.member_id()))
+
+
+def add_payment(st, amount: str, purpose: str, *, inn: str | None = None, payer: str = "ООО «Вектор»",
+                portal: int | None = None) -> int:
+    """A settled credit on the linked account, decided by the real reconciliation (no worker needed)."""
+    pid = portal or portal_id(st)
+    with st.ctx.db.session() as s:
+        account = s.scalar(select(BankAccount).where(BankAccount.portal_id == pid).order_by(BankAccount.id))
+        op = Operation(portal_id=pid, account_id=account.id, operation_id=str(uuid4()), fingerprint=uuid4().hex,
+                       bank_status="Transaction", is_credit=True, amount=Decimal(amount), currency="RUB",
+                       operation_date=st.ctx.clock.now(), purpose=purpose, payer_name=payer, payer_inn=inn,
+                       state="new")
+        s.add(op)
+        s.flush()
+        op_pk = op.id
+        portal_row = s.get(Portal, pid)
+    reconcile.reconcile_portal(st.ctx, portal_row)
+    return op_pk
+
+
+def api(st, method: str, url: str, token: str | None, body: dict | None = None, **headers):
+    client = st.flask_app.test_client()
+    if token is not None:
+        headers["X-Frame-Token"] = token
+    if method == "GET":
+        return client.get(url, headers=headers)
+    return client.post(url, json=body, headers=headers)
+
+
+def deal(st, n: int) -> dict:
+    return st.deals[n - 1]
+
+
+# -- entering the tab ------------------------------------------------------------------------------------
+def test_get_is_refused_and_a_forged_auth_id_gets_no_token(env):
+    client = env.flask_app.test_client()
+    assert client.get("/placement/deal").status_code == 400
+    resp = open_tab(env, "deal", deal(env, 1)["deal_id"], AUTH_ID="forged-token-0000000000000000")
+    assert resp.status_code == 403
+    assert "b24app-config" not in resp.get_data(as_text=True)
+    assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
+
+
+def test_tab_renders_with_one_rest_call_and_only_the_portal_may_frame_it(env):
+    d = deal(env, 1)
+    with env.ctx.db.session() as s:  # the render itself fills the cache
+        s.query(Invoice).filter(Invoice.b24_id == d["invoice_id"]).delete()
+    before = env.portal_state()["requests"]
+    resp = open_tab(env, "deal", d["deal_id"])
+    after = env.portal_state()["requests"]
+    assert resp.status_code == 200
+    assert after - before == 1, "the tab must cost exactly one Bitrix24 REST call"
+    csp = resp.headers["Content-Security-Policy"]
+    origin = env.sandbox_url
+    assert f"frame-ancestors {origin}" in csp and "'none'" not in csp.split("frame-ancestors")[1].split(";")[0]
+    assert f"script-src 'self' {origin}" in csp
+    assert "X-Frame-Options" not in resp.headers
+    body = resp.get_data(as_text=True)
+    assert d["number"] in body and f'data-invoice="{d["invoice_id"]}"' in body
+    assert f'src="{env.settings.bx24_js_url}"' in body
+    with env.ctx.db.session() as s:
+        inv = s.scalar(select(Invoice).where(Invoice.b24_id == d["invoice_id"]))
+        assert inv is not None and inv.deal_id == d["deal_id"] and inv.assigned_by_id == 2
+        assert inv.stage_semantics is None and inv.number == d["number"]
+    assert config_of(resp)["token"]
+    # Every other route still refuses to be framed.
+    other = env.flask_app.test_client().get("/healthz")
+    assert "frame-ancestors 'none'" in other.headers["Content-Security-Policy"]
+    assert other.headers["X-Frame-Options"] == "DENY"
+
+
+def test_invoice_tab_shows_that_invoice_only(env):
+    d1 = deal(env, 1)
+    resp = open_tab(env, "invoice", d1["invoice_id"], user=2)
+    assert resp.status_code == 200
+    body = resp.get_data(as_text=True)
+    assert f'data-invoice="{d1["invoice_id"]}"' in body
+    assert f'data-invoice="{deal(env, 2)["invoice_id"]}"' not in body
+    cfg = config_of(resp)
+    assert cfg["kind"] == "invoice" and cfg["entity"] == d1["invoice_id"]
+
+
+def test_wrong_placement_for_the_route_is_refused(env):
+    resp = open_tab(env, "deal", deal(env, 1)["deal_id"], PLACEMENT="CRM_SMART_INVOICE_DETAIL_TAB")
+    assert resp.status_code == 400
+
+
+def test_language_comes_from_lang(env):
+    d = deal(env, 1)
+    en = open_tab(env, "deal", d["deal_id"], lang="en").get_data(as_text=True)
+    ru = open_tab(env, "deal", d["deal_id"], lang="ru").get_data(as_text=True)
+    assert '<html lang="en">' in en and "12,000.00 RUB" in en
+    assert '<html lang="ru">' in ru and "12\u00a0000,00\u00a0₽" in ru
+    assert "Payments from T-Bank" in en and "Payments from T-Bank" not in ru
+
+
+# -- the JSON API ------------------------------------------------------------------------------------------
+def test_api_needs_the_token_of_this_tab(env):
+    d1, d2 = deal(env, 1), deal(env, 2)
+    token = config_of(open_tab(env, "deal", d1["deal_id"]))["token"]
+    url = f"/placement/api/deal/{d1['deal_id']}"
+    ok = api(env, "GET", url, token)
+    assert ok.status_code == 200
+    data = ok.get_json()
+    assert [i["number"] for i in data["invoices"]] == [d1["number"]]
+    assert "html" in data and data["version"]
+    assert api(env, "GET", url, None).status_code == 401
+    assert api(env, "GET", url, token[:-3] + "abc").status_code == 401
+    assert api(env, "GET", f"/placement/api/deal/{d2['deal_id']}", token).status_code == 403
+    assert api(env, "GET", f"/placement/api/invoice/{d1['invoice_id']}", token).status_code == 403
+    # Unchanged data is not sent again.
+    etag = ok.headers["ETag"]
+    assert api(env, "GET", url, token, **{"If-None-Match": etag}).status_code == 304
+    # A token is no credential for the admin page's API either.
+    assert api(env, "GET", "/app/api/review", token).status_code == 403
+
+
+def test_responsible_assigns_a_review_payment_and_undoes_it(env):
+    d2 = deal(env, 2)  # СЧ-00412, 48 500, user 2, INN 7801234567
+    op = add_payment(env, "500.00", "Оплата по договору поставки", inn=d2["inn"], payer="АО «Север»")
+    with env.ctx.db.session() as s:
+        assert s.get(Operation, op).state in ("review", "unmatched")
+    resp = open_tab(env, "deal", d2["deal_id"], user=2)
+    body = resp.get_data(as_text=True)
+    assert f'data-action="assign" data-operation="{op}"' in body
+    token = config_of(resp)["token"]
+    base = f"/placement/api/deal/{d2['deal_id']}"
+    r = api(env, "POST", base + "/assign", token, {"operation": op, "invoice": d2["invoice_id"]})
+    assert r.status_code == 200, r.get_json()
+    assert r.get_json()["outcome"] == "underpaid"
+    data = api(env, "GET", base, token).get_json()
+    inv = data["invoices"][0]
+    assert op in inv["payments"] and Decimal(inv["paid"]) >= Decimal("500.00") and inv["status"] == "partly_paid"
+    # A second assignment of the same payment is refused with a reason, not a crash.
+    again = api(env, "POST", base + "/assign", token, {"operation": op, "invoice": d2["invoice_id"]})
+    assert again.status_code == 409 and again.get_json()["error"] == "not_in_review"
+    r = api(env, "POST", base + "/undo", token, {"operation": op})
+    assert r.status_code == 200
+    with env.ctx.db.session() as s:
+        assert s.get(Operation, op).state == "review"
+        assert s.scalar(select(Allocation).where(Allocation.operation_pk == op, Allocation.revoked_at.is_(None))) is None
+    data = api(env, "GET", base, token).get_json()
+    assert op not in data["invoices"][0]["payments"]
+    assert op in [r["operation"] for r in data["review"]]
+
+
+def test_others_read_only_enforced_on_the_server(env):
+    d1 = deal(env, 1)  # responsible: user 2; user 3 is neither responsible nor admin
+    op = add_payment(env, "700.00", "Оплата без номера", inn=d1["inn"])
+    resp = open_tab(env, "deal", d1["deal_id"], user=3)
+    assert resp.status_code == 200
+    body = resp.get_data(as_text=True)
+    assert 'data-action="assign"' not in body and 'data-action="undo"' not in body
+    assert config_of(resp)["token"]
+    token = config_of(resp)["token"]
+    base = f"/placement/api/deal/{d1['deal_id']}"
+    assert api(env, "GET", base, token).get_json()["can_act"] is False
+    assert api(env, "POST", base + "/assign", token, {"operation": op, "invoice": d1["invoice_id"]}).status_code == 403
+    assert api(env, "POST", base + "/sync", token, {}).status_code == 403
+    with env.ctx.db.session() as s:
+        assert s.get(Operation, op).state in ("review", "unmatched")
+    # The admin (user 1) may act on any deal.
+    admin_token = config_of(open_tab(env, "deal", d1["deal_id"], user=1))["token"]
+    r = api(env, "POST", base + "/assign", admin_token, {"operation": op, "invoice": d1["invoice_id"]})
+    assert r.status_code == 200
+    assert api(env, "POST", base + "/undo", token, {"operation": op}).status_code == 403
+    assert api(env, "POST", base + "/undo", admin_token, {"operation": op}).status_code == 200
+
+
+def test_ids_of_another_deal_or_portal_are_not_found(env):
+    d1, d3 = deal(env, 1), deal(env, 3)
+    token = config_of(open_tab(env, "deal", d1["deal_id"], user=1))["token"]
+    base = f"/placement/api/deal/{d1['deal_id']}"
+    op = add_payment(env, "800.00", "Оплата без номера", inn="500100732259", payer="ИП Петров")
+    # An invoice of another deal of the same portal.
+    assert api(env, "POST", base + "/assign", token, {"operation": op, "invoice": d3["invoice_id"]}).status_code == 404
+    # An operation and an invoice of another portal.
+    with env.ctx.db.session() as s:
+        other = Portal(member_id="other-portal-" + uuid4().hex[:8], domain="other.example", client_endpoint="https://other.example/rest/",
+                       server_endpoint="https://oauth.example/rest/", status="installed", settings={})
+        s.add(other)
+        s.flush()
+        from b24app.models import BankLink
+        link = BankLink(portal_id=other.id, kind="static", inn="7700000000", kpp="0")
+        s.add(link)
+        s.flush()
+        acc = BankAccount(portal_id=other.id, link_id=link.id, account_number="40702810000000000001", watched=True)
+        s.add(acc)
+        s.add(Invoice(portal_id=other.id, b24_id=987654, number="X-1", amount=Decimal("10"), currency="RUB",
+                      stage_id="N", deal_id=d1["deal_id"]))
+        s.flush()
+        foreign = Operation(portal_id=other.id, account_id=acc.id, operation_id="x1", fingerprint="x1",
+                            bank_status="Transaction", is_credit=True, amount=Decimal("10"), currency="RUB",
+                            operation_date=env.ctx.clock.now(), purpose="", state="review")
+        s.add(foreign)
+        s.flush()
+        foreign_pk = foreign.id
+    assert api(env, "POST", base + "/assign", token, {"operation": foreign_pk, "invoice": d1["invoice_id"]}).status_code == 404
+    assert api(env, "POST", base + "/assign", token, {"operation": op, "invoice": 987654}).status_code == 404
+    assert api(env, "POST", base + "/undo", token, {"operation": foreign_pk}).status_code == 404
+    assert api(env, "POST", base + "/assign", token, {"operation": "1; drop", "invoice": 1}).status_code == 400
+    with env.ctx.db.session() as s:
+        assert s.get(Operation, foreign_pk).state == "review"
+
+
+def test_payer_text_is_escaped(env):
+    d4 = deal(env, 4)  # invoice 1208, 3 000
+    purpose = "Оплата по счету № 1208 <script>alert('x')</script> \u202eevil\u0007 &amp;"
+    op = add_payment(env, "3000.00", purpose, inn=d4["inn"], payer="<b>ООО</b> \u202bВектор\u0000")
+    with env.ctx.db.session() as s:
+        assert s.get(Operation, op).state == "matched"
+    body = open_tab(env, "deal", d4["deal_id"], user=1).get_data(as_text=True)
+    assert "<script>alert" not in body and "&lt;script&gt;alert(" in body
+    assert "&lt;b&gt;ООО&lt;/b&gt;" in body
+    for raw in ("\u202e", "\u202b", "\u0007", "\u0000"):
+        assert raw not in body
+    assert "\\u202eevil\\u0007" in body and "&amp;amp;" in body
+
+
+def test_check_the_bank_now_makes_accounts_due_and_reports_progress(env):
+    d1 = deal(env, 1)
+    token = config_of(open_tab(env, "deal", d1["deal_id"], user=2))["token"]
+    base = f"/placement/api/deal/{d1['deal_id']}/sync"
+    with env.ctx.db.session() as s:
+        watched = list(s.scalars(select(BankAccount.id).where(BankAccount.watched.is_(True),
+                                                              BankAccount.portal_id == portal_id(env))))
+    r = api(env, "POST", base, token, {})
+    assert r.status_code == 202
+    body = r.get_json()
+    assert sorted(body["requested"]) == sorted(watched) and body["accounts"] == len(watched)
+    assert body["finished"] is False and body["pending"] == len(watched)
+    status = api(env, "GET", base, token).get_json()
+    assert status["pending"] == len(watched) and 0 <= status["percent"] < 100
