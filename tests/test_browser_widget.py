@@ -161,7 +161,7 @@ def test_assign_a_review_payment_and_undo_it(page, live, shots):
 
     undo = card.locator(f'tr[data-operation="{op}"] [data-action="undo"]')
     undo.click()
-    assert undo.inner_text().strip() == "Точно отменить?"  # a second click confirms; no browser dialog
+    assert undo.text_content().strip() == "Точно отменить?"  # a second click confirms; no browser dialog
     undo.click()
     frame.locator(f'.b24-review__item[data-operation="{op}"]').wait_for()
     assert card.locator(f'tr[data-operation="{op}"]').count() == 0

@@ -234,9 +234,15 @@ def _notify(ctx: CallContext, params: dict[str, Any], kind: str) -> int:
     if not message.strip() and not attach:
         raise RestError("MESSAGE_EMPTY", "Message text is empty", 400)
     new_id = ctx.portal.next_id("notification")
+    tag = arg(params, "TAG")
+    if tag:
+        # Bitrix24: a notification with an existing TAG replaces the earlier ones (the user sees one).
+        for old in ctx.portal.notifications:
+            if old.get("tag") == tag and old.get("client_id") == ctx.client_id and not old.get("replaced_by"):
+                old["replaced_by"] = new_id
     ctx.portal.notifications.append({
         "id": new_id, "method": kind, "user_id": uid, "from_user_id": ctx.user_id, "client_id": ctx.client_id,
-        "message": message, "attach": attach, "tag": arg(params, "TAG"), "sub_tag": arg(params, "SUB_TAG"),
+        "message": message, "attach": attach, "tag": tag, "sub_tag": arg(params, "SUB_TAG"),
         "dialog_id": None, "created": iso(ctx.now)})
     return new_id
 

@@ -235,6 +235,10 @@ def init_app(app) -> None:
         if "csp_nonce" in g:  # the page rendered an inline script with this nonce
             script_src += f" 'nonce-{g.csp_nonce}'"
         form_action = f"'self' {g.get('form_action', '')}".strip()
+        if request.endpoint == "bank.start" and not g.get("form_action"):
+            # The INN form's POST is answered with a redirect to T-Bank's sign-in page, and a browser checks
+            # form-action against every hop: the page with the form must already allow the T-ID origin.
+            form_action += " " + script_origin(current_app.extensions["b24app"].settings.tbank_id_url)
         resp.headers.setdefault(
             "Content-Security-Policy",
             f"default-src 'self'; script-src {script_src}; style-src 'self' 'unsafe-inline'; "

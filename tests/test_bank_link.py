@@ -1,0 +1,227 @@
+"""Linking T-Bank by SMS from the app, over real HTTP against the bank sandbox."""
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from b24app import banklink
+from b24app.banklink import LinkNeedsConsent, LinkTokens
+from b24app.models import BankAccount, BankLink, OAuthState, OutboxItem, Portal
+from b24app.sandbox.stack import link_bank, link_ticket, submit_form
+from conftest import wait_for
+
+
+def links(stack) -> list[BankLink]:
+    with stack.ctx.db.session() as s:
+        return list(s.scalars(select(BankLink)))
+
+
+def accounts(stack) -> list[BankAccount]:
+    with stack.ctx.db.session() as s:
+        return list(s.scalars(select(BankAccount).order_by(BankAccount.id)))
+
+
+def test_link_with_all_scopes_stores_tokens_and_watches_rub_current_accounts(linked):
+    [link] = links(linked)
+    assert link.status == "active" and link.kind == "tid" and link.inn == "7701234567"
+    bank = linked.bank_state()
+    assert any(c["client_id"] == "b24app-demo" for c in bank["consents"])
+    accs = accounts(linked)
+    assert len(accs) == 3
+    watched = {a.account_number: a.watched for a in accs}
+    assert [a.currency for a in accs if watched[a.account_number]] == ["RUB", "RUB"]
+    assert not [a for a in accs if a.currency == "USD" and a.watched]
+    # the webhook trigger was subscribed for our callback URL
+    assert any(w["url"].startswith(linked.app_url + "/bank/webhook/") for w in bank["webhooks"])
+
+
+def test_link_with_statement_scope_unticked_is_refused_plainly(installed):
+    page = link_bank(installed, untick=("bank-statements",))
+    assert page.status_code == 400
+    assert 'data-reason="scopes_not_granted"' in page.text
+    assert "Выписка" in page.text or "Statement" in page.text
+    assert links(installed) == []
+
+
+def test_refusing_consent_returns_a_clear_page_and_stores_nothing(installed):
+    page = link_bank(installed, deny=True)
+    assert page.status_code == 400 and 'data-reason="provider_error"' in page.text
+    assert links(installed) == []
+    with installed.ctx.db.session() as s:
+        assert s.scalar(select(OAuthState)) is None  # the state was burnt
+
+
+def start_until_callback(stack):
+    """Drive the flow up to T-Bank's redirect back to us, without following it."""
+    browser = httpx.Client(follow_redirects=True, timeout=30)
+    page = browser.get(f"{stack.app_url}/bank/start", params={"ticket": link_ticket(stack)})
+    page = submit_form(browser, page, {"inn": "7701234567", "kpp": "770101001"})
+    page = submit_form(browser, page, {"phone": "+79990000001"})
+    import re
+    code = re.search(r'id="sms-code">(\d{4})<', page.text).group(1)
+    page = submit_form(browser, page, {"code": code})
+    browser.follow_redirects = False
+    redirect = submit_form(browser, page, {}, button="allow")
+    assert redirect.status_code in (302, 303), redirect.text[:300]
+    return browser, redirect.headers["location"]
+
+
+def test_state_is_single_use(installed):
+    browser, callback = start_until_callback(installed)
+    first = browser.get(callback)
+    assert first.status_code == 200 and 'id="link-ok"' in first.text
+    replay = browser.get(callback)
+    assert replay.status_code == 400 and 'data-reason="state_invalid"' in replay.text
+    assert len(links(installed)) == 1
+
+
+def test_state_from_another_browser_is_refused(installed):
+    _, callback = start_until_callback(installed)
+    other_browser = httpx.Client(timeout=30)
+    page = other_browser.get(callback)
+    assert page.status_code == 400 and 'data-reason="state_other_browser"' in page.text
+    assert links(installed) == []
+
+
+def test_expired_state_is_refused(installed):
+    browser, callback = start_until_callback(installed)
+    with installed.ctx.db.session() as s:
+        for st in s.scalars(select(OAuthState)):
+            st.expires_at = installed.ctx.clock.now() - timedelta(seconds=1)
+    page = browser.get(callback)
+    assert page.status_code == 400 and 'data-reason="state_invalid"' in page.text
+    assert links(installed) == []
+
+
+@pytest.mark.parametrize("query, reason", [
+    ({}, "state_missing"),
+    ({"state": "made-up", "code": "c.x"}, "state_invalid"),
+    ({"error": "access_denied"}, "provider_error"),
+])
+def test_callback_guards(installed, query, reason):
+    page = httpx.get(f"{installed.app_url}/bank/callback", params=query, timeout=30)
+    assert page.status_code == 400 and f'data-reason="{reason}"' in page.text
+
+
+def test_ticket_is_required_and_signed(installed):
+    assert httpx.get(f"{installed.app_url}/bank/start", timeout=30).status_code == 403
+    assert httpx.get(f"{installed.app_url}/bank/start", params={"ticket": "forged.ticket.value"},
+                     timeout=30).status_code == 403
+
+
+def test_start_form_is_csrf_protected(installed):
+    r = httpx.post(f"{installed.app_url}/bank/start", data={"ticket": link_ticket(installed), "inn": "7701234567"},
+                   timeout=30)
+    assert r.status_code == 400
+    assert links(installed) == []
+
+
+def test_refresh_rotation_with_two_workers_racing_yields_one_pair(linked):
+    [link] = links(linked)
+    httpx.post(f"{linked.bank_url}/sandbox/expire-tokens", timeout=30)
+    with linked.ctx.db.session() as s:  # our copy also thinks it expired
+        s.get(BankLink, link.id).access_expires_at = linked.ctx.clock.now()
+    before = link.token_generation
+    results, errors = [], []
+
+    def use():
+        try:
+            results.append(LinkTokens(linked.ctx, link.id)())
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=use) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert len(set(results)) == 1
+    [after] = links(linked)
+    assert after.token_generation == before + 1
+    refreshes = [t for t in linked.bank_state()["issued_tokens"] if t.get("kind") == "refresh"]
+    assert sum(1 for t in refreshes if t.get("status") == "active") == 1
+
+
+def test_invalid_grant_marks_the_link_and_tells_the_admin(linked):
+    [link] = links(linked)
+    refresh = linked.ctx.cipher.decrypt(f"bank:{link.portal_id}:{link.inn}:{link.kpp}", link.refresh_token_enc)
+    r = httpx.post(f"{linked.bank_url}/auth/revoke", data={"token": refresh, "token_type_hint": "refresh_token"},
+                   auth=("b24app-demo", "demo-secret"), timeout=30)
+    assert r.status_code == 200
+    with pytest.raises(LinkNeedsConsent):
+        LinkTokens(linked.ctx, link.id)(True)
+    [after] = links(linked)
+    assert after.status == "needs_consent" and after.refresh_token_enc is None
+    with linked.ctx.db.session() as s:
+        notes = list(s.scalars(select(OutboxItem).where(OutboxItem.kind == "notify")))
+    assert len(notes) == 1 and notes[0].payload["user_id"] == 1
+    assert "7701234567" in notes[0].payload["message"]
+    # the worker sends it to Bitrix24 chat
+    from b24app import outbox
+    with linked.ctx.db.session() as s:
+        portal = s.scalar(select(Portal))
+    outbox.deliver(linked.ctx, portal)
+    sent = [n for n in linked.portal_state()["notifications"] if n["user_id"] == 1]
+    assert sent and "СМС" in sent[-1]["message"]
+
+
+def test_unlink_revokes_and_forgets(linked):
+    [link] = links(linked)
+    assert banklink.unlink(linked.ctx, link.portal_id, link.id)
+    [after] = links(linked)
+    assert after.status == "unlinked" and after.access_token_enc is None and after.refresh_token_enc is None
+    assert not any(a.watched for a in accounts(linked))
+    revoked = [t for t in linked.bank_state()["issued_tokens"] if t.get("status") == "revoked"]
+    assert revoked
+
+
+def test_pasted_cabinet_token_is_checked_then_stored(installed):
+    token = httpx.post(f"{installed.bank_url}/sandbox/static-tokens", json={"inn": "7701234567", "kpp": "770101001"},
+                       timeout=30).json()["token"]
+    ticket = link_ticket(installed, is_admin=True)
+    with httpx.Client(timeout=30, follow_redirects=True) as browser:
+        page = browser.get(f"{installed.app_url}/bank/token", params={"ticket": ticket})
+        bad = submit_form(browser, page, {"token": "t.not-a-real-token"})
+        assert bad.status_code == 400 and 'data-reason="token_rejected"' in bad.text
+        good = submit_form(browser, bad, {"token": token})
+        assert good.status_code == 200 and 'id="link-ok"' in good.text
+    [link] = links(installed)
+    assert link.kind == "static" and link.company_name
+    assert len(accounts(installed)) == 3
+
+
+def test_pasting_a_token_is_for_admins_only(installed):
+    ticket = link_ticket(installed, user_id=2, is_admin=False)
+    assert httpx.get(f"{installed.app_url}/bank/token", params={"ticket": ticket}, timeout=30).status_code == 403
+
+
+def test_webhook_triggers_a_sync_and_needs_the_secret(linked):
+    [link] = links(linked)
+    secret = linked.ctx.cipher.decrypt(f"webhook:{link.id}", link.webhook_secret_enc)
+    url = f"{linked.app_url}/bank/webhook/{link.id}"
+    acc = accounts(linked)[0]
+    body = {"operationId": "x", "accountNumber": acc.account_number}
+    assert httpx.post(url, json=body, headers={"Authorization": "Bearer wrong"}, timeout=30).status_code == 401
+    assert httpx.post(url, json=body, timeout=30).status_code == 401
+    with linked.ctx.db.session() as s:
+        s.get(BankAccount, acc.id).sync_requested_at = None
+    ok = httpx.post(url, json=body, headers={"Authorization": f"Bearer {secret}"}, timeout=30)
+    assert ok.status_code == 200 and ok.json()["accounts"] == 1
+    with linked.ctx.db.session() as s:
+        assert s.get(BankAccount, acc.id).sync_requested_at is not None
+
+
+def test_bank_webhook_delivery_reaches_the_app(linked):
+    """The sandbox's own delivery (a real POST with our secret) makes the account due."""
+    acc = accounts(linked)[0]
+    with linked.ctx.db.session() as s:
+        s.get(BankAccount, acc.id).sync_requested_at = None
+    linked.pay("100.00", "test", accountNumber=acc.account_number)
+    wait_for(lambda: any(d.get("status") == 200 for d in linked.bank_state()["webhook_deliveries"]))
+    with linked.ctx.db.session() as s:
+        assert s.get(BankAccount, acc.id).sync_requested_at is not None

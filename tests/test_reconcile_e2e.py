@@ -1,0 +1,208 @@
+"""A payment lands in the bank sandbox; seconds later Bitrix24 shows it. Every outcome, exactly once."""
+from __future__ import annotations
+
+from collections import Counter
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from b24app import outbox, reconcile, sync
+from b24app.models import BankAccount, Decision, Operation, OutboxItem, Portal
+from b24app.rules import save_rules
+from b24app.worker import Worker
+from conftest import wait_for
+
+
+def item(stack, invoice_id):
+    return stack.rest("crm.item.get", {"entityTypeId": 31, "id": invoice_id})["result"]["item"]
+
+
+def deal(stack, deal_id):
+    return stack.rest("crm.deal.get", {"id": deal_id})["result"]
+
+
+def notes_for(stack, user_id):
+    """What the user sees: notifications not replaced by a later one with the same TAG."""
+    return [n["message"] for n in stack.portal_state()["notifications"]
+            if n["user_id"] == user_id and not n.get("replaced_by")]
+
+
+def comments(stack, deal_id):
+    return [c["COMMENT"] for c in stack.portal_state()["timeline_comments"] if str(c["ENTITY_ID"]) == str(deal_id)]
+
+
+def run_worker_until_idle(stack, rounds=20):
+    """Drive the worker synchronously (deterministic; the threaded loop is covered elsewhere)."""
+    w = Worker(stack.ctx, concurrency=1)
+    for _ in range(rounds):
+        with stack.ctx.db.session() as s:
+            for acc in s.scalars(select(BankAccount)):
+                pass
+        if not w.run_once():
+            break
+    return w
+
+
+def sync_now(stack):
+    with stack.ctx.db.session() as s:
+        portal = s.scalar(select(Portal))
+    sync.request_sync(stack.ctx, portal.id)
+    run_worker_until_idle(stack)
+    return portal
+
+
+def test_paid_in_full_marks_invoice_paid_comments_and_notifies_once(linked):
+    d = linked.deals[0]  # 1207, 12 000.00, manager 2
+    linked.pay(d["amount"], f"Оплата по счету № {d['number']} от 14.01.2026", payerInn=d["inn"], payerName=d["company"])
+    sync_now(linked)
+    assert item(linked, d["invoice_id"])["stageId"] == "DT31_2:P"
+    msgs = notes_for(linked, d["user"])
+    assert len(msgs) == 1 and d["number"] in msgs[0] and "12\u00a0000,00\u00a0₽" in msgs[0]
+    [comment] = comments(linked, d["deal_id"])
+    assert d["company"] in comment and "14.01.2026" in comment
+    execs = linked.portal_state()["trigger_executions"]
+    assert [(e["code"], str(e["owner_id"])) for e in execs] == [("b24app_payment_received", str(d["deal_id"]))]
+    # running again changes nothing in Bitrix24
+    sync_now(linked)
+    assert len(notes_for(linked, d["user"])) == 1 and len(comments(linked, d["deal_id"])) == 1
+
+
+def test_underpaid_then_top_up_completes_the_invoice(linked):
+    d = linked.deals[1]  # СЧ-00412, 48 500.00
+    linked.pay("40000.00", "Оплата по сч. СЧ-00412 частично", payerInn=d["inn"], payerName=d["company"])
+    sync_now(linked)
+    assert item(linked, d["invoice_id"])["stageId"] == "DT31_2:N"
+    [msg] = notes_for(linked, d["user"])
+    assert "40\u00a0000,00" in msg and "48\u00a0500,00" in msg and "8\u00a0500,00" in msg
+    linked.pay("8500.00", "Доплата по счету СЧ-00412", payerInn=d["inn"], payerName=d["company"])
+    sync_now(linked)
+    assert item(linked, d["invoice_id"])["stageId"] == "DT31_2:P"
+    assert len(notes_for(linked, d["user"])) == 2
+
+
+def test_one_payment_for_two_invoices(linked):
+    a, b = linked.deals[0], linked.deals[3]  # 1207 (12 000) and 1208 (3 000), same client
+    linked.pay("15000.00", "Оплата по счетам № 1207 и 1208", payerInn=a["inn"], payerName=a["company"])
+    sync_now(linked)
+    assert item(linked, a["invoice_id"])["stageId"] == "DT31_2:P"
+    assert item(linked, b["invoice_id"])["stageId"] == "DT31_2:P"
+
+
+def test_overpaid_goes_to_review_queue_and_manager_is_told(linked):
+    d = linked.deals[2]  # INV-2025-0042, 7 350.50
+    linked.pay("8000.00", "Payment for invoice INV-2025-0042", payerInn=d["inn"], payerName=d["company"])
+    sync_now(linked)
+    with linked.ctx.db.session() as s:
+        [op] = s.scalars(select(Operation).where(Operation.is_credit.is_(True)))
+        assert op.state == "overpaid"
+    assert item(linked, d["invoice_id"])["stageId"] == "DT31_2:P"
+    [msg] = notes_for(linked, d["user"])
+    assert "649,50" in msg
+
+
+@pytest.mark.parametrize("purpose, inn", [
+    ("Оплата по договору 15 без номера счёта", None),                 # nothing to go on
+    ("Оплата по счету № 1207", "7999999999"),                        # the number, but a stranger paid
+])
+def test_ambiguous_or_unknown_payments_are_never_applied(linked, purpose, inn):
+    linked.pay("12000.00", purpose, **({"payerInn": inn} if inn else {}))
+    sync_now(linked)
+    for d in linked.deals:
+        assert item(linked, d["invoice_id"])["stageId"] == "DT31_2:N"
+    with linked.ctx.db.session() as s:
+        states = [o.state for o in s.scalars(select(Operation))]
+    assert states and all(st in ("review", "unmatched") for st in states)
+
+
+def test_currency_must_agree(linked):
+    usd = [a for a in linked.bank_state()["accounts"] if a.get("currency") in ("USD", "840")][0]
+    with linked.ctx.db.session() as s:
+        for acc in s.scalars(select(BankAccount)):
+            acc.watched = True
+    linked.pay("12000.00", "Оплата по счету № 1207", payerInn="7712345678", accountNumber=usd["accountNumber"],
+               currency="USD")
+    sync_now(linked)
+    assert item(linked, linked.deals[0]["invoice_id"])["stageId"] == "DT31_2:N"
+
+
+def test_same_operation_delivered_twice_is_stored_and_applied_once(linked):
+    d = linked.deals[0]
+    op = linked.pay(d["amount"], f"Оплата по счету № {d['number']}", payerInn=d["inn"], operationId="dup-1")
+    linked.pay(d["amount"], f"Оплата по счету № {d['number']}", payerInn=d["inn"], operationId="dup-1")
+    sync_now(linked)
+    httpx.post(f"{linked.bank_url}/sandbox/operations/{op['operationId']}/reidentify", timeout=30)
+    sync_now(linked)
+    with linked.ctx.db.session() as s:
+        ops = list(s.scalars(select(Operation)))
+        assert len(ops) == 1
+        assert len(list(s.scalars(select(Decision)))) == 1
+    assert len(notes_for(linked, d["user"])) == 1
+
+
+def test_authorization_is_pending_until_it_settles(linked):
+    d = linked.deals[0]
+    op = linked.pay(d["amount"], f"Оплата по счету № {d['number']}", payerInn=d["inn"], operationStatus="Authorization")
+    sync_now(linked)
+    with linked.ctx.db.session() as s:
+        assert [o.state for o in s.scalars(select(Operation))] == ["pending"]
+    assert item(linked, d["invoice_id"])["stageId"] == "DT31_2:N"
+    httpx.post(f"{linked.bank_url}/sandbox/operations/{op['operationId']}/settle", timeout=30)
+    sync_now(linked)
+    assert item(linked, d["invoice_id"])["stageId"] == "DT31_2:P"
+
+
+def test_manual_stage_change_in_bitrix24_is_respected(linked):
+    d = linked.deals[0]
+    linked.rest("crm.item.update", {"entityTypeId": 31, "id": d["invoice_id"], "fields": {"stageId": "DT31_2:D"}})
+    linked.pay(d["amount"], f"Оплата по счету № {d['number']}", payerInn=d["inn"])
+    sync_now(linked)
+    assert item(linked, d["invoice_id"])["stageId"] == "DT31_2:D"  # declined by a person stays declined
+
+
+def test_deal_moves_to_the_stage_the_admin_chose(linked):
+    with linked.ctx.db.session() as s:
+        portal = s.scalar(select(Portal))
+    save_rules(linked.ctx, portal.id, {"paid_deal_stage": {"0": "EXECUTING"}})
+    d = linked.deals[0]
+    linked.pay(d["amount"], f"Оплата по счету № {d['number']}", payerInn=d["inn"])
+    sync_now(linked)
+    assert deal(linked, d["deal_id"])["STAGE_ID"] == "EXECUTING"
+
+
+def test_worker_killed_between_sending_and_recording_never_notifies_twice(linked):
+    """Simulate the crash: the batch reached Bitrix24, the worker died before marking items done."""
+    d = linked.deals[1]
+    linked.pay("1000.00", "Оплата по счету СЧ-00412", payerInn=d["inn"])
+    with linked.ctx.db.session() as s:
+        portal = s.scalar(select(Portal))
+    sync.request_sync(linked.ctx, portal.id)
+    w = Worker(linked.ctx, concurrency=1)
+    for acc_id in w.claim_accounts(10):
+        w.sync_one(acc_id)
+    from b24app import invoices
+    invoices.refresh_all(linked.ctx, portal)
+    reconcile.reconcile_portal(linked.ctx, portal)
+
+    real_finish = outbox._finish
+    outbox._finish = lambda *a, **k: None   # the process dies right after the batch call
+    try:
+        outbox.deliver(linked.ctx, portal)
+    finally:
+        outbox._finish = real_finish
+    sent_once = linked.portal_state()
+    with linked.ctx.db.session() as s:
+        items = list(s.scalars(select(OutboxItem)))
+        assert items and all(i.status == "sending" for i in items)
+        for i in items:   # its leases expire
+            i.lease_until = linked.ctx.clock.now()
+    outbox.deliver(linked.ctx, portal)   # another worker picks them up
+    after = linked.portal_state()
+    assert len(after["timeline_comments"]) == len(sent_once["timeline_comments"]) == 1
+    assert len(after["trigger_executions"]) == len(sent_once["trigger_executions"])
+    # the notification carries the same TAG, so Bitrix24 replaces rather than adds it
+    tags = Counter(n["tag"] for n in after["notifications"] if n["user_id"] == d["user"])
+    visible = [n for n in after["notifications"] if n["user_id"] == d["user"] and not n.get("replaced_by")]
+    assert len(tags) == 1 and len(visible) == 1
+    with linked.ctx.db.session() as s:
+        assert {i.status for i in s.scalars(select(OutboxItem))} <= {"done", "skipped"}
