@@ -36,18 +36,21 @@ def demo(base_port: int, data_dir: str | None, sync_interval: int, exit_after_re
 @main.command()
 @click.option("--bind", default=None, help="host:port (default 127.0.0.1:8000)")
 @click.option("--workers", type=int, default=None, help="gunicorn worker processes")
-def serve(bind: str | None, workers: int | None) -> None:
+@click.option("--config", "config_path", default=None, help="gunicorn config (default install/gunicorn.conf.py)")
+def serve(bind: str | None, workers: int | None, config_path: str | None) -> None:
     """Production web process (gunicorn, stateless; run several behind nginx)."""
     _settings()  # fail fast on bad configuration
-    conf = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "install", "gunicorn.conf.py")
-    argv = ["gunicorn", "b24app.wsgi:app"]
+    conf = config_path or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                       "install", "gunicorn.conf.py")
+    # Run gunicorn from this interpreter: under systemd the venv's bin/ is not on PATH.
+    argv = [sys.executable, "-m", "gunicorn", "b24app.wsgi:app"]
     if os.path.exists(conf):
         argv += ["-c", conf]
     if bind:
         argv += ["--bind", bind]
     if workers:
         argv += ["--workers", str(workers)]
-    os.execvp(argv[0], argv)
+    os.execv(argv[0], argv)
 
 
 @main.command()

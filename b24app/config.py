@@ -29,7 +29,6 @@ class Settings:
     bitrix_client_secret: str = ""
     bitrix_oauth_servers: tuple[str, ...] = DEFAULT_OAUTH_SERVERS
     bx24_js_url: str = "//api.bitrix24.com/api/v1/"
-    app_code: str = ""
     tbank_client_id: str = ""
     tbank_client_secret: str = ""
     tbank_id_url: str = "https://id.tbank.ru"
@@ -92,16 +91,22 @@ def finalize(settings: Settings) -> Settings:
     s = settings
     if not s.database_url:
         s = replace(s, database_url=f"sqlite:///{(data_dir / 'b24app.sqlite3').resolve()}")
+    if not s.rest_log_dir:
+        s = replace(s, rest_log_dir=str(data_dir / "rest-log"))  # the marketplace asks for 3 days of REST logs
     if s.is_production:
         missing = [name for name, value in (
             ("B24APP_SECRET_KEY", s.secret_key), ("B24APP_TOKEN_KEYS", s.token_keys),
             ("B24APP_BITRIX_CLIENT_ID", s.bitrix_client_id),
-            ("B24APP_BITRIX_CLIENT_SECRET", s.bitrix_client_secret)) if not value]
+            ("B24APP_BITRIX_CLIENT_SECRET", s.bitrix_client_secret),
+            ("B24APP_TBANK_CLIENT_ID", s.tbank_client_id),
+            ("B24APP_TBANK_CLIENT_SECRET", s.tbank_client_secret)) if not value]
         if missing:
             raise ConfigError("production mode needs " + ", ".join(missing)
                               + " (see install/README.md); use B24APP_MODE=demo to try the app")
         if len(s.secret_key) < 32:
             raise ConfigError("B24APP_SECRET_KEY must be at least 32 characters")
+        if not s.public_url.startswith("https://"):
+            raise ConfigError("B24APP_PUBLIC_URL must be the app's https:// address (Bitrix24 frames only https)")
     else:
         if not s.secret_key or not s.token_keys:
             secret_key, key = _demo_secrets(data_dir)

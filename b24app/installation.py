@@ -131,13 +131,14 @@ def bind(ctx: AppContext, member_id: str) -> dict:
     wanted_e = {(e.event.upper(), ctx.public_url(e.path)) for e in m.events}
     have_p = {(p.get("placement"), p.get("handler")) for p in placements if isinstance(p, dict)}
     have_e = {(str(e.get("event", "")).upper(), e.get("handler")) for e in events if isinstance(e, dict)}
-    ours = ctx.public_url("")
+    # placement.get / event.get list only this application's handlers, so anything not wanted is ours and
+    # stale (an older path, or an older B24APP_PUBLIC_URL host).
     cmds: dict[str, tuple[str, dict]] = {}
     for placement, handler in sorted(have_p - set(wanted_p)):
-        if handler and handler.startswith(ours):
+        if handler:
             cmds[f"unbind_p_{len(cmds)}"] = ("placement.unbind", {"PLACEMENT": placement, "HANDLER": handler})
     for event, handler in sorted(have_e - wanted_e):
-        if handler and handler.startswith(ours):
+        if handler:
             cmds[f"unbind_e_{len(cmds)}"] = ("event.unbind", {"event": event, "handler": handler})
     for key in sorted(set(wanted_p) - have_p):
         spec = wanted_p[key]

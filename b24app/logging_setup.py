@@ -35,7 +35,7 @@ _configured: set[str] = set()
 
 
 def configure_logging(settings: Settings) -> None:
-    """Idempotent per process: JSON to stderr; REST calls also to a daily-rotated file kept 3 days."""
+    """Idempotent per process: JSON to stderr; every REST call also to `rest.log` (rotated by logrotate)."""
     root = logging.getLogger("b24app")
     root.setLevel(settings.log_level.upper())
     if "stderr" not in _configured and settings.mode != "test":
@@ -48,8 +48,9 @@ def configure_logging(settings: Settings) -> None:
     if settings.rest_log_dir and settings.rest_log_dir not in _configured:
         path = Path(settings.rest_log_dir)
         path.mkdir(parents=True, exist_ok=True)
-        fh = logging.handlers.TimedRotatingFileHandler(path / "rest.log", when="midnight", backupCount=3,
-                                                       utc=True, encoding="utf-8")
+        # Several processes append to one file; logrotate (install/logrotate/b24app) rotates it daily and
+        # keeps 3 days. WatchedFileHandler reopens the file after rotation instead of rotating it itself.
+        fh = logging.handlers.WatchedFileHandler(path / "rest.log", encoding="utf-8")
         fh.setFormatter(JsonFormatter())
         rest = logging.getLogger("b24app.rest")
         rest.setLevel(logging.DEBUG)  # every call goes to the file; stderr keeps its own level

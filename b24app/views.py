@@ -1,6 +1,7 @@
 """Read models: the queries that build what the widget and the admin page show (no Flask, no HTTP)."""
 from __future__ import annotations
 
+import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -11,6 +12,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from .domain.explain import explain_reason
+from .domain.formatting import format_money, language
+from .domain.matching import Reason
+from .domain.numbers import normalize_invoice_number
 from .models import Allocation, BankAccount, BankLink, Decision, Invoice, Operation, OutboxItem
 
 ZERO = Decimal("0.00")
@@ -58,6 +63,12 @@ class InvoiceLine:
     assigned_by_id: int | None
     deal_id: int | None
     payments: tuple[PaymentLine, ...] = ()
+
+    @property
+    def subtitle(self) -> str:
+        """The invoice's title unless it only repeats the number ("Счёт 1207")."""
+        rest = self.title.replace(self.number, "").strip(" №#-:.")
+        return "" if rest.lower() in ("", "счёт", "счет", "invoice", "inv") else self.title
 
 
 @dataclass(frozen=True)
@@ -177,10 +188,10 @@ def invoice_status(amount: Decimal, paid: Decimal, semantics: str | None, has_re
         return "overpaid"
     if (amount > ZERO and paid >= amount) or semantics == "S":
         return "paid"
-    if has_review:
-        return "review"
     if paid > ZERO:
         return "partly_paid"
+    if has_review:
+        return "review"
     return "awaiting"
 
 
@@ -258,19 +269,23 @@ def widget_data(s: Session, portal_id: int, *, deal_id: int | None = None, invoi
         deal_id = invoices[0].deal_id
     payments: dict[int, list[PaymentLine]] = defaultdict(list)
     if ids:
-        rows = s.execute(
-            select(Allocation, Operation, Decision)
+        rows = s.execute(  # plain columns, not entities: a deal may carry hundreds of payments
+            select(Allocation.invoice_b24_id, Allocation.amount, Allocation.outcome, Operation.id,
+                   Operation.operation_date, Operation.payer_name, Operation.payer_inn, Operation.amount,
+                   Operation.currency, Operation.purpose, Operation.state, Decision.outcome, Decision.reasons,
+                   Decision.actor_user_id, Decision.created_at)
             .join(Operation, Operation.id == Allocation.operation_pk)
             .join(Decision, Decision.id == Allocation.decision_id)
             .where(Allocation.portal_id == portal_id, Allocation.invoice_b24_id.in_(ids),
                    Allocation.revoked_at.is_(None), Operation.portal_id == portal_id)
             .order_by(Operation.operation_date.desc(), Operation.id.desc()))
-        for alloc, op, dec in rows:
-            payments[alloc.invoice_b24_id].append(PaymentLine(
-                operation_pk=op.id, date=op.operation_date, payer_name=op.payer_name or "", payer_inn=op.payer_inn,
-                amount=_dec(alloc.amount), operation_amount=_dec(op.amount), currency=op.currency,
-                purpose=op.purpose or "", outcome=alloc.outcome or dec.outcome, reasons=tuple(dec.reasons or ()),
-                manual=dec.actor_user_id is not None, decided_at=dec.created_at, state=op.state))
+        for (inv_id, alloc_amount, alloc_outcome, op_id, op_date, payer, inn, op_amount, currency, purpose, state,
+             outcome, reasons, actor, decided_at) in rows:
+            payments[inv_id].append(PaymentLine(
+                operation_pk=op_id, date=op_date, payer_name=payer or "", payer_inn=inn, amount=_dec(alloc_amount),
+                operation_amount=_dec(op_amount), currency=currency, purpose=purpose or "",
+                outcome=alloc_outcome or outcome, reasons=tuple(reasons or ()), manual=actor is not None,
+                decided_at=decided_at, state=state))
     review = review_for(s, portal_id, invoices, limit=review_limit)
     flagged = {c for r in review for c in r.candidates}
     lines = []
@@ -321,7 +336,6 @@ def review_for(s: Session, portal_id: int, invoices: list[Invoice], limit: int =
 
 
 def _number_keys(numbers: Iterable[str]) -> list[str]:
-    from .domain import normalize_invoice_number
     return [normalize_invoice_number(str(n)) for n in numbers if n]
 
 
@@ -406,7 +420,6 @@ def history(s: Session, portal_id: int, *, outcome: str = "", search: str = "", 
         if deal_id:
             inv_q = inv_q.where(Invoice.deal_id == deal_id)
         if invoice:
-            from .domain import normalize_invoice_number
             inv_q = inv_q.where(or_(Invoice.number_key == normalize_invoice_number(invoice),
                                     Invoice.b24_id == (int(invoice) if invoice.isdigit() and len(invoice) < 18
                                                        else -1)))
@@ -504,10 +517,6 @@ _PEOPLE_REASONS = {
 
 def explain_reasons(reasons: Iterable[Any], lang: str, currency: str = "RUB") -> list[str]:
     """Stored reasons (`{"code", "params"}`) as sentences in the user's language, one per reason."""
-    from .domain.explain import explain_reason
-    from .domain.formatting import format_money, language
-    from .domain.matching import Reason
-
     lang = language(lang)
     out: list[str] = []
     for raw in reasons or ():
@@ -544,11 +553,11 @@ def explain_reasons(reasons: Iterable[Any], lang: str, currency: str = "RUB") ->
 def visible_text(value: Any, limit: int | None = None) -> str:
     """Text a payer wrote, safe to show: control and bidi-override characters become visible `\\uXXXX`
     escapes (HTML escaping is the template's job), whitespace runs become one space."""
-    import unicodedata
-
     text = "" if value is None else str(value)
     if limit is not None and len(text) > limit:
         text = text[:limit] + "…"
+    if text.isprintable():  # the common case: nothing to escape (isprintable is False for Cc/Cf/Z*/Co/Cs)
+        return text if "  " not in text else " ".join(text.split())
     out: list[str] = []
     for ch in text:
         if ch in "\t\r\n\u00a0":

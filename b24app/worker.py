@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sqlalchemy import and_, or_, select, update
 
-from . import invoices, outbox, reconcile, sync
+from . import installation, invoices, outbox, reconcile, sync
 from .bank.errors import BankError, RateLimited
 from .bitrix.errors import BitrixError, PortalGone
 from .models import BankAccount, BankLink, InvoiceRefresh, Portal
@@ -122,6 +122,11 @@ class Worker:
             s.execute(update(Portal).where(
                 Portal.status == "installed", Portal.work_due_at.is_(None),
                 Portal.id.in_(select(InvoiceRefresh.portal_id))).values(work_due_at=now))
+            # A lost ONAPPUPDATE must not leave a portal with old placements/events.
+            s.execute(update(Portal).where(
+                Portal.status == "installed", Portal.work_due_at.is_(None),
+                or_(Portal.bindings_version.is_(None), Portal.bindings_version != self.ctx.manifest.version))
+                .values(work_due_at=now))
 
     # -- work ------------------------------------------------------------------------------------------
     def sync_one(self, account_id: int) -> None:
@@ -151,6 +156,8 @@ class Worker:
             portal = s.get(Portal, portal_id)
         again: float | None = None
         try:
+            if portal.bindings_version != self.ctx.manifest.version:
+                installation.bind(self.ctx, portal.member_id)
             stale = self.ctx.clock.now() - timedelta(seconds=self.ctx.settings.invoice_refresh_interval)
             if portal.invoices_refreshed_at is None or portal.invoices_refreshed_at < stale:
                 invoices.refresh_all(self.ctx, portal)

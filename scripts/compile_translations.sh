@@ -11,7 +11,7 @@ if [ "${1:-}" != "compile" ]; then
     --project b24app --copyright-holder b24app -o "$DIR/messages.pot" . >/dev/null
   for lang in ru en; do
     if [ -f "$DIR/$lang/LC_MESSAGES/messages.po" ]; then
-      "$PYBABEL" update -i "$DIR/messages.pot" -d "$DIR" -l "$lang" --no-fuzzy-matching >/dev/null
+      "$PYBABEL" update -i "$DIR/messages.pot" -d "$DIR" -l "$lang" --no-fuzzy-matching --ignore-obsolete >/dev/null
     else
       "$PYBABEL" init -i "$DIR/messages.pot" -d "$DIR" -l "$lang" >/dev/null
     fi

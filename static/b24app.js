@@ -288,7 +288,7 @@
         data.paid_deal_stage[sel.getAttribute('data-pipeline')] = sel.value;
       });
       var interval = form.querySelector('[name="sync_interval"]');
-      if (interval) data.sync_interval = parseInt(interval.value, 10);
+      if (interval) data.sync_interval = interval.value.trim() === '' ? 0 : parseInt(interval.value, 10);
       var button = form.querySelector('button[type="submit"]');
       busy(button, true);
       api('POST', cfg.urls.rules, data).then(function (res) {

@@ -114,7 +114,7 @@ def app_page():
         "admin/page.html", frame=frame, page_config=config, bank=bank, queue=queue, targets=targets, history=hist,
         history_more=len(hist) == HISTORY_PAGE, chart=views.chart_geometry(chart), chart_days=chart,
         rules=rules, pipelines=pipelines, stages_fetched_at=fetched_at, stages_ok=stages_ok,
-        outcomes=OUTCOMES, bx24_js_url=ctx.settings.bx24_js_url, filters={})
+        outcomes=OUTCOMES, bx24_js_url=ctx.settings.bx24_js_url, default_interval=ctx.settings.sync_interval)
 
 
 def _urls(frame: Frame) -> dict:

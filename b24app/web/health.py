@@ -5,6 +5,7 @@ from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 
 from ..metrics import render_prometheus
+from ..migrate import migration_head
 from .factory import get_ctx
 
 bp = Blueprint("health", __name__)
@@ -21,10 +22,13 @@ def readyz():
     ctx = get_ctx()
     try:
         with ctx.db.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+            current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except Exception as exc:  # noqa: BLE001 - any DB failure means not ready
         return jsonify({"ok": False, "db": type(exc).__name__}), 503
-    return jsonify({"ok": True})
+    head = migration_head()
+    if current != head:
+        return jsonify({"ok": False, "schema": current, "expected": head, "fix": "b24app db upgrade"}), 503
+    return jsonify({"ok": True, "schema": current})
 
 
 @bp.get("/metrics")

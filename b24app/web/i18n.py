@@ -80,9 +80,21 @@ def day(value: datetime | date | None, fmt: str = "medium", lang: str | None = N
         if value.tzinfo is None:
             value = value.replace(tzinfo=timezone.utc)
         value = value.astimezone(current_tz()).date()
-    if fmt == "day_month":
-        return format_skeleton("MMMd", value, locale=lang or current_lang())
-    return format_date(value, fmt, locale=lang or current_lang())
+    lang = lang or current_lang()
+    cache = _memo("day")  # a tab lists many payments of the same few days
+    key = (value, fmt, lang)
+    if key not in cache:
+        cache[key] = format_skeleton("MMMd", value, locale=lang) if fmt == "day_month" else \
+            format_date(value, fmt, locale=lang)
+    return cache[key]
+
+
+def _memo(name: str) -> dict:
+    """A per-request cache (nothing survives the request)."""
+    if not has_request_context():
+        return {}
+    memo = g.setdefault("_i18n_memo", {})
+    return memo.setdefault(name, {})
 
 
 def init_app(app) -> None:

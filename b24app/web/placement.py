@@ -71,11 +71,39 @@ def store_fetched(ctx, portal_id: int, results: dict) -> tuple[int | None, bool]
     items = listed.get("items") if isinstance(listed, dict) else None
     ok = isinstance(items, list)
     items = [i for i in items or [] if isinstance(i, dict) and str(i.get("id", "")).isdigit()]
-    if items:
-        upsert_items(ctx, portal_id, items, semantics, {})
+    changed = _changed(ctx, portal_id, items, semantics)
+    if changed:  # no write transaction when Bitrix24 says what the cache already knows
+        upsert_items(ctx, portal_id, changed, semantics, {})
     deal = results.get("deal")
     owner = deal.get("ASSIGNED_BY_ID") if isinstance(deal, dict) else None
     return (int(owner) if str(owner or "").isdigit() else None), ok
+
+
+_COMPARED = ("number", "title", "amount", "currency", "stage_id", "stage_semantics", "category_id", "deal_id",
+             "assigned_by_id", "company_id", "mycompany_id", "created")
+
+
+def _changed(ctx, portal_id: int, items: list[dict], semantics: dict) -> list[dict]:
+    """The items whose cached copy is missing or differs (compared after the same mapping the upsert uses)."""
+    from ..invoices import apply_item
+
+    if not items:
+        return []
+    with ctx.db.session() as s:
+        rows = {inv.b24_id: inv for inv in s.scalars(select(Invoice).where(
+            Invoice.portal_id == portal_id, Invoice.b24_id.in_([int(i["id"]) for i in items])))}
+        s.expunge_all()
+    out = []
+    for item in items:
+        row = rows.get(int(item["id"]))
+        if row is None:
+            out.append(item)
+            continue
+        probe = Invoice(stage_semantics=row.stage_semantics, payer_inn=row.payer_inn)
+        apply_item(probe, item, semantics, {})
+        if any(getattr(probe, f) != getattr(row, f) for f in _COMPARED):
+            out.append(item)
+    return out
 
 
 # -- rendering --------------------------------------------------------------------------------------
