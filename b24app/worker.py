@@ -56,6 +56,7 @@ class Worker:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.concurrency = concurrency or ctx.settings.worker_concurrency
         self.batch = batch
+        self.portal_batch = 200  # operations decided per portal per turn, so one backlog cannot starve others
         self.idle_sleep = idle_sleep
         self.lease = timedelta(seconds=ctx.settings.lease_seconds)
         self.stopping = threading.Event()
@@ -163,12 +164,14 @@ class Worker:
                 invoices.refresh_all(self.ctx, portal)
             else:
                 invoices.refresh_requested(self.ctx, portal)
-            result = reconcile.reconcile_portal(self.ctx, portal)
+            result = reconcile.reconcile_portal(self.ctx, portal, limit=self.portal_batch)
             sent = outbox.deliver(self.ctx, portal)
             self.stats["portal_runs"] += 1
             if result or sent.get("sent") or sent.get("skipped"):
                 log.info("portal work", extra={"portal_id": portal_id, "decided": result, "outbox": sent})
-            if outbox.pending_count(self.ctx, portal_id):
+            if sum(result.values()) >= self.portal_batch:
+                again = 0.0  # a backlog: come back, but after the other due portals (fairness)
+            elif outbox.pending_count(self.ctx, portal_id):
                 again = 2.0
         except PortalGone:
             log.warning("portal gone", extra={"portal_id": portal_id})

@@ -138,6 +138,26 @@ def test_tab_renders_with_one_rest_call_and_only_the_portal_may_frame_it(env):
     assert other.headers["X-Frame-Options"] == "DENY"
 
 
+def test_a_change_in_bitrix24_reaches_the_cache_on_the_next_render(env):
+    d = deal(env, 3)  # INV-2025-0042, 7 350.50
+    env.rest("crm.item.update", {"entityTypeId": 31, "id": d["invoice_id"],
+                                 "fields": {"opportunity": "8000.00", "stageId": "DT31_2:D"}})
+    try:
+        resp = open_tab(env, "deal", d["deal_id"], user=3)
+        assert resp.status_code == 200
+        with env.ctx.db.session() as s:
+            inv = s.scalar(select(Invoice).where(Invoice.b24_id == d["invoice_id"]))
+            assert inv.amount == Decimal("8000.00") and inv.stage_id == "DT31_2:D" and inv.stage_semantics == "F"
+        assert 'data-status="cancelled"' in resp.get_data(as_text=True)
+    finally:
+        env.rest("crm.item.update", {"entityTypeId": 31, "id": d["invoice_id"],
+                                     "fields": {"opportunity": d["amount"], "stageId": "DT31_2:N"}})
+        open_tab(env, "deal", d["deal_id"], user=3)
+    with env.ctx.db.session() as s:
+        inv = s.scalar(select(Invoice).where(Invoice.b24_id == d["invoice_id"]))
+        assert inv.amount == Decimal(d["amount"]) and inv.stage_semantics is None
+
+
 def test_invoice_tab_shows_that_invoice_only(env):
     d1 = deal(env, 1)
     resp = open_tab(env, "invoice", d1["invoice_id"], user=2)

@@ -101,6 +101,20 @@ class Stack:
         r.raise_for_status()
         return r.json()
 
+    def worker_env(self) -> dict[str, str]:
+        """B24APP_* variables that make `b24app worker` in another process join this stack."""
+        s = self.settings
+        return {"B24APP_MODE": s.mode, "B24APP_DATA_DIR": str(self.data_dir), "B24APP_DATABASE_URL": s.database_url,
+                "B24APP_SECRET_KEY": s.secret_key, "B24APP_TOKEN_KEYS": ",".join(s.token_keys),
+                "B24APP_PUBLIC_URL": s.public_url, "B24APP_BITRIX_CLIENT_ID": s.bitrix_client_id,
+                "B24APP_BITRIX_CLIENT_SECRET": s.bitrix_client_secret,
+                "B24APP_BITRIX_OAUTH_SERVERS": ",".join(s.bitrix_oauth_servers),
+                "B24APP_TBANK_CLIENT_ID": s.tbank_client_id, "B24APP_TBANK_CLIENT_SECRET": s.tbank_client_secret,
+                "B24APP_TBANK_ID_URL": s.tbank_id_url, "B24APP_TBANK_API_URL": s.tbank_api_url,
+                "B24APP_SYNC_INTERVAL": str(s.sync_interval), "B24APP_LEASE_SECONDS": str(s.lease_seconds),
+                "B24APP_INVOICE_REFRESH_INTERVAL": str(s.invoice_refresh_interval),
+                "B24APP_BITRIX_RATE": str(s.bitrix_rate), "B24APP_BITRIX_BURST": str(s.bitrix_burst)}
+
     def start_worker(self, **kw) -> None:
         from ..worker import Worker
 

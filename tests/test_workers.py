@@ -1,0 +1,123 @@
+"""Workers: leases that expire, one worker on SQLite, several on PostgreSQL with nothing done twice."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from b24app.models import BankAccount, Decision, Operation, Portal
+from b24app.sandbox.stack import link_bank, seed_crm, start_stack
+from b24app.worker import Worker, WorkerLockError, single_worker_lock
+from conftest import PG_URL, wait_for
+
+
+def test_second_worker_on_sqlite_is_refused(tmp_path):
+    held = single_worker_lock(str(tmp_path))
+    try:
+        with pytest.raises(WorkerLockError, match="only one"):
+            single_worker_lock(str(tmp_path))
+        env = {**os.environ, "B24APP_MODE": "demo", "B24APP_DATA_DIR": str(tmp_path)}
+        cli = subprocess.run([sys.executable, "-m", "b24app.cli", "worker", "--once"], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert cli.returncode != 0 and "only one may run" in cli.stderr
+    finally:
+        held.close()
+    single_worker_lock(str(tmp_path)).close()  # free again once the holder is gone
+
+
+def test_a_lease_blocks_others_until_it_expires(linked):
+    a, b = Worker(linked.ctx, owner="A"), Worker(linked.ctx, owner="B")
+    claimed = a.claim_accounts(10)
+    assert claimed
+    assert b.claim_accounts(10) == []
+    with linked.ctx.db.session() as s:   # A was killed: its lease runs out
+        for acc in s.scalars(select(BankAccount).where(BankAccount.id.in_(claimed))):
+            acc.lease_until = linked.ctx.clock.now() - timedelta(seconds=1)
+    assert sorted(b.claim_accounts(10)) == sorted(claimed)
+
+
+def test_release_only_touches_own_lease(linked):
+    a, b = Worker(linked.ctx, owner="A"), Worker(linked.ctx, owner="B")
+    [first, *_] = a.claim_accounts(10)
+    b.release_account(first, True, 60)   # B cannot release A's lease
+    with linked.ctx.db.session() as s:
+        assert s.get(BankAccount, first).lease_owner == "A"
+
+
+def test_a_portal_backlog_does_not_starve_another(linked):
+    w = Worker(linked.ctx, owner="A")
+    with linked.ctx.db.session() as s:
+        portal = s.scalar(select(Portal))
+        other = Portal(member_id="other", domain="x", client_endpoint="http://127.0.0.1:9/rest/",
+                       server_endpoint="http://127.0.0.1:9/rest/", status="installed", settings={},
+                       work_due_at=linked.ctx.clock.now())
+        s.add(other)
+        s.flush()
+        portal.work_due_at = linked.ctx.clock.now() - timedelta(seconds=5)
+        other_id = other.id
+    first = w.claim_portals(1)
+    assert first == [portal.id]
+    w.release_portal(portal.id, 0.0)   # it still has a backlog: due again now
+    assert w.claim_portals(1) == [other_id]  # but the other portal, due earlier, comes first
+
+
+# -- several worker processes on PostgreSQL ---------------------------------------------------------------
+N_INVOICES = 24
+
+
+def spawn_worker(stack, idx: int) -> subprocess.Popen:
+    env = {**os.environ, **stack.worker_env(), "B24APP_WORKER_CONCURRENCY": "4", "B24APP_LOG_LEVEL": "WARNING"}
+    return subprocess.Popen([sys.executable, "-m", "b24app.cli", "worker"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.skipif(not PG_URL, reason="several workers need PostgreSQL (make test runs this on a throwaway cluster)")
+def test_four_worker_processes_never_process_anything_twice_and_survive_a_kill(tmp_path, database_url):
+    stack = start_stack(data_dir=str(tmp_path / "data"), database_url=database_url, sync_interval=1,
+                        rate=50.0, burst=200)
+    procs: list[subprocess.Popen] = []
+    try:
+        assert stack.install()["install_finish"]
+        deals = seed_crm(stack, [(f"Сделка {i}", 2 + i % 2, "ООО «Вектор»", "7712345678", f"77{i:03d}", f"{1000 + i}.00")
+                                 for i in range(N_INVOICES)])
+        assert 'id="link-ok"' in link_bank(stack).text
+        stack.ctx.settings  # the workers run in other processes
+        procs = [spawn_worker(stack, i) for i in range(4)]
+        for i, d in enumerate(deals):
+            stack.pay(d["amount"], f"Оплата по счету № {d['number']}", payerInn="7712345678")
+            if i == N_INVOICES // 2:
+                procs[0].send_signal(signal.SIGKILL)   # one dies mid-run; its leases expire (30 s in the stack)
+
+        def all_paid():
+            items = stack.rest("crm.item.list", {"entityTypeId": 31, "select": ["id", "stageId"]})["result"]["items"]
+            return sum(1 for it in items if it["stageId"].endswith(":P")) == N_INVOICES
+
+        wait_for(all_paid, timeout=120, interval=1.0)
+        time.sleep(3)  # let any straggling duplicate show itself
+        with stack.ctx.db.session() as s:
+            assert s.scalar(select(func.count()).select_from(Operation)) == N_INVOICES
+            per_op = Counter(s.scalars(select(Decision.operation_pk)))
+            assert set(per_op.values()) == {1}
+        state = stack.portal_state()
+        visible = Counter(n["tag"] for n in state["notifications"] if not n.get("replaced_by"))
+        assert len(visible) == N_INVOICES and set(visible.values()) == {1}
+        comments = Counter(c["COMMENT"] for c in state["timeline_comments"])
+        assert len(comments) == N_INVOICES and set(comments.values()) == {1}
+        assert state["rate_limited"] == 0, "workers share the portal's pace through the database"
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        stack.stop()
