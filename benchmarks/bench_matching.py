@@ -154,7 +154,7 @@ def run(full: bool = False, sizes: tuple[int, ...] = (10_000, 100_000)) -> Repor
         # The naive scan costs O(invoices) per lookup: fewer payments keep the quick run short.
         naive = max(10, (200_000 if full else 400_000) // size) if size >= 1000 else 200
         results.append(measure(size, index_payments=5000 if full else 2000, naive_payments=min(naive, 2000),
-                               repeats=5 if full else 3, rng=rng))
+                               repeats=7 if full else 5, rng=rng))
     table = Table("Matching throughput (payments/s), index vs naive scan, same run",
                   ["open invoices", "index build", "index pay/s", "naive pay/s", "speed-up",
                    "index p50 / p95 per payment", "naive p50 / p95 per payment", "parse only pay/s",
