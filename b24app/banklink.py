@@ -12,9 +12,9 @@ import httpx
 from sqlalchemy import delete, select
 
 from .bank.api import BankAPI
-from .bank.errors import BankAPIError, BankError, InvalidGrant, TIDError
-from .bank.tid import ACCOUNTS_SCOPE, STATEMENT_SCOPE, TIDClient, TokenSet, company_scope, new_code_verifier
-from .models import BankAccount, BankLink, OAuthState, Portal
+from .bank.errors import BankAPIError, BankError, InvalidGrant
+from .bank.tid import ACCOUNTS_SCOPE, STATEMENT_SCOPE, TIDClient, TokenSet, new_code_verifier
+from .models import BankAccount, BankLink, OAuthState
 
 log = logging.getLogger("b24app.bank")
 STATE_TTL = timedelta(minutes=10)
@@ -273,11 +273,6 @@ def _revoke_quietly(tid: TIDClient, token: str | None) -> None:
         tid.revoke(token, "refresh_token")
     except (BankError, httpx.HTTPError) as exc:
         log.warning("revoke failed", extra={"error": type(exc).__name__})
-
-
-def portal_by_id(ctx, portal_id: int) -> Portal | None:
-    with ctx.db.session() as s:
-        return s.get(Portal, portal_id)
 
 
 def subscribe_webhook(ctx, link_id: int) -> bool:

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from .bitrix.client import BitrixClient, OAuthApp
-from .bitrix.pacing import LocalPacer, Pacer
+from .bitrix.pacing import Pacer
 from .clock import Clock
 from .config import Settings
 from .crypto import TokenCipher

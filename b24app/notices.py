@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import select
-
 from .domain.formatting import format_money, language
 from .models import BankLink, Portal
 from .outbox import enqueue
@@ -55,6 +53,3 @@ def notify_needs_consent(ctx, portal_id: int, link_id: int) -> None:
                 now=ctx.clock.now())
         portal.work_due_at = ctx.clock.now()
 
-
-def admin_user(s, portal_id: int) -> int | None:
-    return s.scalar(select(Portal.installed_by).where(Portal.id == portal_id))

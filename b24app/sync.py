@@ -7,7 +7,6 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from .bank.errors import BankError
 from .bank.operations import BankOperation
 from .banklink import LinkNeedsConsent, bank_api
 from .models import BankAccount, BankLink, Operation, OperationAlias, Portal
@@ -150,5 +149,3 @@ def record_failure(ctx, account_id: int, exc: Exception) -> None:
         if isinstance(exc, LinkNeedsConsent):
             acc.last_error = "needs_consent"
 
-
-__all__ = ["BankError", "request_sync", "store_operation", "sync_account", "sync_status"]

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import or_, select, update
 
 from . import installation, invoices, outbox, reconcile, sync
 from .bank.errors import BankError, RateLimited

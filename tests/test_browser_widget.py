@@ -6,8 +6,6 @@ Screenshots go to a temporary directory, or to docs/screenshots with B24APP_UPDA
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import time
 from pathlib import Path
 
@@ -94,7 +92,7 @@ def wait_attr(locator, name: str, value: str, timeout: float = STEP / 1000) -> N
     raise AssertionError(f"{name}={last!r}, expected {value!r}")
 
 
-def test_link_by_sms_then_a_payment_turns_the_invoice_paid_without_reload(page, live, shots):
+def test_link_by_sms_then_a_payment_turns_the_invoice_paid_without_reload(page, live):
     from b24app.sandbox.stack import DEMO_INN, DEMO_KPP, DEMO_PHONE
 
     d = live.deals[0]  # invoice 1207, 12 000 ₽, responsible user 2
@@ -138,7 +136,7 @@ def test_link_by_sms_then_a_payment_turns_the_invoice_paid_without_reload(page, 
     assert page.errors == []
 
 
-def test_assign_a_review_payment_and_undo_it(page, live, shots):
+def test_assign_a_review_payment_and_undo_it(page, live):
     from b24app.sandbox.stack import link_bank
 
     assert link_bank(live).status_code == 200

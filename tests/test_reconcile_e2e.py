@@ -11,7 +11,7 @@ from b24app import outbox, reconcile, sync
 from b24app.models import BankAccount, Decision, Operation, OutboxItem, Portal
 from b24app.rules import save_rules
 from b24app.worker import Worker
-from conftest import wait_for
+
 
 
 def item(stack, invoice_id):
@@ -36,9 +36,6 @@ def run_worker_until_idle(stack, rounds=20):
     """Drive the worker synchronously (deterministic; the threaded loop is covered elsewhere)."""
     w = Worker(stack.ctx, concurrency=1)
     for _ in range(rounds):
-        with stack.ctx.db.session() as s:
-            for acc in s.scalars(select(BankAccount)):
-                pass
         if not w.run_once():
             break
     return w

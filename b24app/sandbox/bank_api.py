@@ -6,6 +6,7 @@ import binascii
 import functools
 import json
 import re
+import time
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
@@ -51,6 +52,8 @@ def endpoint(fn: Callable[[BankSandboxState, TokenRecord], Any]) -> Callable[...
     @functools.wraps(fn)
     def wrapper(**kwargs: Any) -> Any:
         st = _state()
+        if st.config.latency_ms > 0:  # injected network/server latency, outside the lock
+            time.sleep(st.config.latency_ms / 1000)
         with st.lock:
             st.requests[request.path] += 1
             timeout = st.roll("timeout")

@@ -176,6 +176,11 @@ def configure():
                 st.config.webhook_retry_delays = tuple(float(d) for d in body["webhook_retry_delays"])
             if "fault_timeout" in body:
                 st.config.fault_timeout = float(body["fault_timeout"])
+            if "latency_ms" in body:
+                latency = float(body["latency_ms"])
+                if not 0 <= latency <= 60_000:
+                    raise ValueError("latency_ms must be within 0..60000")
+                st.config.latency_ms = latency
         except (TypeError, ValueError):
             return _bad("bad config value")
         return jsonify(st.snapshot()["config"])

@@ -65,6 +65,7 @@ class SandboxConfig:
     fault_timeout: float = 30.0
     webhook_attempts: int = 5
     webhook_timeout: float = 5.0
+    latency_ms: float = 0.0  # injected before every Business API answer (scale benchmarks)
 
 
 @dataclass
@@ -361,6 +362,7 @@ class BankSandboxState:
             "config": {
                 "access_ttl": self.config.access_ttl, "rate_limit_rps": self.config.rate_limit_rps,
                 "code_ttl": self.config.code_ttl, "webhook_retry_delays": list(self.config.webhook_retry_delays),
+                "latency_ms": self.config.latency_ms,
             },
         }
 

@@ -63,6 +63,12 @@ def _base() -> str:
     return f"http://{request.host}"
 
 
+def _inject_latency(state: SandboxState) -> None:
+    """Sleep `latency_ms` (set with POST /sandbox/config) before a REST/OAuth answer; control API is exempt."""
+    if state.latency_ms > 0:
+        time.sleep(state.latency_ms / 1000)
+
+
 def _request_params() -> dict[str, Any]:
     """Merge query string, PHP-style form body and JSON body, the way a Bitrix24 portal reads params."""
     params: dict[str, Any] = phpquery.parse(request.query_string)
@@ -149,6 +155,7 @@ def _register_central(app: Flask, state: SandboxState) -> None:
     @app.route("/oauth/token/", methods=["GET", "POST"])
     @app.route("/oauth/token", methods=["GET", "POST"])
     def oauth_token() -> Response:
+        _inject_latency(state)
         params = {**request.args.to_dict(), **request.form.to_dict()}
         grant = params.get("grant_type", "")
         client_id = params.get("client_id", "")
@@ -182,6 +189,7 @@ def _register_central(app: Flask, state: SandboxState) -> None:
 
     @app.route("/rest/<path:method_name>", methods=["GET", "POST"])
     def central_rest(method_name: str) -> Response:
+        _inject_latency(state)
         start = state.clock()
         name = method_name.removesuffix(".json").lower()
         if name != "app.info":
@@ -239,6 +247,11 @@ def _register_central(app: Flask, state: SandboxState) -> None:
                 for key in ("slow_seconds", "timeout_seconds", "event_timeout"):
                     if key in body:
                         setattr(state, key, float(body[key]))
+                if "latency_ms" in body:
+                    latency = float(body["latency_ms"])
+                    if not 0 <= latency <= 60_000:
+                        return _error("invalid_request", "latency_ms must be within 0..60000", 400)
+                    state.latency_ms = latency
                 if "event_delivery" in body and body["event_delivery"] in ("sync", "async"):
                     state.event_delivery = body["event_delivery"]
                 if "seed" in body:
@@ -248,7 +261,7 @@ def _register_central(app: Flask, state: SandboxState) -> None:
             return jsonify({"access_ttl": state.access_ttl, "rate": state.rate, "burst": state.burst,
                             "slow_seconds": state.slow_seconds, "timeout_seconds": state.timeout_seconds,
                             "event_timeout": state.event_timeout, "event_delivery": state.event_delivery,
-                            "seed": state.seed})
+                            "seed": state.seed, "latency_ms": state.latency_ms})
 
     @app.route("/sandbox/faults", methods=["GET", "POST", "DELETE"])
     def sandbox_faults() -> Response:
@@ -322,6 +335,7 @@ def _register_portal(app: Flask, state: SandboxState) -> None:
     def portal_rest(code: str, rest_path: str) -> Response:
         if request.method == "OPTIONS":
             return Response("", status=204)
+        _inject_latency(state)
         portal: Portal = g.portal
         start = state.clock()
         if not state.take_request(portal):

@@ -242,6 +242,7 @@ class SandboxState:
         self.event_timeout = 10.0
         self.slow_seconds = 1.0
         self.timeout_seconds = 30.0
+        self.latency_ms = 0.0  # injected before every REST/OAuth answer (scale benchmarks)
         self.seed = seed
         self.rng = random.Random(seed)
         self.faults: dict[str, float] = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from flask import Flask, g, request
+from flask import Flask, g
 from flask_wtf.csrf import CSRFProtect
 
 from ..config import Settings, from_env

@@ -1,0 +1,119 @@
+"""Bitrix24 REST calls per reconciled payment: one payment, and a statement of 500 payments for 500 invoices.
+
+    .venv/bin/python -m benchmarks.bench_rest_calls [--payments 500] [--json PATH]
+
+Runs the demo stack (portal and bank sandboxes, the app, its threaded worker) over loopback, with the
+portal's real limit (2 req/s, burst 50). Calls are counted by the portal sandbox (every HTTP request
+to the portal; a `batch` of 50 commands is one request), split into seeding (the test's own webhook
+calls), the app's warm-up (install, first invoice read) and the measured part, which is the worker
+alone: reading the statement, matching, refreshing the invoices its own updates touched, and sending
+every effect (invoice to paid, timeline comment, notification, automation trigger).
+
+Single payment: the worker is running, one payment arrives (bank webhook → sync → match → effects).
+Statement of N: the worker is stopped, N payments arrive, the worker starts and reads them in one
+statement. The measured part ends when every invoice is paid, nothing is pending and the portal has
+seen no request for 3 s.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+from .reporting import Report, Table, emit, fmt
+from .seeding import (PAID_STAGE, RestCallLog, requests_so_far, seed_invoices, settle, stages, wait_until)
+
+
+def _pay(stack, inv, day: str = "14.01.2026") -> None:
+    stack.pay(inv.amount, f"Оплата по счету № {inv.number} от {day}, в т.ч. НДС 20%",
+              payerInn=inv.inn, payerName=inv.company)
+
+
+def _measure(stack, log: RestCallLog, invoices, *, stop_worker_first: bool, timeout: float) -> dict:
+    before, limited_before = requests_so_far(stack)
+    methods_before = log.snapshot()
+    if stop_worker_first:
+        stack.stop_worker()
+    started = time.monotonic()
+    for inv in invoices:
+        _pay(stack, inv)
+    posted = time.monotonic() - started
+    if stop_worker_first:
+        stack.start_worker()
+    ids = [inv.invoice_id for inv in invoices]
+    wait_until(lambda: all(s == PAID_STAGE for s in stages(stack, ids).values()), timeout)
+    all_paid = time.monotonic() - started
+    settle(stack, timeout)
+    after, limited_after = requests_so_far(stack)
+    methods = log.snapshot() - methods_before
+    calls = after - before
+    return {"payments": len(invoices), "calls": calls, "per_payment": calls / len(invoices),
+            "rate_limited": limited_after - limited_before, "methods": dict(methods),
+            "post_s": posted, "all_paid_s": all_paid}
+
+
+def run(full: bool = False, payments: int = 500) -> Report:
+    from b24app.sandbox.stack import link_bank, seed_crm, start_stack
+
+    stack = start_stack(sync_interval=60, rate=2.0, burst=50, event_delivery="async")
+    try:
+        log = RestCallLog(stack)
+        result = stack.install()
+        if not result.get("install_finish"):
+            raise RuntimeError(f"install failed: {result}")
+        after_install = requests_so_far(stack)[0]
+        seeded = seed_invoices(stack, 4, companies=2, prefix="Д")
+        page = link_bank(stack)
+        if 'id="link-ok"' not in page.text:
+            raise RuntimeError("bank link failed")
+        seeding_small = requests_so_far(stack)[0] - after_install
+        stack.start_worker()
+        settle(stack, 120)
+        warm_small = requests_so_far(stack)[0] - after_install - seeding_small
+
+        single = _measure(stack, log, seeded[:1], stop_worker_first=False, timeout=120)
+
+        mark = requests_so_far(stack)[0]
+        many = seed_invoices(stack, payments, companies=50, prefix="С")
+        seeding_many = requests_so_far(stack)[0] - mark
+        settle(stack, 300)
+        warm_many = requests_so_far(stack)[0] - mark - seeding_many
+
+        statement = _measure(stack, log, many, stop_worker_first=True, timeout=600 if full else 240)
+    finally:
+        stack.stop()
+
+    table = Table("Bitrix24 REST calls per reconciled payment (counted at the portal sandbox)",
+                  ["scenario", "worker calls", "calls / payment", "rate-limited (503)", "all paid after",
+                   "by method"])
+    for name, r in (("single payment", single), (f"statement of {payments} payments", statement)):
+        table.add(name, r["calls"], fmt(r["per_payment"], 3), r["rate_limited"], f"{fmt(r['all_paid_s'], 1)} s",
+                  ", ".join(f"{m} {n}" for m, n in sorted(r["methods"].items(), key=lambda kv: -kv[1])))
+    seeding = Table("Calls that are not the worker's (excluded above)",
+                    ["part", "requests"])
+    seeding.add("install (the app's install page and ONAPPINSTALL, binding events and placements)", after_install)
+    seeding.add("seeding 4 demo invoices (webhook batch) + bank link", seeding_small)
+    seeding.add("app warm-up: first invoice read after the 4", warm_small)
+    seeding.add(f"seeding {payments} invoices (webhook batch, 50 commands per request)", seeding_many)
+    seeding.add(f"app refresh of the {payments} new invoices (events → batched re-read)", warm_many)
+    report = Report("bench_rest_calls", [table, seeding],
+                    {"single": single, "statement": statement, "install": after_install,
+                     "seeding_small": seeding_small, "warm_small": warm_small, "seeding_many": seeding_many,
+                     "warm_many": warm_many})
+    report.notes.append(f"portal limit 2 req/s, burst 50 (the app paces itself at 90 % of it); the {payments} "
+                        f"payments were posted in {fmt(statement['post_s'], 1)} s with the worker stopped")
+    report.notes.append("target: well under 0.2 calls per payment for the statement: "
+                        + ("met" if statement["per_payment"] < 0.2 else "NOT met"))
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="longer timeouts (same sizes)")
+    parser.add_argument("--payments", type=int, default=500)
+    parser.add_argument("--json", help="also write the raw results here")
+    args = parser.parse_args(argv)
+    emit(run(args.full, args.payments), args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""The app page in Debian's chromium: search the review queue and assign in one click, save rules,
+unwatch an account, backfill with a progress bar, filter the history; all inside the portal's iframe."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from sqlalchemy import select
+
+pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+STEP = 20_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("chromium missing: run `bash scripts/ensure_system_deps.sh chromium`")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, timeout=STEP)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def live(tmp_path):
+    from b24app.invoices import refresh_all
+    from b24app.sandbox.stack import link_bank, seed_crm, start_stack
+
+    st = start_stack(data_dir=str(tmp_path / "data"), event_delivery="sync", sync_interval=2)
+    try:
+        assert st.install()["install_finish"]
+        st.deals = seed_crm(st)
+        assert link_bank(st).status_code == 200
+        refresh_all(st.ctx, st.ctx.portals.find(st.member_id()))
+        st.start_worker()
+        yield st
+    finally:
+        st.stop()
+
+
+def wait_until(predicate, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("condition not met")
+
+
+def count_states(st, states) -> int:
+    from b24app.models import Operation
+
+    with st.ctx.db.session() as s:  # a short session each time: SQLite sessions hold the write lock
+        return len(list(s.scalars(select(Operation.id).where(Operation.state.in_(states)))))
+
+
+def watched(st, account_id: int) -> bool:
+    from b24app.models import BankAccount
+
+    with st.ctx.db.session() as s:
+        return s.get(BankAccount, account_id).watched
+
+
+def test_admin_page_actions(browser, live):
+    from b24app.models import Operation
+    from b24app.rules import load_rules
+    from b24app.sandbox.stack import APP_CLIENT_ID
+
+    d = live.deals[2]  # INV-2025-0042, 7 350,50 ₽, ИП Петров
+    live.pay("7350.50", "Оплата по договору монтажа", payerInn=d["inn"], payerName=d["company"])
+    live.pay("1500.00", "Благотворительный взнос", payerName="Фонд «Рассвет»", payerInn="7700000011")
+    wait_until(lambda: count_states(live, ("review", "unmatched")) >= 2)
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ru-RU")
+    context.set_default_timeout(STEP)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(f"{live.portal_url}/marketplace/app/{APP_CLIENT_ID}/?user=1&lang=ru")
+        app = page.frame_locator("#app-frame")
+        app.locator("#b24app[data-page='admin']").wait_for()
+        assert app.locator("#review-list .b24-review__item").count() == 2
+
+        # Search, then assign the payment that is left in one click.
+        app.locator("#review-q").fill("монтаж")
+        app.locator("#review-search button").click()
+        wait_until(lambda: app.locator("#review-list .b24-review__item").count() == 1)
+        item = app.locator("#review-list .b24-review__item").first
+        op = int(item.get_attribute("data-operation"))
+        item.locator("select").select_option(str(d["invoice_id"]))
+        item.locator("button[type=submit]").click()
+        app.locator("#flash", has_text="Платёж привязан к счёту.").wait_for()
+        with live.ctx.db.session() as s:
+            assert s.get(Operation, op).state == "matched"
+        app.locator("#review-q").fill("")
+        app.locator("#review-search button").click()
+        wait_until(lambda: app.locator("#review-list .b24-review__item").count() == 1)
+
+        # History filtered by the deal explains the manual assignment.
+        app.locator("#h-deal").fill(str(d["deal_id"]))
+        app.locator("#history-filter button").click()
+        app.locator("#history-list", has_text="вручную отнесён к счёту INV-2025-0042").wait_for()
+
+        # Rules: stop notifying about paid invoices, move deals of the main pipeline to "won".
+        app.locator("input[name=paid_notify]").uncheck()
+        app.locator("select[data-pipeline='0']").select_option("WON")
+        app.locator("input[name=sync_interval]").fill("120")
+        app.locator("#rules-form button[type=submit]").click()
+        app.locator("#flash", has_text="Сохранено.").wait_for()
+        rules = load_rules(live.ctx.portals.find(live.member_id()).settings)
+        assert rules.paid_notify is False and rules.paid_deal_stage == {"0": "WON"} and rules.sync_interval == 120
+
+        # Unwatch the second account.
+        boxes = app.locator("input[data-account]")
+        second = int(boxes.nth(1).get_attribute("data-account"))
+        boxes.nth(1).uncheck()
+        app.locator("#flash", has_text="Сохранено.").wait_for()
+        wait_until(lambda: not watched(live, second))
+
+        # Backfill 7 days: the progress bar shows, then the worker finishes and it hides again.
+        app.locator("#backfill-days").fill("7")
+        app.locator("form[data-action=backfill] button").click()
+        app.locator("#sync-progress").wait_for(state="visible")
+        app.locator("#flash", has_text="Банк проверен.").wait_for(timeout=45_000)
+        app.locator("#sync-progress").wait_for(state="hidden")
+        assert errors == []
+    finally:
+        context.close()
