@@ -312,13 +312,13 @@ def test_ids_of_another_deal_or_portal_are_not_found(env):
 def test_payer_text_is_escaped(env):
     d4 = deal(env, 4)  # invoice 1208, 3 000
     purpose = "Оплата по счету № 1208 <script>alert('x')</script> \u202eevil\u0007 &amp;"
-    op = add_payment(env, "3000.00", purpose, inn=d4["inn"], payer="<b>ООО</b> \u202bВектор\u0000")
+    op = add_payment(env, "3000.00", purpose, inn=d4["inn"], payer="<b>ООО</b> \u202bВектор\u0001")
     with env.ctx.db.session() as s:
         assert s.get(Operation, op).state == "matched"
     body = open_tab(env, "deal", d4["deal_id"], user=1).get_data(as_text=True)
     assert "<script>alert" not in body and "&lt;script&gt;alert(" in body
     assert "&lt;b&gt;ООО&lt;/b&gt;" in body
-    for raw in ("\u202e", "\u202b", "\u0007", "\u0000"):
+    for raw in ("\u202e", "\u202b", "\u0007", "\u0001"):
         assert raw not in body
     assert "\\u202eevil\\u0007" in body and "&amp;amp;" in body
 
