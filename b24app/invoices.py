@@ -120,6 +120,7 @@ def refresh_all(ctx, portal: Portal) -> int:
     inns = payer_inns(client, {int(i["companyId"]) for i in items if i.get("companyId")})
     upsert_items(ctx, portal.id, items, semantics, inns)
     seen = {int(i["id"]) for i in items}
+    assign_own_companies(ctx, portal)
     with ctx.db.session() as s:
         stale = [b for b in s.scalars(select(Invoice.b24_id).where(Invoice.portal_id == portal.id)) if b not in seen]
         if stale:
@@ -179,3 +180,32 @@ def _dt(value) -> datetime | None:
     except ValueError:
         return None
     return d.astimezone(timezone.utc) if d.tzinfo else d.replace(tzinfo=timezone.utc)
+
+
+def assign_own_companies(ctx, portal: Portal) -> int:
+    """Tie each watched account to the portal's own company (mycompanyId) whose requisites carry the linked INN.
+
+    Only matters when the portal has several own companies: then a payment to one company's account is
+    matched only against that company's invoices. Returns how many accounts were assigned.
+    """
+    from .models import BankAccount, BankLink
+
+    with ctx.db.session() as s:
+        rows = s.execute(select(BankAccount.id, BankLink.inn).join(BankLink, BankLink.id == BankAccount.link_id)
+                         .where(BankAccount.portal_id == portal.id, BankAccount.mycompany_id.is_(None),
+                                BankLink.status == "active")).all()
+    if not rows:
+        return 0
+    client = ctx.bitrix(portal.member_id)
+    mine = [int(c["ID"]) for c in client.list_all("crm.company.list", {"filter": {"IS_MY_COMPANY": "Y"},
+                                                                        "select": ["ID"]})]
+    if len(mine) < 2:
+        return 0  # one own company (or none recorded): every open invoice is a candidate
+    by_inn = {inn: cid for cid, inn in payer_inns(client, set(mine)).items()}
+    assigned = 0
+    with ctx.db.session() as s:
+        for account_id, inn in rows:
+            if inn in by_inn:
+                s.get(BankAccount, account_id).mycompany_id = by_inn[inn]
+                assigned += 1
+    return assigned

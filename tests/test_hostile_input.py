@@ -14,6 +14,7 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy import func, select
 
 from b24app.models import BankAccount, BankLink, Invoice, InvoiceRefresh, OAuthState, Operation, OutboxItem, Portal
+from b24app.rules import load_rules
 from b24app.sandbox.server import serve_in_thread
 from b24app.sandbox.stack import APP_CLIENT_ID, link_ticket, submit_form
 from conftest import PG_URL
@@ -52,7 +53,7 @@ def snapshot(st) -> dict:
     """Everything a refused request must leave as it was."""
     with st.ctx.db.session() as s:
         portals = [(p.member_id, p.status, p.access_token_enc, p.refresh_token_enc, p.application_token_hash,
-                    p.client_endpoint, p.token_generation, json.dumps(p.settings, sort_keys=True), p.bindings_version)
+                    p.client_endpoint, p.token_generation, load_rules(p.settings).to_dict(), p.bindings_version)
                    for p in s.scalars(select(Portal).order_by(Portal.id))]
         links = [(l.id, l.status, l.access_token_enc, l.webhook_secret_enc) for l in s.scalars(select(BankLink))]
         accounts = [(a.id, a.watched, a.synced_until) for a in s.scalars(select(BankAccount).order_by(BankAccount.id))]
@@ -247,7 +248,7 @@ def _json_routes(st):
     tab = frame_token(st, "CRM_DEAL_DETAIL_TAB", d["deal_id"])
     base = f"/placement/api/deal/{d['deal_id']}"
     return [("/bank/accounts", admin, True), ("/bank/unlink", admin, True), ("/app/api/assign", admin, True),
-            ("/app/api/undo", admin, True), ("/app/api/rules", admin, True), ("/app/api/sync", admin, False),
+            ("/app/api/undo", admin, True), ("/app/api/rules", admin, False), ("/app/api/sync", admin, False),
             ("/app/api/stages", admin, False), ("/app/api/link", admin, False),
             (base + "/assign", tab, True), (base + "/undo", tab, True), (base + "/sync", tab, False),
             (base + "/link", tab, False)]

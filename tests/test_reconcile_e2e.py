@@ -203,3 +203,21 @@ def test_worker_killed_between_sending_and_recording_never_notifies_twice(linked
     assert len(tags) == 1 and len(visible) == 1
     with linked.ctx.db.session() as s:
         assert {i.status for i in s.scalars(select(OutboxItem))} <= {"done", "skipped"}
+
+
+def test_with_several_own_companies_only_the_receiving_companys_invoices_are_candidates(linked):
+    own_a = linked.rest("crm.company.add", {"fields": {"TITLE": "ООО «Ромашка»", "IS_MY_COMPANY": "Y"}})["result"]
+    own_b = linked.rest("crm.company.add", {"fields": {"TITLE": "ООО «Лютик»", "IS_MY_COMPANY": "Y"}})["result"]
+    for cid, inn in ((own_a, "7701234567"), (own_b, "7709999999")):
+        linked.rest("crm.requisite.add", {"fields": {"ENTITY_TYPE_ID": 4, "ENTITY_ID": cid, "PRESET_ID": 1,
+                                                     "NAME": "own", "RQ_INN": inn}})
+    d0, d3 = linked.deals[0], linked.deals[3]   # 1207 and 1208
+    linked.rest("crm.item.update", {"entityTypeId": 31, "id": d0["invoice_id"], "fields": {"mycompanyId": own_b}})
+    linked.rest("crm.item.update", {"entityTypeId": 31, "id": d3["invoice_id"], "fields": {"mycompanyId": own_a}})
+    linked.pay(d0["amount"], "Оплата по счету № 1207", payerInn=d0["inn"])   # to Ромашка's account
+    linked.pay(d3["amount"], "Оплата по счету № 1208", payerInn=d3["inn"])
+    sync_now(linked)
+    with linked.ctx.db.session() as s:
+        assert {a.mycompany_id for a in s.scalars(select(BankAccount))} == {own_a}
+    assert item(linked, d0["invoice_id"])["stageId"] == "DT31_2:N"   # Лютик's invoice is not Ромашка's money
+    assert item(linked, d3["invoice_id"])["stageId"] == "DT31_2:P"
