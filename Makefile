@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-PG_DIR ?= /tmp/b24app-pg-$(shell id -u)
+PG_DIR ?= $(shell mktemp -u /tmp/b24app-pg.XXXXXX)
 PYTEST_ARGS ?=
 
 .PHONY: demo test test-sqlite test-postgres system-deps venv bench soak clean
