@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-PG_DIR ?= $(shell mktemp -u /tmp/b24app-pg.XXXXXX)
 PYTEST_ARGS ?=
 
 .PHONY: demo test test-sqlite test-postgres system-deps venv bench soak clean
@@ -34,8 +33,9 @@ test-sqlite: $(STAMP)
 
 test-postgres: $(STAMP)
 	@set -e; \
-	url=$$($(BIN)/python scripts/pg_throwaway.py start --dir $(PG_DIR)); \
-	trap '$(BIN)/python scripts/pg_throwaway.py stop --dir $(PG_DIR)' EXIT; \
+	dir=$$(mktemp -u /tmp/b24app-pg.XXXXXX); \
+	url=$$($(BIN)/python scripts/pg_throwaway.py start --dir $$dir); \
+	trap "$(BIN)/python scripts/pg_throwaway.py stop --dir $$dir" EXIT; \
 	echo "PostgreSQL: $$url"; \
 	B24APP_TEST_DATABASE_URL=$$url $(BIN)/python -m pytest -q -m "not browser" $(PYTEST_ARGS)
 
