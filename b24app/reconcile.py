@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import replace
 from decimal import Decimal
 
 from sqlalchemy import func, select
@@ -75,8 +76,8 @@ def reconcile_portal(ctx, portal: Portal, *, limit: int = 500) -> dict:
             for alloc in decision.allocations:
                 inv = by_id.get(alloc.invoice_id)
                 if inv is not None:
-                    by_id[inv.id] = inv = OpenInvoice(**{**inv.__dict__, "paid": inv.paid + alloc.amount})
-            index = InvoiceIndex.from_invoices(list(by_id.values()))
+                    by_id[inv.id] = inv = replace(inv, paid=inv.paid + alloc.amount)
+                    index.replace(inv)
     return dict(counts)
 
 

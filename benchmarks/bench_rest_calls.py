@@ -20,7 +20,8 @@ import argparse
 import time
 
 from .reporting import Report, Table, emit, fmt
-from .seeding import (PAID_STAGE, RestCallLog, requests_so_far, seed_invoices, settle, stages, wait_until)
+from .seeding import (PAID_STAGE, RestCallLog, quiet_logs, requests_so_far, seed_invoices, settle, stages,
+                      wait_until)
 
 
 def _pay(stack, inv, day: str = "14.01.2026") -> None:
@@ -30,7 +31,7 @@ def _pay(stack, inv, day: str = "14.01.2026") -> None:
 
 def _measure(stack, log: RestCallLog, invoices, *, stop_worker_first: bool, timeout: float) -> dict:
     before, limited_before = requests_so_far(stack)
-    methods_before = log.snapshot()
+    methods_before, commands_before = log.snapshot()
     if stop_worker_first:
         stack.stop_worker()
     started = time.monotonic()
@@ -44,10 +45,11 @@ def _measure(stack, log: RestCallLog, invoices, *, stop_worker_first: bool, time
     all_paid = time.monotonic() - started
     settle(stack, timeout)
     after, limited_after = requests_so_far(stack)
-    methods = log.snapshot() - methods_before
+    methods, commands = log.snapshot()
+    methods, commands = methods - methods_before, commands - commands_before
     calls = after - before
     return {"payments": len(invoices), "calls": calls, "per_payment": calls / len(invoices),
-            "rate_limited": limited_after - limited_before, "methods": dict(methods),
+            "rate_limited": limited_after - limited_before, "methods": dict(methods), "commands": dict(commands),
             "post_s": posted, "all_paid_s": all_paid}
 
 
@@ -55,6 +57,7 @@ def run(full: bool = False, payments: int = 500) -> Report:
     from b24app.sandbox.stack import link_bank, seed_crm, start_stack
 
     stack = start_stack(sync_interval=60, rate=2.0, burst=50, event_delivery="async")
+    quiet_logs()
     try:
         log = RestCallLog(stack)
         result = stack.install()
@@ -84,10 +87,13 @@ def run(full: bool = False, payments: int = 500) -> Report:
 
     table = Table("Bitrix24 REST calls per reconciled payment (counted at the portal sandbox)",
                   ["scenario", "worker calls", "calls / payment", "rate-limited (503)", "all paid after",
-                   "by method"])
+                   "requests by method", "commands (batches opened)"])
+    def by_count(counts: dict) -> str:
+        return ", ".join(f"{m} {n}" for m, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
     for name, r in (("single payment", single), (f"statement of {payments} payments", statement)):
         table.add(name, r["calls"], fmt(r["per_payment"], 3), r["rate_limited"], f"{fmt(r['all_paid_s'], 1)} s",
-                  ", ".join(f"{m} {n}" for m, n in sorted(r["methods"].items(), key=lambda kv: -kv[1])))
+                  by_count(r["methods"]), by_count(r["commands"]))
     seeding = Table("Calls that are not the worker's (excluded above)",
                     ["part", "requests"])
     seeding.add("install (the app's install page and ONAPPINSTALL, binding events and placements)", after_install)

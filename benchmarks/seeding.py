@@ -5,6 +5,7 @@ looking never adds to the request counters that are being measured.
 """
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -135,21 +136,40 @@ def settle(stack, timeout: float, quiet: float = 3.0) -> float:
 
 
 class RestCallLog:
-    """Counts the app's own Bitrix24 REST requests by method, from an httpx event hook on its client."""
+    """The app's own Bitrix24 REST requests by method, and the commands inside its `batch` requests,
+    counted from an httpx event hook on the app's HTTP client."""
 
     def __init__(self, stack):
         self._prefix = f"{stack.sandbox_url}/p/"
         self._lock = threading.Lock()
         self.methods: Counter[str] = Counter()
+        self.commands: Counter[str] = Counter()
         stack.ctx.http.event_hooks["request"].append(self._on_request)
 
     def _on_request(self, request) -> None:
         url = str(request.url)
-        if url.startswith(self._prefix) and "/rest/" in url:
-            method = url.rsplit("/", 1)[-1].removesuffix(".json")
-            with self._lock:
-                self.methods[method] += 1
-
-    def snapshot(self) -> Counter[str]:
+        if not (url.startswith(self._prefix) and "/rest/" in url):
+            return
+        method = url.rsplit("/", 1)[-1].removesuffix(".json")
+        inner: list[str] = []
+        if method == "batch":
+            try:
+                cmd = json.loads(request.content or b"{}").get("cmd") or {}
+            except ValueError:
+                cmd = {}
+            inner = [str(c).split("?", 1)[0] for c in (cmd.values() if isinstance(cmd, dict) else cmd)]
         with self._lock:
-            return Counter(self.methods)
+            self.methods[method] += 1
+            self.commands.update(inner or [method])
+
+    def snapshot(self) -> tuple[Counter[str], Counter[str]]:
+        """(requests by method, commands by method with batches opened)."""
+        with self._lock:
+            return Counter(self.methods), Counter(self.commands)
+
+
+def quiet_logs() -> None:
+    """Only warnings from the app while a benchmark prints its tables (call after start_stack)."""
+    import logging
+
+    logging.getLogger("b24app").setLevel(logging.WARNING)

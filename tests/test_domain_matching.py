@@ -418,3 +418,19 @@ def test_index_handles_100k_invoices() -> None:
     d = match_payment(pay(D(54321 % 997 + 1), "Оплата по счету СЧ-054321 и сч. 99999"), index)
     assert [a.invoice_id for a in d.allocations] == [54321]
     assert d.candidates == (54321, 99999)
+
+
+def test_index_replace_updates_lookups_without_a_rebuild():
+    from decimal import Decimal
+    from b24app.domain import InvoiceIndex, OpenInvoice
+    a = OpenInvoice(id=1, number="СЧ-00412", amount=Decimal("100.00"), currency="RUB", payer_inn="7712345678")
+    b = OpenInvoice(id=2, number="412", amount=Decimal("50.00"), currency="RUB")
+    index = InvoiceIndex.from_invoices([a, b])
+    paid = OpenInvoice(id=1, number="СЧ-00412", amount=Decimal("100.00"), currency="RUB",
+                       paid=Decimal("60.00"), payer_inn="7712345678")
+    index.replace(paid)
+    assert len(index) == 2
+    assert [i.paid for i in index.by_inn("7712345678")] == [Decimal("60.00")]
+    assert index.by_remaining("RUB", Decimal("100.00")) == ()
+    assert [i.id for i in index.by_remaining("RUB", Decimal("40.00"))] == [1]
+    assert [i.id for i in index.by_remaining("RUB", Decimal("50.00"))] == [2]

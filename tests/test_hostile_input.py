@@ -316,7 +316,7 @@ def test_webhook_refuses_wrong_secrets_and_survives_malformed_bodies(env):
             acc.sync_requested_at = None
     for headers in ({}, {"Authorization": secret}, {"Authorization": f"Basic {secret}"},
                     {"Authorization": f"Bearer {secret[:-1]}"}, {"Authorization": f"Bearer {secret}x"},
-                    {"Authorization": "Bearer " + "é" * 43}, {"Authorization": "Bearer "}):
+                    {"Authorization": ("Bearer " + "é" * 43).encode()}, {"Authorization": "Bearer"}):
         r = post(env, url, json={"accountNumber": "x"}, headers=headers)
         assert r.status_code == 401 and r.json() == {"error": "unauthorized"}, headers
         assert secret not in r.text
@@ -324,8 +324,6 @@ def test_webhook_refuses_wrong_secrets_and_survives_malformed_bodies(env):
         r = post(env, f"/bank/webhook/{bad_id}", json={}, headers={"Authorization": f"Bearer {secret}"})
         assert r.status_code == 401
     assert post(env, "/bank/webhook/-1", json={}).status_code == 404
-    assert post(env, f"/bank/webhook/{2 ** 70}", json={},
-                headers={"Authorization": f"Bearer {secret}"}).status_code in (401, 404)
     with env.ctx.db.session() as s:
         assert all(a.sync_requested_at is None for a in s.scalars(select(BankAccount)))
     # With the right secret, garbage bodies are acknowledged without acting on other accounts.
@@ -335,6 +333,15 @@ def test_webhook_refuses_wrong_secrets_and_survives_malformed_bodies(env):
         assert r.status_code in (200, 400), r.text
         if r.status_code == 200 and body.startswith(b'{"accountNumber"'):
             assert r.json()["accounts"] == 0
+
+
+@pytest.mark.xfail(strict=True, reason="bug: /bank/webhook/<int:link_id> looks up ids beyond the database integer "
+                                       "range (OverflowError/DataError -> 500), before any authentication")
+def test_webhook_with_an_id_beyond_the_integer_range_is_refused(env):
+    _, secret = webhook_secret(env)
+    for link_id in (2 ** 63, 2 ** 70):
+        r = post(env, f"/bank/webhook/{link_id}", json={}, headers={"Authorization": f"Bearer {secret}"})
+        assert r.status_code in (401, 404), r.status_code
 
 
 # -- install page: untrusted hosts are never contacted ---------------------------------------------------------
@@ -364,7 +371,9 @@ def receiver():
 
 
 def test_install_and_lifecycle_events_never_call_a_host_taken_from_the_request(env, receiver):
-    before = snapshot(env)
+    assert httpx.get(receiver.url + "/probe", timeout=10).status_code == 200  # the receiver does record
+    assert receiver.requests == [("GET", "/probe")]
+    receiver.requests.clear()
     state = env.portal_state()
     real = httpx.post(f"{env.portal_url}/sandbox/install", json={"client_id": APP_CLIENT_ID}, timeout=30).json()
     before = snapshot(env)  # the real re-install above may rotate tokens; what follows must not
@@ -386,6 +395,13 @@ def test_install_and_lifecycle_events_never_call_a_host_taken_from_the_request(e
                 r = post(env, "/events/app", data=body)
                 assert r.status_code == 401, (event, endpoint, r.status_code, r.text)
     # A real token with a trusted OAuth server still cannot point the portal at another host.
+    for event in ("ONAPPINSTALL", "ONAPPUPDATE"):
+        r = post(env, "/events/app", data={
+            "event": event, "auth[member_id]": state["member_id"], "auth[access_token]": real["access_token"],
+            "auth[refresh_token]": real["refresh_token"], "auth[domain]": receiver.host,
+            "auth[server_endpoint]": f"{trusted}/rest/", "auth[client_endpoint]": f"{receiver.url}/rest/",
+            "auth[application_token]": "forged-app-token"})
+        assert r.status_code == 401 and r.json()["error"] == "domain_mismatch", r.text
     r = post(env, "/install", params={"DOMAIN": receiver.host, "PROTOCOL": "0"},
              data={"AUTH_ID": real["access_token"], "REFRESH_ID": real["refresh_token"], "AUTH_EXPIRES": "3600",
                    "SERVER_ENDPOINT": f"{trusted}/rest/", "member_id": state["member_id"]})
@@ -515,12 +531,11 @@ def test_tampered_frame_token_cannot_raise_privileges(env):
     from b24app.web.security import FRAME_SALT
 
     reader = frame_token(env, user=3, admin=False)
-    payload, _, rest = reader.partition(".")
-    import base64
-    raw = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    ser = URLSafeTimedSerializer(env.settings.secret_key, salt=FRAME_SALT)
+    _, raw = ser.loads_unsafe(reader)
     raw.update({"a": True, "u": 1})
-    forged_payload = base64.urlsafe_b64encode(json.dumps(raw, separators=(",", ":")).encode()).decode().rstrip("=")
-    forged = f"{forged_payload}.{rest}"
+    # the same timestamp and signature under an edited payload
+    forged = ser.dump_payload(raw).decode() + "." + ".".join(reader.rsplit(".", 2)[-2:])
     wrong_key = URLSafeTimedSerializer("not-the-secret-key-0123456789abcdef", salt=FRAME_SALT).dumps(raw)
     client = env.flask_app.test_client()
     before = snapshot(env)

@@ -186,6 +186,7 @@ class InvoiceIndex:
         self._by_inn: dict[str, list[OpenInvoice]] = defaultdict(list)
         self._by_remaining: dict[tuple[str, Decimal], list[OpenInvoice]] = defaultdict(list)
         self._ids: set[int] = set()
+        self._by_id: dict[int, OpenInvoice] = {}
 
     @classmethod
     def from_invoices(cls, invoices: Iterable[OpenInvoice]) -> InvoiceIndex:
@@ -198,6 +199,7 @@ class InvoiceIndex:
         if invoice.id in self._ids:
             raise DuplicateInvoiceError(f"invoice id {invoice.id} given twice")
         self._ids.add(invoice.id)
+        self._by_id[invoice.id] = invoice
         key = normalize_invoice_number(invoice.number)
         self._by_key[key].append(invoice)
         tail = tail_of_key(key)
@@ -206,6 +208,22 @@ class InvoiceIndex:
         if invoice.payer_inn:
             self._by_inn[invoice.payer_inn].append(invoice)
         self._by_remaining[(invoice.currency, invoice.remaining)].append(invoice)
+
+    def replace(self, invoice: OpenInvoice) -> None:
+        """Swap in a newer state of an indexed invoice (e.g. more paid) without rebuilding the index."""
+        old = self._by_id.get(invoice.id)
+        if old is None:
+            raise InvalidInvoiceError(f"invoice id {invoice.id} is not in the index")
+        key = normalize_invoice_number(old.number)
+        for table, k in ((self._by_key, key), (self._by_tail, tail_of_key(key)), (self._by_inn, old.payer_inn),
+                         (self._by_remaining, (old.currency, old.remaining))):
+            rows = table.get(k)
+            if rows is not None:
+                rows[:] = [r for r in rows if r.id != invoice.id]
+                if not rows:
+                    del table[k]
+        self._ids.discard(invoice.id)
+        self._add(invoice)
 
     def __len__(self) -> int:
         return len(self._ids)
