@@ -220,7 +220,7 @@ def assign_manually(ctx, portal_id: int, operation_pk: int, invoice_b24_id: int,
         d = Decision(portal_id=portal_id, operation_pk=op.id, outcome=outcome, confidence="manual",
                      numbers=[], candidates=[inv.b24_id], actor_user_id=user_id, created_at=now,
                      reasons=[{"code": "manual_assignment", "params": {"user_id": user_id, "invoice": inv.number,
-                                                                      "amount": str(op.amount),
+                                                                      "amount": str(op.amount), "currency": op.currency,
                                                                       "remaining": str(remaining)}}])
         s.add(d)
         s.flush()

@@ -7,7 +7,7 @@ from .matching import MatchDecision, Reason
 __all__ = ["explain", "explain_reason"]
 
 # Money-valued params, formatted with the reason's "currency".
-_MONEY_PARAMS = ("amount", "due", "difference", "excess", "invoice_amount", "total_due")
+_MONEY_PARAMS = ("amount", "due", "difference", "excess", "invoice_amount", "total_due", "remaining")
 # Clauses that continue the previous sentence after "; " instead of starting a new one.
 _CONTINUATIONS = frozenset(
     {"amount_equals_due", "amount_less_than_due", "amount_exceeds_due", "inn_match"}
@@ -35,6 +35,8 @@ _TEMPLATES: dict[str, dict[str, str]] = {
         "tail_match_needs_review": "совпадение только по окончанию номера ({numbers}) требует проверки",
         "unresolved_numbers": "не все номера из назначения найдены ({numbers}), а сумма не равна остатку по найденным счетам",
         "no_number": "в назначении платежа нет номера счёта",
+        "manual_assignment": "пользователь {user_id} вручную привязал платёж {amount} к счёту {invoice} (остаток был {remaining})",
+        "undone": "пользователь {user_id} отменил сопоставление",
         "amount_only_hint": "сумма {amount} совпадает с остатком единственного открытого счёта {invoice}",
         "inn_hint": "у плательщика с ИНН {inn} есть открытые счета: {count}",
         "inn_and_amount_hint": "у плательщика с ИНН {inn} есть открытые счета с остатком {amount}: {count}",
@@ -61,6 +63,8 @@ _TEMPLATES: dict[str, dict[str, str]] = {
         "tail_match_needs_review": "a match on the end of the number only ({numbers}) needs review",
         "unresolved_numbers": "not every number in the purpose was found ({numbers}) and the amount differs from what is due on the invoices found",
         "no_number": "the payment purpose has no invoice number",
+        "manual_assignment": "user {user_id} assigned the payment of {amount} to invoice {invoice} by hand (amount due was {remaining})",
+        "undone": "user {user_id} undid the match",
         "amount_only_hint": "amount {amount} equals what is due on exactly one open invoice, {invoice}",
         "inn_hint": "the payer with INN {inn} has open invoices: {count}",
         "inn_and_amount_hint": "the payer with INN {inn} has open invoices with {amount} due: {count}",
