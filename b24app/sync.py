@@ -36,9 +36,8 @@ def store_operation(s, account: BankAccount, op: BankOperation) -> tuple[Operati
         row = Operation(portal_id=account.portal_id, account_id=account.id, operation_id=op.operation_id,
                         fingerprint=op.fingerprint, bank_status=op.status, is_credit=op.is_credit,
                         amount=op.amount, currency=op.currency, operation_date=op.operation_date,
-                        purpose=op.purpose[:4000], payer_name=(op.payer_name or None) and op.payer_name[:512],
-                        payer_inn=(op.payer_inn or None) and op.payer_inn[:12],
-                        document_number=(op.document_number or None) and op.document_number[:64],
+                        purpose=clean_text(op.purpose, 4000) or "", payer_name=clean_text(op.payer_name, 512),
+                        payer_inn=clean_text(op.payer_inn, 12), document_number=clean_text(op.document_number, 64),
                         state=_initial_state(op))
         with s.begin_nested():
             s.add(row)
@@ -51,6 +50,13 @@ def store_operation(s, account: BankAccount, op: BankOperation) -> tuple[Operati
             row.state = "new" if op.is_credit else "ignored"
         how = "settled"
     return row, how
+
+
+def clean_text(value: str | None, limit: int) -> str | None:
+    """Text from the bank as stored: NUL removed (PostgreSQL refuses it), length bounded; else untouched."""
+    if not value:
+        return None
+    return value.replace("\x00", "")[:limit]
 
 
 def _initial_state(op: BankOperation) -> str:

@@ -303,7 +303,10 @@ def api_sync():
     ctx = get_ctx()
     if request.method == "POST":
         _frame_unused, portal = _admin()
-        days = (request.get_json(silent=True) or {}).get("days")
+        body = request.get_json(silent=True)
+        if body is not None and not isinstance(body, dict):
+            abort(400, description="JSON object expected")
+        days = (body or {}).get("days")
         if days is not None and (isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 365):
             return jsonify({"error": "days", "message": _("Choose from 1 to 365 days.")}), 400
         ids = sync.request_sync(ctx, portal.id, backfill_days=days)

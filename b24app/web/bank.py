@@ -16,7 +16,7 @@ from ..banklink import LinkFailed
 from ..models import BankAccount, BankLink
 from ..sync import request_sync
 from .factory import csrf, get_ctx
-from .security import Frame, frame_required
+from .security import Frame, frame_required, script_origin
 
 bp = Blueprint("bank", __name__, url_prefix="/bank")
 log = logging.getLogger("b24app.bank")
@@ -57,6 +57,9 @@ def start():
     data = _read_ticket(ticket)
     g.lang = data.get("l", "ru")
     ctx = get_ctx()
+    # The INN form's POST is answered with a redirect to T-Bank's sign-in page, and browsers check
+    # form-action on every hop: the page holding the form must already allow the T-ID origin.
+    g.form_action = script_origin(ctx.settings.tbank_id_url)
     portal = ctx.portals.find(data["m"])
     if portal is None or portal.status != "installed":
         abort(403, description="portal not installed")
@@ -71,7 +74,6 @@ def start():
             nonce = secrets.token_urlsafe(24)
             session[NONCE_KEY] = nonce
             url = banklink.start_link(ctx, portal.id, int(data["u"]), inn, kpp, nonce)
-            g.form_action = ctx.settings.tbank_id_url
             return redirect(url, code=303)
     return _page("bank/start.html", 400 if error else 200, ticket=ticket, error=error, inn=inn, kpp=kpp,
                  is_admin=bool(data.get("a")))

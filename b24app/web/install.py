@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, g, render_template, request
+from flask import Blueprint, render_template, request
 
 from ..bitrix.errors import BitrixError
 from ..installation import InstallRejected, install, install_request_from_page
 from .factory import get_ctx
-from .security import script_origin
+from .security import allow_framing
 
 bp = Blueprint("install", __name__)
 CSRF_EXEMPT = True  # Bitrix24 POSTs here cross-site; the posted token is verified with app.info instead.
@@ -31,6 +31,6 @@ def install_page():
     except BitrixError as exc:
         log.error("install failed", extra={"code": exc.code, "member_id": request.form.get("member_id", "")[:64]})
         return render_template("install.html", ok=False, reason="bitrix_error", lang=lang), 502
-    g.script_src = script_origin(ctx.settings.bx24_js_url)
+    allow_framing(ctx.portals.find(req.member_id), ctx.settings.bx24_js_url)  # Bitrix24 shows it in its iframe
     return render_template("install.html", ok=True, created=created, lang=lang,
                            bx24_js_url=ctx.settings.bx24_js_url)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any, Callable
@@ -223,8 +224,33 @@ def csp_nonce() -> str:
     return g.csp_nonce
 
 
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(rb'"(?:\\.|[^"\\])*"')
+_JSON_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def json_depth(body: bytes) -> int:
+    """Deepest nesting of a JSON text (strings skipped), without parsing it: json.loads recurses."""
+    depth = deepest = 0
+    for m in _JSON_BRACKETS.finditer(_JSON_STRING.sub(b'""', body)):
+        if m.group() in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
 def init_app(app) -> None:
     app.jinja_env.globals["csp_nonce"] = csp_nonce
+
+    @app.before_request
+    def _refuse_deep_json():
+        # Every JSON route parses bodies with json.loads, which recurses: a body of 100k "[" would raise
+        # RecursionError (a 500) before any view could refuse it.
+        if request.method in ("POST", "PUT", "PATCH") and request.is_json:
+            if json_depth(request.get_data(cache=True)) > MAX_JSON_DEPTH:
+                return {"error": "bad_request", "message": "JSON nested too deeply"}, 400
 
     @app.after_request
     def _headers(resp):
@@ -235,10 +261,6 @@ def init_app(app) -> None:
         if "csp_nonce" in g:  # the page rendered an inline script with this nonce
             script_src += f" 'nonce-{g.csp_nonce}'"
         form_action = f"'self' {g.get('form_action', '')}".strip()
-        if request.endpoint == "bank.start" and not g.get("form_action"):
-            # The INN form's POST is answered with a redirect to T-Bank's sign-in page, and a browser checks
-            # form-action against every hop: the page with the form must already allow the T-ID origin.
-            form_action += " " + script_origin(current_app.extensions["b24app"].settings.tbank_id_url)
         resp.headers.setdefault(
             "Content-Security-Policy",
             f"default-src 'self'; script-src {script_src}; style-src 'self' 'unsafe-inline'; "
