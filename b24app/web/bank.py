@@ -16,6 +16,7 @@ from ..banklink import LinkFailed
 from ..models import BankAccount, BankLink
 from ..sync import request_sync
 from .factory import csrf, get_ctx
+from .i18n import current_lang, set_lang
 from .security import Frame, frame_required, script_origin
 
 bp = Blueprint("bank", __name__, url_prefix="/bank")
@@ -23,6 +24,7 @@ log = logging.getLogger("b24app.bank")
 TICKET_SALT = "b24app.bank-link.v1"
 TICKET_TTL = 10 * 60
 NONCE_KEY = "bank_link_nonce"
+LANG_KEY = "bank_link_lang"
 INN_RE = re.compile(r"^(\d{10}|\d{12})$")
 KPP_RE = re.compile(r"^(0|\d{9})$")
 
@@ -47,7 +49,7 @@ def _read_ticket(token: str) -> dict:
 
 
 def _page(template: str, status: int = 200, **kw):
-    return render_template(template, lang=kw.pop("lang", g.get("lang", "ru")), **kw), status
+    return render_template(template, **kw), status
 
 
 @bp.route("/start", methods=["GET", "POST"])
@@ -55,7 +57,7 @@ def start():
     """Ask for the company's INN/KPP, then send the user to T-Bank's own sign-in page."""
     ticket = request.values.get("ticket", "")
     data = _read_ticket(ticket)
-    g.lang = data.get("l", "ru")
+    set_lang(data.get("l", "ru"))
     ctx = get_ctx()
     # The INN form's POST is answered with a redirect to T-Bank's sign-in page, and browsers check
     # form-action on every hop: the page holding the form must already allow the T-ID origin.
@@ -73,6 +75,7 @@ def start():
         else:
             nonce = secrets.token_urlsafe(24)
             session[NONCE_KEY] = nonce
+            session[LANG_KEY] = current_lang()
             url = banklink.start_link(ctx, portal.id, int(data["u"]), inn, kpp, nonce)
             return redirect(url, code=303)
     return _page("bank/start.html", 400 if error else 200, ticket=ticket, error=error, inn=inn, kpp=kpp,
@@ -82,6 +85,7 @@ def start():
 @bp.get("/callback")
 def callback():
     ctx = get_ctx()
+    set_lang(session.get(LANG_KEY, "ru"))
     try:
         result = banklink.complete_link(ctx, error=request.args.get("error"), state=request.args.get("state"),
                                         code=request.args.get("code"), browser_nonce=session.pop(NONCE_KEY, None))
@@ -97,7 +101,7 @@ def paste_token():
     """Admin-only fallback: paste a T-Business cabinet token instead of linking by SMS."""
     ticket = request.values.get("ticket", "")
     data = _read_ticket(ticket)
-    g.lang = data.get("l", "ru")
+    set_lang(data.get("l", "ru"))
     if not data.get("a"):
         abort(403, description="only portal administrators may paste a bank token")
     ctx = get_ctx()

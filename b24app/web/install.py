@@ -8,6 +8,7 @@ from flask import Blueprint, render_template, request
 from ..bitrix.errors import BitrixError
 from ..installation import InstallRejected, install, install_request_from_page
 from .factory import get_ctx
+from .i18n import set_lang
 from .security import allow_framing
 
 bp = Blueprint("install", __name__)
@@ -18,19 +19,19 @@ log = logging.getLogger("b24app.install")
 @bp.route("/install", methods=["GET", "POST"])
 def install_page():
     ctx = get_ctx()
-    lang = (request.args.get("LANG") or "ru")[:2]
+    set_lang(request.args.get("LANG"))
     if request.method == "GET":
-        return render_template("install.html", ok=False, reason="open_from_bitrix24", lang=lang), 400
+        return render_template("install.html", ok=False, reason="open_from_bitrix24"), 400
     try:
         req = install_request_from_page(request.form, request.args)
         created = install(ctx, req)
     except InstallRejected as exc:
         log.warning("install rejected", extra={"reason": exc.reason,
                                                 "member_id": request.form.get("member_id", "")[:64]})
-        return render_template("install.html", ok=False, reason=exc.reason, lang=lang), 403
+        return render_template("install.html", ok=False, reason=exc.reason), 403
     except BitrixError as exc:
         log.error("install failed", extra={"code": exc.code, "member_id": request.form.get("member_id", "")[:64]})
-        return render_template("install.html", ok=False, reason="bitrix_error", lang=lang), 502
+        return render_template("install.html", ok=False, reason="bitrix_error"), 502
     allow_framing(ctx.portals.find(req.member_id), ctx.settings.bx24_js_url)  # Bitrix24 shows it in its iframe
-    return render_template("install.html", ok=True, created=created, lang=lang,
+    return render_template("install.html", ok=True, created=created,
                            bx24_js_url=ctx.settings.bx24_js_url)
