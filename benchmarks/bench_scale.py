@@ -225,7 +225,7 @@ def seed(fields: dict, portal_url: str, bank_url: str, accounts: int, portals: i
                            access_token_enc=enc(m["member_id"], m["access"]),
                            refresh_token_enc=enc(m["member_id"], m["refresh"]),
                            access_expires_at=now + timedelta(hours=1), token_generation=1, settings={},
-                           invoices_refreshed_at=now)
+                           invoices_refreshed_at=now, bindings_version=ctx.manifest.version)
                 s.add(p)
                 rows.append((p, m))
             s.flush()

@@ -102,7 +102,8 @@ def _wide_nested():
     return {f"auth[x{i}][y]": "1" for i in range(3000)}
 
 
-@pytest.mark.parametrize("path", ["/events/app", "/events/crm"])
+@pytest.mark.parametrize("path", ["/events/app", "/events/crm", "/install?DOMAIN=x&PROTOCOL=1", "/placement/deal",
+                                  "/placement/invoice", "/app"])
 @pytest.mark.parametrize("body", [
     pytest.param(_deep, id="nested-7-levels"),
     pytest.param(_many, id="5000-keys"),
@@ -112,7 +113,7 @@ def _wide_nested():
     pytest.param(lambda: b"\xff\xfe\x00garbage=%%%&&==", id="binary"),
     pytest.param(lambda: b'{"event": "ONAPPUNINSTALL"}', id="json-instead-of-form"),
 ])
-def test_event_routes_refuse_malformed_forms_without_side_effects(env, path, body):
+def test_form_routes_refuse_malformed_forms_without_side_effects(env, path, body):
     before = snapshot(env)
     data = body()
     started = time.monotonic()
@@ -120,10 +121,12 @@ def test_event_routes_refuse_malformed_forms_without_side_effects(env, path, bod
         r = post(env, path, content=data, headers={"Content-Type": "application/x-www-form-urlencoded"})
     else:
         r = post(env, path, data=data)
-    assert r.status_code in (400, 401, 413), (r.status_code, r.text[:200])
-    assert r.headers["Content-Type"].startswith("application/json") or r.status_code == 413
-    if r.status_code == 400:
+    assert r.status_code in (400, 401, 403, 413), (r.status_code, r.text[:200])
+    if path.startswith("/events/") and r.status_code == 400:
         assert r.json()["error"] in ("malformed", "unknown_event")
+    elif not path.startswith("/events/") and r.status_code != 413:
+        assert 'data-reason="' in r.text or "<code>" in r.text  # the page names the failed guard
+        assert "b24app-config" not in r.text
     assert time.monotonic() - started < 10
     assert snapshot(env) == before
 
@@ -559,3 +562,42 @@ def test_read_only_user_gets_no_bank_link_ticket(env):
     assert listing.status_code in (200, 403)
     if listing.status_code == 200:  # ... so the account list must not hand out the same ability
         assert listing.get_json()["link_url"] is None
+
+
+def _until_callback(st, user: int, admin: bool) -> tuple[httpx.Client, str]:
+    """One user's popup, driven up to T-Bank's redirect back to the app (not followed)."""
+    browser = httpx.Client(follow_redirects=True, timeout=30)
+    page = browser.get(f"{st.app_url}/bank/start", params={"ticket": link_ticket(st, user_id=user, is_admin=admin)})
+    page = submit_form(browser, page, {"inn": "7701234567", "kpp": "770101001"})
+    page = submit_form(browser, page, {"phone": "+79990000001"})
+    code = re.search(r'id="sms-code">(\d{4})<', page.text).group(1)
+    page = submit_form(browser, page, {"code": code})
+    browser.follow_redirects = False
+    redirect = submit_form(browser, page, {}, button="allow")
+    assert redirect.status_code in (302, 303), redirect.text[:300]
+    return browser, redirect.headers["location"]
+
+
+def test_oauth_state_cannot_be_swapped_between_users(env):
+    """Two users link at once; one user's browser opening the other's callback links nothing for anyone."""
+    alice, alice_cb = _until_callback(env, user=1, admin=True)
+    bob, bob_cb = _until_callback(env, user=2, admin=False)
+    before = snapshot(env)
+    try:
+        swapped = bob.get(alice_cb)
+        assert swapped.status_code == 400 and 'data-reason="state_other_browser"' in swapped.text
+        assert snapshot(env)["links"] == before["links"]
+        # Alice's state is burnt by the attempt: her own callback now fails too, and still links nothing
+        late = alice.get(alice_cb)
+        assert late.status_code == 400 and 'data-reason="state_invalid"' in late.text
+        assert snapshot(env)["links"] == before["links"]
+        # Bob starts again in his own popup and completes as himself
+        bob.close()
+        bob, bob_cb = _until_callback(env, user=2, admin=False)
+        ok = bob.get(bob_cb)
+        assert ok.status_code == 200 and 'id="link-ok"' in ok.text
+        [link] = links(env)
+        assert link.linked_by == 2
+    finally:
+        alice.close()
+        bob.close()

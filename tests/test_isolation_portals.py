@@ -135,8 +135,9 @@ def stage(st, invoice_id: int) -> str:
 
 
 def account_numbers(st) -> list[str]:
+    portal_id = pid(st)
     with st.ctx.db.session() as s:
-        return list(s.scalars(select(BankAccount.account_number).where(BankAccount.portal_id == pid(st),
+        return list(s.scalars(select(BankAccount.account_number).where(BankAccount.portal_id == portal_id,
                                                                        BankAccount.watched.is_(True))
                               .order_by(BankAccount.id)))
 
@@ -160,8 +161,9 @@ def test_an_event_for_one_portal_with_the_others_application_token_is_refused(tw
     if path == "/events/crm":
         ok = httpx.post(a.app_url + path, data=event_body(b, event, app_token(b), **data), timeout=30)
         assert ok.status_code == 200
+        pb = pid(b)
         with a.ctx.db.session() as s:
-            assert {r.portal_id for r in s.scalars(select(InvoiceRefresh))} == {pid(b)}
+            assert {r.portal_id for r in s.scalars(select(InvoiceRefresh))} == {pb}
 
 
 # -- placements --------------------------------------------------------------------------------------------------------
@@ -193,12 +195,13 @@ def test_frame_tokens_reach_only_their_own_portals_data(two):
     b.pay("222.22", "Оплата по договору без номера (Б)", payerInn="7788888888", payerName="Плательщик Бета",
           accountNumber=account_numbers(b)[0])
     process(a, b)
+    pa, pb = pid(a), pid(b)
     with a.ctx.db.session() as s:
-        op_a = s.scalar(select(Operation.id).where(Operation.portal_id == pid(a), Operation.payer_name == "Плательщик Альфа"))
-        op_b = s.scalar(select(Operation.id).where(Operation.portal_id == pid(b), Operation.payer_name == "Плательщик Бета"))
-        links = {p: s.scalar(select(BankLink.id).where(BankLink.portal_id == p)) for p in (pid(a), pid(b))}
-        accounts = {p: list(s.scalars(select(BankAccount.id).where(BankAccount.portal_id == p))) for p in (pid(a), pid(b))}
-        inv_a = s.scalar(select(Invoice.b24_id).where(Invoice.portal_id == pid(a), Invoice.number == "INV-2025-0042"))
+        op_a = s.scalar(select(Operation.id).where(Operation.portal_id == pa, Operation.payer_name == "Плательщик Альфа"))
+        op_b = s.scalar(select(Operation.id).where(Operation.portal_id == pb, Operation.payer_name == "Плательщик Бета"))
+        links = {p: s.scalar(select(BankLink.id).where(BankLink.portal_id == p)) for p in (pa, pb)}
+        accounts = {p: list(s.scalars(select(BankAccount.id).where(BankAccount.portal_id == p))) for p in (pa, pb)}
+        inv_a = s.scalar(select(Invoice.b24_id).where(Invoice.portal_id == pa, Invoice.number == "INV-2025-0042"))
     assert op_a and op_b
     admin_b = config_token(open_frame(b, *frame_form(b, f"marketplace/app/{APP_CLIENT_ID}/")))
     deal_b = config_token(open_frame(b, *frame_form(b, "crm/deal/details/1/")))
@@ -230,9 +233,10 @@ def test_frame_tokens_reach_only_their_own_portals_data(two):
 
 def test_one_links_webhook_secret_does_not_open_another(two):
     a, b = two
+    pa, pb = pid(a), pid(b)
     with a.ctx.db.session() as s:
-        la = s.scalar(select(BankLink).where(BankLink.portal_id == pid(a)))
-        lb = s.scalar(select(BankLink).where(BankLink.portal_id == pid(b)))
+        la = s.scalar(select(BankLink).where(BankLink.portal_id == pa))
+        lb = s.scalar(select(BankLink).where(BankLink.portal_id == pb))
         for acc in s.scalars(select(BankAccount)):
             acc.sync_requested_at = None
     secret_a = a.ctx.cipher.decrypt(f"webhook:{la.id}", la.webhook_secret_enc)
@@ -266,11 +270,11 @@ def test_a_payment_applies_only_in_its_own_portal(two):
     state_b = b.portal_state()
     assert len(state_b["notifications"]) == notes_b and state_b["timeline_comments"] == []
     assert state_b["trigger_executions"] == []
+    pa, pb = pid(a), pid(b)
     with a.ctx.db.session() as s:
-        assert {al.portal_id for al in s.scalars(select(Allocation))} == {pid(a)}
-        assert {o.portal_id for o in s.scalars(select(OutboxItem))} <= {pid(a), pid(b)}
+        assert {al.portal_id for al in s.scalars(select(Allocation))} == {pa}
         assert not s.scalar(select(func.count()).select_from(OutboxItem).where(
-            OutboxItem.portal_id == pid(b), OutboxItem.kind.in_(("invoice_paid", "timeline", "trigger"))))
+            OutboxItem.portal_id == pb, OutboxItem.kind.in_(("invoice_paid", "timeline", "trigger"))))
     # B's own 1207 is paid by B's own client into B's account
     b.pay(db["amount"], "Оплата по счету № 1207", payerInn=db["inn"], accountNumber=account_numbers(b)[1])
     process(a, b)
@@ -291,15 +295,17 @@ def test_refreshing_one_portals_token_leaves_the_other_alone(two):
 
 def test_uninstalling_one_portal_with_clean_keeps_the_other(two):
     a, b = two
-    before_b = rows_of(a, pid(b))
+    pb = pid(b)
+    before_b = rows_of(a, pb)
     assert sum(len(v) for v in before_b.values()) > 10
     r = httpx.post(f"{a.portal_url}/sandbox/uninstall", json={"client_id": APP_CLIENT_ID, "clean": True}, timeout=30)
     assert r.status_code == 200 and r.json()["onappuninstall"], r.text
+    member_a = a.member_id()
     with a.ctx.db.session() as s:
-        assert s.scalar(select(Portal).where(Portal.member_id == a.member_id())) is None
+        assert s.scalar(select(Portal).where(Portal.member_id == member_a)) is None
         for model in (Operation, Decision, Allocation, Invoice, BankLink, BankAccount, OutboxItem):
-            assert {x.portal_id for x in s.scalars(select(model))} <= {pid(b)}, model.__name__
-    assert rows_of(a, pid(b)) == before_b
+            assert {x.portal_id for x in s.scalars(select(model))} <= {pb}, model.__name__
+    assert rows_of(a, pb) == before_b
     # B carries on: a new payment is applied
     db = b.deals[1]
     b.pay(db["amount"], f"Оплата по счету № {db['number']}", payerInn=db["inn"], accountNumber=account_numbers(b)[0])

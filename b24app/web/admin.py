@@ -15,7 +15,9 @@ from ..bitrix.errors import BitrixError
 from ..models import Invoice, Operation, Portal
 from .factory import get_ctx
 from .i18n import current_tz, set_lang
-from .placement import js_texts, progress, refusal
+from . import actions
+from .actions import id_field, json_body
+from .placement import js_texts, progress
 from .security import Frame, PlacementRejected, allow_framing, frame_required, issue_frame_token, verify_placement
 
 bp = Blueprint("admin", __name__)
@@ -164,23 +166,6 @@ def _admin() -> tuple[Frame, Portal]:
     return frame, portal
 
 
-def _body() -> dict:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        abort(400, description="JSON object expected")
-    return body
-
-
-def _id(body: dict, name: str) -> int:
-    value = body.get(name)
-    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
-        abort(400, description=f"{name} must be an id")
-    value = int(value)
-    if not 0 < value < 2 ** 62:
-        abort(400, description=f"{name} must be an id")
-    return value
-
-
 @bp.get("/app/api/review")
 @frame_required
 def api_review():
@@ -226,44 +211,29 @@ def api_bank():
 @bp.post("/app/api/assign")
 @frame_required
 def api_assign():
-    from .. import reconcile
-
     frame, portal = _admin()
-    body = _body()
-    op_pk, inv_id = _id(body, "operation"), _id(body, "invoice")
+    body = json_body()
+    op_pk, inv_id = id_field(body, "operation"), id_field(body, "invoice")
     ctx = get_ctx()
     with ctx.db.session() as s:
         op = s.get(Operation, op_pk)
         inv = s.scalar(select(Invoice).where(Invoice.portal_id == portal.id, Invoice.b24_id == inv_id))
         if op is None or op.portal_id != portal.id or inv is None:
             abort(404)
-    try:
-        decision = reconcile.assign_manually(ctx, portal.id, op_pk, inv_id, frame.user_id)
-    except reconcile.ReconcileError as exc:
-        return jsonify({"error": exc.reason, "message": refusal(exc.reason)}), 409
-    log.info("payment assigned", extra={"member_id": frame.member_id, "operation": op_pk, "invoice": inv_id,
-                                        "user_id": frame.user_id})
-    return jsonify({"ok": True, "outcome": decision.outcome, "message": _("The payment has been assigned.")})
+    return actions.assign(frame, portal.id, op_pk, inv_id)
 
 
 @bp.post("/app/api/undo")
 @frame_required
 def api_undo():
-    from .. import reconcile
-
     frame, portal = _admin()
-    op_pk = _id(_body(), "operation")
+    op_pk = id_field(json_body(), "operation")
     ctx = get_ctx()
     with ctx.db.session() as s:
         op = s.get(Operation, op_pk)
         if op is None or op.portal_id != portal.id:
             abort(404)
-    try:
-        reconcile.undo(ctx, portal.id, op_pk, frame.user_id)
-    except reconcile.ReconcileError as exc:
-        return jsonify({"error": exc.reason, "message": refusal(exc.reason)}), 409
-    log.info("match undone", extra={"member_id": frame.member_id, "operation": op_pk, "user_id": frame.user_id})
-    return jsonify({"ok": True, "message": _("The match has been undone.")})
+    return actions.undo(frame, portal.id, op_pk)
 
 
 @bp.post("/app/api/rules")
@@ -272,7 +242,7 @@ def api_rules():
     from ..rules import save_rules
 
     frame, portal = _admin()
-    body = _body()
+    body = json_body()
     allowed = {"paid_invoice_stage", "paid_deal_stage", "paid_timeline", "paid_notify", "underpaid_notify",
                "underpaid_task", "underpaid_timeline", "overpaid_notify", "review_notify", "fire_trigger",
                "sync_interval"}

@@ -15,6 +15,8 @@ from werkzeug.routing import BuildError
 
 from .. import views
 from ..models import Allocation, Invoice, Operation, Portal
+from . import actions
+from .actions import id_field, json_body
 from .factory import get_ctx
 from .i18n import set_lang
 from .security import (Frame, PlacementRejected, allow_framing, frame_required, issue_frame_token,
@@ -247,23 +249,6 @@ def _frame_for(kind: str, entity_id: int) -> tuple[Frame, Portal]:
     return frame, portal
 
 
-def _json_body() -> dict:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        abort(400, description="JSON object expected")
-    return body
-
-
-def _int_field(body: dict, name: str) -> int:
-    value = body.get(name)
-    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
-        abort(400, description=f"{name} must be an id")
-    value = int(value)
-    if not 0 < value < 2 ** 62:
-        abort(400, description=f"{name} must be an id")
-    return value
-
-
 def _in_tab(inv: Invoice | None, kind: str, entity_id: int) -> bool:
     if inv is None:
         return False
@@ -334,11 +319,9 @@ def _require_actor(frame: Frame, portal: Portal, kind: str, entity_id: int, invo
 @bp.post("/placement/api/<kind>/<int:entity_id>/assign")
 @frame_required
 def api_assign(kind: str, entity_id: int):
-    from .. import reconcile
-
     frame, portal = _frame_for(kind, entity_id)
-    body = _json_body()
-    op_pk, inv_id = _int_field(body, "operation"), _int_field(body, "invoice")
+    body = json_body()
+    op_pk, inv_id = id_field(body, "operation"), id_field(body, "invoice")
     ctx = get_ctx()
     with ctx.db.session() as s:
         op = s.get(Operation, op_pk)
@@ -346,22 +329,14 @@ def api_assign(kind: str, entity_id: int):
         if op is None or op.portal_id != portal.id or not _in_tab(inv, kind, entity_id):
             abort(404)
     _require_actor(frame, portal, kind, entity_id, inv)
-    try:
-        decision = reconcile.assign_manually(ctx, portal.id, op_pk, inv_id, frame.user_id)
-    except reconcile.ReconcileError as exc:
-        return jsonify({"error": exc.reason, "message": refusal(exc.reason)}), 409
-    log.info("payment assigned", extra={"member_id": frame.member_id, "operation": op_pk, "invoice": inv_id,
-                                        "user_id": frame.user_id})
-    return jsonify({"ok": True, "outcome": decision.outcome, "message": _("The payment has been assigned.")})
+    return actions.assign(frame, portal.id, op_pk, inv_id)
 
 
 @bp.post("/placement/api/<kind>/<int:entity_id>/undo")
 @frame_required
 def api_undo(kind: str, entity_id: int):
-    from .. import reconcile
-
     frame, portal = _frame_for(kind, entity_id)
-    op_pk = _int_field(_json_body(), "operation")
+    op_pk = id_field(json_body(), "operation")
     ctx = get_ctx()
     with ctx.db.session() as s:
         op = s.get(Operation, op_pk)
@@ -378,12 +353,7 @@ def api_undo(kind: str, entity_id: int):
         if not _in_tab(inv, kind, entity_id) and not frame.is_admin:
             abort(403, description="the payment also pays another deal")
         _require_actor(frame, portal, kind, entity_id, inv)
-    try:
-        reconcile.undo(ctx, portal.id, op_pk, frame.user_id)
-    except reconcile.ReconcileError as exc:
-        return jsonify({"error": exc.reason, "message": refusal(exc.reason)}), 409
-    log.info("match undone", extra={"member_id": frame.member_id, "operation": op_pk, "user_id": frame.user_id})
-    return jsonify({"ok": True, "message": _("The match has been undone.")})
+    return actions.undo(frame, portal.id, op_pk)
 
 
 @bp.post("/placement/api/<kind>/<int:entity_id>/link")
@@ -398,17 +368,6 @@ def api_link(kind: str, entity_id: int):
     return jsonify({"url": url})
 
 
-def refusal(reason: str) -> str:
-    texts = {
-        "not_found": _("This payment was not found."),
-        "not_in_review": _("This payment has already been matched. Refresh the tab."),
-        "not_a_settled_credit": _("Only settled incoming payments can be assigned."),
-        "invoice_not_found": _("This invoice was not found."),
-        "currency_mismatch": _("The payment and the invoice are in different currencies."),
-        "invoice_closed": _("This invoice is closed."),
-        "nothing_to_undo": _("There is nothing to undo: the payment is not matched."),
-    }
-    return texts.get(reason, _("The action was refused: %(reason)s", reason=reason))
 
 
 @bp.errorhandler(400)

@@ -1,0 +1,505 @@
+"""Soak under faults: thousands of payments across several portals and accounts, both sandboxes injecting
+faults at realistic rates, the worker (a separate OS process) killed with SIGKILL at random moments and
+restarted. Afterwards every payment that should be applied is applied exactly once, no notification or
+timeline comment is duplicated, no invoice changed that should not have, and the review queue holds exactly
+the ambiguous payments.
+
+    python -m benchmarks.soak                     # 2,000 payments, 4 portals (a few minutes)
+    python -m benchmarks.soak --payments 300 --portals 2 --seconds 20
+
+`tests/test_faults_soak.py` runs a short version of the same engine in `make test`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+
+# Fault probabilities per request, at the rates a busy portal and a busy bank API show on a bad day.
+PORTAL_FAULTS = {"query_limit": 0.03, "operation_time_limit": 0.01, "server_error": 0.02, "expired_token": 0.02,
+                 "slow": 0.02, "timeout": 0.005}
+BANK_FAULTS = {"rate_limit": 0.03, "server_error": 0.02, "timeout": 0.005, "duplicate_webhook": 0.05,
+               "reidentify": 0.003, "authorization_first": 0.05, "shuffle_pages": 0.1}
+OPEN_STAGE, PAID_STAGE = "DT31_2:N", "DT31_2:P"
+QUEUE_STATES = ("review", "unmatched", "overpaid")
+WORKER_SCRIPT = """
+import datetime, os, sys
+from b24app import outbox
+outbox.LEASE = datetime.timedelta(seconds=float(os.environ["SOAK_OUTBOX_LEASE"]))
+from b24app.cli import main
+sys.exit(main(["worker"]))
+"""
+PURPOSES = ("Оплата по счету № {n} от 14.01.2026", "Оплата по сч. {n}", "Payment for invoice {n}",
+            "Оплата по счету {n}, НДС не облагается")
+
+
+@dataclass(frozen=True)
+class SoakConfig:
+    payments: int = 2000
+    portals: int = 4
+    seconds: float = 90.0          # how long payments keep arriving (kills happen meanwhile)
+    kill_every: tuple[float, float] = (2.0, 6.0)
+    lease_seconds: int = 10        # leases of a killed worker expire this fast (production: 120 s)
+    settle_timeout: float = 240.0  # after the faults stop, how long the worker may take to finish
+    seed: int = 7
+    data_dir: str | None = None
+    database_url: str | None = None
+    portal_faults: dict = field(default_factory=lambda: dict(PORTAL_FAULTS))
+    bank_faults: dict = field(default_factory=lambda: dict(BANK_FAULTS))
+    worker_concurrency: int = 4
+
+
+@dataclass
+class Payment:
+    portal: int
+    kind: str              # exact | partial | review | unmatched
+    invoice: int | None    # index into the portal's invoices
+    amount: Decimal
+    purpose: str
+    inn: str
+    doc: str               # documentNumber: our handle on the payment
+
+
+@dataclass
+class PortalPlan:
+    code: str
+    stack: object
+    inn: str
+    kpp: str
+    phone: str
+    clients: list[tuple[str, str]]
+    invoices: list[dict] = field(default_factory=list)   # number, amount, client, user, kind, deal_id, invoice_id
+    accounts: list[str] = field(default_factory=list)
+    member_id: str = ""
+    portal_id: int = 0
+
+
+@dataclass
+class SoakReport:
+    payments: int = 0
+    portals: int = 0
+    accounts: int = 0
+    kills: int = 0
+    worker_starts: int = 0
+    portal_faults: dict = field(default_factory=dict)
+    bank_faults: dict = field(default_factory=dict)
+    lost: int = 0
+    duplicated: int = 0
+    wrongly_changed: int = 0
+    review_expected: int = 0
+    review_actual: int = 0
+    review_mismatch: int = 0
+    triggers_not_refired: int = 0
+    seconds_total: float = 0.0
+    seconds_to_settle: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost or self.duplicated or self.wrongly_changed or self.review_mismatch)
+
+    def render(self) -> str:
+        lines = [
+            f"payments            {self.payments}  ({self.portals} portals, {self.accounts} accounts)",
+            f"worker kills        {self.kills}  (SIGKILL; {self.worker_starts} starts)",
+            "portal faults       " + ", ".join(f"{k} {v}" for k, v in sorted(self.portal_faults.items())),
+            "bank faults         " + ", ".join(f"{k} {v}" for k, v in sorted(self.bank_faults.items())),
+            f"lost                {self.lost}",
+            f"duplicated          {self.duplicated}",
+            f"wrongly changed     {self.wrongly_changed}",
+            f"review queue        {self.review_actual} (expected {self.review_expected}, mismatched {self.review_mismatch})",
+            f"triggers not re-fired after a kill  {self.triggers_not_refired}",
+            f"time                {self.seconds_total:.1f} s ({self.seconds_to_settle:.1f} s to settle after the faults stopped)",
+        ]
+        return "\n".join(lines + [f"problem: {p}" for p in self.problems[:20]])
+
+
+# -- the worker as a separate OS process -------------------------------------------------------------------------
+class WorkerProcess:
+    """`b24app worker` in its own process, configured like a deployment through B24APP_* variables."""
+
+    def __init__(self, settings, lease_seconds: int, concurrency: int, log_path: Path):
+        s = settings
+        self.env = {**os.environ, "B24APP_MODE": "demo", "B24APP_DATA_DIR": s.data_dir,
+                    "B24APP_DATABASE_URL": s.database_url, "B24APP_SECRET_KEY": s.secret_key,
+                    "B24APP_TOKEN_KEYS": ",".join(s.token_keys), "B24APP_PUBLIC_URL": s.public_url,
+                    "B24APP_BITRIX_CLIENT_ID": s.bitrix_client_id, "B24APP_BITRIX_CLIENT_SECRET": s.bitrix_client_secret,
+                    "B24APP_BITRIX_OAUTH_SERVERS": ",".join(s.bitrix_oauth_servers), "B24APP_BX24_JS_URL": s.bx24_js_url,
+                    "B24APP_TBANK_CLIENT_ID": s.tbank_client_id, "B24APP_TBANK_CLIENT_SECRET": s.tbank_client_secret,
+                    "B24APP_TBANK_ID_URL": s.tbank_id_url, "B24APP_TBANK_API_URL": s.tbank_api_url,
+                    "B24APP_SYNC_INTERVAL": "1", "B24APP_INVOICE_REFRESH_INTERVAL": "300",
+                    "B24APP_LEASE_SECONDS": str(lease_seconds), "B24APP_BITRIX_RATE": str(s.bitrix_rate),
+                    "B24APP_BITRIX_BURST": str(s.bitrix_burst), "B24APP_LOG_LEVEL": "WARNING",
+                    "B24APP_WORKER_CONCURRENCY": str(concurrency), "SOAK_OUTBOX_LEASE": str(lease_seconds)}
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self.starts = self.kills = 0
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT], env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.starts += 1
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+            self.kills += 1
+
+    def ensure_running(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+# -- setting the scene -------------------------------------------------------------------------------------------------
+def _batch(stack, commands: dict[str, tuple[str, dict]]) -> dict:
+    from b24app.bitrix.query import build_query
+
+    out: dict = {}
+    items = list(commands.items())
+    for start in range(0, len(items), 50):
+        cmd = {k: f"{m}?{build_query(p)}" for k, (m, p) in items[start:start + 50]}
+        res = stack.rest("batch", {"halt": 0, "cmd": cmd})["result"]
+        if res.get("result_error"):
+            raise RuntimeError(f"seeding failed: {res['result_error']}")
+        out.update(res["result"])
+    return out
+
+
+def _plan_portal(index: int, n: int, rng: random.Random) -> tuple[list[dict], list[Payment]]:
+    """Invoices and the payments meant for them: exact, paid in two parts, review, unmatched, untouched."""
+    n_review = max(1, n // 10)
+    n_unmatched = max(1, n // 20)
+    n_pairs = max(1, n // 10)
+    n_exact = n - n_review - n_unmatched - 2 * n_pairs
+    n_untouched = max(2, n // 10)
+    invoices: list[dict] = []
+    payments: list[Payment] = []
+
+    def invoice(kind: str) -> int:
+        k = len(invoices)
+        amount = Decimal(f"{1000 + 13 * k + 211 * index}.{(37 * k + 11 * index) % 100:02d}")
+        invoices.append({"number": str(10001 + k), "amount": amount, "client": k % 6, "user": 2 + k % 2,
+                         "kind": kind})
+        return k
+
+    for _ in range(n_exact):
+        k = invoice("exact")
+        payments.append(Payment(index, "exact", k, invoices[k]["amount"],
+                                rng.choice(PURPOSES).format(n=invoices[k]["number"]), "", ""))
+    for _ in range(n_pairs):
+        k = invoice("pair")
+        first = (invoices[k]["amount"] * Decimal("0.4")).quantize(Decimal("0.01"))
+        for part, amount in ((1, first), (2, invoices[k]["amount"] - first)):
+            payments.append(Payment(index, "partial", k, amount,
+                                    f"Оплата по счету № {invoices[k]['number']}, часть {part}", "", ""))
+    for j in range(n_review):
+        k = invoice("review")  # the right number, but paid by a stranger: a person must look
+        payments.append(Payment(index, "review", k, invoices[k]["amount"],
+                                f"Оплата по счету № {invoices[k]['number']}", f"79{index:02d}{j:06d}", ""))
+    for j in range(n_unmatched):
+        payments.append(Payment(index, "unmatched", None, Decimal(f"{1 + j % 97}.{(j * 17) % 100:02d}"),
+                                "Оплата по договору поставки без номера счёта", f"78{index:02d}{j:06d}", ""))
+    for _ in range(n_untouched):
+        invoice("untouched")
+    return invoices, payments
+
+
+def _seed(plan: PortalPlan) -> None:
+    st = plan.stack
+    companies = _batch(st, {f"c{i}": ("crm.company.add", {"fields": {"TITLE": name}})
+                            for i, (name, _) in enumerate(plan.clients)})
+    _batch(st, {f"r{i}": ("crm.requisite.add", {"fields": {"ENTITY_TYPE_ID": 4, "ENTITY_ID": companies[f"c{i}"],
+                                                          "PRESET_ID": 1, "NAME": name, "RQ_INN": inn}})
+                for i, (name, inn) in enumerate(plan.clients)})
+    deals = _batch(st, {f"d{k}": ("crm.deal.add", {"fields": {
+        "TITLE": f"Сделка {inv['number']}", "ASSIGNED_BY_ID": inv["user"], "OPPORTUNITY": str(inv["amount"]),
+        "CURRENCY_ID": "RUB", "COMPANY_ID": companies[f"c{inv['client']}"]}}) for k, inv in enumerate(plan.invoices)})
+    items = _batch(st, {f"i{k}": ("crm.item.add", {"entityTypeId": 31, "fields": {
+        "title": f"Счёт {inv['number']}", "accountNumber": inv["number"], "opportunity": str(inv["amount"]),
+        "currencyId": "RUB", "parentId2": deals[f"d{k}"], "assignedById": inv["user"],
+        "companyId": companies[f"c{inv['client']}"]}}) for k, inv in enumerate(plan.invoices)})
+    for k, inv in enumerate(plan.invoices):
+        inv["deal_id"] = int(deals[f"d{k}"])
+        inv["invoice_id"] = int(items[f"i{k}"]["item"]["id"])
+
+
+def _setup(cfg: SoakConfig, rng: random.Random):
+    from b24app.invoices import refresh_all
+    from b24app.sandbox.stack import APP_CLIENT_ID, DEMO_INN, DEMO_KPP, DEMO_PHONE, link_bank, start_stack
+
+    stack = start_stack(data_dir=cfg.data_dir, database_url=cfg.database_url, event_delivery="async",
+                        sync_interval=1)
+    per_portal = [cfg.payments // cfg.portals + (1 if i < cfg.payments % cfg.portals else 0) for i in range(cfg.portals)]
+    plans: list[PortalPlan] = []
+    payments: list[Payment] = []
+    httpx.post(f"{stack.sandbox_url}/sandbox/config", json={"rate": 1000, "burst": 100000}, timeout=30)
+    for i in range(cfg.portals):
+        code = "demo" if i == 0 else f"soak{i}"
+        if i:
+            httpx.post(f"{stack.sandbox_url}/sandbox/portals", json={"code": code}, timeout=30).raise_for_status()
+        view = stack if i == 0 else replace(stack, portal_code=code, _tmp=None)
+        result = view.install()
+        if not result.get("install_finish"):
+            raise RuntimeError(f"install into {code} failed: {result}")
+        inn, kpp, phone = (DEMO_INN, DEMO_KPP, DEMO_PHONE) if i == 0 else (f"77{50 + i:02d}123456", "0", f"+7999000{i:04d}")
+        if i:
+            httpx.post(f"{stack.bank_url}/sandbox/companies", json={
+                "inn": inn, "kpp": kpp, "name": f"ООО «Сок {i}»", "phones": [phone],
+                "accounts": [{"currency": "RUB"}, {"currency": "RUB"}]}, timeout=30).raise_for_status()
+        clients = [(f"ООО «Клиент {i}-{c}»", f"77{i:02d}{c:06d}") for c in range(6)]
+        plan = PortalPlan(code, view, inn, kpp, phone, clients)
+        plan.invoices, mine = _plan_portal(i, per_portal[i], rng)
+        for p in mine:
+            if p.kind in ("exact", "partial"):
+                p.inn = clients[plan.invoices[p.invoice]["client"]][1]
+        payments += mine
+        _seed(plan)
+        page = link_bank(view, inn=inn, kpp=kpp, phone=phone)
+        if 'id="link-ok"' not in page.text:
+            raise RuntimeError(f"bank link for {code} failed: {page.text[:300]}")
+        plan.member_id = view.member_id()
+        portal = stack.ctx.portals.find(plan.member_id)
+        plan.portal_id = portal.id
+        refresh_all(stack.ctx, portal)
+        plans.append(plan)
+    httpx.post(f"{stack.sandbox_url}/sandbox/config", json={"rate": stack.settings.bitrix_rate,
+                                                             "burst": stack.settings.bitrix_burst}, timeout=30)
+    from sqlalchemy import select
+
+    from b24app.models import BankAccount
+    with stack.ctx.db.session() as s:
+        for plan in plans:
+            plan.accounts = list(s.scalars(select(BankAccount.account_number).where(
+                BankAccount.portal_id == plan.portal_id, BankAccount.watched.is_(True)).order_by(BankAccount.id)))
+    rng.shuffle(payments)
+    for n, p in enumerate(payments):
+        p.doc = f"S{n:05d}"
+    return stack, plans, payments
+
+
+# -- verification ------------------------------------------------------------------------------------------------------
+def _list_all(stack, method: str, params: dict, key: str | None) -> list[dict]:
+    out, start = [], 0
+    while True:
+        body = stack.rest(method, {**params, "start": start})
+        rows = body["result"][key] if key else body["result"]
+        out += rows
+        if body.get("next") is None:
+            return out
+        start = body["next"]
+
+
+def _quiet(stack, plans, expected_ops: int) -> bool:
+    from sqlalchemy import func, select
+
+    from b24app.models import Operation, OutboxItem
+    with stack.ctx.db.session() as s:
+        ops = s.scalar(select(func.count()).select_from(Operation).where(Operation.is_credit.is_(True)))
+        undecided = s.scalar(select(func.count()).select_from(Operation).where(Operation.state.in_(("new", "pending"))))
+        busy = s.scalar(select(func.count()).select_from(OutboxItem).where(OutboxItem.status.in_(("pending", "sending"))))
+    return ops >= expected_ops and not undecided and not busy
+
+
+def _verify(stack, plans: list[PortalPlan], payments: list[Payment], report: SoakReport) -> None:
+    from sqlalchemy import func, select
+
+    from b24app.models import Allocation, Operation, OutboxItem
+
+    def problem(kind: str, text: str) -> None:
+        setattr(report, kind, getattr(report, kind) + 1)
+        report.problems.append(f"{kind}: {text}")
+
+    by_portal: dict[int, list[Payment]] = defaultdict(list)
+    for p in payments:
+        by_portal[p.portal].append(p)
+    for index, plan in enumerate(plans):
+        mine = by_portal[index]
+        with stack.ctx.db.session() as s:
+            ops = list(s.scalars(select(Operation).where(Operation.portal_id == plan.portal_id)))
+            alloc = dict(s.execute(select(Allocation.invoice_b24_id, func.sum(Allocation.amount)).where(
+                Allocation.portal_id == plan.portal_id, Allocation.revoked_at.is_(None))
+                .group_by(Allocation.invoice_b24_id)).all())
+            dead = list(s.scalars(select(OutboxItem).where(OutboxItem.portal_id == plan.portal_id,
+                                                           OutboxItem.status.in_(("dead", "pending", "sending")))))
+        by_doc = Counter(o.document_number for o in ops)
+        states = {o.document_number: o.state for o in ops}
+        for p in mine:
+            if by_doc[p.doc] == 0:
+                problem("lost", f"{plan.code}: payment {p.doc} ({p.kind}) never stored")
+            elif by_doc[p.doc] > 1:
+                problem("duplicated", f"{plan.code}: payment {p.doc} stored {by_doc[p.doc]} times")
+            elif states[p.doc] in ("new", "pending"):
+                problem("lost", f"{plan.code}: payment {p.doc} never decided ({states[p.doc]})")
+        for item in dead:
+            problem("lost", f"{plan.code}: effect {item.key} ended {item.status}: {item.last_error}")
+        queue = {o.document_number for o in ops if o.state in QUEUE_STATES}
+        expected_queue = {p.doc for p in mine if p.kind in ("review", "unmatched")}
+        report.review_expected += len(expected_queue)
+        report.review_actual += len(queue)
+        for doc in queue ^ expected_queue:
+            report.review_mismatch += 1
+            report.problems.append(f"review_mismatch: {plan.code}: {doc} "
+                                   f"{'in the queue' if doc in queue else 'missing from the queue'}")
+        # Bitrix24 as a person sees it
+        items = {int(i["id"]): i for i in _list_all(plan.stack, "crm.item.list", {
+            "entityTypeId": 31, "select": ["id", "stageId", "opportunity"]}, "items")}
+        deals = {int(d["ID"]): d for d in _list_all(plan.stack, "crm.deal.list", {"select": ["ID", "STAGE_ID"]}, None)}
+        state = plan.stack.portal_state()
+        comments = defaultdict(list)
+        for c in state["timeline_comments"]:
+            comments[int(c["ENTITY_ID"])].append(c["COMMENT"])
+        triggers = Counter(int(t["owner_id"]) for t in state["trigger_executions"])
+        for inv in plan.invoices:
+            stage = items.get(inv["invoice_id"], {}).get("stageId")
+            paid = alloc.get(inv["invoice_id"], Decimal("0"))
+            should_pay = inv["kind"] in ("exact", "pair")
+            want_comments = {"exact": 1, "pair": 2}.get(inv["kind"], 0)
+            if should_pay and stage != PAID_STAGE:
+                problem("lost", f"{plan.code}: invoice {inv['number']} ({inv['kind']}) is {stage}")
+            if not should_pay and stage != OPEN_STAGE:
+                problem("wrongly_changed", f"{plan.code}: invoice {inv['number']} ({inv['kind']}) is {stage}")
+            if paid > inv["amount"] or (not should_pay and paid):
+                problem("duplicated", f"{plan.code}: invoice {inv['number']} allocated {paid} of {inv['amount']}")
+            elif should_pay and paid != inv["amount"]:
+                problem("lost", f"{plan.code}: invoice {inv['number']} allocated {paid} of {inv['amount']}")
+            got = comments.get(inv["deal_id"], [])
+            if len(got) > want_comments or len(set(got)) != len(got):
+                problem("duplicated", f"{plan.code}: deal {inv['deal_id']} has {len(got)} comments, wants {want_comments}")
+            elif len(got) < want_comments:
+                problem("lost", f"{plan.code}: deal {inv['deal_id']} has {len(got)} comments, wants {want_comments}")
+            if triggers[inv["deal_id"]] > want_comments:
+                problem("duplicated", f"{plan.code}: deal {inv['deal_id']} trigger fired {triggers[inv['deal_id']]} times")
+            report.triggers_not_refired += max(0, want_comments - triggers[inv["deal_id"]])
+            if deals.get(inv["deal_id"], {}).get("STAGE_ID") != "NEW":
+                problem("wrongly_changed", f"{plan.code}: deal {inv['deal_id']} moved to "
+                                           f"{deals.get(inv['deal_id'], {}).get('STAGE_ID')}")
+        visible = [n for n in state["notifications"] if not n.get("replaced_by")]
+        by_tag = Counter(n["tag"] for n in visible if n.get("tag"))
+        by_text = Counter((n["user_id"], n["message"]) for n in visible)
+        for tag, count in by_tag.items():
+            if count > 1:
+                problem("duplicated", f"{plan.code}: {count} visible notifications with tag {tag}")
+        for (user, message), count in by_text.items():
+            if count > 1:
+                problem("duplicated", f"{plan.code}: user {user} sees {count}x '{message[:60]}'")
+        want = sum(1 for p in mine if p.kind in ("exact", "partial", "review"))
+        if len(by_text) < want:
+            problem("lost", f"{plan.code}: {len(by_text)} distinct notifications, expected {want}")
+        elif len(by_text) > want:
+            problem("duplicated", f"{plan.code}: {len(by_text)} distinct notifications, expected {want}")
+
+
+# -- the run -----------------------------------------------------------------------------------------------------------
+def run_soak(cfg: SoakConfig, log=print) -> SoakReport:
+    rng = random.Random(cfg.seed)
+    started = time.monotonic()
+    report = SoakReport(payments=cfg.payments, portals=cfg.portals)
+    stack, plans, payments = _setup(cfg, rng)
+    worker = WorkerProcess(stack.settings, cfg.lease_seconds, cfg.worker_concurrency,
+                           Path(stack.settings.data_dir) / "soak-worker.log")
+    try:
+        report.accounts = sum(len(p.accounts) for p in plans)
+        log(f"soak: {len(payments)} payments, {cfg.portals} portals, {report.accounts} accounts; "
+            f"set up in {time.monotonic() - started:.1f} s")
+        httpx.post(f"{stack.sandbox_url}/sandbox/config", json={"slow_seconds": 0.3, "timeout_seconds": 1.0,
+                                                                 "seed": cfg.seed}, timeout=30)
+        httpx.post(f"{stack.bank_url}/sandbox/config", json={"fault_timeout": 1.0}, timeout=30)
+        httpx.post(f"{stack.sandbox_url}/sandbox/faults", json={"kinds": cfg.portal_faults, "seed": cfg.seed},
+                   timeout=30).raise_for_status()
+        httpx.post(f"{stack.bank_url}/sandbox/faults", json={"kinds": cfg.bank_faults}, timeout=30).raise_for_status()
+        worker.start()
+        t0 = time.monotonic()
+        next_kill = t0 + rng.uniform(*cfg.kill_every)
+        kill_until = t0 + cfg.seconds * 1.25
+        with httpx.Client(timeout=30) as bank:
+            for n, p in enumerate(payments):
+                due = t0 + cfg.seconds * n / len(payments)
+                while time.monotonic() < due:
+                    time.sleep(min(0.05, max(0.0, due - time.monotonic())))
+                if time.monotonic() >= next_kill:
+                    worker.kill()
+                    worker.start()
+                    next_kill = time.monotonic() + rng.uniform(*cfg.kill_every)
+                plan = plans[p.portal]
+                body = {"amount": str(p.amount), "payPurpose": p.purpose, "payerInn": p.inn,
+                        "payerName": f"Плательщик {p.doc}", "documentNumber": p.doc,
+                        "accountNumber": rng.choice(plan.accounts)}
+                r = bank.post(f"{stack.bank_url}/sandbox/operations", json=body)
+                r.raise_for_status()
+        while time.monotonic() < kill_until:  # the worker keeps dying while it catches up
+            time.sleep(min(0.1, max(0.0, next_kill - time.monotonic())))
+            if time.monotonic() >= next_kill:
+                worker.kill()
+                worker.start()
+                next_kill = time.monotonic() + rng.uniform(*cfg.kill_every)
+        worker.ensure_running()
+        httpx.delete(f"{stack.sandbox_url}/sandbox/faults", timeout=30)
+        httpx.delete(f"{stack.bank_url}/sandbox/faults", timeout=30)
+        faults_off = time.monotonic()
+        deadline = faults_off + cfg.settle_timeout
+        while time.monotonic() < deadline:
+            worker.ensure_running()
+            if _quiet(stack, plans, len(payments)):
+                time.sleep(1.0)  # one more look: nothing half-done in between
+                if _quiet(stack, plans, len(payments)):
+                    break
+            time.sleep(0.5)
+        report.seconds_to_settle = time.monotonic() - faults_off
+        worker.stop()
+        report.kills, report.worker_starts = worker.kills, worker.starts
+        sandbox = httpx.get(f"{stack.sandbox_url}/sandbox/state", timeout=30).json()
+        pf: Counter = Counter()
+        for p in sandbox["portals"].values():
+            pf.update(p["faults"])
+        report.portal_faults = dict(pf)
+        report.bank_faults = dict(stack.bank_state()["faults"]["fired"])
+        _verify(stack, plans, payments, report)
+    finally:
+        worker.stop()
+        report.seconds_total = time.monotonic() - started
+        stack.stop()
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--payments", type=int, default=2000)
+    ap.add_argument("--portals", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=None, help="how long payments keep arriving")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--database-url", default=None, help="default: SQLite in a temporary directory")
+    ap.add_argument("--json", action="store_true", help="print the report as JSON as well")
+    args = ap.parse_args(argv)
+    seconds = args.seconds if args.seconds is not None else max(20.0, args.payments / 20)
+    cfg = SoakConfig(payments=args.payments, portals=args.portals, seconds=seconds, seed=args.seed,
+                     database_url=args.database_url)
+    report = run_soak(cfg, log=lambda m: print(m, file=sys.stderr))
+    print(report.render())
+    if args.json:
+        print(json.dumps({k: v for k, v in vars(report).items() if k != "problems"}, default=str))
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""A short soak under faults (the long one is `python -m benchmarks.soak`): a few hundred payments across two
+portals and four accounts, both sandboxes injecting faults, the worker process SIGKILLed at random moments and
+restarted. Nothing may be lost or applied twice, no notification or timeline comment duplicated, no invoice
+changed that should not be, and the review queue must hold exactly the ambiguous payments."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from conftest import PG_URL, REPO
+
+if str(REPO) not in sys.path:  # benchmarks/ holds the engine shared with the long run
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.soak import BANK_FAULTS, PORTAL_FAULTS, SoakConfig, run_soak  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def test_short_soak_under_faults_and_kills_loses_and_duplicates_nothing(tmp_path, database_url):
+    # The app batches Bitrix24 calls, so a short run makes few of them: the portal faults are doubled to
+    # make sure every kind still fires a few times.
+    cfg = SoakConfig(payments=240, portals=2, seconds=18.0, kill_every=(1.5, 4.0), lease_seconds=6,
+                     settle_timeout=45.0, seed=11, data_dir=str(tmp_path / "soak"),
+                     database_url=database_url if PG_URL else None,
+                     portal_faults={k: min(1.0, 2 * v) for k, v in PORTAL_FAULTS.items()},
+                     bank_faults=dict(BANK_FAULTS))
+    report = run_soak(cfg, log=lambda message: print(message))
+    print(report.render())
+    assert report.problems == [], report.render()
+    assert report.ok and report.lost == 0 and report.duplicated == 0 and report.wrongly_changed == 0
+    assert report.review_actual == report.review_expected > 0
+    # the run really was hostile
+    assert report.kills >= 4, report.render()
+    assert sum(report.portal_faults.values()) >= 5 and sum(report.bank_faults.values()) >= 10, report.render()
+    assert len(report.portal_faults) >= 3 and len(report.bank_faults) >= 3, report.render()
