@@ -17,17 +17,22 @@ def pytest_report_header(config):
     return f"b24app database: {'PostgreSQL ' + PG_URL if PG_URL else 'SQLite (embedded default)'}"
 
 
-@pytest.fixture
-def database_url(tmp_path) -> str:
-    """A fresh, empty database for one test."""
+def fresh_database_url(directory: Path) -> str:
+    """An empty database: a new SQLite file in `directory`, or the PostgreSQL test database emptied."""
     if not PG_URL:
-        return f"sqlite:///{tmp_path / 'b24app.sqlite3'}"
+        return f"sqlite:///{Path(directory) / 'b24app.sqlite3'}"
     engine = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
         conn.execute(text("CREATE SCHEMA public"))
     engine.dispose()
     return PG_URL
+
+
+@pytest.fixture
+def database_url(tmp_path) -> str:
+    """A fresh, empty database for one test."""
+    return fresh_database_url(tmp_path)
 
 
 @pytest.fixture
@@ -71,3 +76,44 @@ def wait_for(predicate, timeout: float = 15.0, interval: float = 0.1):
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+
+
+def start_seeded_stack(directory: Path, *, link: bool, worker: bool = False, **kw):
+    """A stack with the app installed, the demo deals seeded, the invoice cache read (as the worker does on
+    start), optionally the bank linked and the worker running. The caller stops it."""
+    from b24app.invoices import refresh_all
+    from b24app.sandbox.stack import link_bank, seed_crm, start_stack
+
+    st = start_stack(data_dir=str(Path(directory) / "data"), event_delivery="sync",
+                     database_url=fresh_database_url(directory), **kw)
+    try:
+        assert st.install()["install_finish"]
+        st.deals = seed_crm(st)
+        if link:
+            assert 'id="link-ok"' in link_bank(st).text
+        refresh_all(st.ctx, st.ctx.portals.find(st.member_id()))
+        if worker:
+            st.start_worker()
+    except BaseException:
+        st.stop()
+        raise
+    return st
+
+
+# -- Debian's chromium through Playwright (no browser download) ---------------------------------------
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+BROWSER_STEP_MS = 20_000  # any single browser wait
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("chromium missing: run `bash scripts/ensure_system_deps.sh chromium`")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=BROWSER_STEP_MS)
+        yield b
+        b.close()

@@ -2,47 +2,20 @@
 unwatch an account, backfill with a progress bar, filter the history; all inside the portal's iframe."""
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 from sqlalchemy import select
 
+from conftest import BROWSER_STEP_MS as STEP, start_seeded_stack
+
 pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-STEP = 20_000
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("chromium missing: run `bash scripts/ensure_system_deps.sh chromium`")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, timeout=STEP)
-        yield b
-        b.close()
-
 
 @pytest.fixture
 def live(tmp_path):
-    from b24app.invoices import refresh_all
-    from b24app.sandbox.stack import link_bank, seed_crm, start_stack
-
-    st = start_stack(data_dir=str(tmp_path / "data"), event_delivery="sync", sync_interval=2)
-    try:
-        assert st.install()["install_finish"]
-        st.deals = seed_crm(st)
-        assert link_bank(st).status_code == 200
-        refresh_all(st.ctx, st.ctx.portals.find(st.member_id()))
-        st.start_worker()
-        yield st
-    finally:
-        st.stop()
+    st = start_seeded_stack(tmp_path, link=True, worker=True, sync_interval=2)
+    yield st
+    st.stop()
 
 
 def wait_until(predicate, timeout: float = 30.0):

@@ -11,25 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import BROWSER_STEP_MS as STEP, start_seeded_stack
+
 pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-STEP = 20_000  # ms, for any single browser wait
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("chromium missing: run `bash scripts/ensure_system_deps.sh chromium`")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, timeout=STEP)
-        yield b
-        b.close()
 
 
 @pytest.fixture
@@ -56,18 +42,9 @@ def shots(tmp_path_factory) -> Path:
 @pytest.fixture
 def live(tmp_path):
     """Sandboxes + app + worker, installed, demo deals seeded, bank NOT linked yet."""
-    from b24app.invoices import refresh_all
-    from b24app.sandbox.stack import seed_crm, start_stack
-
-    st = start_stack(data_dir=str(tmp_path / "data"), event_delivery="sync", sync_interval=2)
-    try:
-        assert st.install()["install_finish"]
-        st.deals = seed_crm(st)
-        refresh_all(st.ctx, st.ctx.portals.find(st.member_id()))
-        st.start_worker()
-        yield st
-    finally:
-        st.stop()
+    st = start_seeded_stack(tmp_path, link=False, worker=True, sync_interval=2)
+    yield st
+    st.stop()
 
 
 def open_deal(page, st, deal_id: int, user: int = 2, lang: str = "ru"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -19,39 +18,16 @@ from b24app.models import BankAccount, Invoice, Operation, Portal
 from b24app.rules import load_rules
 from b24app.sandbox.stack import APP_CLIENT_ID
 
+from conftest import start_seeded_stack
+
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-def fresh_database_url() -> str | None:
-    """PostgreSQL when the suite runs against it (an emptied schema), else None: SQLite in the data dir."""
-    url = os.environ.get("B24APP_TEST_DATABASE_URL", "")
-    if not url:
-        return None
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    return url
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from b24app.invoices import refresh_all
-    from b24app.sandbox.stack import link_bank, seed_crm, start_stack
-
-    st = start_stack(data_dir=str(tmp_path_factory.mktemp("admin")), event_delivery="sync",
-                     database_url=fresh_database_url())
-    try:
-        assert st.install()["install_finish"]
-        st.deals = seed_crm(st)
-        assert link_bank(st).status_code == 200
-        refresh_all(st.ctx, st.ctx.portals.find(st.member_id()))
-        yield st
-    finally:
-        st.stop()
+    st = start_seeded_stack(tmp_path_factory.mktemp("admin"), link=True)
+    yield st
+    st.stop()
 
 
 def open_app(st, user: int = 1, lang: str = "ru", **override):

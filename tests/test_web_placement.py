@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 from decimal import Decimal
 from urllib.parse import urlsplit
@@ -17,41 +16,17 @@ from sqlalchemy import select
 from b24app import reconcile
 from b24app.models import Allocation, BankAccount, Invoice, Operation, Portal
 
+from conftest import start_seeded_stack
+
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def fresh_database_url() -> str | None:
-    """PostgreSQL when the suite runs against it (an emptied schema), else None: SQLite in the data dir."""
-    url = os.environ.get("B24APP_TEST_DATABASE_URL", "")
-    if not url:
-        return None
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    return url
-
-
-# -- fixtures and helpers --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """One linked portal with the demo deals (deal 1 and 2 belong to user 2, deal 3 and 4 to user 3)."""
-    from b24app.sandbox.stack import link_bank, seed_crm, start_stack
-
-    st = start_stack(data_dir=str(tmp_path_factory.mktemp("placement")), event_delivery="sync",
-                     database_url=fresh_database_url())
-    try:
-        assert st.install()["install_finish"]
-        st.deals = seed_crm(st)
-        assert link_bank(st).status_code == 200
-        from b24app.invoices import refresh_all
-        refresh_all(st.ctx, st.ctx.portals.find(st.member_id()))  # what the worker does on start
-        yield st
-    finally:
-        st.stop()
+    st = start_seeded_stack(tmp_path_factory.mktemp("placement"), link=True)
+    yield st
+    st.stop()
 
 
 def frame_form(st, kind: str, entity: int, user: int, lang: str = "ru") -> tuple[str, dict]:
