@@ -1,6 +1,7 @@
 """The app's wiring: one object holding settings, database, cipher, HTTP client and per-portal clients."""
 from __future__ import annotations
 
+import hashlib
 from functools import cached_property
 from urllib.parse import urlsplit
 
@@ -45,6 +46,12 @@ class AppContext:
             return self._pacer
         from .ratelimit import DbPacer
         return DbPacer(self.db, self.settings.bitrix_rate, self.settings.bitrix_burst)
+
+    @cached_property
+    def bindings_signature(self) -> str:
+        """What a portal's bindings must match: the manifest's version and our public URL (a host move rebinds)."""
+        url_hash = hashlib.sha256(self.settings.public_url.encode()).hexdigest()[:12]
+        return f"{self.manifest.version}@{url_hash}"
 
     @property
     def bitrix_app(self) -> OAuthApp:

@@ -157,7 +157,7 @@ def bind(ctx: AppContext, member_id: str) -> dict:
         for key, err in result.errors.items():
             if "ALREADY" not in err.code.upper():
                 raise err
-    ctx.portals.mark_bound(member_id, m.version)
+    ctx.portals.mark_bound(member_id, ctx.bindings_signature)
     return {"changed": sorted(cmds)}
 
 

@@ -35,7 +35,7 @@ class Portal(Base):
     access_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     token_generation: Mapped[int] = mapped_column(Integer, default=0)
     settings: Mapped[dict] = mapped_column(JSON, default=dict)
-    bindings_version: Mapped[str | None] = mapped_column(String(64))
+    bindings_version: Mapped[str | None] = mapped_column(String(64))  # AppContext.bindings_signature
     installed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     uninstalled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, onupdate=now_utc)

@@ -153,11 +153,11 @@ class PortalStore:
             if portal is not None:
                 portal.application_token_hash = token_hash(token)
 
-    def mark_bound(self, member_id: str, version: str) -> None:
+    def mark_bound(self, member_id: str, signature: str) -> None:
         with self.db.session() as s:
             portal = s.scalar(select(Portal).where(Portal.member_id == member_id))
             if portal is not None:
-                portal.bindings_version = version
+                portal.bindings_version = signature
 
     def uninstall(self, member_id: str, clean: bool) -> bool:
         """Idempotent: mark uninstalled, drop tokens; with `clean` delete every row of the portal."""

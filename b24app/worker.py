@@ -126,7 +126,7 @@ class Worker:
             # A lost ONAPPUPDATE must not leave a portal with old placements/events.
             s.execute(update(Portal).where(
                 Portal.status == "installed", Portal.work_due_at.is_(None),
-                or_(Portal.bindings_version.is_(None), Portal.bindings_version != self.ctx.manifest.version))
+                or_(Portal.bindings_version.is_(None), Portal.bindings_version != self.ctx.bindings_signature))
                 .values(work_due_at=now))
 
     # -- work ------------------------------------------------------------------------------------------
@@ -157,7 +157,7 @@ class Worker:
             portal = s.get(Portal, portal_id)
         again: float | None = None
         try:
-            if portal.bindings_version != self.ctx.manifest.version:
+            if portal.bindings_version != self.ctx.bindings_signature:
                 installation.bind(self.ctx, portal.member_id)
             stale = self.ctx.clock.now() - timedelta(seconds=self.ctx.settings.invoice_refresh_interval)
             if portal.invoices_refreshed_at is None or portal.invoices_refreshed_at < stale:

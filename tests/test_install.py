@@ -199,3 +199,16 @@ def test_install_page_get_explains_itself(stack):
     assert r.status_code == 400 and "Битрикс24" in r.text
     assert r.headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+
+
+def test_worker_rebinds_a_portal_whose_bindings_are_stale(installed):
+    """A lost ONAPPUPDATE, or a new public URL, is repaired by the worker without a reinstall."""
+    from b24app.worker import Worker
+    client = installed.ctx.bitrix(installed.member_id())
+    for p in MANIFEST.placements:
+        client.call("placement.unbind", {"PLACEMENT": p.placement, "HANDLER": installed.app_url + p.path})
+    with installed.ctx.db.session() as s:
+        s.scalar(select(Portal)).bindings_version = "0.0.0@old"
+    Worker(installed.ctx, concurrency=1).run_once()
+    assert ours(installed, installed.portal_state()["placements"], "placement") == expected_placements(installed)
+    assert portal_row(installed).bindings_version == installed.ctx.bindings_signature
