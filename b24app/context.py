@@ -62,6 +62,8 @@ class AppContext:
 
     def trusted_oauth_server(self, server_endpoint: str) -> str | None:
         """The configured OAuth server `server_endpoint` belongs to, or None: never call an untrusted host."""
+        if not isinstance(server_endpoint, str):
+            return None
         try:
             parts = urlsplit(server_endpoint)
         except ValueError:

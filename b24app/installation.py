@@ -69,6 +69,9 @@ def install_request_from_event(auth: dict, data: dict) -> InstallRequest:
     missing = [f for f in ("access_token", "member_id", "server_endpoint", "domain") if not auth.get(f)]
     if missing:
         raise InstallRejected("missing_fields", ", ".join("auth[%s]" % m for m in missing))
+    odd = [k for k, v in auth.items() if not isinstance(v, str)] + [k for k, v in data.items() if not isinstance(v, str)]
+    if odd:
+        raise InstallRejected("malformed", "nested values in " + ", ".join(sorted(odd)[:5]))
     return InstallRequest(
         member_id=auth["member_id"], domain=auth["domain"], protocol="1",
         access_token=auth["access_token"], refresh_token=auth.get("refresh_token") or "",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from .domain.formatting import format_money, language
+from .domain.formatting import format_money, language, visible_text
 from .models import BankLink, Portal
 from .outbox import enqueue
 
@@ -38,8 +38,9 @@ def money(amount: Decimal, currency: str, lang: str) -> str:
 
 
 def bbcode_escape(value: str) -> str:
-    """Bitrix24 chat renders BB-code; keep payer-written text literal."""
-    return value.replace("[", "(").replace("]", ")")
+    """Payer-written text made inert for Bitrix24: controls and bidi overrides shown as `\\uXXXX`
+    (no text spoofing), and BB-code brackets neutralised (chat and timeline render BB-code)."""
+    return visible_text(value).replace("[", "(").replace("]", ")")
 
 
 def notify_needs_consent(ctx, portal_id: int, link_id: int) -> None:

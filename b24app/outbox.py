@@ -20,7 +20,6 @@ from .bitrix.errors import BitrixError, NotFound, PortalGone
 from .models import OutboxItem, Portal
 
 log = logging.getLogger("b24app.outbox")
-LEASE = timedelta(seconds=120)
 MAX_ATTEMPTS = 8
 INVOICE_TYPE = 31
 DEAL_TYPE = 2
@@ -59,6 +58,10 @@ def pending_count(ctx, portal_id: int) -> int:
             OutboxItem.portal_id == portal_id, OutboxItem.status.in_(("pending", "sending")))) or 0
 
 
+def _lease(ctx) -> timedelta:
+    return timedelta(seconds=ctx.settings.lease_seconds)
+
+
 def _claim(ctx, portal_id: int, owner: str, limit: int) -> list[tuple[OutboxItem, bool]]:
     now = ctx.clock.now()
     with ctx.db.session() as s:
@@ -71,10 +74,22 @@ def _claim(ctx, portal_id: int, owner: str, limit: int) -> list[tuple[OutboxItem
         out = []
         for item in rows:
             uncertain = item.status == "sending"  # a previous attempt may have reached Bitrix24
-            item.status, item.lease_owner, item.lease_until = "sending", owner, now + LEASE
+            item.status, item.lease_owner, item.lease_until = "sending", owner, now + _lease(ctx)
             item.attempts += 1
             out.append((item, uncertain))
     return out
+
+
+def _renew(ctx, item_ids: list[int], owner: str) -> set[int]:
+    """Extend our leases right before sending; returns the ids still ours (a slow read may have lost some)."""
+    now = ctx.clock.now()
+    with ctx.db.session() as s:
+        s.execute(update(OutboxItem).where(OutboxItem.id.in_(item_ids), OutboxItem.lease_owner == owner,
+                                           OutboxItem.lease_until >= now)
+                  .values(lease_until=now + _lease(ctx)))
+        return set(s.scalars(select(OutboxItem.id).where(OutboxItem.id.in_(item_ids),
+                                                         OutboxItem.lease_owner == owner,
+                                                         OutboxItem.lease_until > now)))
 
 
 def _finish(ctx, item_id: int, owner: str, status: str, result: dict | None = None, error: str | None = None,
@@ -120,6 +135,10 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
         commands[key] = (method, params)
         plan[key] = (item, info)
     sent = failed = 0
+    if commands:
+        still_ours = _renew(ctx, [item.id for item, _ in plan.values()], owner)
+        for key in [k for k, (item, _) in plan.items() if item.id not in still_ours]:
+            del commands[key], plan[key]  # another worker took it over: it re-checks Bitrix24 itself
     if commands:
         try:
             res = client.batch(commands)

@@ -63,7 +63,9 @@ class PortalStore:
     def application_token_matches(self, member_id: str, candidate: str | None, *,
                                   uninstalled_ok: bool = False) -> bool:
         """Constant-time comparison of an event's application_token with the stored one."""
-        portal = self.find(member_id) if member_id else None
+        if not isinstance(candidate, str):  # e.g. auth[application_token][x]=1 parses to a dict
+            candidate = None
+        portal = self.find(member_id) if isinstance(member_id, str) and member_id else None
         presented = token_hash(candidate or "")
         if (portal is None or portal.application_token_hash is None or not candidate
                 or (portal.status != "installed" and not uninstalled_ok)):

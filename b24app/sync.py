@@ -7,6 +7,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from .bank.errors import MalformedOperation
 from .bank.operations import BankOperation
 from .banklink import LinkNeedsConsent, bank_api
 from .models import BankAccount, BankLink, Operation, OperationAlias, Portal
@@ -76,8 +77,17 @@ def sync_account(ctx, account_id: int) -> dict:
         since = (account.synced_until or now - FIRST_SYNC) - OVERLAP
     api = bank_api(ctx, link.id)
     counts = {"new": 0, "same": 0, "reidentified": 0, "settled": 0}
+    malformed: list[str] = []
+
+    def refuse(exc: MalformedOperation, item) -> None:
+        # Never applied, never silently dropped: logged, and shown on the account until a clean sync.
+        op_id = item.get("operationId") if isinstance(item, dict) else None
+        malformed.append(f"MalformedOperation: {exc} (operationId {op_id})"[:300])
+        log.warning("malformed operation refused", extra={"account_id": account_id, "operation_id": str(op_id)[:64],
+                                                          "error": f"MalformedOperation: {exc}"[:300]})
+
     batch: list[BankOperation] = []
-    for op in api.statement(account.account_number, since, now, status="All"):
+    for op in api.statement(account.account_number, since, now, status="All", on_malformed=refuse):
         if op.account_number != account.account_number:
             continue
         batch.append(op)
@@ -89,9 +99,10 @@ def sync_account(ctx, account_id: int) -> dict:
         acc = s.get(BankAccount, account_id)
         acc.synced_until = now  # everything before `now` is stored
         acc.last_synced_at = ctx.clock.now()
-        acc.last_error, acc.failures = None, 0
+        acc.last_error, acc.failures = ("; ".join(malformed)[:500] or None), 0
         if counts["new"] or counts["settled"]:
             s.execute(update(Portal).where(Portal.id == acc.portal_id).values(work_due_at=ctx.clock.now()))
+    counts["malformed"] = len(malformed)
     return counts
 
 

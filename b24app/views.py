@@ -1,7 +1,6 @@
 """Read models: the queries that build what the widget and the admin page show (no Flask, no HTTP)."""
 from __future__ import annotations
 
-import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -12,6 +11,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from .domain.formatting import visible_text  # noqa: F401  (the `plain` template filter comes from here)
 from .domain.explain import explain_reason
 from .domain.formatting import format_money, language
 from .domain.matching import Reason
@@ -548,22 +548,3 @@ def explain_reasons(reasons: Iterable[Any], lang: str, currency: str = "RUB") ->
         if text:
             out.append(text[:1].upper() + text[1:])
     return out
-
-
-def visible_text(value: Any, limit: int | None = None) -> str:
-    """Text a payer wrote, safe to show: control and bidi-override characters become visible `\\uXXXX`
-    escapes (HTML escaping is the template's job), whitespace runs become one space."""
-    text = "" if value is None else str(value)
-    if limit is not None and len(text) > limit:
-        text = text[:limit] + "…"
-    if text.isprintable():  # the common case: nothing to escape (isprintable is False for Cc/Cf/Z*/Co/Cs)
-        return text if "  " not in text else " ".join(text.split())
-    out: list[str] = []
-    for ch in text:
-        if ch in "\t\r\n\u00a0":
-            out.append(" ")
-        elif unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cs", "Zl", "Zp"):
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return " ".join("".join(out).split())

@@ -54,7 +54,7 @@ def _measure(stack, log: RestCallLog, invoices, *, stop_worker_first: bool, time
 
 
 def run(full: bool = False, payments: int = 500) -> Report:
-    from b24app.sandbox.stack import link_bank, seed_crm, start_stack
+    from b24app.sandbox.stack import link_bank, start_stack
 
     stack = start_stack(sync_interval=60, rate=2.0, burst=50, event_delivery="async")
     quiet_logs()

@@ -5,11 +5,10 @@ import json
 import os
 import platform
 import statistics
-import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,11 +34,6 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
     }
-
-
-def command_line() -> str:
-    return " ".join([Path(sys.executable).name if "python" in Path(sys.executable).name else sys.executable,
-                     *sys.argv]) if sys.argv else ""
 
 
 @dataclass
@@ -85,7 +79,7 @@ class Report:
 
 
 def fmt(value: float, digits: int = 1) -> str:
-    """A number with thousands separated by a thin space-free comma, or '-' for NaN."""
+    """A number with comma thousands separators, or '-' for NaN."""
     if value != value:  # NaN
         return "-"
     return f"{value:,.{digits}f}"
@@ -95,7 +89,3 @@ def emit(report: Report, json_path: str | None = None) -> None:
     print(report.render(), flush=True)
     if json_path:
         Path(json_path).write_text(report.to_json(), encoding="utf-8")
-
-
-def rows_of(values: Iterable[float]) -> list[float]:
-    return [float(v) for v in values]

@@ -15,7 +15,7 @@ import threading
 import time
 
 
-def recording_worker_class():
+def recording_worker_classes():
     from sqlalchemy import select
 
     from b24app.models import BankAccount
@@ -64,7 +64,57 @@ def recording_worker_class():
             with self._lock:
                 self.portal_runs.append(time.time() - started)
 
-    return RecordingWorker
+    class PipelinedWorker(RecordingWorker):
+        """PROPOSAL, not the app's code: the same claims and work, without a barrier per round.
+
+        `Worker.run_once` claims at most `batch` accounts, waits for all of them, then for the due portals,
+        and only then claims again, so one slow call holds up the round and at most `batch` syncs are ever
+        in flight. Here a claim fills the free threads as soon as enough are free, portal work shares the
+        pool, and the portal upkeep runs at most once a second.
+        """
+
+        def run(self, *, max_seconds: float | None = None) -> None:
+            from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+            started = time.monotonic()
+            upkeep_at = 0.0
+            refill = max(1, self.concurrency // 4)
+            inflight: set = set()
+            with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="b24app-work") as pool:
+                while not self.stopping.is_set():
+                    if max_seconds is not None and time.monotonic() - started > max_seconds:
+                        break
+                    if time.monotonic() - upkeep_at >= 1.0:
+                        self.schedule_portal_upkeep()
+                        upkeep_at = time.monotonic()
+                    free = self.concurrency - len(inflight)
+                    if free >= refill:
+                        for a in self.claim_accounts(free):
+                            inflight.add(pool.submit(self.sync_one, a))
+                        free = self.concurrency - len(inflight)
+                        if free > 0:
+                            for p in self.claim_portals(min(free, self.batch)):
+                                inflight.add(pool.submit(self.portal_work, p))
+                    if inflight:
+                        done, pending = wait(inflight, timeout=self.idle_sleep, return_when=FIRST_COMPLETED)
+                        inflight = set(pending)
+                    else:
+                        self.stopping.wait(self.idle_sleep)
+                wait(inflight)
+
+    return RecordingWorker, PipelinedWorker
+
+
+class WarningCounter(logging.Handler):
+    """Counts the app's warnings and errors by message and error type instead of printing them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.counts: dict[str, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        key = f"{record.name}: {record.getMessage()} {getattr(record, 'error', '')}".strip()
+        self.counts[key] = self.counts.get(key, 0) + 1
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,6 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settings", required=True)
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--variant", choices=("app", "pipelined"), default="app",
+                        help="app: b24app.worker.Worker as shipped; pipelined: the proposal above, with a "
+                             "database pool as large as the thread pool")
     args = parser.parse_args(argv)
 
     from b24app.config import Settings, finalize
@@ -83,10 +136,22 @@ def main(argv: list[str] | None = None) -> None:
         if key in raw:
             raw[key] = tuple(raw[key])
     settings = finalize(Settings(**raw))
-    logging.getLogger("b24app").setLevel(logging.ERROR)
-    logging.basicConfig(level=logging.ERROR)
-    ctx = AppContext(settings)
-    worker = recording_worker_class()(ctx)
+    warnings = WarningCounter()
+    app_log = logging.getLogger("b24app")
+    app_log.setLevel(logging.WARNING)
+    app_log.handlers[:] = [warnings]
+    app_log.propagate = False
+    recording, pipelined = recording_worker_classes()
+    if args.variant == "pipelined":
+        from b24app.db import Database
+
+        size = settings.worker_concurrency + 4
+        ctx = AppContext(settings, db=Database(settings.database_url, **(
+            {} if settings.database_url.startswith("sqlite") else {"pool_size": size, "max_overflow": 4})))
+        worker = pipelined(ctx)
+    else:
+        ctx = AppContext(settings)
+        worker = recording(ctx)
     worker.install_signal_handlers()
     started = time.time()
     try:
@@ -94,9 +159,10 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         finished = time.time()
         with open(args.out, "w", encoding="utf-8") as fh:
-            json.dump({"owner": worker.owner, "started": started, "finished": finished,
+            json.dump({"owner": worker.owner, "variant": args.variant, "started": started, "finished": finished,
                        "concurrency": worker.concurrency, "records": worker.records,
-                       "portal_runs": worker.portal_runs, "stats": worker.stats}, fh)
+                       "portal_runs": worker.portal_runs, "stats": worker.stats,
+                       "warnings": dict(warnings.counts)}, fh)
         ctx.close()
 
 

@@ -34,12 +34,10 @@ BANK_FAULTS = {"rate_limit": 0.03, "server_error": 0.02, "timeout": 0.005, "dupl
 OPEN_STAGE, PAID_STAGE = "DT31_2:N", "DT31_2:P"
 QUEUE_STATES = ("review", "unmatched", "overpaid")
 WORKER_SCRIPT = """
-import datetime, os, sys
-from b24app import outbox
-outbox.LEASE = datetime.timedelta(seconds=float(os.environ["SOAK_OUTBOX_LEASE"]))
+import sys
 from b24app.cli import main
 sys.exit(main(["worker"]))
-"""
+"""  # B24APP_LEASE_SECONDS (short in the soak) governs account, portal and outbox leases alike
 PURPOSES = ("Оплата по счету № {n} от 14.01.2026", "Оплата по сч. {n}", "Payment for invoice {n}",
             "Оплата по счету {n}, НДС не облагается")
 
@@ -141,7 +139,7 @@ class WorkerProcess:
                     "B24APP_SYNC_INTERVAL": "1", "B24APP_INVOICE_REFRESH_INTERVAL": "300",
                     "B24APP_LEASE_SECONDS": str(lease_seconds), "B24APP_BITRIX_RATE": str(s.bitrix_rate),
                     "B24APP_BITRIX_BURST": str(s.bitrix_burst), "B24APP_LOG_LEVEL": "WARNING",
-                    "B24APP_WORKER_CONCURRENCY": str(concurrency), "SOAK_OUTBOX_LEASE": str(lease_seconds)}
+                    "B24APP_WORKER_CONCURRENCY": str(concurrency)}
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
         self.starts = self.kills = 0
@@ -246,7 +244,7 @@ def _seed(plan: PortalPlan) -> None:
 
 def _setup(cfg: SoakConfig, rng: random.Random):
     from b24app.invoices import refresh_all
-    from b24app.sandbox.stack import APP_CLIENT_ID, DEMO_INN, DEMO_KPP, DEMO_PHONE, link_bank, start_stack
+    from b24app.sandbox.stack import DEMO_INN, DEMO_KPP, DEMO_PHONE, link_bank, start_stack
 
     stack = start_stack(data_dir=cfg.data_dir, database_url=cfg.database_url, event_delivery="async",
                         sync_interval=1)

@@ -18,7 +18,7 @@ from b24app.models import (Allocation, BankAccount, BankLink, Decision, Invoice,
                            OutboxItem, Portal)
 from b24app.sandbox.stack import APP_CLIENT_ID, link_bank, seed_crm
 from b24app.worker import Worker
-from conftest import PG_URL
+from conftest import fresh_database_url
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 OPEN, PAID = "DT31_2:N", "DT31_2:P"
@@ -31,18 +31,11 @@ B_DEALS = [("Чужая поставка", 2, "ООО «Бета»", "7811111111
 
 @pytest.fixture(scope="module")
 def two(tmp_path_factory):
-    from sqlalchemy import create_engine, text
-
     from b24app.invoices import refresh_all
     from b24app.sandbox.stack import start_stack
 
-    if PG_URL:
-        engine = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-        engine.dispose()
-    a = start_stack(data_dir=str(tmp_path_factory.mktemp("isolation")), database_url=PG_URL or None,
+    directory = tmp_path_factory.mktemp("isolation")
+    a = start_stack(data_dir=str(directory / "data"), database_url=fresh_database_url(directory),
                     event_delivery="sync")
     try:
         assert a.install()["install_finish"]

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from cryptography.fernet import Fernet
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, select
 
 from b24app import sync
 from b24app.banklink import LinkTokens, bank_api

@@ -192,11 +192,13 @@ class BankAPI:
         until: datetime | None = None,
         status: str = "Transaction",
         limit: int = 1000,
+        on_malformed: Callable[[MalformedOperation, Any], None] | None = None,
     ) -> Iterator[BankOperation]:
         """Operations with since <= operationDate < until, following nextCursor; each operationId yielded once.
 
         Stops on an empty nextCursor or on a cursor already seen (a bank loop would otherwise never end).
-        Malformed operations raise MalformedOperation rather than being skipped silently.
+        A malformed operation raises MalformedOperation, unless `on_malformed(error, item)` is given: then
+        it is reported there and the rest of the statement still comes through.
         """
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}")
@@ -214,7 +216,13 @@ class BankAPI:
             if not isinstance(page, dict) or not isinstance(page.get("operations", []), list):
                 raise BankAPIError("statement: expected {operations: [...]}")
             for item in page.get("operations", []):
-                operation = parse_operation(item)
+                try:
+                    operation = parse_operation(item)
+                except MalformedOperation as exc:
+                    if on_malformed is None:
+                        raise
+                    on_malformed(exc, item)
+                    continue
                 if operation.operation_id in seen_ids:
                     continue
                 seen_ids.add(operation.operation_id)

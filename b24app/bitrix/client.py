@@ -102,10 +102,11 @@ class BitrixClient:
 
     def __init__(self, member_id: str, store: CredentialStore, app: OAuthApp, http: httpx.Client,
                  pacer: Pacer, *, sleep: Callable[[float], None] = time.sleep, max_retries: int = 5,
-                 on_call: Callable[[str, int], None] | None = None):
+                 retry_budget: float = 45.0, on_call: Callable[[str, int], None] | None = None):
         self.member_id = member_id
         self.store, self.app, self.http, self.pacer = store, app, http, pacer
         self._sleep, self.max_retries = sleep, max_retries
+        self.retry_budget = retry_budget  # seconds of waiting between retries of one call, at most
         self.on_call = on_call
         self.calls = 0
 
@@ -158,6 +159,7 @@ class BitrixClient:
         payload = {**params, "auth": creds.access_token}
         attempt = 0
         redirects = 0
+        waited = 0.0
         while True:
             attempt += 1
             self.pacer.acquire(self.member_id)
@@ -196,9 +198,11 @@ class BitrixClient:
                                      resp.status_code, method)
                 else:
                     err = BitrixServerError("bad_response", f"HTTP {resp.status_code}", resp.status_code, method)
-            if not err.retryable or attempt > self.max_retries:
+            delay = self._backoff(attempt, err)
+            if not err.retryable or attempt > self.max_retries or waited + delay > self.retry_budget:
                 raise err
-            self._sleep(self._backoff(attempt, err))
+            waited += delay
+            self._sleep(delay)
 
     @staticmethod
     def _backoff(attempt: int, err: BitrixError) -> float:

@@ -1,9 +1,11 @@
 """Human money formatting shared by explanations and the web layer."""
 from __future__ import annotations
 
+import unicodedata
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
-__all__ = ["format_money", "language"]
+__all__ = ["format_money", "language", "visible_text"]
 
 NBSP = "\u00a0"
 _RU_SYMBOLS = {"RUB": "₽"}
@@ -25,3 +27,22 @@ def format_money(amount: Decimal, currency: str, lang: str = "ru") -> str:
         digits = digits.replace(",", NBSP).replace(".", ",")
         return f"{sign}{digits}{NBSP}{_RU_SYMBOLS.get(code, code)}"
     return f"{sign}{digits} {code}"
+
+
+def visible_text(value: Any, limit: int | None = None) -> str:
+    """Text a payer wrote, safe to show: control and bidi-override characters become visible `\\uXXXX`
+    escapes (HTML escaping is the template's job), whitespace runs become one space."""
+    text = "" if value is None else str(value)
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + "…"
+    if text.isprintable():  # the common case: nothing to escape (isprintable is False for Cc/Cf/Z*/Co/Cs)
+        return text if "  " not in text else " ".join(text.split())
+    out: list[str] = []
+    for ch in text:
+        if ch in "\t\r\n\u00a0":
+            out.append(" ")
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cs", "Zl", "Zp"):
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return " ".join("".join(out).split())

@@ -13,6 +13,18 @@ from .security import Frame
 log = logging.getLogger("b24app.actions")
 
 
+def json_errors(bp, is_api) -> None:
+    """On `bp`, HTTP errors of API requests (`is_api()` true) answer JSON `{error, message}`; pages keep HTML."""
+
+    def handler(exc):
+        if is_api():
+            return jsonify({"error": exc.name.lower().replace(" ", "_"), "message": exc.description}), exc.code
+        return exc
+
+    for code in (400, 401, 403, 404, 405, 503):
+        bp.register_error_handler(code, handler)
+
+
 def json_body() -> dict:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
@@ -20,13 +32,16 @@ def json_body() -> dict:
     return body
 
 
-def id_field(body: dict, name: str) -> int:
-    """A positive database/Bitrix24 id from a JSON body (int or digit string), else 400."""
+OUR_ID_MAX = 2 ** 31 - 1      # our primary keys are 32-bit integers
+BITRIX_ID_MAX = 2 ** 62       # Bitrix24 ids are stored as 64-bit integers
+
+
+def id_field(body: dict, name: str, *, bitrix: bool = False) -> int:
+    """A positive id from a JSON body (int or ASCII-digit string) that fits its column, else 400."""
     value = body.get(name)
-    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
-        abort(400, description=f"{name} must be an id")
-    value = int(value)
-    if not 0 < value < 2 ** 62:
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= (BITRIX_ID_MAX if bitrix else OUR_ID_MAX):
         abort(400, description=f"{name} must be an id")
     return value
 

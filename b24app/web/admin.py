@@ -8,11 +8,11 @@ from datetime import datetime, timedelta, timezone
 from flask import Blueprint, abort, g, jsonify, render_template, request, url_for
 from flask_babel import gettext as _
 from sqlalchemy import select
-from werkzeug.routing import BuildError
 
 from .. import views
 from ..bitrix.errors import BitrixError
 from ..models import Invoice, Operation, Portal
+from .bank import issue_link_ticket
 from .factory import get_ctx
 from .i18n import current_tz, set_lang
 from . import actions
@@ -124,12 +124,8 @@ def _urls(frame: Frame) -> dict:
             "bank": url_for("admin.api_bank"), "assign": url_for("admin.api_assign"),
             "undo": url_for("admin.api_undo"), "rules": url_for("admin.api_rules"),
             "sync": url_for("admin.api_sync"), "stages": url_for("admin.api_stages"),
-            "link": url_for("admin.api_link")}
-    for name, endpoint in (("accounts", "bank.choose_accounts"), ("unlink", "bank.unlink")):
-        try:
-            urls[name] = url_for(endpoint)
-        except BuildError:
-            urls[name] = None
+            "link": url_for("admin.api_link"), "accounts": url_for("bank.choose_accounts"),
+            "unlink": url_for("bank.unlink")}
     return urls
 
 
@@ -213,7 +209,7 @@ def api_bank():
 def api_assign():
     frame, portal = _admin()
     body = json_body()
-    op_pk, inv_id = id_field(body, "operation"), id_field(body, "invoice")
+    op_pk, inv_id = id_field(body, "operation"), id_field(body, "invoice", bitrix=True)
     ctx = get_ctx()
     with ctx.db.session() as s:
         op = s.get(Operation, op_pk)
@@ -305,20 +301,7 @@ def api_stages():
 @frame_required
 def api_link():
     frame, _portal = _admin()
-    try:
-        from . import bank
-        return jsonify({"url": url_for("bank.start", ticket=bank.issue_link_ticket(frame))})
-    except (ImportError, AttributeError, BuildError):
-        abort(503, description="bank link unavailable")
+    return jsonify({"url": url_for("bank.start", ticket=issue_link_ticket(frame))})
 
 
-@bp.errorhandler(400)
-@bp.errorhandler(401)
-@bp.errorhandler(403)
-@bp.errorhandler(404)
-@bp.errorhandler(405)
-@bp.errorhandler(503)
-def _api_error(exc):
-    if request.path.startswith("/app/api/"):
-        return jsonify({"error": exc.name.lower().replace(" ", "_"), "message": exc.description}), exc.code
-    return exc
+actions.json_errors(bp, lambda: request.path.startswith("/app/api/"))

@@ -15,6 +15,7 @@ from ..bank.errors import BankError
 from ..banklink import LinkFailed
 from ..models import BankAccount, BankLink
 from ..sync import request_sync
+from .actions import OUR_ID_MAX, id_field, json_body, json_errors
 from .factory import csrf, get_ctx
 from .i18n import current_lang, set_lang
 from .security import Frame, frame_required, script_origin
@@ -37,6 +38,10 @@ def _tickets() -> URLSafeTimedSerializer:
 def issue_link_ticket(frame: Frame) -> str:
     """A short-lived signed ticket for the popup: which portal and user started the link."""
     return _tickets().dumps({"m": frame.member_id, "u": frame.user_id, "a": frame.is_admin, "l": frame.lang})
+
+
+def may_link(frame: Frame) -> bool:
+    return frame.is_admin or (frame.owner_id is not None and frame.owner_id == frame.user_id)
 
 
 def _read_ticket(token: str) -> dict:
@@ -123,6 +128,8 @@ def paste_token():
 def webhook(link_id: int):
     """T-Bank's oper-feed-operation: authenticate, acknowledge, and make the account due now."""
     ctx = get_ctx()
+    if link_id > OUR_ID_MAX:
+        return jsonify({"error": "unauthorized"}), 401
     auth = request.headers.get("Authorization", "")
     presented = auth.split(" ", 1)[1] if auth.lower().startswith("bearer ") else ""
     if not banklink.webhook_secret_matches(ctx, link_id, presented):
@@ -168,7 +175,8 @@ def accounts():
                       "name": a.name, "watched": a.watched,
                       "last_synced_at": a.last_synced_at.isoformat() if a.last_synced_at else None,
                       "last_error": a.last_error} for a in accs if any(l.id == a.link_id for l in links)],
-        "link_url": f"/bank/start?ticket={issue_link_ticket(g.frame)}",
+        # Linking is for those who may act here: admins, and in a deal tab the deal's responsible.
+        "link_url": f"/bank/start?ticket={issue_link_ticket(g.frame)}" if may_link(g.frame) else None,
         "token_url": f"/bank/token?ticket={issue_link_ticket(g.frame)}" if g.frame.is_admin else None,
     })
 
@@ -195,13 +203,14 @@ def unlink():
     ctx, portal = _portal_for_frame()
     if not g.frame.is_admin:
         abort(403)
-    body = request.get_json(silent=True)
-    link_id = body.get("link_id") if isinstance(body, dict) else None
-    if not isinstance(link_id, int):
-        return jsonify({"error": "link_id required"}), 400
+    link_id = id_field(json_body(), "link_id")
     if not banklink.unlink(ctx, portal.id, link_id):
         abort(404)
     return jsonify({"ok": True})
+
+
+JSON_ENDPOINTS = {"bank.webhook", "bank.accounts", "bank.choose_accounts", "bank.unlink"}
+json_errors(bp, lambda: request.endpoint in JSON_ENDPOINTS)
 
 
 @bp.errorhandler(BankError)

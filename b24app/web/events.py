@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from flask import Blueprint, jsonify, request
 
@@ -14,6 +15,7 @@ from .factory import get_ctx
 bp = Blueprint("events", __name__, url_prefix="/events")
 CSRF_EXEMPT = True  # server-to-server; application_token is the credential
 log = logging.getLogger("b24app.events")
+ENTITY_ID = re.compile(r"[0-9]{1,18}")  # ASCII digits only, and within a database integer
 
 
 def _payload() -> dict:
@@ -37,7 +39,7 @@ def app_lifecycle():
     event = str(body.get("event", "")).upper()
     auth = body.get("auth") if isinstance(body.get("auth"), dict) else {}
     data = body.get("data") if isinstance(body.get("data"), dict) else {}
-    member_id = str(auth.get("member_id", ""))
+    member_id = auth.get("member_id") if isinstance(auth.get("member_id"), str) else ""
     token_ok = ctx.portals.application_token_matches(member_id, auth.get("application_token"))
     try:
         if event == "ONAPPUNINSTALL":
@@ -84,13 +86,14 @@ def crm_changed():
     except InstallRejected as exc:
         return _refuse(400, exc.reason)
     auth = body.get("auth") if isinstance(body.get("auth"), dict) else {}
-    member_id = str(auth.get("member_id", ""))
+    member_id = auth.get("member_id") if isinstance(auth.get("member_id"), str) else ""
     if not ctx.portals.application_token_matches(member_id, auth.get("application_token")):
         return _refuse(401, "invalid_application_token")
     event = str(body.get("event", "")).upper()
-    fields = ((body.get("data") or {}).get("FIELDS") or {}) if isinstance(body.get("data"), dict) else {}
-    entity_id = str(fields.get("ID", ""))
-    if not entity_id.isdigit():
+    data = body.get("data") if isinstance(body.get("data"), dict) else {}
+    fields = data.get("FIELDS") if isinstance(data.get("FIELDS"), dict) else {}
+    entity_id = fields.get("ID")
+    if not isinstance(entity_id, str) or not ENTITY_ID.fullmatch(entity_id):
         return _refuse(400, "malformed")
     if event.startswith("ONCRMDYNAMICITEM"):
         if str(fields.get("ENTITY_TYPE_ID", "")) != "31":

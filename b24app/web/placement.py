@@ -11,12 +11,12 @@ from flask import Blueprint, Response, abort, g, jsonify, render_template, reque
 from flask_babel import gettext as _
 from markupsafe import Markup
 from sqlalchemy import select
-from werkzeug.routing import BuildError
 
 from .. import views
 from ..models import Allocation, Invoice, Operation, Portal
 from . import actions
 from .actions import id_field, json_body
+from .bank import issue_link_ticket
 from .factory import get_ctx
 from .i18n import set_lang
 from .security import (Frame, PlacementRejected, allow_framing, frame_required, issue_frame_token,
@@ -128,12 +128,8 @@ def may_act(frame: Frame, data: views.WidgetData) -> bool:
     return access.may_act_on(None) or any(access.may_act_on(i.assigned_by_id) for i in data.invoices)
 
 
-def _link_url(frame: Frame) -> str | None:
-    try:
-        from . import bank
-        return url_for("bank.start", ticket=bank.issue_link_ticket(frame))
-    except (ImportError, AttributeError, BuildError):
-        return None
+def _link_url(frame: Frame) -> str:
+    return url_for("bank.start", ticket=issue_link_ticket(frame))
 
 
 def render_body(frame: Frame, data: views.WidgetData) -> Markup:
@@ -321,7 +317,7 @@ def _require_actor(frame: Frame, portal: Portal, kind: str, entity_id: int, invo
 def api_assign(kind: str, entity_id: int):
     frame, portal = _frame_for(kind, entity_id)
     body = json_body()
-    op_pk, inv_id = id_field(body, "operation"), id_field(body, "invoice")
+    op_pk, inv_id = id_field(body, "operation"), id_field(body, "invoice", bitrix=True)
     ctx = get_ctx()
     with ctx.db.session() as s:
         op = s.get(Operation, op_pk)
@@ -362,21 +358,8 @@ def api_link(kind: str, entity_id: int):
     """A fresh URL for the bank-link popup (the ticket in it is short-lived)."""
     frame, portal = _frame_for(kind, entity_id)
     _require_actor(frame, portal, kind, entity_id)
-    url = _link_url(frame)
-    if url is None:
-        abort(503, description="bank link unavailable")
-    return jsonify({"url": url})
+    return jsonify({"url": _link_url(frame)})
 
 
 
-
-@bp.errorhandler(400)
-@bp.errorhandler(401)
-@bp.errorhandler(403)
-@bp.errorhandler(404)
-@bp.errorhandler(405)
-@bp.errorhandler(503)
-def _api_error(exc):
-    if request.path.startswith("/placement/api/"):
-        return jsonify({"error": exc.name.lower().replace(" ", "_"), "message": exc.description}), exc.code
-    return exc
+actions.json_errors(bp, lambda: request.path.startswith("/placement/api/"))
