@@ -146,21 +146,24 @@ def _owner(link: BankLink) -> str:
 class LinkTokens:
     """`token(force_refresh)` for BankAPI: refresh under a per-link lock, persist the rotated pair first."""
 
-    def __init__(self, ctx, link_id: int):
+    def __init__(self, ctx, link_id: int, link: BankLink | None = None):
         self.ctx, self.link_id = ctx, link_id
         self._seen_generation: int | None = None
+        self._preloaded = link  # a row the caller just read: saves one query on the first call
 
     def __call__(self, force_refresh: bool = False) -> str:
         ctx = self.ctx
-        with ctx.db.session() as s:
-            link = s.get(BankLink, self.link_id)
-            if link is None or link.status != "active" or not link.access_token_enc:
-                raise LinkNeedsConsent("the bank link is not active")
-            fresh = link.access_expires_at is None or link.access_expires_at - ctx.clock.now() > REFRESH_MARGIN
-            if link.kind == "static" or (fresh and not force_refresh):
-                self._seen_generation = link.token_generation
-                return ctx.cipher.decrypt(_owner(link), link.access_token_enc)
-            seen = link.token_generation if self._seen_generation is None else self._seen_generation
+        link, self._preloaded = self._preloaded, None
+        if link is None or force_refresh:
+            with ctx.db.session() as s:
+                link = s.get(BankLink, self.link_id)
+        if link is None or link.status != "active" or not link.access_token_enc:
+            raise LinkNeedsConsent("the bank link is not active")
+        fresh = link.access_expires_at is None or link.access_expires_at - ctx.clock.now() > REFRESH_MARGIN
+        if link.kind == "static" or (fresh and not force_refresh):
+            self._seen_generation = link.token_generation
+            return ctx.cipher.decrypt(_owner(link), link.access_token_enc)
+        seen = link.token_generation if self._seen_generation is None else self._seen_generation
         return self._refresh(seen)
 
     def _refresh(self, seen_generation: int) -> str:
@@ -196,8 +199,8 @@ class LinkTokens:
         return access
 
 
-def bank_api(ctx, link_id: int) -> BankAPI:
-    return BankAPI(ctx.settings.tbank_api_url, LinkTokens(ctx, link_id), http=ctx.http)
+def bank_api(ctx, link_id: int, link: BankLink | None = None) -> BankAPI:
+    return BankAPI(ctx.settings.tbank_api_url, LinkTokens(ctx, link_id, link), http=ctx.http)
 
 
 def load_accounts(ctx, link_id: int) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from datetime import timedelta
 
 from sqlalchemy import select, update
@@ -11,6 +12,7 @@ from .bank.errors import MalformedOperation
 from .bank.operations import BankOperation
 from .banklink import LinkNeedsConsent, bank_api
 from .models import BankAccount, BankLink, Operation, OperationAlias, Portal
+from .rules import load_rules
 
 log = logging.getLogger("b24app.sync")
 OVERLAP = timedelta(hours=3)         # late-posted and night-time operations are re-read
@@ -66,8 +68,24 @@ def _initial_state(op: BankOperation) -> str:
     return "new" if op.is_transaction else "pending"
 
 
-def sync_account(ctx, account_id: int) -> dict:
-    """Read [synced_until - overlap, now) and store it; the cursor moves only after everything is stored."""
+def interval_for(ctx, portal_settings: dict | None) -> int:
+    """Seconds between polls: the portal admin's choice, else the deployment's B24APP_SYNC_INTERVAL."""
+    return load_rules(portal_settings).sync_interval or ctx.settings.sync_interval
+
+
+def _release(acc: BankAccount, lease_owner: str | None, delay: float, now) -> None:
+    """Hand the lease back (when it is still ours) and say when the account is due again."""
+    if lease_owner is not None and acc.lease_owner == lease_owner:
+        acc.lease_owner, acc.lease_until = None, None
+        acc.next_sync_at = now + timedelta(seconds=delay)
+
+
+def sync_account(ctx, account_id: int, *, lease_owner: str | None = None) -> dict:
+    """Read [synced_until - overlap, now) and store it; the cursor moves only after everything is stored.
+
+    With `lease_owner`, the final write also releases that lease and schedules the next poll, so a
+    routine poll costs two short transactions besides the bank call.
+    """
     now = ctx.clock.now()
     with ctx.db.session() as s:
         account = s.get(BankAccount, account_id)
@@ -75,7 +93,8 @@ def sync_account(ctx, account_id: int) -> dict:
         if account is None or link is None or link.status != "active" or not account.watched:
             return {"skipped": True}
         since = (account.synced_until or now - FIRST_SYNC) - OVERLAP
-    api = bank_api(ctx, link.id)
+        interval = interval_for(ctx, s.scalar(select(Portal.settings).where(Portal.id == account.portal_id)))
+    api = bank_api(ctx, link.id, link)
     counts = {"new": 0, "same": 0, "reidentified": 0, "settled": 0}
     malformed: list[str] = []
 
@@ -100,6 +119,8 @@ def sync_account(ctx, account_id: int) -> dict:
         acc.synced_until = now  # everything before `now` is stored
         acc.last_synced_at = ctx.clock.now()
         acc.last_error, acc.failures = ("; ".join(malformed)[:500] or None), 0
+        # Jitter spreads accounts that became due together over the interval.
+        _release(acc, lease_owner, interval * (0.9 + 0.2 * random.random()), ctx.clock.now())
         if counts["new"] or counts["settled"]:
             s.execute(update(Portal).where(Portal.id == acc.portal_id).values(work_due_at=ctx.clock.now()))
     counts["malformed"] = len(malformed)
@@ -156,12 +177,15 @@ def sync_status(ctx, portal_id: int) -> dict:
             "last_error": a.last_error} for a in rows]}
 
 
-def record_failure(ctx, account_id: int, exc: Exception) -> None:
+def record_failure(ctx, account_id: int, exc: Exception, *, lease_owner: str | None = None,
+                   retry_after: float | None = None) -> None:
+    """Note the failure on the account; with `lease_owner`, release that lease and back off (15 s doubling, 15 min cap)."""
     with ctx.db.session() as s:
         acc = s.get(BankAccount, account_id)
-        if acc is None:
+        if acc is None or (lease_owner is not None and acc.lease_owner != lease_owner):
             return
         acc.failures += 1
+        _release(acc, lease_owner, retry_after or min(900, 15 * 2 ** min(acc.failures, 6)), ctx.clock.now())
         acc.last_error = f"{type(exc).__name__}: {exc}"[:500]
         if isinstance(exc, LinkNeedsConsent):
             acc.last_error = "needs_consent"
