@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from datetime import timedelta
 from pathlib import Path
 
@@ -199,19 +199,40 @@ class Worker:
         return len(accounts) + len(portals)
 
     def run(self, *, max_seconds: float | None = None) -> None:
+        """Keep the thread pool busy: refill it as soon as a quarter is free, no barrier between rounds.
+
+        Portal work (matching and effects: payments already in) is claimed first, on at most a quarter of
+        the free threads, so a backlog of statement polls cannot delay it; accounts take the rest. The
+        cheap upkeep query that finds portals needing work runs at most once a second.
+        """
         started = time.monotonic()
         log.info("worker started", extra={"owner": self.owner, "concurrency": self.concurrency})
+        upkeep_at = 0.0
+        refill = max(1, self.concurrency // 4)
+        inflight: set = set()
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="b24app-work") as pool:
             while not self.stopping.is_set():
-                try:
-                    done = self.run_once(pool)
-                except Exception:
-                    log.exception("worker round failed")
-                    done = 0
                 if max_seconds is not None and time.monotonic() - started > max_seconds:
                     break
-                if not done:
+                try:
+                    if time.monotonic() - upkeep_at >= 1.0:
+                        self.schedule_portal_upkeep()
+                        upkeep_at = time.monotonic()
+                    free = self.concurrency - len(inflight)
+                    if free >= refill:
+                        for p in self.claim_portals(max(1, free // 4)):
+                            inflight.add(pool.submit(self.portal_work, p))
+                        room = self.concurrency - len(inflight)
+                        for a in self.claim_accounts(min(room, self.batch)) if room > 0 else ():
+                            inflight.add(pool.submit(self.sync_one, a))
+                except Exception:
+                    log.exception("worker scheduling failed")
+                if inflight:
+                    _done, pending = wait(inflight, timeout=self.idle_sleep, return_when=FIRST_COMPLETED)
+                    inflight = set(pending)
+                else:
                     self.stopping.wait(self.idle_sleep)
+            wait(inflight)
         log.info("worker stopped", extra={"owner": self.owner})
 
     def install_signal_handlers(self) -> None:
