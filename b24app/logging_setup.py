@@ -31,6 +31,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
+class SafeWatchedFileHandler(logging.handlers.WatchedFileHandler):
+    """A REST log that cannot break a REST call: a vanished or unwritable directory is reported, not raised."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            super().emit(record)
+        except OSError:
+            self.handleError(record)
+
+
 _configured: set[str] = set()
 
 
@@ -50,7 +60,7 @@ def configure_logging(settings: Settings) -> None:
         path.mkdir(parents=True, exist_ok=True)
         # Several processes append to one file; logrotate (install/logrotate/b24app) rotates it daily and
         # keeps 3 days. WatchedFileHandler reopens the file after rotation instead of rotating it itself.
-        fh = logging.handlers.WatchedFileHandler(path / "rest.log", encoding="utf-8")
+        fh = SafeWatchedFileHandler(path / "rest.log", encoding="utf-8")
         fh.setFormatter(JsonFormatter())
         rest = logging.getLogger("b24app.rest")
         rest.setLevel(logging.DEBUG)  # every call goes to the file; stderr keeps its own level

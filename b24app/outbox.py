@@ -13,7 +13,7 @@ import logging
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .bitrix.errors import BitrixError, NotFound, PortalGone
@@ -70,7 +70,10 @@ def _claim(ctx, portal_id: int, owner: str, limit: int) -> list[tuple[OutboxItem
                 OutboxItem.portal_id == portal_id,
                 or_(and_(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now),
                     and_(OutboxItem.status == "sending", OutboxItem.lease_until < now)))
-            .order_by(OutboxItem.id).limit(limit).with_for_update(skip_locked=True)))
+            # Money state first: invoices and deals move before chat, comments and triggers go out.
+            .order_by(case((OutboxItem.kind.in_(("invoice_paid", "invoice_reopen", "deal_stage")), 0), else_=1),
+                      OutboxItem.id)
+            .limit(limit).with_for_update(skip_locked=True)))
         out = []
         for item in rows:
             uncertain = item.status == "sending"  # a previous attempt may have reached Bitrix24

@@ -79,3 +79,23 @@ def test_readyz_says_when_the_schema_is_behind(stack):
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'old'")
     r = httpx.get(stack.app_url + "/readyz", timeout=10)
     assert r.status_code == 503 and r.json()["fix"] == "b24app db upgrade"
+
+
+def test_a_vanished_rest_log_directory_does_not_break_rest_calls(tmp_path):
+    import logging
+    import shutil
+
+    from b24app.config import Settings, finalize
+    from b24app.logging_setup import configure_logging
+
+    log_dir = tmp_path / "rest-log"
+    configure_logging(finalize(Settings(mode="test", data_dir=str(tmp_path), rest_log_dir=str(log_dir))))
+    rest = logging.getLogger("b24app.rest")
+    rest.debug("rest call", extra={"method": "user.current"})
+    assert (log_dir / "rest.log").read_text().count("user.current") == 1
+    shutil.rmtree(log_dir)
+    logging.raiseExceptions, saved = False, logging.raiseExceptions
+    try:
+        rest.debug("rest call", extra={"method": "user.current"})  # must not raise FileNotFoundError
+    finally:
+        logging.raiseExceptions = saved
