@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.bench_scale                 # quick: 200 accounts / 50 portals
     .venv/bin/python -m benchmarks.bench_scale --full          # 1,000 and 10,000 accounts / 1,000 portals
     options: --accounts 1000,10000 --portals 1000 --interval 60 --duration 150 --latency-ms 100
-             --configs 1:postgres,4:postgres,1:postgres:pipelined:64 --concurrency N --json PATH
+             --configs 1:postgres,4:postgres,1:postgres:sized-pool:64 --concurrency N --json PATH
 
 The portal and bank sandboxes run in their own processes with `latency_ms` injected into every API
 answer. Portals are created and the app installed through the portal sandbox's control API (which
@@ -13,7 +13,8 @@ its token cipher (driving the full install and SMS link flow 1,000 times would t
 
 Accounts fall due uniformly over one interval from the start (the steady state: no thundering herd),
 invoice caches are spread over the 15-minute re-read interval likewise. Then 1 or K processes of
-`b24app.worker.Worker` (unchanged, see scale_worker.py) run for `--duration` seconds. Reported:
+`b24app.worker.Worker` (unchanged; scale_worker.py records, and its `sized-pool` variant only gives it
+a database pool as large as its thread pool) run for `--duration` seconds. Reported:
 demanded and sustained polls/s, lag from `next_sync_at` to the sync being done (and to being
 claimed), accounts left overdue when the run ended (counted into the lag as lower bounds), worker RSS
 (max over the run, per process), CPU use of each process, errors, and double syncs: two successful
@@ -317,6 +318,19 @@ def postgres_cpu_seconds(pg_dir: Path) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_sessions(url: str) -> int:
+    """Connections (sessions) the database has accepted so far (PostgreSQL 14+ counts them)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text(
+                "SELECT sessions FROM pg_stat_database WHERE datname = current_database()")).scalar() or 0)
+    finally:
+        engine.dispose()
+
+
 def run_workers(fields: dict, workdir: Path, config: Config, duration: float, sandboxes: list[Proc],
                 interval: int, rng: random.Random, pg_dir: Path | None) -> dict:
     settings_path = workdir / "settings.json"
@@ -329,6 +343,7 @@ def run_workers(fields: dict, workdir: Path, config: Config, duration: float, sa
     for sb in sandboxes:
         sb.cpu_start = sb.cpu_seconds()
     pg0 = postgres_cpu_seconds(pg_dir) if pg_dir else 0.0
+    sessions0 = postgres_sessions(fields["database_url"]) if pg_dir else 0
     busy0 = machine_busy()
     wall0 = time.time()
     procs = [Proc(f"worker {n}", subprocess.Popen(
@@ -351,6 +366,7 @@ def run_workers(fields: dict, workdir: Path, config: Config, duration: float, sa
         time.sleep(0.5)
     wall = time.time() - wall0
     busy1 = machine_busy()
+    sessions = postgres_sessions(fields["database_url"]) - sessions0 if pg_dir else 0
     sandbox_cpu = {sb.name: (sb.cpu_seconds() - sb.cpu_start) / wall for sb in sandboxes}
     results = [json.loads(o.read_text()) for o in outs if o.exists()]
     if len(results) != config.workers:
@@ -360,7 +376,7 @@ def run_workers(fields: dict, workdir: Path, config: Config, duration: float, sa
         "t0": t0, "stop": stop, "results": results, "overdue": overdue_at(fields, stop), "wall": wall,
         "rss_max_mb": [p.rss_max_kb / 1024 for p in procs],
         "worker_cpu": [cpu_last[id(p)] / wall for p in procs],
-        "sandbox_cpu": sandbox_cpu, "postgres_cpu": (pg_last - pg0) / wall,
+        "sandbox_cpu": sandbox_cpu, "postgres_cpu": (pg_last - pg0) / wall, "postgres_sessions": sessions,
         "machine_busy": (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]) * (os.cpu_count() or 1),
     }
 
@@ -412,6 +428,8 @@ def analyse(run: dict, accounts: int, interval: int) -> dict:
     for r in run["results"]:
         warnings.update(r.get("warnings") or {})
     portal_runs = [x for r in run["results"] for x in r["portal_runs"]]
+    claims = [x for r in run["results"] for x in (r.get("timings") or {}).get("claim_accounts", [])]
+    upkeeps = [x for r in run["results"] for x in (r.get("timings") or {}).get("upkeep", [])]
     own = sum(run["worker_cpu"]) + sum(run["sandbox_cpu"].values()) + run["postgres_cpu"]
     return {
         "accounts": accounts, "interval": interval, "window_s": window,
@@ -426,8 +444,11 @@ def analyse(run: dict, accounts: int, interval: int) -> dict:
         "share_per_worker": [shares.get(n, 0) for n in range(len(run["results"]))],
         "sync_s_p50": percentile([r[4] - r[3] for r in ok], 50),
         "portal_runs": len(portal_runs), "portal_run_s_p50": percentile(portal_runs, 50),
+        "claims": len(claims), "claim_s_p50": percentile(claims, 50), "claim_s_p99": percentile(claims, 99),
+        "upkeeps": len(upkeeps), "upkeep_s_p50": percentile(upkeeps, 50),
         "rss_max_mb": run["rss_max_mb"], "worker_cpu": run["worker_cpu"], "sandbox_cpu": run["sandbox_cpu"],
         "postgres_cpu": run["postgres_cpu"], "machine_busy": run["machine_busy"],
+        "postgres_sessions": run.get("postgres_sessions", 0),
         "other_cpu": max(0.0, run["machine_busy"] - own),
         "concurrency": run["results"][0]["concurrency"] if run["results"] else None,
         "variant": run["results"][0].get("variant", "app") if run["results"] else "app",
@@ -443,7 +464,7 @@ def keeps_up(row: dict) -> bool:
 # -- the benchmark -----------------------------------------------------------------------------------------
 QUICK_CONFIGS = (Config(1, "sqlite"), Config(4, "postgres"))
 FULL_CONFIGS = (Config(1, "postgres"), Config(4, "postgres"), Config(1, "postgres", "app", 64),
-                Config(1, "postgres", "pipelined", 64))
+                Config(1, "postgres", "sized-pool", 64))
 
 
 def run(full: bool = False, accounts: tuple[int, ...] | None = None, portals: int | None = None,
@@ -483,7 +504,7 @@ def run(full: bool = False, accounts: tuple[int, ...] | None = None, portals: in
                         if not by_db:
                             created = seed(fields, portal_url, bank_url, n_accounts, portals, rng)
                         else:  # the sandboxes already hold these portals: copy the rows
-                            created = reseed_rows(fields, by_db)
+                            created = reseed_rows(fields, by_db) | {"copied_from": next(iter(by_db))}
                         seeding.append({"accounts": n_accounts, "db": config.db, **created})
                         by_db[config.db] = fields
                     fields = dict(by_db[config.db])
@@ -556,7 +577,7 @@ def _report(rows: list[dict], seeding: list[dict], latency_ms: float) -> Report:
                 f"{os.cpu_count()}; 'others' is load from other processes on the machine)",
                 ["accounts", "workers, DB", "workers", "bank sandbox", "portal sandbox", "PostgreSQL", "others",
                  "machine busy", "syncs done", "accounts synced", "syncs per worker", "one sync p50",
-                 "portal runs (p50)"])
+                 "portal runs (p50)", "account claims (p50 / p99)", "upkeeps (p50)", "DB connections opened"])
     for r in rows:
         variant = "" if r["variant"] == "app" else f" [{r['variant']}]"
         cpu.add(f"{r['accounts']:,}", f"{r['workers']} × {r['concurrency']}, {r['db']}{variant}",
@@ -564,10 +585,19 @@ def _report(rows: list[dict], seeding: list[dict], latency_ms: float) -> Report:
                 fmt(r["sandbox_cpu"].get("portal sandbox", 0), 2), fmt(r["postgres_cpu"], 2), fmt(r["other_cpu"], 2),
                 fmt(r["machine_busy"], 2), r["syncs_ok"], f"{r['accounts_synced']:,}",
                 " / ".join(str(x) for x in r["share_per_worker"]), f"{fmt(r['sync_s_p50'] * 1000, 0)} ms",
-                f"{r['portal_runs']} ({fmt(r['portal_run_s_p50'] * 1000, 0)} ms)")
-    seed_table = Table("Seeding (not measured)", ["accounts", "DB", "sandbox control calls + DB rows"])
+                f"{r['portal_runs']} ({fmt(r['portal_run_s_p50'] * 1000, 0)} ms)",
+                f"{r['claims']} ({fmt(r['claim_s_p50'] * 1000, 1)} / {fmt(r['claim_s_p99'] * 1000, 1)} ms)",
+                f"{r['upkeeps']} ({fmt(r['upkeep_s_p50'] * 1000, 1)} ms)",
+                str(r["postgres_sessions"]) if r["db"] == "postgres" else "-")
+    seed_table = Table("Seeding (not measured)", ["accounts", "DB", "how", "took"])
     for s in seeding:
-        seed_table.add(f"{s['accounts']:,}", s["db"], f"{fmt(s['total_s'], 1)} s (sandboxes {fmt(s['sandbox_s'], 1)} s)")
+        if s.get("copied_from"):
+            seed_table.add(f"{s['accounts']:,}", s["db"], f"rows copied from the {s['copied_from']} database",
+                           f"{fmt(s['total_s'], 1)} s")
+        else:
+            seed_table.add(f"{s['accounts']:,}", s["db"], "sandbox control API (portals, installs, companies, "
+                           "tokens), then rows through the app's models", f"{fmt(s['total_s'], 1)} s "
+                           f"(sandboxes {fmt(s['sandbox_s'], 1)} s)")
     report = Report("bench_scale", [table, cpu, seed_table], {"rows": rows, "seeding": seeding})
     for r in rows:
         if r["warnings"]:
@@ -575,7 +605,7 @@ def _report(rows: list[dict], seeding: list[dict], latency_ms: float) -> Report:
                                 f"{r['concurrency']} {r['db']} [{r['variant']}]: "
                                 + "; ".join(f"{k} ×{v}" for k, v in sorted(r["warnings"].items(), key=lambda kv: -kv[1])))
     for r in rows:
-        variant = "" if r["variant"] == "app" else f" [{r['variant']}, a proposal]"
+        variant = "" if r["variant"] == "app" else f" [{r['variant']}]"
         report.notes.append(
             f"{r['accounts']:,} accounts, {r['workers']} × {r['concurrency']} on {r['db']}{variant}: "
             f"{'keeps up' if keeps_up(r) else 'does NOT keep up'} (p99 lag {fmt(r['lag_p99'], 1)} s, "
@@ -592,8 +622,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--interval", type=int, help="sync interval in seconds")
     parser.add_argument("--duration", type=float, help="seconds each configuration runs")
     parser.add_argument("--latency-ms", type=float, default=100.0)
-    parser.add_argument("--configs", help="workers:db[:variant[:threads]], comma-separated, e.g. "
-                                          "1:postgres,4:postgres,1:sqlite,1:postgres:pipelined:64")
+    parser.add_argument("--configs", help="workers:db[:variant[:threads]], comma-separated, variant app or "
+                                          "sized-pool, e.g. 1:postgres,4:postgres,1:sqlite,1:postgres:sized-pool:64")
     parser.add_argument("--concurrency", type=int, help="threads per worker where a config does not say")
     parser.add_argument("--json", help="also write the raw results here")
     args = parser.parse_args(argv)

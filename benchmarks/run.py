@@ -2,31 +2,22 @@
 
     .venv/bin/python -m benchmarks.run [--full] [--only matching,rest_calls,latency,scale] [--json-dir DIR]
 
-Each benchmark is bounded in time and uses only loopback; the quick set takes about five minutes on
-two cores (each benchmark under two), `--full` about half an hour (see BENCHMARKS.md).
+Each benchmark runs in its own Python process (no state, threads or log handlers carried from one to
+the next), is bounded in time and uses only loopback. The quick set takes about five minutes on two
+cores (each benchmark under two), `--full` about 40 minutes (see BENCHMARKS.md).
 """
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from .reporting import emit, machine
+from .reporting import REPO, machine
 
 BENCHMARKS = ("matching", "rest_calls", "latency", "scale")
-
-
-def _run_one(name: str, full: bool):
-    if name == "matching":
-        from .bench_matching import run
-    elif name == "rest_calls":
-        from .bench_rest_calls import run
-    elif name == "latency":
-        from .bench_latency import run
-    else:
-        from .bench_scale import run
-    return run(full)
+TIMEOUT_S = {"quick": 240, "full": 3600}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,18 +35,18 @@ def main(argv: list[str] | None = None) -> int:
           f"{m['date']}; {m['nproc']} cores; Python {m['python']}; {m['platform']}\n", flush=True)
     failed = []
     for name in chosen:
-        started = time.monotonic()
-        try:
-            report = _run_one(name, args.full)
-        except Exception as exc:  # noqa: BLE001  (one broken benchmark must not hide the others)
-            print(f"## bench_{name}\n\nFAILED: {type(exc).__name__}: {exc}\n", flush=True)
-            failed.append(name)
-            continue
-        json_path = None
+        command = [sys.executable, "-m", f"benchmarks.bench_{name}"] + (["--full"] if args.full else [])
         if args.json_dir:
             Path(args.json_dir).mkdir(parents=True, exist_ok=True)
-            json_path = str(Path(args.json_dir) / f"{name}.json")
-        emit(report, json_path)
+            command += ["--json", str(Path(args.json_dir).resolve() / f"{name}.json")]
+        started = time.monotonic()
+        try:
+            code = subprocess.run(command, cwd=REPO, timeout=TIMEOUT_S["full" if args.full else "quick"]).returncode
+        except subprocess.TimeoutExpired:
+            code = "timeout"
+        if code != 0:
+            print(f"\nbench_{name} FAILED ({code})", flush=True)
+            failed.append(name)
         print(f"\n(bench_{name} took {time.monotonic() - started:.0f} s)\n", flush=True)
     return 1 if failed else 0
 
