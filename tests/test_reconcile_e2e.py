@@ -221,3 +221,34 @@ def test_with_several_own_companies_only_the_receiving_companys_invoices_are_can
         assert {a.mycompany_id for a in s.scalars(select(BankAccount))} == {own_a}
     assert item(linked, d0["invoice_id"])["stageId"] == "DT31_2:N"   # Лютик's invoice is not Ромашка's money
     assert item(linked, d3["invoice_id"])["stageId"] == "DT31_2:P"
+
+
+def test_an_interrupted_task_is_not_created_twice(linked):
+    with linked.ctx.db.session() as s:
+        portal = s.scalar(select(Portal))
+    save_rules(linked.ctx, portal.id, {"underpaid_task": True})
+    with linked.ctx.db.session() as s:
+        portal = s.scalar(select(Portal))  # with the rule just saved
+    d = linked.deals[1]
+    linked.pay("1000.00", "Оплата по счету СЧ-00412", payerInn=d["inn"])
+    sync.request_sync(linked.ctx, portal.id)
+    w = Worker(linked.ctx, concurrency=1)
+    for acc_id in w.claim_accounts(10):
+        w.sync_one(acc_id)
+    from b24app import invoices
+    invoices.refresh_all(linked.ctx, portal)
+    reconcile.reconcile_portal(linked.ctx, portal)
+    real_finish = outbox._finish
+    outbox._finish = lambda *a, **k: None   # dies after the batch reached Bitrix24
+    try:
+        outbox.deliver(linked.ctx, portal)
+    finally:
+        outbox._finish = real_finish
+    with linked.ctx.db.session() as s:
+        for i in s.scalars(select(OutboxItem)):
+            i.lease_until = linked.ctx.clock.now()
+    outbox.deliver(linked.ctx, portal)
+    tasks = linked.portal_state()["tasks"]
+    assert len(tasks) == 1 and tasks[0]["responsibleId"] == str(d["user"])
+    with linked.ctx.db.session() as s:
+        assert {i.status for i in s.scalars(select(OutboxItem))} <= {"done", "skipped"}

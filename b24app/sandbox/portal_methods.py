@@ -308,6 +308,21 @@ def task_add(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     return {"task": task}
 
 
+@method("tasks.task.list", scope="task")
+def task_list(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    """The subset the app uses: filter RESPONSIBLE_ID and %TITLE (substring); result {"tasks": [...]}."""
+    flt = arg(params, "filter") or {}
+    if not isinstance(flt, dict):
+        raise RestError("ERROR_CORE", "Wrong filter", 400)
+    flt = {str(k).upper(): v for k, v in flt.items()}
+    rows = [{k: v for k, v in t.items() if k != "client_id"} for t in ctx.portal.tasks]
+    if flt.get("RESPONSIBLE_ID") not in (None, ""):
+        rows = [t for t in rows if t["responsibleId"] == str(flt["RESPONSIBLE_ID"])]
+    if flt.get("%TITLE"):
+        rows = [t for t in rows if str(flt["%TITLE"]).lower() in t["title"].lower()]
+    return {"tasks": rows}
+
+
 # ---------------------------------------------------------------------------------------------
 # automation triggers
 @method("crm.automation.trigger.add", scope="crm", app_only=True, admin_only=True)
