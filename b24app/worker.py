@@ -18,12 +18,12 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 
 from . import installation, invoices, outbox, reconcile, sync
 from .bank.errors import BankError, RateLimited
 from .bitrix.errors import BitrixError, PortalGone
-from .models import BankAccount, BankLink, InvoiceRefresh, Portal
+from .models import BankAccount, BankLink, InvoiceRefresh, Operation, OutboxItem, Portal
 from .rules import load_rules
 
 log = logging.getLogger("b24app.worker")
@@ -123,6 +123,16 @@ class Worker:
             s.execute(update(Portal).where(
                 Portal.status == "installed", Portal.work_due_at.is_(None),
                 Portal.id.in_(select(InvoiceRefresh.portal_id))).values(work_due_at=now))
+            # A worker killed while it held a portal took that portal's "due" mark with it: anything still
+            # undecided or unsent makes the portal due again once the lease has run out.
+            s.execute(update(Portal).where(
+                Portal.status == "installed", Portal.work_due_at.is_(None),
+                or_(Portal.lease_until.is_(None), Portal.lease_until < now),
+                or_(Portal.id.in_(select(Operation.portal_id).where(Operation.state == "new")),
+                    Portal.id.in_(select(OutboxItem.portal_id).where(or_(
+                        and_(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now),
+                        and_(OutboxItem.status == "sending", OutboxItem.lease_until < now))))))
+                .values(work_due_at=now))
             # A lost ONAPPUPDATE must not leave a portal with old placements/events.
             s.execute(update(Portal).where(
                 Portal.status == "installed", Portal.work_due_at.is_(None),

@@ -89,8 +89,9 @@ def test_a_vanished_rest_log_directory_does_not_break_rest_calls(tmp_path):
     from b24app.logging_setup import configure_logging
 
     log_dir = tmp_path / "rest-log"
-    configure_logging(finalize(Settings(mode="test", data_dir=str(tmp_path), rest_log_dir=str(log_dir))))
     rest = logging.getLogger("b24app.rest")
+    before = list(rest.handlers)
+    configure_logging(finalize(Settings(mode="test", data_dir=str(tmp_path), rest_log_dir=str(log_dir))))
     rest.debug("rest call", extra={"method": "user.current"})
     assert (log_dir / "rest.log").read_text().count("user.current") == 1
     shutil.rmtree(log_dir)
@@ -99,3 +100,6 @@ def test_a_vanished_rest_log_directory_does_not_break_rest_calls(tmp_path):
         rest.debug("rest call", extra={"method": "user.current"})  # must not raise FileNotFoundError
     finally:
         logging.raiseExceptions = saved
+        for handler in set(rest.handlers) - set(before):  # leave no handler on a deleted file behind
+            rest.removeHandler(handler)
+            handler.close()

@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from b24app.models import BankAccount, Decision, Operation, Portal
+from b24app.models import BankAccount, Decision, InvoiceRefresh, Operation, Portal
 from b24app.sandbox.stack import link_bank, seed_crm, start_stack
 from b24app.worker import Worker, WorkerLockError, single_worker_lock
 from conftest import PG_URL, wait_for
@@ -121,3 +121,31 @@ def test_four_worker_processes_never_process_anything_twice_and_survive_a_kill(t
             except subprocess.TimeoutExpired:
                 p.kill()
         stack.stop()
+
+
+def test_work_of_a_worker_killed_while_holding_a_portal_is_picked_up(linked):
+    """The claim cleared the portal's due mark; the killed worker never put it back."""
+    from b24app import sync
+    d = linked.deals[0]
+    linked.pay(d["amount"], f"Оплата по счету № {d['number']}", payerInn=d["inn"])
+    with linked.ctx.db.session() as s:
+        portal_id = s.scalar(select(Portal.id))
+    sync.request_sync(linked.ctx, portal_id)
+    dead = Worker(linked.ctx, owner="dead")
+    for acc in dead.claim_accounts(10):
+        dead.sync_one(acc)
+    assert dead.claim_portals(10) == [portal_id]     # ... and dies here
+    with linked.ctx.db.session() as s:
+        p = s.get(Portal, portal_id)
+        assert p.work_due_at is None
+        p.lease_until = linked.ctx.clock.now() - timedelta(seconds=1)   # its lease runs out
+        p.invoices_refreshed_at = linked.ctx.clock.now()                 # no other reason to visit it
+        s.query(InvoiceRefresh).delete()
+    from b24app import invoices
+    invoices.refresh_all(linked.ctx, linked.ctx.portals.find(linked.member_id()))
+    with linked.ctx.db.session() as s:
+        s.query(InvoiceRefresh).delete()
+        s.get(Portal, portal_id).work_due_at = None
+    Worker(linked.ctx, owner="alive").run_once()
+    with linked.ctx.db.session() as s:
+        assert [o.state for o in s.scalars(select(Operation))] == ["matched"]
