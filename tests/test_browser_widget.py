@@ -102,7 +102,7 @@ def test_link_by_sms_then_a_payment_turns_the_invoice_paid_without_reload(page, 
             raise
     deadline = time.monotonic() + STEP / 1000
     while not popup.is_closed() and time.monotonic() < deadline:
-        time.sleep(0.05)
+        page.wait_for_timeout(50)  # lets Playwright see the popup's close event (time.sleep would not)
     assert popup.is_closed()
 
     # The tab notices the closed popup and shows the linked state.
