@@ -1,12 +1,13 @@
 """The app's real `Worker` in its own process, recording when each account fell due and when it was synced.
 
-    python -m benchmarks.scale_worker --settings FILE --seconds S --out FILE [--variant app|sized-pool]
+    python -m benchmarks.scale_worker --settings FILE --seconds S --out FILE [--variant app|sized-pool|rounds]
 
-`--settings` is a JSON object of `b24app.config.Settings` fields. The recording adds one small query
-per account claim (the claimed accounts' `next_sync_at`) and nothing per REST call; the worker itself
-is `b24app.worker.Worker` unchanged. `sized-pool` only gives it a database pool as large as its
-thread pool (`b24app.db.make_engine` defaults to 10 + 20 overflow connections). At the end the
-records are written to `--out` as JSON.
+`--settings` is a JSON object of `b24app.config.Settings` fields. The recording adds no query: the due
+time of a claimed account is taken from the row the claim query loads (an ORM load event), success
+from `sync.sync_account` returning. The worker is `b24app.worker.Worker` unchanged; `sized-pool` only
+gives it a database pool as large as its thread pool (`b24app.db.make_engine` defaults to 10 + 20
+overflow connections); `rounds` drives it with the loop it had before commit 09f4975 (`run_once` in
+a loop, each round a barrier), for comparison. At the end the records are written to `--out` as JSON.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import time
 
 
 def recording_worker_class():
-    from sqlalchemy import select
+    from sqlalchemy import event
 
     from b24app import sync
     from b24app.models import BankAccount
@@ -34,6 +35,14 @@ def recording_worker_class():
         return result
 
     sync.sync_account = sync_account  # the worker calls it through the module: see Worker.sync_one
+
+    loaded_due: dict[int, float] = {}
+
+    @event.listens_for(BankAccount, "load")
+    def _remember_due(target, _context) -> None:
+        """The claim query loads the rows it leases: note their `next_sync_at` without another query."""
+        if target.next_sync_at is not None:
+            loaded_due[target.id] = target.next_sync_at.timestamp()
 
     class RecordingWorker(Worker):
         """Worker that remembers (account, due, claimed, started, finished, ok) for every sync, and how long
@@ -51,15 +60,24 @@ def recording_worker_class():
             asked = time.time()
             ids = super().claim_accounts(limit)
             claimed = time.time()
-            if ids:
-                with self.ctx.db.session() as s:
-                    rows = s.execute(select(BankAccount.id, BankAccount.next_sync_at).where(BankAccount.id.in_(ids)))
-                    due = {i: at.timestamp() for i, at in rows}
             with self._lock:
                 self.timings["claim_accounts"].append(claimed - asked)
                 for i in ids:
-                    self._due[i] = (due.get(i, claimed), claimed)
+                    self._due[i] = (loaded_due.get(i, claimed), claimed)
             return ids
+
+        def run_in_rounds(self, *, max_seconds: float | None = None) -> None:
+            """The worker's loop before commit 09f4975: `run_once` rounds, each a barrier (for comparison)."""
+            from concurrent.futures import ThreadPoolExecutor
+
+            started = time.monotonic()
+            with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="b24app-work") as pool:
+                while not self.stopping.is_set():
+                    done = self.run_once(pool)
+                    if max_seconds is not None and time.monotonic() - started > max_seconds:
+                        break
+                    if not done:
+                        self.stopping.wait(self.idle_sleep)
 
         def schedule_portal_upkeep(self) -> None:
             started = time.time()
@@ -102,8 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settings", required=True)
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--variant", choices=("app", "sized-pool"), default="app",
-                        help="app: as shipped; sized-pool: a database pool as large as the thread pool")
+    parser.add_argument("--variant", choices=("app", "sized-pool", "rounds"), default="app",
+                        help="app: as shipped; sized-pool: a database pool as large as the thread pool; "
+                             "rounds: the loop of `run_once` rounds the worker had before commit 09f4975")
     args = parser.parse_args(argv)
 
     from b24app.config import Settings, finalize
@@ -129,7 +148,10 @@ def main(argv: list[str] | None = None) -> None:
     worker.install_signal_handlers()
     started = time.time()
     try:
-        worker.run(max_seconds=args.seconds)
+        if args.variant == "rounds":
+            worker.run_in_rounds(max_seconds=args.seconds)
+        else:
+            worker.run(max_seconds=args.seconds)
     finally:
         finished = time.time()
         with open(args.out, "w", encoding="utf-8") as fh:
