@@ -13,8 +13,9 @@ its token cipher (driving the full install and SMS link flow 1,000 times would t
 
 Accounts fall due uniformly over one interval from the start (the steady state: no thundering herd),
 invoice caches are spread over the 15-minute re-read interval likewise. Then 1 or K processes of
-`b24app.worker.Worker` (unchanged; scale_worker.py records, and its `sized-pool` variant only gives it
-a database pool as large as its thread pool) run for `--duration` seconds. Reported:
+`b24app.worker.Worker` (unchanged; scale_worker.py records; its `sized-pool` variant only gives it a
+database pool as large as its thread pool, `rounds` drives it with the pre-09f4975 loop) run for
+`--duration` seconds; planner statistics are refreshed (ANALYZE) before each run. Reported:
 demanded and sustained polls/s, lag from `next_sync_at` to the sync being done (and to being
 claimed), accounts left overdue when the run ended (counted into the lag as lower bounds), worker RSS
 (max over the run, per process), CPU use of each process, errors, and double syncs: two successful

@@ -3,8 +3,8 @@
     .venv/bin/python -m benchmarks.run [--full] [--only matching,rest_calls,latency,scale] [--json-dir DIR]
 
 Each benchmark runs in its own Python process (no state, threads or log handlers carried from one to
-the next), is bounded in time and uses only loopback. The quick set takes about five minutes on two
-cores (each benchmark under two), `--full` about 40 minutes (see BENCHMARKS.md).
+the next), is bounded in time and uses only loopback. The quick set takes about four and a half
+minutes on two cores (each benchmark under two), `--full` about half an hour (see BENCHMARKS.md).
 """
 from __future__ import annotations
 
