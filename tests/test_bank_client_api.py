@@ -17,7 +17,7 @@ from b24app.bank import (
 )
 from b24app.sandbox.bank import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_INN, DEMO_KPP, create_bank_sandbox
 from b24app.sandbox.bank_state import BankSandboxState
-from b24app.sandbox.bank_testing import AppSlot, FakeClock, Receiver, drive_tid_login
+from b24app.sandbox.bank_testing import FakeClock, Receiver, drive_tid_login, slot_server
 from b24app.sandbox.server import serve_in_thread
 
 SINCE = datetime(2025, 1, 1, tzinfo=timezone.utc)
@@ -52,11 +52,8 @@ class Env:
 
 @pytest.fixture(scope="module")
 def server():
-    slot = AppSlot()
-    running = serve_in_thread(slot)
-    running.app = slot
-    yield running
-    running.stop()
+    with slot_server() as running:
+        yield running
 
 
 @pytest.fixture

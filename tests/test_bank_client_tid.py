@@ -13,8 +13,7 @@ import pytest
 from b24app.bank import BankUnavailable, InvalidClient, InvalidGrant, TIDClient, TIDError, new_code_verifier
 from b24app.bank.tid import company_scope
 from b24app.sandbox.bank import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_INN, DEMO_KPP, create_bank_sandbox
-from b24app.sandbox.bank_testing import AppSlot, FakeClock, drive_tid_login
-from b24app.sandbox.server import serve_in_thread
+from b24app.sandbox.bank_testing import FakeClock, drive_tid_login, slot_server
 
 REDIRECT = "http://127.0.0.1:9/bank/callback"  # never contacted: the final 302 is not followed
 NOW = datetime(2025, 6, 15, 12, 0, tzinfo=timezone.utc)
@@ -22,11 +21,8 @@ NOW = datetime(2025, 6, 15, 12, 0, tzinfo=timezone.utc)
 
 @pytest.fixture(scope="module")
 def server():
-    slot = AppSlot()
-    running = serve_in_thread(slot)
-    running.app = slot
-    yield running
-    running.stop()
+    with slot_server() as running:
+        yield running
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ import pytest
 
 from b24app.sandbox.bank import DEMO_INN, DEMO_KPP, create_bank_sandbox
 from b24app.sandbox.bank_state import BankSandboxState
-from b24app.sandbox.bank_testing import AppSlot, FakeClock, Receiver
-from b24app.sandbox.server import serve_in_thread
+from b24app.sandbox.bank_testing import FakeClock, Receiver, slot_server
 
 FROM = "2025-01-01T00:00:00Z"
 
@@ -44,11 +43,8 @@ class Env:
 
 @pytest.fixture(scope="module")
 def server():
-    slot = AppSlot()
-    running = serve_in_thread(slot)
-    running.app = slot
-    yield running
-    running.stop()
+    with slot_server() as running:
+        yield running
 
 
 @pytest.fixture

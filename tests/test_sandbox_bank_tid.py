@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from b24app.sandbox.bank import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_INN, DEMO_KPP, create_bank_sandbox
-from b24app.sandbox.bank_testing import AppSlot, FakeClock, Receiver, drive_tid_login, hidden_flow, offered_scopes, sms_code
-from b24app.sandbox.server import serve_in_thread
+from b24app.sandbox.bank_testing import (FakeClock, Receiver, drive_tid_login, hidden_flow, offered_scopes, slot_server,
+                                         sms_code)
 
 BASIC = (DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
 STATEMENT = f"opensme/inn/[{DEMO_INN}]/kpp/[{DEMO_KPP}]/bank-statements/get"
@@ -50,12 +50,10 @@ class Env:
 
 @pytest.fixture(scope="module")
 def servers():
-    slot = AppSlot()
-    server = serve_in_thread(slot)
-    receiver = Receiver().start()
-    yield slot, server, receiver
-    receiver.stop()
-    server.stop()
+    with slot_server() as server:
+        receiver = Receiver().start()
+        yield server.app, server, receiver
+        receiver.stop()
 
 
 @pytest.fixture

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import re
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html import unescape
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import httpx
 from flask import Flask, jsonify, request
@@ -126,3 +127,13 @@ class AppSlot:
             start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
             return [b"no app in slot"]
         return self.app(environ, start_response)
+
+
+@contextmanager
+def slot_server() -> Iterator[RunningServer]:
+    """One loopback server for a test module; each test puts its own sandbox in `.app.app`."""
+    running = serve_in_thread(AppSlot())
+    try:
+        yield running
+    finally:
+        running.stop()
