@@ -8,7 +8,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import random
 import signal
 import socket
 import threading
@@ -24,7 +23,6 @@ from . import installation, invoices, outbox, reconcile, sync
 from .bank.errors import BankError, RateLimited
 from .bitrix.errors import BitrixError, PortalGone
 from .models import BankAccount, BankLink, InvoiceRefresh, Operation, OutboxItem, Portal
-from .rules import load_rules
 
 log = logging.getLogger("b24app.worker")
 
@@ -75,17 +73,6 @@ class Worker:
             for acc in rows:
                 acc.lease_owner, acc.lease_until = self.owner, now + self.lease
             return [a.id for a in rows]
-
-    def release_account(self, account_id: int, ok: bool, interval: int, failures: int = 0,
-                        retry_after: float | None = None) -> None:
-        now = self.ctx.clock.now()
-        if ok:
-            delay = interval * (0.9 + 0.2 * random.random())  # spread load, keep within the interval on average
-        else:
-            delay = retry_after or min(900, 15 * 2 ** min(failures, 6))
-        with self.ctx.db.session() as s:
-            s.execute(update(BankAccount).where(BankAccount.id == account_id, BankAccount.lease_owner == self.owner)
-                      .values(lease_owner=None, lease_until=None, next_sync_at=now + timedelta(seconds=delay)))
 
     def claim_portals(self, limit: int) -> list[int]:
         now = self.ctx.clock.now()
@@ -141,25 +128,18 @@ class Worker:
 
     # -- work ------------------------------------------------------------------------------------------
     def sync_one(self, account_id: int) -> None:
-        with self.ctx.db.session() as s:
-            acc = s.get(BankAccount, account_id)
-            portal = s.get(Portal, acc.portal_id) if acc else None
-            failures = acc.failures if acc else 0
-        interval = (load_rules(portal.settings).sync_interval if portal else 0) or self.ctx.settings.sync_interval
+        """Poll one leased account; success and failure both hand the lease back with the next due time."""
         try:
-            sync.sync_account(self.ctx, account_id)
+            sync.sync_account(self.ctx, account_id, lease_owner=self.owner)
             self.stats["syncs"] += 1
-            self.release_account(account_id, True, interval)
         except (BankError, BitrixError, OSError) as exc:
             self.stats["sync_errors"] += 1
             log.warning("sync failed", extra={"account_id": account_id, "error": type(exc).__name__})
-            sync.record_failure(self.ctx, account_id, exc)
-            self.release_account(account_id, False, interval, failures + 1,
-                                 retry_after=5.0 if isinstance(exc, RateLimited) else None)
+            sync.record_failure(self.ctx, account_id, exc, lease_owner=self.owner,
+                                retry_after=5.0 if isinstance(exc, RateLimited) else None)
         except Exception:
             log.exception("sync crashed", extra={"account_id": account_id})
-            sync.record_failure(self.ctx, account_id, RuntimeError("internal error"))
-            self.release_account(account_id, False, interval, failures + 1)
+            sync.record_failure(self.ctx, account_id, RuntimeError("internal error"), lease_owner=self.owner)
 
     def portal_work(self, portal_id: int) -> None:
         """Refresh invoices as needed, decide new payments, send effects. Re-queues itself if work remains."""

@@ -44,11 +44,18 @@ def test_a_lease_blocks_others_until_it_expires(linked):
 
 
 def test_release_only_touches_own_lease(linked):
-    a, b = Worker(linked.ctx, owner="A"), Worker(linked.ctx, owner="B")
+    from b24app import sync
+    a = Worker(linked.ctx, owner="A")
     [first, *_] = a.claim_accounts(10)
-    b.release_account(first, True, 60)   # B cannot release A's lease
+    sync.record_failure(linked.ctx, first, RuntimeError("x"), lease_owner="B")   # B cannot release A's lease
+    sync.sync_account(linked.ctx, first, lease_owner="B")
     with linked.ctx.db.session() as s:
-        assert s.get(BankAccount, first).lease_owner == "A"
+        acc = s.get(BankAccount, first)
+        assert acc.lease_owner == "A" and acc.failures == 0
+    sync.sync_account(linked.ctx, first, lease_owner="A")
+    with linked.ctx.db.session() as s:
+        acc = s.get(BankAccount, first)
+        assert acc.lease_owner is None and acc.next_sync_at > linked.ctx.clock.now()
 
 
 def test_a_portal_backlog_does_not_starve_another(linked):
