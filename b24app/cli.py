@@ -64,7 +64,7 @@ def worker(once: bool, max_seconds: float | None) -> None:
 
     settings = _settings()
     configure_logging(settings)
-    ctx = AppContext(settings)
+    ctx = AppContext.for_worker(settings)
     lock = None
     if ctx.db.is_sqlite:
         try:

@@ -35,7 +35,7 @@ class Settings:
     tbank_api_url: str = "https://business.tbank.ru/openapi"
     sync_interval: int = 60
     invoice_refresh_interval: int = 900
-    worker_concurrency: int = 8
+    worker_concurrency: int = 32  # threads per worker; they mostly wait on the bank and Bitrix24
     lease_seconds: int = 120
     bitrix_rate: float = 2.0
     bitrix_burst: int = 50

@@ -12,7 +12,7 @@ from .bitrix.pacing import Pacer
 from .clock import Clock
 from .config import Settings
 from .crypto import TokenCipher
-from .db import Database
+from .db import Database, pool_for_threads
 from .manifest import Manifest
 from .portals import PortalStore
 
@@ -30,6 +30,12 @@ class AppContext:
         self.cipher = TokenCipher(settings.token_keys)
         self.portals = PortalStore(self.db, self.cipher, self.clock)
         self._pacer = pacer
+
+    @classmethod
+    def for_worker(cls, settings: Settings, **kw) -> "AppContext":
+        """A worker process's context: its database pool is sized to its threads (`worker_concurrency`)."""
+        db = Database(settings.database_url, **pool_for_threads(settings.database_url, settings.worker_concurrency))
+        return cls(settings, db=db, **kw)
 
     @cached_property
     def manifest(self) -> Manifest:

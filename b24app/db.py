@@ -64,6 +64,17 @@ def make_engine(url: str, **kw) -> Engine:
     return create_engine(url, **kw)
 
 
+def pool_for_threads(url: str, threads: int) -> dict:
+    """Engine options for a process with `threads` busy threads (the worker): a connection for each thread
+    and a few for its run loop, kept open rather than opened and closed per use; no ping on every checkout
+    (a worker checks out several times per poll), connections renewed hourly instead. After a database
+    restart the first statement on each old connection fails, SQLAlchemy drops the pool, and the worker's
+    usual error handling retries that unit of work."""
+    if url.startswith("sqlite") and (":memory:" in url or url.rstrip("/") in ("sqlite:", "sqlite+pysqlite:")):
+        return {}
+    return {"pool_size": threads + 4, "max_overflow": 4, "pool_pre_ping": False, "pool_recycle": 3600}
+
+
 class Database:
     """Owns the engine and hands out sessions that commit on success and roll back on error."""
 

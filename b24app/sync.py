@@ -5,10 +5,11 @@ import logging
 import random
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .bank.errors import MalformedOperation
+from .db import UTCDateTime
 from .bank.operations import BankOperation
 from .banklink import LinkNeedsConsent, bank_api
 from .models import BankAccount, BankLink, Operation, OperationAlias, Portal
@@ -80,20 +81,42 @@ def _release(acc: BankAccount, lease_owner: str | None, delay: float, now) -> No
         acc.next_sync_at = now + timedelta(seconds=delay)
 
 
+# A routine poll runs for every watched account every interval: its read and its final write are built once,
+# with bound parameters, so SQLAlchemy reuses the compiled statements (a third of the ORM equivalent's CPU).
+_A, _L, _P = BankAccount.__table__, BankLink.__table__, Portal.__table__
+_POLL_READ = (
+    select(_A.c.account_number.label("account_number"), _A.c.synced_until.label("account_synced_until"),
+           _A.c.watched.label("account_watched"), _P.c.settings.label("portal_settings"),
+           # the link's columns under their own names: LinkTokens reads this row like a BankLink
+           _L.c.id, _L.c.portal_id, _L.c.kind, _L.c.status, _L.c.inn, _L.c.kpp, _L.c.access_token_enc,
+           _L.c.access_expires_at, _L.c.token_generation)
+    .join_from(_A, _L, _L.c.id == _A.c.link_id).join(_P, _P.c.id == _A.c.portal_id)
+    .where(_A.c.id == bindparam("account_id")))
+_MINE = _A.c.lease_owner == bindparam("owner")  # NULL (no owner given) matches nothing
+_POLL_DONE = (
+    update(_A).where(_A.c.id == bindparam("account_id")).values(
+        synced_until=bindparam("until"), last_synced_at=bindparam("done"), last_error=bindparam("error"),
+        failures=0,
+        # hand the lease back, and say when the account is due again, only where the lease is still ours
+        next_sync_at=case((_MINE, bindparam("next_due", type_=UTCDateTime())), else_=_A.c.next_sync_at),
+        lease_until=case((_MINE, None), else_=_A.c.lease_until),
+        lease_owner=case((_MINE, None), else_=_A.c.lease_owner)))
+
+
 def sync_account(ctx, account_id: int, *, lease_owner: str | None = None) -> dict:
     """Read [synced_until - overlap, now) and store it; the cursor moves only after everything is stored.
 
-    With `lease_owner`, the final write also releases that lease and schedules the next poll, so a
-    routine poll costs two short transactions besides the bank call.
+    A routine poll is one read (account, link and the portal's settings together), the bank call, and one
+    UPDATE; with `lease_owner` that UPDATE also releases the lease and schedules the next poll.
     """
     now = ctx.clock.now()
     with ctx.db.session() as s:
-        account = s.get(BankAccount, account_id)
-        link = s.get(BankLink, account.link_id) if account else None
-        if account is None or link is None or link.status != "active" or not account.watched:
-            return {"skipped": True}
-        since = (account.synced_until or now - FIRST_SYNC) - OVERLAP
-        interval = interval_for(ctx, s.scalar(select(Portal.settings).where(Portal.id == account.portal_id)))
+        link = s.execute(_POLL_READ, {"account_id": account_id}).first()
+    if link is None or link.status != "active" or not link.account_watched:
+        return {"skipped": True}
+    since = (link.account_synced_until or now - FIRST_SYNC) - OVERLAP
+    interval = interval_for(ctx, link.portal_settings)
+    account_number, portal_id = link.account_number, link.portal_id
     api = bank_api(ctx, link.id, link)
     counts = {"new": 0, "same": 0, "reidentified": 0, "settled": 0}
     malformed: list[str] = []
@@ -106,23 +129,24 @@ def sync_account(ctx, account_id: int, *, lease_owner: str | None = None) -> dic
                                                           "error": f"MalformedOperation: {exc}"[:300]})
 
     batch: list[BankOperation] = []
-    for op in api.statement(account.account_number, since, now, status="All", on_malformed=refuse):
-        if op.account_number != account.account_number:
+    for op in api.statement(account_number, since, now, status="All", on_malformed=refuse):
+        if op.account_number != account_number:
             continue
         batch.append(op)
         if len(batch) >= 200:
             _store_batch(ctx, account_id, batch, counts)
             batch = []
     _store_batch(ctx, account_id, batch, counts)
+    done = ctx.clock.now()
     with ctx.db.session() as s:
-        acc = s.get(BankAccount, account_id)
-        acc.synced_until = now  # everything before `now` is stored
-        acc.last_synced_at = ctx.clock.now()
-        acc.last_error, acc.failures = ("; ".join(malformed)[:500] or None), 0
-        # Jitter spreads accounts that became due together over the interval.
-        _release(acc, lease_owner, interval * (0.9 + 0.2 * random.random()), ctx.clock.now())
+        s.execute(_POLL_DONE, {
+            "account_id": account_id, "until": now,  # everything before `now` is stored
+            "done": done, "error": "; ".join(malformed)[:500] or None, "owner": lease_owner,
+            # jitter spreads accounts that became due together over the interval
+            "next_due": done + timedelta(seconds=interval * (0.9 + 0.2 * random.random()))})
         if counts["new"] or counts["settled"]:
-            s.execute(update(Portal).where(Portal.id == acc.portal_id).values(work_due_at=ctx.clock.now()))
+            s.execute(update(Portal).where(Portal.id == portal_id).values(work_due_at=done)
+                      .execution_options(synchronize_session=False))
     counts["malformed"] = len(malformed)
     return counts
 
@@ -133,9 +157,17 @@ def _store_batch(ctx, account_id: int, ops: list[BankOperation], counts: dict) -
     for attempt in range(3):
         try:
             with ctx.db.session() as s:
-                account = s.get(BankAccount, account_id)
+                # The overlap re-reads hours of operations every poll: those already stored as they are now
+                # are counted with one query instead of one lookup each.
+                known = dict(s.execute(select(Operation.operation_id, Operation.bank_status).where(
+                    Operation.account_id == account_id,
+                    Operation.operation_id.in_({op.operation_id for op in ops}))).all())
+                fresh = [op for op in ops if op.operation_id not in known
+                         or (op.is_transaction and known[op.operation_id] != "Transaction")]
                 local = dict.fromkeys(counts, 0)
-                for op in ops:
+                local["same"] = len(ops) - len(fresh)
+                account = s.get(BankAccount, account_id) if fresh else None
+                for op in fresh:
                     _, how = store_operation(s, account, op)
                     local[how] += 1
             for k, v in local.items():

@@ -13,11 +13,12 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 
 from . import installation, invoices, outbox, reconcile, sync
 from .bank.errors import BankError, RateLimited
@@ -47,6 +48,29 @@ def single_worker_lock(data_dir: str):
     return fh
 
 
+# Leases: one UPDATE over a `FOR UPDATE SKIP LOCKED` sub-select each (on SQLite, where FOR UPDATE does not
+# exist, the transaction holds the write lock instead). Built once: every worker runs them several times a second.
+_A, _P = BankAccount.__table__, Portal.__table__
+_CLAIM_ACCOUNTS = (
+    update(_A).where(_A.c.id.in_(
+        select(_A.c.id).join_from(_A, BankLink.__table__, BankLink.id == _A.c.link_id)
+        .where(_A.c.watched.is_(True), BankLink.status == "active",  # accounts of an inactive link never
+               _A.c.next_sync_at <= bindparam("now"),                 # are claimed
+               or_(_A.c.lease_until.is_(None), _A.c.lease_until < bindparam("now")))
+        .order_by(_A.c.next_sync_at).limit(bindparam("limit"))
+        .with_for_update(skip_locked=True, of=_A)))
+    .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
+    .returning(_A.c.id, _A.c.next_sync_at))
+_CLAIM_PORTALS = (
+    update(_P).where(_P.c.id.in_(
+        select(_P.c.id).where(_P.c.status == "installed", _P.c.work_due_at.is_not(None),
+                              _P.c.work_due_at <= bindparam("now"),
+                              or_(_P.c.lease_until.is_(None), _P.c.lease_until < bindparam("now")))
+        .order_by(_P.c.work_due_at).limit(bindparam("limit")).with_for_update(skip_locked=True)))
+    .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"), work_due_at=None)
+    .returning(_P.c.id))
+
+
 class Worker:
     def __init__(self, ctx, *, owner: str | None = None, concurrency: int | None = None, batch: int = 50,
                  idle_sleep: float = 0.5):
@@ -57,35 +81,30 @@ class Worker:
         self.portal_batch = 200  # operations decided per portal per turn, so one backlog cannot starve others
         self.idle_sleep = idle_sleep
         self.lease = timedelta(seconds=ctx.settings.lease_seconds)
+        self.claim_every = min(0.1, idle_sleep)  # seconds between claims while busy, unless there is a backlog
         self.stopping = threading.Event()
+        self.new_payments = threading.Event()  # set by a poll that stored payments: claim portal work now
         self.stats = {"syncs": 0, "sync_errors": 0, "portal_runs": 0}
 
     # -- leasing ---------------------------------------------------------------------------------------
-    def claim_accounts(self, limit: int) -> list[int]:
+    def claim_due_accounts(self, limit: int) -> list[tuple[int, datetime]]:
+        """Lease up to `limit` due accounts, earliest first; returns (account id, when it fell due)."""
         now = self.ctx.clock.now()
         with self.ctx.db.session() as s:
-            rows = list(s.scalars(
-                select(BankAccount).join(BankLink, BankLink.id == BankAccount.link_id)
-                .where(BankAccount.watched.is_(True), BankLink.status == "active", BankAccount.next_sync_at <= now,
-                       or_(BankAccount.lease_until.is_(None), BankAccount.lease_until < now))
-                .order_by(BankAccount.next_sync_at).limit(limit)
-                .with_for_update(skip_locked=True, of=BankAccount)))
-            for acc in rows:
-                acc.lease_owner, acc.lease_until = self.owner, now + self.lease
-            return [a.id for a in rows]
+            rows = s.execute(_CLAIM_ACCOUNTS, {"now": now, "limit": limit, "owner": self.owner,
+                                               "until": now + self.lease}).all()
+        return sorted(((r.id, r.next_sync_at) for r in rows), key=lambda r: r[1])
+
+    def claim_accounts(self, limit: int) -> list[int]:
+        return [account_id for account_id, _due in self.claim_due_accounts(limit)]
 
     def claim_portals(self, limit: int) -> list[int]:
+        """Lease up to `limit` portals with work, longest waiting first (work_due_at is cleared: new work
+        arriving meanwhile sets it again)."""
         now = self.ctx.clock.now()
         with self.ctx.db.session() as s:
-            rows = list(s.scalars(
-                select(Portal).where(Portal.status == "installed", Portal.work_due_at.is_not(None),
-                                     Portal.work_due_at <= now,
-                                     or_(Portal.lease_until.is_(None), Portal.lease_until < now))
-                .order_by(Portal.work_due_at).limit(limit).with_for_update(skip_locked=True)))
-            for p in rows:
-                p.lease_owner, p.lease_until = self.owner, now + self.lease
-                p.work_due_at = None  # new work arriving meanwhile sets it again
-            return [p.id for p in rows]
+            return list(s.scalars(_CLAIM_PORTALS, {"now": now, "limit": limit, "owner": self.owner,
+                                                   "until": now + self.lease}))
 
     def release_portal(self, portal_id: int, again_in: float | None) -> None:
         now = self.ctx.clock.now()
@@ -98,40 +117,37 @@ class Worker:
             s.execute(update(Portal).where(Portal.id == portal_id, Portal.lease_owner == self.owner).values(**values))
 
     def schedule_portal_upkeep(self) -> None:
-        """Portals whose invoice cache is stale, or with queued refreshes or pending effects, get work."""
+        """Portals whose invoice cache is stale, or with queued refreshes or pending effects, get work.
+
+        One UPDATE: it runs every second in every worker.
+        """
         now = self.ctx.clock.now()
         stale = now - timedelta(seconds=self.ctx.settings.invoice_refresh_interval)
-        with self.ctx.db.session() as s:
-            s.execute(update(Portal).where(
-                Portal.status == "installed", Portal.work_due_at.is_(None),
-                or_(Portal.invoices_refreshed_at.is_(None), Portal.invoices_refreshed_at < stale),
-                Portal.id.in_(select(BankLink.portal_id).where(BankLink.status == "active")))
-                .values(work_due_at=now))
-            s.execute(update(Portal).where(
-                Portal.status == "installed", Portal.work_due_at.is_(None),
-                Portal.id.in_(select(InvoiceRefresh.portal_id))).values(work_due_at=now))
+        needs_work = or_(
+            and_(or_(Portal.invoices_refreshed_at.is_(None), Portal.invoices_refreshed_at < stale),
+                 Portal.id.in_(select(BankLink.portal_id).where(BankLink.status == "active"))),
+            Portal.id.in_(select(InvoiceRefresh.portal_id)),
             # A worker killed while it held a portal took that portal's "due" mark with it: anything still
             # undecided or unsent makes the portal due again once the lease has run out.
-            s.execute(update(Portal).where(
-                Portal.status == "installed", Portal.work_due_at.is_(None),
-                or_(Portal.lease_until.is_(None), Portal.lease_until < now),
-                or_(Portal.id.in_(select(Operation.portal_id).where(Operation.state == "new")),
-                    Portal.id.in_(select(OutboxItem.portal_id).where(or_(
-                        and_(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now),
-                        and_(OutboxItem.status == "sending", OutboxItem.lease_until < now))))))
-                .values(work_due_at=now))
+            and_(or_(Portal.lease_until.is_(None), Portal.lease_until < now),
+                 or_(Portal.id.in_(select(Operation.portal_id).where(Operation.state == "new")),
+                     Portal.id.in_(select(OutboxItem.portal_id).where(or_(
+                         and_(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now),
+                         and_(OutboxItem.status == "sending", OutboxItem.lease_until < now)))))),
             # A lost ONAPPUPDATE must not leave a portal with old placements/events.
-            s.execute(update(Portal).where(
-                Portal.status == "installed", Portal.work_due_at.is_(None),
-                or_(Portal.bindings_version.is_(None), Portal.bindings_version != self.ctx.bindings_signature))
-                .values(work_due_at=now))
+            Portal.bindings_version.is_(None), Portal.bindings_version != self.ctx.bindings_signature)
+        with self.ctx.db.session() as s:
+            s.execute(update(Portal).where(Portal.status == "installed", Portal.work_due_at.is_(None), needs_work)
+                      .values(work_due_at=now).execution_options(synchronize_session=False))
 
     # -- work ------------------------------------------------------------------------------------------
     def sync_one(self, account_id: int) -> None:
         """Poll one leased account; success and failure both hand the lease back with the next due time."""
         try:
-            sync.sync_account(self.ctx, account_id, lease_owner=self.owner)
+            counts = sync.sync_account(self.ctx, account_id, lease_owner=self.owner)
             self.stats["syncs"] += 1
+            if counts.get("new") or counts.get("settled"):
+                self.new_payments.set()  # the run loop claims the portal's work right away
         except (BankError, BitrixError, OSError) as exc:
             self.stats["sync_errors"] += 1
             log.warning("sync failed", extra={"account_id": account_id, "error": type(exc).__name__})
@@ -189,41 +205,62 @@ class Worker:
         return len(accounts) + len(portals)
 
     def run(self, *, max_seconds: float | None = None) -> None:
-        """Keep the thread pool busy: refill it as soon as a quarter is free, no barrier between rounds.
+        """Keep the thread pool busy from a small local queue of leased accounts, no barrier between rounds.
 
-        Portal work (matching and effects: payments already in) is claimed first, on at most a quarter of
-        the free threads, so a backlog of statement polls cannot delay it; accounts take the rest. The
-        cheap upkeep query that finds portals needing work runs at most once a second.
+        Accounts are claimed in chunks of up to `batch` when the queue is shorter than the free threads, at
+        most every `claim_every` seconds unless the last claim came back full (a backlog). Portal work
+        (matching and effects: payments already in) is claimed on at most a quarter of the free threads, right
+        away when one of our polls stored a new payment and otherwise every `claim_every` seconds, so statement
+        polls cannot delay it. The upkeep query that finds portals needing work runs once a second.
         """
         started = time.monotonic()
         log.info("worker started", extra={"owner": self.owner, "concurrency": self.concurrency})
-        upkeep_at = 0.0
-        refill = max(1, self.concurrency // 4)
+        upkeep_at = portals_at = accounts_at = 0.0
+        backlog = False
+        queue: deque[int] = deque()
         inflight: set = set()
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="b24app-work") as pool:
             while not self.stopping.is_set():
-                if max_seconds is not None and time.monotonic() - started > max_seconds:
+                now = time.monotonic()
+                if max_seconds is not None and now - started > max_seconds:
                     break
                 try:
-                    if time.monotonic() - upkeep_at >= 1.0:
+                    if now - upkeep_at >= 1.0:
                         self.schedule_portal_upkeep()
-                        upkeep_at = time.monotonic()
+                        upkeep_at = now
                     free = self.concurrency - len(inflight)
-                    if free >= refill:
+                    if free > 0 and (self.new_payments.is_set() or now - portals_at >= self.claim_every):
+                        self.new_payments.clear()
+                        portals_at = now
                         for p in self.claim_portals(max(1, free // 4)):
                             inflight.add(pool.submit(self.portal_work, p))
-                        room = self.concurrency - len(inflight)
-                        for a in self.claim_accounts(min(room, self.batch)) if room > 0 else ():
-                            inflight.add(pool.submit(self.sync_one, a))
+                    free = self.concurrency - len(inflight)
+                    if len(queue) < free and (backlog or now - accounts_at >= self.claim_every):
+                        accounts_at = now
+                        claimed = self.claim_accounts(self.batch)
+                        backlog = len(claimed) == self.batch
+                        queue.extend(claimed)
                 except Exception:
                     log.exception("worker scheduling failed")
+                while queue and len(inflight) < self.concurrency:
+                    inflight.add(pool.submit(self.sync_one, queue.popleft()))
                 if inflight:
-                    _done, pending = wait(inflight, timeout=self.idle_sleep, return_when=FIRST_COMPLETED)
+                    _done, pending = wait(inflight, timeout=min(self.idle_sleep, self.claim_every),
+                                          return_when=FIRST_COMPLETED)
                     inflight = set(pending)
                 else:
                     self.stopping.wait(self.idle_sleep)
+            self.release_accounts(list(queue))  # leased but never started: due again at once, not in 2 minutes
             wait(inflight)
         log.info("worker stopped", extra={"owner": self.owner})
+
+    def release_accounts(self, account_ids: list[int]) -> None:
+        """Give back leases of accounts this worker claimed but did not start (their due time is unchanged)."""
+        if not account_ids:
+            return
+        with self.ctx.db.session() as s:
+            s.execute(update(BankAccount).where(BankAccount.id.in_(account_ids), BankAccount.lease_owner == self.owner)
+                      .values(lease_owner=None, lease_until=None).execution_options(synchronize_session=False))
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.bench_scale                 # quick: 200 accounts / 50 portals
     .venv/bin/python -m benchmarks.bench_scale --full          # 1,000 and 10,000 accounts / 1,000 portals
     options: --accounts 1000,10000 --portals 1000 --interval 60 --duration 150 --latency-ms 100
-             --configs 1:postgres,4:postgres,1:postgres:sized-pool:64 --concurrency N --json PATH
+             --configs 1:postgres,4:postgres,1:postgres:app:64 --concurrency N --json PATH
 
 The portal and bank sandboxes run in their own processes with `latency_ms` injected into every API
 answer. Portals are created and the app installed through the portal sandbox's control API (which
@@ -13,8 +13,9 @@ its token cipher (driving the full install and SMS link flow 1,000 times would t
 
 Accounts fall due uniformly over one interval from the start (the steady state: no thundering herd),
 invoice caches are spread over the 15-minute re-read interval likewise. Then 1 or K processes of
-`b24app.worker.Worker` (unchanged; scale_worker.py records; its `sized-pool` variant only gives it a
-database pool as large as its thread pool, `rounds` drives it with the pre-09f4975 loop) run for
+`b24app.worker.Worker` (unchanged, with the context `b24app worker` gives it; scale_worker.py records;
+its `default-pool` variant gives it the general-purpose database pool instead of one sized to its
+threads, `rounds` drives it with the pre-09f4975 loop) run for
 `--duration` seconds; planner statistics are refreshed (ANALYZE) before each run. Reported:
 demanded and sustained polls/s, lag from `next_sync_at` to the sync being done (and to being
 claimed), accounts left overdue when the run ended (counted into the lag as lower bounds), worker RSS
@@ -464,8 +465,7 @@ def keeps_up(row: dict) -> bool:
 
 # -- the benchmark -----------------------------------------------------------------------------------------
 QUICK_CONFIGS = (Config(1, "sqlite"), Config(4, "postgres"))
-FULL_CONFIGS = (Config(1, "postgres"), Config(4, "postgres"), Config(1, "postgres", "app", 64),
-                Config(1, "postgres", "sized-pool", 64))
+FULL_CONFIGS = (Config(1, "postgres"), Config(4, "postgres"), Config(1, "postgres", "default-pool"))
 
 
 def run(full: bool = False, accounts: tuple[int, ...] | None = None, portals: int | None = None,
@@ -624,7 +624,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, help="seconds each configuration runs")
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--configs", help="workers:db[:variant[:threads]], comma-separated, variant app or "
-                                          "sized-pool, e.g. 1:postgres,4:postgres,1:sqlite,1:postgres:sized-pool:64")
+                                          "default-pool or rounds, e.g. 1:postgres,4:postgres,1:sqlite,1:postgres:app:64")
     parser.add_argument("--concurrency", type=int, help="threads per worker where a config does not say")
     parser.add_argument("--json", help="also write the raw results here")
     args = parser.parse_args(argv)

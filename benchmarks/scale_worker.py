@@ -1,13 +1,15 @@
 """The app's real `Worker` in its own process, recording when each account fell due and when it was synced.
 
-    python -m benchmarks.scale_worker --settings FILE --seconds S --out FILE [--variant app|sized-pool|rounds]
+    python -m benchmarks.scale_worker --settings FILE --seconds S --out FILE [--variant app|default-pool|rounds]
 
 `--settings` is a JSON object of `b24app.config.Settings` fields. The recording adds no query: the due
-time of a claimed account is taken from the row the claim query loads (an ORM load event), success
-from `sync.sync_account` returning. The worker is `b24app.worker.Worker` unchanged; `sized-pool` only
-gives it a database pool as large as its thread pool (`b24app.db.make_engine` defaults to 10 + 20
-overflow connections); `rounds` drives it with the loop it had before commit 09f4975 (`run_once` in
-a loop, each round a barrier), for comparison. At the end the records are written to `--out` as JSON.
+time of a claimed account is what the claim statement returns (`Worker.claim_due_accounts`), success
+from `sync.sync_account` returning. The worker is `b24app.worker.Worker` unchanged, with the context
+`b24app worker` gives it (`AppContext.for_worker`: a database pool sized to its threads);
+`default-pool` gives it the general-purpose pool instead (10 + 20 overflow connections, ping on
+checkout: what the worker had before 2026-12-02); `rounds` drives it with the loop it had before commit
+09f4975 (`run_once` in a loop, each round a barrier), for comparison. At the end the records are
+written to `--out` as JSON.
 """
 from __future__ import annotations
 
@@ -19,10 +21,7 @@ import time
 
 
 def recording_worker_class():
-    from sqlalchemy import event
-
     from b24app import sync
-    from b24app.models import BankAccount
     from b24app.worker import Worker
 
     outcome = threading.local()
@@ -36,14 +35,6 @@ def recording_worker_class():
 
     sync.sync_account = sync_account  # the worker calls it through the module: see Worker.sync_one
 
-    loaded_due: dict[int, float] = {}
-
-    @event.listens_for(BankAccount, "load")
-    def _remember_due(target, _context) -> None:
-        """The claim query loads the rows it leases: note their `next_sync_at` without another query."""
-        if target.next_sync_at is not None:
-            loaded_due[target.id] = target.next_sync_at.timestamp()
-
     class RecordingWorker(Worker):
         """Worker that remembers (account, due, claimed, started, finished, ok) for every sync, and how long
         each account claim and each portal upkeep took."""
@@ -56,15 +47,15 @@ def recording_worker_class():
             self.portal_runs: list[float] = []
             self.timings: dict[str, list[float]] = {"claim_accounts": [], "upkeep": []}
 
-        def claim_accounts(self, limit: int) -> list[int]:
+        def claim_due_accounts(self, limit: int):
             asked = time.time()
-            ids = super().claim_accounts(limit)
+            rows = super().claim_due_accounts(limit)
             claimed = time.time()
             with self._lock:
                 self.timings["claim_accounts"].append(claimed - asked)
-                for i in ids:
-                    self._due[i] = (loaded_due.get(i, claimed), claimed)
-            return ids
+                for account_id, due in rows:
+                    self._due[account_id] = (due.timestamp() if due else claimed, claimed)
+            return rows
 
         def run_in_rounds(self, *, max_seconds: float | None = None) -> None:
             """The worker's loop before commit 09f4975: `run_once` rounds, each a barrier (for comparison)."""
@@ -112,6 +103,14 @@ class WarningCounter(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         key = f"{record.name}: {record.getMessage()} {getattr(record, 'error', '')}".strip()
+        if record.exc_info and record.exc_info[1] is not None:
+            exc, tb = record.exc_info[1], record.exc_info[2]
+            where = ""
+            while tb is not None:  # the innermost frame of our own code says where it broke
+                if "/b24app/" in tb.tb_frame.f_code.co_filename:
+                    where = f" at {tb.tb_frame.f_code.co_filename.rsplit('/b24app/', 1)[1]}:{tb.tb_lineno}"
+                tb = tb.tb_next
+            key += f" [{type(exc).__name__}: {str(exc)[:120]}{where}]"
         self.counts[key] = self.counts.get(key, 0) + 1
 
 
@@ -120,14 +119,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settings", required=True)
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--variant", choices=("app", "sized-pool", "rounds"), default="app",
-                        help="app: as shipped; sized-pool: a database pool as large as the thread pool; "
+    parser.add_argument("--variant", choices=("app", "default-pool", "rounds"), default="app",
+                        help="app: as `b24app worker` runs it; default-pool: the general-purpose database pool; "
                              "rounds: the loop of `run_once` rounds the worker had before commit 09f4975")
     args = parser.parse_args(argv)
 
     from b24app.config import Settings, finalize
     from b24app.context import AppContext
-    from b24app.db import Database
 
     with open(args.settings, encoding="utf-8") as fh:
         raw = json.load(fh)
@@ -140,10 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     app_log.setLevel(logging.WARNING)
     app_log.handlers[:] = [warnings]
     app_log.propagate = False
-    db = None
-    if args.variant == "sized-pool" and not settings.database_url.startswith("sqlite"):
-        db = Database(settings.database_url, pool_size=settings.worker_concurrency + 4, max_overflow=4)
-    ctx = AppContext(settings, db=db)
+    ctx = AppContext(settings) if args.variant == "default-pool" else AppContext.for_worker(settings)
     worker = recording_worker_class()(ctx)
     worker.install_signal_handlers()
     started = time.time()

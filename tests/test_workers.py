@@ -58,6 +58,34 @@ def test_release_only_touches_own_lease(linked):
         assert acc.lease_owner is None and acc.next_sync_at > linked.ctx.clock.now()
 
 
+def test_a_poll_hands_the_lease_back_and_is_due_again_one_interval_later(linked):
+    from b24app import sync
+    from b24app.clock import FakeClock
+    ctx = linked.ctx
+    interval = sync.interval_for(ctx, {})
+    a = Worker(ctx, owner="A")
+    [(account_id, _due), *_] = a.claim_due_accounts(10)
+    before = ctx.clock.now()
+    assert sync.sync_account(ctx, account_id, lease_owner="A")["malformed"] == 0
+    after = ctx.clock.now()
+    with ctx.db.session() as s:
+        acc = s.get(BankAccount, account_id)
+        assert acc.lease_owner is None and acc.lease_until is None and acc.failures == 0
+        assert before <= acc.last_synced_at <= after and acc.synced_until >= before
+        due = acc.next_sync_at
+    assert due.tzinfo is not None
+    assert before + timedelta(seconds=0.9 * interval) <= due <= after + timedelta(seconds=1.1 * interval)
+    # The database compares it like every other time: not due a second early, due at that very microsecond.
+    real = ctx.clock
+    try:
+        ctx.clock = FakeClock(due - timedelta(seconds=1))
+        assert account_id not in Worker(ctx, owner="B").claim_accounts(100)
+        ctx.clock = FakeClock(due)
+        assert account_id in Worker(ctx, owner="C").claim_accounts(100)
+    finally:
+        ctx.clock = real
+
+
 def test_a_portal_backlog_does_not_starve_another(linked):
     w = Worker(linked.ctx, owner="A")
     with linked.ctx.db.session() as s:

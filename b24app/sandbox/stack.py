@@ -172,7 +172,7 @@ def start_stack(*, base_port: int = 0, data_dir: str | None = None, database_url
         tbank_id_url=bank_url, tbank_api_url=f"{bank_url}/openapi", sync_interval=sync_interval,
         invoice_refresh_interval=300, lease_seconds=30, bitrix_rate=rate, bitrix_burst=burst))
     upgrade(settings.database_url)
-    ctx = AppContext(settings, clock=clock, pacer=pacer)
+    ctx = AppContext.for_worker(settings, clock=clock, pacer=pacer)  # the demo's worker runs in this process
     flask_app = create_app(settings, context=ctx)
     app_server = serve_in_thread(flask_app, port=ports[0])
     return Stack(settings=settings, portal_server=portal_server, bank_server=bank_server, app_server=app_server,
