@@ -22,6 +22,12 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def domain_of(client_endpoint: str) -> str:
+    """`https://portal.bitrix24.ru/rest/` -> `portal.bitrix24.ru` (what Bitrix24 calls the portal's DOMAIN)."""
+    host = client_endpoint.split("://", 1)[-1].rstrip("/")
+    return host[:-len("/rest")] if host.endswith("/rest") else host
+
+
 class PortalNotFound(PortalGone):
     def __init__(self, member_id: str):
         super().__init__("NOT_INSTALLED", f"portal {member_id} is not installed")
@@ -98,8 +104,9 @@ class PortalStore:
             portal.refresh_token_enc = self.cipher.encrypt(member_id, new.refresh_token)
             portal.access_expires_at = self.clock.now() + timedelta(seconds=new.expires_in)
             portal.token_generation += 1
-            if new.client_endpoint:
-                portal.client_endpoint = new.client_endpoint
+            if new.client_endpoint and new.client_endpoint != portal.client_endpoint:
+                portal.client_endpoint = new.client_endpoint  # e.g. the portal was renamed meanwhile
+                portal.domain = domain_of(new.client_endpoint)
             creds = self._creds(portal)
         return creds  # committed before anyone uses it
 
@@ -108,8 +115,7 @@ class PortalStore:
             portal = s.scalar(select(Portal).where(Portal.member_id == member_id))
             if portal is not None:
                 portal.client_endpoint = client_endpoint
-                host = client_endpoint.split("://", 1)[-1].rstrip("/")
-                portal.domain = host[:-len("/rest")] if host.endswith("/rest") else host
+                portal.domain = domain_of(client_endpoint)
 
     def _creds(self, portal: Portal) -> PortalCredentials:
         return PortalCredentials(

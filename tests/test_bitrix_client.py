@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 
 import httpx
 import pytest
 from sqlalchemy import select
 
-from b24app.bitrix.client import BitrixClient
-from b24app.bitrix.errors import ExpiredToken, InvalidArgument, MethodNotFound, NotFound, QueryLimitExceeded
+from b24app.bitrix.client import BitrixClient, request_refresh
+from b24app.bitrix.errors import (BitrixServerError, ExpiredToken, InvalidArgument, MethodNotFound, NotFound,
+                                  QueryLimitExceeded)
 from b24app.bitrix.pacing import LocalPacer
 from b24app.models import Portal
 
@@ -133,6 +135,108 @@ def test_portal_rename_redirect_is_followed_with_the_body(installed):
     deal = client.call("crm.deal.get", {"id": installed.deals[0]["deal_id"]})   # POST body must survive the 302
     assert deal["ID"] == str(installed.deals[0]["deal_id"])
     assert portal_row(installed).client_endpoint.endswith("/p/renamed/rest/")
+
+
+def portal_faults(stack, kinds: dict | None, seed: int = 0) -> None:
+    if kinds:
+        r = httpx.post(f"{stack.sandbox_url}/sandbox/faults", json={"kinds": kinds, "seed": seed}, timeout=30)
+        r.raise_for_status()
+    else:
+        httpx.delete(f"{stack.sandbox_url}/sandbox/faults", timeout=30).raise_for_status()
+
+
+def unpaced_client(stack, **kw) -> BitrixClient:
+    httpx.post(f"{stack.sandbox_url}/sandbox/config", json={"rate": 1000, "burst": 100000}, timeout=30)
+    return BitrixClient(stack.member_id(), stack.ctx.portals, stack.ctx.bitrix_app, stack.ctx.http, NoPacer(),
+                        sleep=lambda s: None, **kw)
+
+
+def test_random_renames_every_write_lands_once_and_the_stored_portal_follows(installed):
+    host = installed.sandbox_url.split("://", 1)[1]
+    client = unpaced_client(installed)
+    statuses: list[int] = []
+    client.on_call = lambda method, status: statuses.append(status)
+    before = installed.portal_state()
+    generation = portal_row(installed).token_generation
+    portal_faults(installed, {"rename": 0.3}, seed=5)
+    ids = []
+    for i in range(24):
+        if i == 12:  # mid-run the tokens expire: refreshed at the central OAuth server, wherever the portal is
+            assert installed.portal_http("POST", "/sandbox/expire-tokens").json()["expired"] >= 1
+        item = client.call("crm.item.add", {"entityTypeId": 31, "fields": {"title": f"rename-run {i}",
+                                                                           "opportunity": "5"}})["item"]
+        ids.append(int(item["id"]))
+    deal_id = installed.deals[0]["deal_id"]
+    res = client.batch({f"c{i}": ("crm.timeline.comment.add", {"fields": {
+        "ENTITY_ID": deal_id, "ENTITY_TYPE": "deal", "COMMENT": f"rename-run comment {i}"}}) for i in range(5)})
+    portal_faults(installed, None)
+    assert res.errors == {} and len(res.results) == 5
+
+    renames = httpx.get(f"{installed.sandbox_url}/sandbox/state", timeout=30).json()["faults_fired"]["rename"]
+    final = f"demo-r{renames}"
+    assert renames >= 3, "seed 5 at 0.3 renames the portal several times"
+    assert statuses.count(302) == renames  # every 302 was a fresh rename: never a stale address twice
+    state = installed.portal_state()  # the helper follows the portal from its old code
+    assert installed.portal_code == final and state["code"] == final and state["faults"] == {"rename": renames}
+    assert state["client_endpoint"] == f"{installed.sandbox_url}/p/{final}/rest/"
+    assert state["domain"] == f"{host}/p/{final}"
+    row = portal_row(installed)
+    assert (row.client_endpoint, row.domain) == (state["client_endpoint"], state["domain"])
+    assert row.token_generation == generation + 1  # the mid-run refresh happened, once
+    # every write exactly once
+    assert len(set(ids)) == 24 and state["counts"]["invoices"] == before["counts"]["invoices"] + 24
+    listed = installed.rest("crm.item.list", {"entityTypeId": 31, "select": ["id", "title"]})["result"]["items"]
+    titles = Counter(i["title"] for i in listed)
+    assert all(titles[f"rename-run {i}"] == 1 for i in range(24)), titles
+    comments = [c["COMMENT"] for c in state["timeline_comments"] if c["COMMENT"].startswith("rename-run")]
+    assert sorted(comments) == sorted(f"rename-run comment {i}" for i in range(5))
+    # events reached the app from every address the portal had, one per created item, all accepted
+    adds = [d for d in state["event_deliveries"] if d["event"] == "ONCRMDYNAMICITEMADD"
+            and int(d["payload"]["data"]["FIELDS"]["ID"]) in ids]
+    assert sorted(int(d["payload"]["data"]["FIELDS"]["ID"]) for d in adds) == sorted(ids)
+    assert {d["status"] for d in adds} == {200}
+    domains = {d["payload"]["auth"]["domain"] for d in adds}
+    assert len(domains) >= 2 and f"{host}/p/{final}" in domains
+    # with the faults off the next call goes straight to the new address, and its event carries it
+    statuses.clear()
+    last = int(client.call("crm.item.add", {"entityTypeId": 31, "fields": {"title": "after"}})["item"]["id"])
+    assert statuses == [200]
+    delivery = [d for d in installed.portal_state()["event_deliveries"]
+                if d["event"] == "ONCRMDYNAMICITEMADD" and d["payload"]["data"]["FIELDS"]["ID"] == str(last)][0]
+    assert delivery["payload"]["auth"]["domain"] == f"{host}/p/{final}"
+    assert delivery["payload"]["auth"]["client_endpoint"] == row.client_endpoint
+
+
+def test_a_portal_renamed_on_every_request_fails_the_call_but_the_store_keeps_up(installed):
+    client = unpaced_client(installed, max_retries=1)
+    invoices = installed.portal_state()["counts"]["invoices"]
+    portal_faults(installed, {"rename": 1.0})
+    with pytest.raises(BitrixServerError) as failed:
+        client.call("crm.item.add", {"entityTypeId": 31, "fields": {"title": "never"}})
+    portal_faults(installed, None)
+    assert failed.value.code == "too_many_redirects"
+    state = installed.portal_state()
+    # 1 request + 3 free hops, then one retry (max_retries=1) that still went to the newest address
+    assert state["faults"] == {"rename": 5} and state["code"] == "demo-r5"
+    assert state["counts"]["invoices"] == invoices  # none of them ran
+    assert portal_row(installed).client_endpoint == state["client_endpoint"]
+    statuses: list[int] = []
+    client.on_call = lambda method, status: statuses.append(status)
+    assert client.call("user.current")["ID"] == "1" and statuses == [200]
+
+
+def test_a_token_refresh_after_a_rename_stores_the_new_endpoint_and_domain(installed):
+    member = installed.member_id()
+    stale = installed.ctx.portals.load(member)
+    assert installed.portal_http("POST", "/sandbox/rename", json={"new_code": "moved-on"}).status_code == 200
+    fresh = installed.ctx.portals.refresh(
+        member, stale, lambda creds: request_refresh(installed.ctx.http, installed.ctx.bitrix_app, creds))
+    state = installed.portal_state()  # follows the 302 from "demo"
+    row = portal_row(installed)
+    assert installed.portal_code == "moved-on"
+    assert fresh.client_endpoint == row.client_endpoint == state["client_endpoint"]
+    assert row.client_endpoint.endswith("/p/moved-on/rest/")
+    assert row.domain == state["domain"] and row.domain.endswith("/p/moved-on")
 
 
 def test_expired_token_error_is_typed_when_refresh_is_impossible(installed):

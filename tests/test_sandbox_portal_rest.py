@@ -276,6 +276,65 @@ def test_portal_rename_redirects_with_same_path_and_query(world, portal):
     assert new_code in portals and portal not in portals
 
 
+def test_rename_fault_moves_the_portal_to_a_fresh_code_and_does_not_run_the_call(world, portal):
+    client, _, server = world
+    taken = f"{portal}-r1"  # a live portal already has the first candidate code
+    assert client.post("/sandbox/portals", json={"code": taken}).status_code == 200
+    fired_before = client.get("/sandbox/state").json()["faults_fired"].get("rename", 0)
+    client.post("/sandbox/faults", json={"kinds": {"rename": 1.0}, "seed": 3})
+    r = client.post(hook(portal, "crm.item.add.json") + "?entityTypeId=31",
+                    json={"fields": {"title": "Under the fault", "opportunity": "10"}})
+    assert r.status_code == 302 and r.content == b""
+    first = f"{portal}-r2"
+    assert r.headers["Location"] == f"{server.url}/p/{first}/rest/1/sandboxhook/crm.item.add.json?entityTypeId=31"
+    # a second rename starts from the same base and skips the codes in use; the old codes lead to the newest
+    r2 = call(client, portal, "user.current")
+    assert r2.status_code == 302 and r2.headers["Location"].startswith(f"{server.url}/p/{first}/")  # old code
+    r3 = call(client, first, "user.current")
+    second = f"{portal}-r3"
+    assert r3.status_code == 302 and r3.headers["Location"] == f"{server.url}{hook(second, 'user.current.json')}"
+    client.delete("/sandbox/faults")
+
+    state = client.get(f"/p/{second}/sandbox/state").json()
+    assert state["code"] == second and state["domain"].endswith(f"/p/{second}")
+    assert state["client_endpoint"] == f"{server.url}/p/{second}/rest/"
+    assert state["faults"] == {"rename": 2}
+    assert state["counts"]["invoices"] == 0  # the redirected crm.item.add was not executed
+    summary = client.get("/sandbox/state").json()
+    assert summary["renamed"][portal] == first and summary["renamed"][first] == second
+    assert summary["faults_fired"]["rename"] == fired_before + 2
+    assert second in summary["portals"] and portal not in summary["portals"] and first not in summary["portals"]
+    assert summary["portals"][taken]["faults"] == {}  # the portal that held `-r1` was not touched
+    for old in (portal, first):
+        moved = client.get(f"/p/{old}/sandbox/state")
+        assert moved.status_code == 302 and moved.headers["Location"] == f"{server.url}/p/{second}/sandbox/state"
+    # re-POSTed to where the 302 pointed, the call runs once
+    again = client.post(r.headers["Location"].replace(f"/p/{first}/", f"/p/{second}/"),
+                        json={"fields": {"title": "Under the fault", "opportunity": "10"}})
+    assert again.status_code == 200 and again.json()["result"]["item"]["title"] == "Under the fault"
+    assert client.get(f"/p/{second}/sandbox/state").json()["counts"]["invoices"] == 1
+
+
+def test_rename_fault_is_seeded(world, portal):
+    client, _, server = world
+
+    def statuses(code: str) -> tuple[list[int], str]:
+        client.post("/sandbox/faults", json={"kinds": {"rename": 0.5}, "seed": 1})
+        out = []
+        for _ in range(6):
+            r = call(client, code, "user.current")
+            out.append(r.status_code)
+            if r.status_code == 302:
+                code = r.headers["Location"].split("/p/", 1)[1].split("/", 1)[0]
+        return out, code
+
+    first, code = statuses(portal)
+    second, _ = statuses(code)
+    client.delete("/sandbox/faults")
+    assert first == second and first[0] == 302 and first[1] == 200  # random.Random(1): 0.134, 0.847, ...
+    assert code == f"{portal}-r{first.count(302)}"
+
+
 def test_state_json_has_the_documented_sections(world, portal):
     client, _, _ = world
     call(client, portal, "im.notify.system.add", USER_ID=2, MESSAGE="Оплата получена", ATTACH=[{"MESSAGE": "x"}])

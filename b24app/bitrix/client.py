@@ -17,6 +17,8 @@ from .query import build_query
 
 log = logging.getLogger("b24app.rest")
 BATCH_LIMIT = 50
+MAX_REDIRECTS = 3  # portal-rename hops followed for free within one call
+REDIRECT_STATUSES = (301, 302, 307, 308)
 
 
 @dataclass(frozen=True)
@@ -179,25 +181,32 @@ class BitrixClient:
                 log.debug("rest call", extra={"member_id": self.member_id, "method": method,
                                              "status": resp.status_code,
                                              "ms": round((time.monotonic() - started) * 1000)})
-                if resp.status_code in (301, 302, 307, 308) and "location" in resp.headers and redirects < 3:
-                    # Portal renamed: re-POST the same body to the new address and remember it.
+                moved_to = _moved_to(url, resp)
+                if moved_to is not None:
+                    # Portal renamed: re-POST the same body to the new address and remember it. Past
+                    # MAX_REDIRECTS in one call a hop costs an attempt (with backoff) but still moves on: a
+                    # portal renamed again and again is no reason to keep knocking at an address known gone.
+                    url = moved_to
+                    self.store.moved(self.member_id, url.rsplit("/", 1)[0] + "/")
                     redirects += 1
-                    url = urljoin(url, resp.headers["location"])
-                    new_endpoint = url.rsplit("/", 1)[0] + "/"
-                    self.store.moved(self.member_id, new_endpoint)
-                    attempt -= 1
-                    continue
-                try:
-                    body = resp.json()
-                except ValueError:
-                    body = None
-                if resp.status_code < 300 and isinstance(body, dict) and "error" not in body:
-                    return body
-                if isinstance(body, dict) and "error" in body:
-                    err = error_from(str(body["error"]), str(body.get("error_description", "")),
-                                     resp.status_code, method)
+                    if redirects <= MAX_REDIRECTS:
+                        attempt -= 1
+                        continue
+                    err = BitrixServerError("too_many_redirects", f"HTTP {resp.status_code}", resp.status_code,
+                                            method)
                 else:
-                    err = BitrixServerError("bad_response", f"HTTP {resp.status_code}", resp.status_code, method)
+                    try:
+                        body = resp.json()
+                    except ValueError:
+                        body = None
+                    if resp.status_code < 300 and isinstance(body, dict) and "error" not in body:
+                        return body
+                    if isinstance(body, dict) and "error" in body:
+                        err = error_from(str(body["error"]), str(body.get("error_description", "")),
+                                         resp.status_code, method)
+                    else:
+                        err = BitrixServerError("bad_response", f"HTTP {resp.status_code}", resp.status_code,
+                                                method)
             delay = self._backoff(attempt, err)
             if not err.retryable or attempt > self.max_retries or waited + delay > self.retry_budget:
                 raise err
@@ -219,13 +228,32 @@ def _as_dict(value) -> dict:
     return {}
 
 
+def _moved_to(url: str, resp: httpx.Response) -> str | None:
+    """The absolute new address when `resp` says the portal moved (renamed), else None."""
+    if resp.status_code in REDIRECT_STATUSES and resp.headers.get("location"):
+        return urljoin(url, resp.headers["location"])
+    return None
+
+
 def call_with_token(http: httpx.Client, rest_base: str, access_token: str, method: str,
-                    params: dict | None = None) -> Any:
-    """One call with a token that is not (yet) stored, e.g. the installer's AUTH_ID."""
-    try:
-        resp = http.post(urljoin(rest_base, f"{method}.json"), json={**(params or {}), "auth": access_token})
-    except httpx.HTTPError as exc:
-        raise BitrixUnavailable("network_error", type(exc).__name__, None, method) from exc
+                    params: dict | None = None, *, on_moved: Callable[[str], None] | None = None) -> Any:
+    """One call with a token that is not (yet) stored, e.g. the installer's AUTH_ID or a placement's.
+
+    With `on_moved`, a portal-rename redirect is followed the way BitrixClient does (the same body re-POSTed,
+    at most MAX_REDIRECTS hops) and `on_moved(new_rest_base)` is told the portal's new REST address for each
+    hop; without it a redirect is an error."""
+    url = urljoin(rest_base, f"{method}.json")
+    payload = {**(params or {}), "auth": access_token}
+    for hop in range(MAX_REDIRECTS + 1):
+        try:
+            resp = http.post(url, json=payload, follow_redirects=False)
+        except httpx.HTTPError as exc:
+            raise BitrixUnavailable("network_error", type(exc).__name__, None, method) from exc
+        moved_to = _moved_to(url, resp) if on_moved is not None and hop < MAX_REDIRECTS else None
+        if moved_to is None:
+            break
+        url = moved_to
+        on_moved(url.rsplit("/", 1)[0] + "/")
     try:
         body = resp.json()
     except ValueError:

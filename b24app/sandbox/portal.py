@@ -63,6 +63,17 @@ def _base() -> str:
     return f"http://{request.host}"
 
 
+def _moved(old_code: str, new_code: str) -> Response:
+    """The 302 of a renamed portal: the same path and query under the new `/p/{code}` prefix."""
+    rest_of_path = request.path[len(f"/p/{old_code}"):]
+    location = f"{_base()}/p/{new_code}{rest_of_path}"
+    if request.query_string:
+        location += "?" + request.query_string.decode()
+    response = Response("", status=302)
+    response.headers["Location"] = location
+    return response
+
+
 def _inject_latency(state: SandboxState) -> None:
     """Sleep `latency_ms` (set with POST /sandbox/config) before a REST/OAuth answer; control API is exempt."""
     if state.latency_ms > 0:
@@ -287,6 +298,7 @@ def _register_central(app: Flask, state: SandboxState) -> None:
                 "apps": [a.public() for a in state.apps.values()],
                 "renamed": dict(state.renamed),
                 "faults": dict(state.faults),
+                "faults_fired": dict(state.faults_fired),
                 "portals": {p.code: {"member_id": p.member_id, "url": f"{_base()}/p/{p.code}",
                                      "installed_apps": [i.client_id for i in p.installations.values() if i.installed],
                                      "requests": p.requests, "rate_limited": p.rate_limited,
@@ -296,7 +308,9 @@ def _register_central(app: Flask, state: SandboxState) -> None:
             })
 
 
-FAULT_KINDS = {"query_limit", "operation_time_limit", "server_error", "expired_token", "slow", "timeout"}
+# `rename` renames the portal to a fresh code and answers that request with a 302 to the new address
+# (what a Bitrix24 portal does after its domain changed); the request itself is not executed.
+FAULT_KINDS = {"query_limit", "operation_time_limit", "server_error", "expired_token", "slow", "timeout", "rename"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,15 +323,8 @@ def _register_portal(app: Flask, state: SandboxState) -> None:
             return None
         with state.lock:
             portal, moved_to = state.resolve_code(args["code"])
-        if moved_to is not None:  # renamed portal: same path and query under the new prefix
-            prefix = f"/p/{args['code']}"
-            rest_of_path = request.path[len(prefix):]
-            location = f"{_base()}/p/{moved_to}{rest_of_path}"
-            if request.query_string:
-                location += "?" + request.query_string.decode()
-            response = Response("", status=302)
-            response.headers["Location"] = location
-            return response
+        if moved_to is not None:
+            return _moved(args["code"], moved_to)
         if portal is None:
             return _error("PORTAL_NOT_FOUND", "Portal not found", 404)
         g.portal = portal
@@ -344,6 +351,9 @@ def _register_portal(app: Flask, state: SandboxState) -> None:
         if fault is not None:
             with state.lock:
                 portal.faults[fault] += 1
+                state.faults_fired[fault] += 1
+            if fault == "rename":  # renamed right now: this request is not executed, only redirected
+                return _moved(code, state.rename_fresh(portal))
             early = _apply_fault(state, fault)
             if early is not None:
                 return early
@@ -521,6 +531,6 @@ def _apply_fault(state: SandboxState, fault: str) -> Response | None:
         time.sleep(state.timeout_seconds)
         return Response("<html><body><h1>504 Gateway Time-out</h1></body></html>", status=504,
                         mimetype="text/html")
-    return None  # "expired_token" is applied at auth time; "slow" continues normally
+    return None  # "expired_token" is applied at auth time; "slow" continues normally; "rename" never gets here
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import re
 import secrets
 import string
 import threading
@@ -19,6 +20,7 @@ INVOICE_CATEGORY_ID = 2
 SECOND_DEAL_CATEGORY_ID = 1
 
 _TOKEN_ALPHABET = string.ascii_lowercase + string.digits
+_RENAME_SUFFIX = re.compile(r"(?:-r[0-9]+)+$")  # what `rename_fresh` appends
 
 
 def new_token() -> str:
@@ -246,6 +248,7 @@ class SandboxState:
         self.seed = seed
         self.rng = random.Random(seed)
         self.faults: dict[str, float] = {}
+        self.faults_fired: Counter = Counter()  # injected faults by kind, all portals together
         self.apps: dict[str, RegisteredApp] = {}
         self.portals: dict[str, Portal] = {}
         self.renamed: dict[str, str] = {}
@@ -291,6 +294,17 @@ class SandboxState:
             portal.code = new_code
             self.portals[new_code] = portal
             self.renamed[old] = new_code
+
+    def rename_fresh(self, portal: Portal) -> str:
+        """Rename `portal` to `<base>-r<N>` (base: its code without earlier `-r<N>` suffixes), the smallest N
+        not used by a live or a former code; the old code keeps redirecting. Returns the new code."""
+        with self.lock:
+            base = _RENAME_SUFFIX.sub("", portal.code) or portal.code
+            n = 1
+            while f"{base}-r{n}" in self.portals or f"{base}-r{n}" in self.renamed:
+                n += 1
+            self.rename(portal, f"{base}-r{n}")
+            return portal.code
 
     # -- tokens --------------------------------------------------------------------------------
     def issue_pair(self, portal: Portal, client_id: str, user_id: int) -> tuple[IssuedToken, IssuedToken]:

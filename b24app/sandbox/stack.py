@@ -70,10 +70,25 @@ class Stack:
         """Inbound webhook of the portal (admin user 1): seed and inspect CRM data like a person would."""
         return f"{self.portal_url}/rest/1/sandboxhook/"
 
+    def portal_http(self, method: str, path: str, *, timeout: float = 30, **kw) -> httpx.Response:
+        """`method` on `{portal_url}{path}`. A renamed portal answers with a redirect to its new code: it is
+        followed with the same method and body (httpx would turn a POST into a GET on a 302), and
+        `portal_code` moves along, so the next call goes to the new code directly."""
+        url = f"{self.portal_url}{path}"
+        for _ in range(10):
+            r = httpx.request(method, url, timeout=timeout, follow_redirects=False, **kw)
+            if r.status_code not in (301, 302, 307, 308) or not r.headers.get("location"):
+                break
+            url = urljoin(url, r.headers["location"])
+            prefix = f"{self.sandbox_url}/p/"
+            if url.startswith(prefix):
+                self.portal_code = url[len(prefix):].split("/", 1)[0]
+        return r
+
     def rest(self, method: str, params: dict | None = None) -> dict:
         """Call the portal as its admin would through a webhook (waits out the portal's rate limit)."""
         for attempt in range(60):
-            r = httpx.post(f"{self.hook}{method}.json", json=params or {}, timeout=30)
+            r = self.portal_http("POST", f"/rest/1/sandboxhook/{method}.json", json=params or {})
             if r.status_code != 503:
                 break
             time.sleep(0.5)
@@ -81,14 +96,14 @@ class Stack:
         return r.json()
 
     def portal_state(self) -> dict:
-        return httpx.get(f"{self.portal_url}/sandbox/state", timeout=30).json()
+        return self.portal_http("GET", "/sandbox/state").json()
 
     def bank_state(self) -> dict:
         return httpx.get(f"{self.bank_url}/sandbox/state", timeout=30).json()
 
     def install(self) -> dict:
-        r = httpx.post(f"{self.portal_url}/sandbox/install", json={"client_id": APP_CLIENT_ID, "user_id": 1},
-                       timeout=60)
+        r = self.portal_http("POST", "/sandbox/install", json={"client_id": APP_CLIENT_ID, "user_id": 1},
+                             timeout=60)
         r.raise_for_status()
         return r.json()
 

@@ -119,9 +119,12 @@ def verify_placement(ctx, extra: ExtraCommands | None = None) -> VerifiedPlaceme
     cmd: dict[str, str] = {"user": "user.current", "admin": "user.admin", "app": "app.info"}
     for key, (method, params) in (extra(portal, entity) if extra else {}).items():
         cmd[key] = f"{method}?{build_query(params)}" if params else method
+    moved: list[str] = []
     try:
-        # Only ever the stored endpoint: DOMAIN in the request is not trusted.
-        result = call_with_token(ctx.http, portal.client_endpoint, auth_id, "batch", {"halt": 0, "cmd": cmd})
+        # Only ever the stored endpoint: DOMAIN in the request is not trusted. A renamed portal answers
+        # there with a redirect to its new address, which is followed (as the worker's client does).
+        result = call_with_token(ctx.http, portal.client_endpoint, auth_id, "batch", {"halt": 0, "cmd": cmd},
+                                 on_moved=moved.append)
     except BitrixError as exc:
         raise PlacementRejected("invalid_auth") from exc
     result = result if isinstance(result, dict) else {}
@@ -139,6 +142,9 @@ def verify_placement(ctx, extra: ExtraCommands | None = None) -> VerifiedPlaceme
     user = res.get("user") if isinstance(res.get("user"), dict) else {}
     if not str(user.get("ID") or "").isdigit():
         raise PlacementRejected("invalid_auth")
+    if moved:  # verified at the new address: remember it, and frame for the portal's new origin
+        ctx.portals.moved(member_id, moved[-1])
+        portal = ctx.portals.find(member_id) or portal
     admin = res.get("admin")
     lang = pick_lang(request.args.get("LANG") or form.get("LANG"), portal.lang)
     frame = Frame(member_id=member_id, user_id=int(user["ID"]), is_admin=admin is True or admin in ("Y", 1, "1"),
