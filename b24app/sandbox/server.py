@@ -1,6 +1,7 @@
 """Serve a WSGI app on a loopback port in a background thread (tests, demo, benchmarks)."""
 from __future__ import annotations
 
+import socket
 import threading
 from dataclasses import dataclass, field
 
@@ -34,9 +35,29 @@ class RunningServer:
         self.thread.join(timeout=10)
 
 
-def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
-    """Start `app` on host:port (0 picks a free port) and return once it accepts connections."""
-    server = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"wsgi-{server.server_port}", daemon=True)
+def listening_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A socket already bound and listening (port 0: a free one), to hand to `serve_in_thread` later.
+
+    Servers that must know each other's addresses before they start hold their ports this way: a port
+    only looked up as free may be taken (by any outgoing connection's local port) before it is bound."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    return sock
+
+
+def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0, sock: socket.socket | None = None) -> RunningServer:
+    """Start `app` on host:port (0 picks a free port), or on `sock` from `listening_socket`, and return once
+    it accepts connections."""
+    if sock is not None:
+        host, port = sock.getsockname()[:2]
+        server = make_server(host, port, app, threaded=True, request_handler=QuietHandler, fd=sock.fileno())
+        sock.close()  # the server holds its own duplicate of the descriptor
+    else:
+        server = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
+        port = server.server_port
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"wsgi-{port}",
+                              daemon=True)
     thread.start()
-    return RunningServer(server=server, thread=thread, host=host, port=server.server_port, app=app)
+    return RunningServer(server=server, thread=thread, host=host, port=port, app=app)

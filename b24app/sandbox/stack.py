@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html
 import re
-import socket
 import tempfile
 import threading
 import time
@@ -20,19 +19,13 @@ from urllib.parse import urljoin
 import httpx
 
 from ..config import Settings, finalize
-from .server import RunningServer, serve_in_thread
+from .server import RunningServer, listening_socket, serve_in_thread
 
 APP_CLIENT_ID = "local.b24app.demo"
 APP_CLIENT_SECRET = "demo-b24-secret-0123456789"
 BANK_CLIENT_ID = "b24app-demo"
 BANK_CLIENT_SECRET = "demo-secret"
 DEMO_INN, DEMO_KPP, DEMO_PHONE = "7701234567", "770101001", "+79990000001"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -167,7 +160,9 @@ def start_stack(*, base_port: int = 0, data_dir: str | None = None, database_url
     if data_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="b24app-")
         data_dir = tmp.name
-    ports = [base_port, base_port + 1, base_port + 2] if base_port else [free_port() for _ in range(3)]
+    # Bound before anything starts: each server must know the others' addresses.
+    socks = [listening_socket(port=base_port + n if base_port else 0) for n in range(3)]
+    ports = [sock.getsockname()[1] for sock in socks]
     app_url, sandbox_url, bank_url = (f"http://127.0.0.1:{p}" for p in ports)
 
     portal_app = create_portal_sandbox(access_ttl=access_ttl, rate=rate, burst=burst, event_delivery=event_delivery,
@@ -176,8 +171,8 @@ def start_stack(*, base_port: int = 0, data_dir: str | None = None, database_url
                                               "scope": "crm,placement,im,task,user_brief"}])
     bank_app = create_bank_sandbox(access_ttl=bank_access_ttl, rate_limit_rps=bank_rate_limit_rps,
                                    redirect_uris=[f"{app_url}/bank/callback"])
-    portal_server = serve_in_thread(portal_app, port=ports[1])
-    bank_server = serve_in_thread(bank_app, port=ports[2])
+    portal_server = serve_in_thread(portal_app, sock=socks[1])
+    bank_server = serve_in_thread(bank_app, sock=socks[2])
 
     settings = finalize(Settings(
         mode=mode, data_dir=data_dir, database_url=database_url or "", public_url=app_url,
@@ -189,7 +184,7 @@ def start_stack(*, base_port: int = 0, data_dir: str | None = None, database_url
     upgrade(settings.database_url)
     ctx = AppContext.for_worker(settings, clock=clock, pacer=pacer)  # the demo's worker runs in this process
     flask_app = create_app(settings, context=ctx)
-    app_server = serve_in_thread(flask_app, port=ports[0])
+    app_server = serve_in_thread(flask_app, sock=socks[0])
     return Stack(settings=settings, portal_server=portal_server, bank_server=bank_server, app_server=app_server,
                  ctx=ctx, flask_app=flask_app, data_dir=Path(data_dir), _tmp=tmp)
 
