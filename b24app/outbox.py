@@ -17,7 +17,7 @@ from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .bitrix.errors import BitrixError, NotFound, PortalGone
-from .models import OutboxItem, Portal
+from .models import Invoice, OutboxItem, Portal
 
 log = logging.getLogger("b24app.outbox")
 MAX_ATTEMPTS = 8
@@ -115,7 +115,7 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
         return {"sent": 0}
     client = ctx.bitrix(portal.member_id)
     try:
-        reads = _read_state(client, claimed)
+        reads = _read_state(client, claimed, _cached_categories(ctx, portal.id, claimed))
     except PortalGone as exc:
         for item, _ in claimed:
             _finish(ctx, item.id, owner, "dead", error=f"portal gone: {exc.code}")
@@ -174,7 +174,25 @@ def _small(value):
 
 
 # -- reading Bitrix24's current state --------------------------------------------------------------------
-def _read_state(client, claimed: list[tuple[OutboxItem, bool]]) -> dict:
+def _cached_categories(ctx, portal_id: int, claimed: list[tuple[OutboxItem, bool]]) -> set[int]:
+    """The categories (funnels) our invoice cache puts the claimed invoices in: their stage lists can be read
+    in the same batch as the invoices themselves."""
+    ids = {int(item.payload["invoice_id"]) for item, _ in claimed if item.kind in ("invoice_paid", "invoice_reopen")}
+    if not ids:
+        return set()
+    with ctx.db.session() as s:
+        return {int(c) for c in s.scalars(select(Invoice.category_id).distinct().where(
+            Invoice.portal_id == portal_id, Invoice.b24_id.in_(ids), Invoice.category_id.is_not(None)))}
+
+
+def _stage_list(category: int) -> tuple[str, dict]:
+    return "crm.status.list", {"filter": {"ENTITY_ID": f"SMART_INVOICE_STAGE_{category}"}}
+
+
+def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[int] = frozenset()) -> dict:
+    """What Bitrix24 shows now for the claimed items: one batch with the invoices, deals, timelines and tasks
+    to check and the stage lists of the invoices' categories as cached; a second batch only for a category
+    the cache did not know (an invoice moved to another funnel since)."""
     cmds: dict[str, tuple[str, dict]] = {}
     for item, uncertain in claimed:
         p = item.payload
@@ -191,17 +209,21 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]]) -> dict:
                                                            "select": ["ID", "TITLE"]})
     if not cmds:
         return {}
+    for c in sorted(categories):
+        cmds[f"st{c}"] = _stage_list(c)
     first = client.batch(cmds)
     reads = dict(first.results)
     for key, err in first.errors.items():
+        if key.startswith("st"):
+            raise err  # a stage list that cannot be read: nothing about invoices can be decided
         if not isinstance(err, NotFound):
             raise err
         reads[key] = None
-    categories = {int((reads.get(k) or {}).get("item", {}).get("categoryId") or 0)
-                  for k in reads if k.startswith("inv") and reads.get(k)}
-    if categories:
-        stages = client.batch({f"st{c}": ("crm.status.list", {"filter": {"ENTITY_ID": f"SMART_INVOICE_STAGE_{c}"}})
-                               for c in sorted(categories)})
+    wanted = {int((reads.get(k) or {}).get("item", {}).get("categoryId") or 0)
+              for k in reads if k.startswith("inv") and reads.get(k)}
+    missing = wanted - set(categories)
+    if missing:
+        stages = client.batch({f"st{c}": _stage_list(c) for c in sorted(missing)})
         stages.raise_first()
         reads.update(stages.results)
     return reads

@@ -252,3 +252,30 @@ def test_an_interrupted_task_is_not_created_twice(linked):
     assert len(tasks) == 1 and tasks[0]["responsibleId"] == str(d["user"])
     with linked.ctx.db.session() as s:
         assert {i.status for i in s.scalars(select(OutboxItem))} <= {"done", "skipped"}
+
+
+@pytest.mark.parametrize("cache_knows_the_funnel", [True, False])
+def test_moving_an_invoice_reads_its_stage_list_with_it_unless_it_changed_funnel(linked, cache_knows_the_funnel):
+    """The stage list of the invoice's funnel (as cached) is read in the same batch as the invoice: one read
+    batch and one write batch. If the invoice moved to another funnel since it was cached, that funnel's
+    stage list costs a second read, and the invoice still lands in the right success stage."""
+    from b24app import invoices
+    from b24app.models import Invoice
+    ctx = linked.ctx
+    d = linked.deals[0]
+    linked.pay(d["amount"], f"Оплата по счету № {d['number']} от 14.01.2026", payerInn=d["inn"], payerName=d["company"])
+    with ctx.db.session() as s:
+        portal = s.scalar(select(Portal))
+    invoices.refresh_all(ctx, portal)
+    with ctx.db.session() as s:
+        accounts = list(s.scalars(select(BankAccount.id).where(BankAccount.watched.is_(True))))
+        if not cache_knows_the_funnel:
+            s.get(Invoice, s.scalar(select(Invoice.id).where(Invoice.b24_id == d["invoice_id"]))).category_id = 99
+    for account_id in accounts:
+        sync.sync_account(ctx, account_id)
+    assert reconcile.reconcile_portal(ctx, portal, limit=200)
+    before = linked.portal_state()["requests"]
+    sent = outbox.deliver(ctx, portal)
+    assert linked.portal_state()["requests"] - before == (2 if cache_knows_the_funnel else 3)
+    assert sent["sent"] >= 1
+    assert item(linked, d["invoice_id"])["stageId"] == "DT31_2:P"
