@@ -92,12 +92,13 @@ def db() -> None:
 @db.command("upgrade")
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
-    """Apply migrations up to REVISION."""
-    from .migrate import upgrade
+    """Apply migrations up to REVISION, then refresh PostgreSQL's planner statistics (ANALYZE)."""
+    from .migrate import analyze, upgrade
 
     settings = _settings()
     upgrade(settings.database_url, revision)
-    click.echo(f"database at {revision}")
+    analyzed = analyze(settings.database_url)
+    click.echo(f"database at {revision}" + (", statistics refreshed" if analyzed else ""))
 
 
 @main.command("rotate-keys")

@@ -23,6 +23,24 @@ def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
 
 
+def analyze(database_url: str) -> bool:
+    """Refresh the planner's statistics (PostgreSQL; SQLite needs none). Returns whether it ran.
+
+    Until autovacuum has analysed freshly loaded or restored tables, PostgreSQL may plan the workers' claim
+    as a scan of every due account (measured: 155 ms instead of 0.8 ms per claim at 10,000 accounts)."""
+    if not database_url.startswith("postgresql"):
+        return False
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("ANALYZE"))
+    finally:
+        engine.dispose()
+    return True
+
+
 @lru_cache(maxsize=1)
 def migration_head() -> str:
     """The newest revision shipped with this code (what `/readyz` expects the database to be at)."""

@@ -66,6 +66,25 @@ def test_migrations_produce_exactly_the_models(database_url):
     assert version == migration_head()
 
 
+def test_db_upgrade_command_migrates_and_refreshes_postgresql_statistics(database_url, tmp_path):
+    env = {"B24APP_MODE": "demo", "B24APP_DATA_DIR": str(tmp_path), "B24APP_DATABASE_URL": database_url,
+           "PATH": "/usr/bin:/bin"}
+    cli = subprocess.run([sys.executable, "-m", "b24app.cli", "db", "upgrade"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == migration_head()
+        if engine.dialect.name == "postgresql":
+            assert "statistics refreshed" in cli.stdout
+            analyzed = conn.exec_driver_sql("SELECT last_analyze FROM pg_stat_user_tables "
+                                            "WHERE relname = 'bank_accounts'").scalar()
+            assert analyzed is not None
+        else:
+            assert cli.stdout.strip() == "database at head"
+    engine.dispose()
+
+
 def test_health_endpoints(stack):
     assert httpx.get(stack.app_url + "/healthz", timeout=10).json() == {"ok": True}
     ready = httpx.get(stack.app_url + "/readyz", timeout=10)
