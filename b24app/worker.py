@@ -207,11 +207,13 @@ class Worker:
     def run(self, *, max_seconds: float | None = None) -> None:
         """Keep the thread pool busy from a small local queue of leased accounts, no barrier between rounds.
 
-        Accounts are claimed in chunks of up to `batch` when the queue is shorter than the free threads, at
-        most every `claim_every` seconds unless the last claim came back full (a backlog). Portal work
-        (matching and effects: payments already in) is claimed on at most a quarter of the free threads, right
-        away when one of our polls stored a new payment and otherwise every `claim_every` seconds, so statement
-        polls cannot delay it. The upkeep query that finds portals needing work runs once a second.
+        Accounts are claimed when the queue is shorter than the free threads, up to `batch` but never more
+        than twice the free threads (a leased account must not wait long for a thread), at most every
+        `claim_every` seconds unless the last claim came back full (a backlog). Portal work (matching and
+        effects: payments already in) is claimed on a quarter of the free threads, right away when one of our
+        polls stored a new payment and otherwise every `claim_every` seconds, so statement polls cannot delay
+        it; it never holds more than half the threads, so it cannot starve the polls either. The upkeep query
+        that finds portals needing work runs once a second.
         """
         started = time.monotonic()
         log.info("worker started", extra={"owner": self.owner, "concurrency": self.concurrency})
@@ -219,6 +221,8 @@ class Worker:
         backlog = False
         queue: deque[int] = deque()
         inflight: set = set()
+        portal_runs: set = set()  # the part of `inflight` that is portal work
+        portal_cap = max(1, self.concurrency // 2)
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="b24app-work") as pool:
             while not self.stopping.is_set():
                 now = time.monotonic()
@@ -229,16 +233,19 @@ class Worker:
                         self.schedule_portal_upkeep()
                         upkeep_at = now
                     free = self.concurrency - len(inflight)
-                    if free > 0 and (self.new_payments.is_set() or now - portals_at >= self.claim_every):
+                    room = min(max(1, free // 4), portal_cap - len(portal_runs))
+                    if free > 0 and room > 0 and (self.new_payments.is_set() or now - portals_at >= self.claim_every):
                         self.new_payments.clear()
                         portals_at = now
-                        for p in self.claim_portals(max(1, free // 4)):
-                            inflight.add(pool.submit(self.portal_work, p))
+                        for p in self.claim_portals(room):
+                            portal_runs.add(pool.submit(self.portal_work, p))
+                        inflight |= portal_runs
                     free = self.concurrency - len(inflight)
                     if len(queue) < free and (backlog or now - accounts_at >= self.claim_every):
                         accounts_at = now
-                        claimed = self.claim_accounts(self.batch)
-                        backlog = len(claimed) == self.batch
+                        want = min(self.batch, 2 * free)
+                        claimed = self.claim_accounts(want)
+                        backlog = len(claimed) == want
                         queue.extend(claimed)
                 except Exception:
                     log.exception("worker scheduling failed")
@@ -248,6 +255,7 @@ class Worker:
                     _done, pending = wait(inflight, timeout=min(self.idle_sleep, self.claim_every),
                                           return_when=FIRST_COMPLETED)
                     inflight = set(pending)
+                    portal_runs &= inflight
                 else:
                     self.stopping.wait(self.idle_sleep)
             self.release_accounts(list(queue))  # leased but never started: due again at once, not in 2 minutes

@@ -103,6 +103,57 @@ def test_a_portal_backlog_does_not_starve_another(linked):
     assert w.claim_portals(1) == [other_id]  # but the other portal, due earlier, comes first
 
 
+def test_slow_portal_work_holds_at_most_half_the_threads_and_polls_go_on(linked):
+    """Ten portals with work that hangs (a portal at its rate limit, say) do not take every thread: the due
+    accounts are still polled, and leased accounts are handed back when the worker stops."""
+    import threading
+
+    ctx = linked.ctx
+    with ctx.db.session() as s:
+        for n in range(10):
+            s.add(Portal(member_id=f"slow{n}", domain="x", client_endpoint="http://127.0.0.1:9/rest/",
+                         server_endpoint="http://127.0.0.1:9/rest/", status="installed", settings={},
+                         work_due_at=ctx.clock.now()))
+        due = list(s.scalars(select(BankAccount.id).where(BankAccount.watched.is_(True))))
+    assert due
+    release = threading.Event()
+    running, most, polled = set(), [0], []
+    lock = threading.Lock()
+
+    class Probe(Worker):
+        def portal_work(self, portal_id):
+            with lock:
+                running.add(portal_id)
+                most[0] = max(most[0], len(running))
+            release.wait(10)
+            with lock:
+                running.discard(portal_id)
+            self.release_portal(portal_id, None)
+
+        def sync_one(self, account_id):
+            polled.append(account_id)
+            super().sync_one(account_id)
+
+    w = Probe(ctx, owner="probe", concurrency=4, idle_sleep=0.05)
+    t = threading.Thread(target=w.run, kwargs={"max_seconds": 6})
+    t.start()
+    try:
+        assert wait_for(lambda: set(due) <= set(polled), timeout=5)
+        time.sleep(1.0)  # ten claim rounds: the hanging portal work takes all it may
+        assert most[0] == 2  # half of 4 threads, while 10 portals were waiting
+        polled.clear()
+        with ctx.db.session() as s:  # due again while the portal work still hangs
+            for acc in s.scalars(select(BankAccount).where(BankAccount.id.in_(due))):
+                acc.next_sync_at = ctx.clock.now()
+        assert wait_for(lambda: set(due) <= set(polled), timeout=3)
+    finally:
+        w.stopping.set()
+        release.set()
+        t.join(15)
+    with ctx.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(BankAccount).where(BankAccount.lease_owner == "probe")) == 0
+
+
 # -- several worker processes on PostgreSQL ---------------------------------------------------------------
 N_INVOICES = 24
 
