@@ -16,7 +16,10 @@ from datetime import timedelta
 from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .bitrix.errors import BitrixError, NotFound, PortalGone
+from .bitrix.client import BATCH_LIMIT
+from .bitrix.errors import (AccessDenied, BitrixError, BitrixServerError, ExpiredToken, InsufficientScope,
+                             InvalidGrant, InvalidToken, MethodNotFound, NotFound, OAuthError, OperationTimeLimit,
+                             PaymentRequired, PortalGone, QueryLimitExceeded)
 from .models import Invoice, OutboxItem, Portal
 
 log = logging.getLogger("b24app.outbox")
@@ -121,8 +124,8 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
             _finish(ctx, item.id, owner, "dead", error=f"portal gone: {exc.code}")
         return {"sent": 0, "dead": len(claimed)}
     except BitrixError as exc:
-        for item, _ in claimed:
-            _retry_or_die(ctx, item, owner, f"read failed: {exc.code}")
+        for item, uncertain in claimed:  # an interrupted attempt stays one until Bitrix24 has been checked
+            _retry_or_die(ctx, item, owner, f"read failed: {exc.code}", unsure=uncertain)
         return {"sent": 0, "retry": len(claimed)}
     commands: dict[str, tuple[str, dict]] = {}
     plan: dict[str, tuple[OutboxItem, dict]] = {}
@@ -142,29 +145,64 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
         still_ours = _renew(ctx, [item.id for item, _ in plan.values()], owner)
         for key in [k for k, (item, _) in plan.items() if item.id not in still_ours]:
             del commands[key], plan[key]  # another worker took it over: it re-checks Bitrix24 itself
-    if commands:
+    # Chunk by chunk (50 commands per request), so that a failure knows what already went out: the chunks
+    # before it are done, the chunk itself may or may not have reached Bitrix24, the rest never left.
+    interrupted = {item.id for item, uncertain in claimed if uncertain}
+    keys = list(commands)
+    retry = 0
+    for start in range(0, len(keys), BATCH_LIMIT):
+        chunk = keys[start:start + BATCH_LIMIT]
         try:
-            res = client.batch(commands)
+            res = client.batch({k: commands[k] for k in chunk})
         except BitrixError as exc:
-            for item, _ in plan.values():
-                _retry_or_die(ctx, item, owner, f"batch failed: {exc.code}")
-            return {"sent": 0, "skipped": skipped, "retry": len(plan)}
-        for key, (item, info) in plan.items():
+            for k in chunk:
+                item = plan[k][0]
+                _retry_or_die(ctx, item, owner, f"batch failed: {exc.code}",
+                              unsure=maybe_executed(exc) or item.id in interrupted)
+            for k in keys[start + BATCH_LIMIT:]:
+                item = plan[k][0]
+                _retry_or_die(ctx, item, owner, "not sent: an earlier batch failed", unsure=item.id in interrupted)
+            retry = len(keys) - start
+            break
+        for key in chunk:
+            item, info = plan[key]
             if key in res.errors:
                 failed += 1
-                _retry_or_die(ctx, item, owner, f"{res.errors[key].code}: {res.errors[key].description}"[:500])
+                _retry_or_die(ctx, item, owner, f"{res.errors[key].code}: {res.errors[key].description}"[:500],
+                              unsure=item.id in interrupted)
             else:
                 sent += 1
                 _finish(ctx, item.id, owner, "done", result={**info, "result": _small(res.results.get(key))})
-    return {"sent": sent, "skipped": skipped, "failed": failed}
+    out = {"sent": sent, "skipped": skipped, "failed": failed}
+    if retry:
+        out["retry"] = retry
+    return out
 
 
-def _retry_or_die(ctx, item: OutboxItem, owner: str, error: str) -> None:
+def maybe_executed(exc: BitrixError) -> bool:
+    """Whether a batch request that raised `exc` may still have run in Bitrix24: no answer, or a server error.
+    Refusals before any work (rate limits, tokens, access, a portal that is gone or moved too often) did not."""
+    if isinstance(exc, (QueryLimitExceeded, OperationTimeLimit, ExpiredToken, InvalidToken, InvalidGrant,
+                        OAuthError, AccessDenied, InsufficientScope, PaymentRequired, PortalGone, MethodNotFound)):
+        return False
+    return not (isinstance(exc, BitrixServerError) and exc.code == "too_many_redirects")
+
+
+def _retry_or_die(ctx, item: OutboxItem, owner: str, error: str, *, unsure: bool = False) -> None:
+    """Try again after a back-off, or give up after MAX_ATTEMPTS. `unsure`: the effect may have reached
+    Bitrix24, so the item stays `sending` without an owner; claimed again after the back-off it counts as an
+    interrupted attempt, and Bitrix24 is checked before anything is sent again (a trigger is not re-fired)."""
     if item.attempts >= MAX_ATTEMPTS:
         log.error("outbox item dead", extra={"portal_id": item.portal_id, "key": item.key, "error": error})
         _finish(ctx, item.id, owner, "dead", error=error)
-    else:
-        _finish(ctx, item.id, owner, "pending", error=error, retry_in=min(600, 5 * 2 ** item.attempts))
+        return
+    delay = min(600, 5 * 2 ** item.attempts)
+    if not unsure:
+        _finish(ctx, item.id, owner, "pending", error=error, retry_in=delay)
+        return
+    with ctx.db.session() as s:
+        s.execute(update(OutboxItem).where(OutboxItem.id == item.id, OutboxItem.lease_owner == owner).values(
+            lease_owner=None, lease_until=ctx.clock.now() + timedelta(seconds=delay), last_error=error))
 
 
 def _small(value):

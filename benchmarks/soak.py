@@ -474,6 +474,12 @@ def run_soak(cfg: SoakConfig, log=print) -> SoakReport:
         report.portal_faults = dict(pf)
         report.bank_faults = dict(stack.bank_state()["faults"]["fired"])
         _verify(stack, plans, payments, report)
+        if report.problems and cfg.data_dir:
+            # Evidence for whoever looks next: the worker's log and database are in the data dir already; the
+            # portals' memory (comments, notifications, triggers with their times) is gone once we stop.
+            states = {p.code: httpx.get(f"{stack.sandbox_url}/p/{p.code}/sandbox/state", timeout=30,
+                                        follow_redirects=True).json() for p in plans}  # a renamed one redirects
+            (Path(cfg.data_dir) / "portals-state.json").write_text(json.dumps(states, ensure_ascii=False))
     finally:
         worker.stop()
         report.seconds_total = time.monotonic() - started
@@ -488,11 +494,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=None, help="how long payments keep arriving")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--database-url", default=None, help="default: SQLite in a temporary directory")
+    ap.add_argument("--data-dir", default=None,
+                    help="keep the app's data here (database, worker log; the portals' state too if a check fails)")
     ap.add_argument("--json", action="store_true", help="print the report as JSON as well")
     args = ap.parse_args(argv)
     seconds = args.seconds if args.seconds is not None else max(20.0, args.payments / 20)
     cfg = SoakConfig(payments=args.payments, portals=args.portals, seconds=seconds, seed=args.seed,
-                     database_url=args.database_url)
+                     database_url=args.database_url, data_dir=args.data_dir)
     report = run_soak(cfg, log=lambda m: print(m, file=sys.stderr))
     print(report.render())
     if args.json:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -279,3 +280,82 @@ def test_moving_an_invoice_reads_its_stage_list_with_it_unless_it_changed_funnel
     assert linked.portal_state()["requests"] - before == (2 if cache_knows_the_funnel else 3)
     assert sent["sent"] >= 1
     assert item(linked, d["invoice_id"])["stageId"] == "DT31_2:P"
+
+
+def _portal_faults(stack, script):
+    httpx.post(f"{stack.sandbox_url}/sandbox/faults", json={"kinds": {}, "script": script},
+               timeout=30).raise_for_status()
+
+
+def _due_again(stack):
+    """Every unfinished outbox item's back-off is over (the clock of a test does not wait minutes)."""
+    past = stack.ctx.clock.now() - timedelta(seconds=1)
+    with stack.ctx.db.session() as s:
+        for i in s.scalars(select(OutboxItem).where(OutboxItem.status.in_(("pending", "sending")))):
+            i.next_attempt_at = past
+            if i.status == "sending":
+                i.lease_until = past
+
+
+def test_a_failed_second_batch_does_not_resend_the_first(linked):
+    """62 effects need two requests of at most 50 commands. The second is refused (its token expires twice in
+    a row): the 50 that went out are done and are not sent again; the 12 that did not go out are sent later."""
+    ctx, deal_id = linked.ctx, linked.deals[0]["deal_id"]
+    with ctx.db.session() as s:
+        portal = s.scalar(select(Portal))
+        for n in range(60):
+            outbox.enqueue(s, portal.id, f"test:tl:{n}", "timeline", {"deal_id": deal_id, "comment": f"comment {n}"})
+        for n in range(2):
+            outbox.enqueue(s, portal.id, f"test:tr:{n}", "trigger",
+                           {"code": "b24app_payment_received", "owner_id": deal_id})
+    before = linked.portal_state()
+    _portal_faults(linked, [None, "expired_token", "expired_token"])
+    first = outbox.deliver(ctx, portal)
+    assert first["sent"] == 50 and first["retry"] == 12
+    with ctx.db.session() as s:
+        statuses = Counter(i.status for i in s.scalars(select(OutboxItem)))
+    assert statuses == {"done": 50, "pending": 12}  # refused before any work: nothing uncertain
+    _due_again(linked)
+    assert outbox.deliver(ctx, portal)["sent"] == 12
+    after = linked.portal_state()
+    mine = [c["COMMENT"] for c in after["timeline_comments"] if str(c["ENTITY_ID"]) == str(deal_id)]
+    assert len(mine) - len([c for c in before["timeline_comments"] if str(c["ENTITY_ID"]) == str(deal_id)]) == 60
+    assert sorted(Counter(mine).values())[-1] == 1  # every comment once
+    assert len(after["trigger_executions"]) - len(before["trigger_executions"]) == 2
+
+
+def test_an_interrupted_attempt_stays_uncertain_when_the_check_fails(linked):
+    """A worker died after its comment reached Bitrix24. The next worker cannot read the timeline (its token
+    expires twice in a row): the item must stay an interrupted attempt, so that the read that finally works
+    finds the comment instead of a plain retry posting it again."""
+    ctx, deal_id = linked.ctx, linked.deals[0]["deal_id"]
+    with ctx.db.session() as s:
+        portal = s.scalar(select(Portal))
+        outbox.enqueue(s, portal.id, "test:tl:once", "timeline", {"deal_id": deal_id, "comment": "paid"})
+    real_finish = outbox._finish
+    outbox._finish = lambda *a, **k: None   # the process dies right after the batch call
+    try:
+        assert outbox.deliver(ctx, portal)["sent"] == 1
+    finally:
+        outbox._finish = real_finish
+    _due_again(linked)
+    _portal_faults(linked, ["expired_token", "expired_token"])
+    assert outbox.deliver(ctx, portal)["retry"] == 1
+    with ctx.db.session() as s:
+        assert [i.status for i in s.scalars(select(OutboxItem))] == ["sending"]
+    _due_again(linked)
+    assert outbox.deliver(ctx, portal)["skipped"] == 1
+    comments = [c["COMMENT"] for c in linked.portal_state()["timeline_comments"]
+                if str(c["ENTITY_ID"]) == str(deal_id) and c["COMMENT"].startswith("paid")]
+    assert len(comments) == 1
+
+
+def test_which_failed_requests_may_have_run_in_bitrix24():
+    from b24app.bitrix.errors import (BitrixServerError, BitrixUnavailable, ExpiredToken, PortalGone,
+                                      QueryLimitExceeded)
+    refused = [QueryLimitExceeded("QUERY_LIMIT_EXCEEDED", "", 503, "batch"), ExpiredToken("expired_token", "", 401, "batch"),
+               PortalGone("NOT_INSTALLED", "", 400, "batch"), BitrixServerError("too_many_redirects", "", 302, "batch")]
+    unknown = [BitrixUnavailable("timeout", "ReadTimeout", None, "batch"),
+               BitrixServerError("INTERNAL_SERVER_ERROR", "", 500, "batch"), BitrixServerError("bad_response", "", 504, "batch")]
+    assert [outbox.maybe_executed(e) for e in refused] == [False] * 4
+    assert [outbox.maybe_executed(e) for e in unknown] == [True] * 3

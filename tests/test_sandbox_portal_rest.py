@@ -335,6 +335,18 @@ def test_rename_fault_is_seeded(world, portal):
     assert code == f"{portal}-r{first.count(302)}"
 
 
+def test_a_fault_script_answers_the_next_requests_in_order_then_the_draw_resumes(world, portal):
+    client, _, _ = world
+    assert client.post("/sandbox/faults", json={"script": [None, "nonsense"]}).status_code == 400
+    r = client.post("/sandbox/faults", json={"kinds": {}, "script": [None, "server_error", "query_limit"]})
+    assert r.json()["script"] == [None, "server_error", "query_limit"]
+    assert [call(client, portal, "user.current").status_code for _ in range(4)] == [200, 500, 503, 200]
+    assert client.get("/sandbox/faults").json()["script"] == []
+    client.post("/sandbox/faults", json={"script": ["server_error", "server_error"]})
+    client.delete("/sandbox/faults")  # clears a script that has not run out
+    assert call(client, portal, "user.current").status_code == 200
+
+
 def test_state_json_has_the_documented_sections(world, portal):
     client, _, _ = world
     call(client, portal, "im.notify.system.add", USER_ID=2, MESSAGE="Оплата получена", ATTACH=[{"MESSAGE": "x"}])

@@ -280,16 +280,18 @@ def _register_central(app: Flask, state: SandboxState) -> None:
             if request.method == "POST":
                 body = request.get_json(force=True) or {}
                 kinds = body.get("kinds") or {}
-                unknown = set(kinds) - FAULT_KINDS
+                script = body.get("script") or []
+                unknown = (set(kinds) | {k for k in script if k is not None}) - FAULT_KINDS
                 if unknown:
                     return _error("invalid_request", f"unknown fault kinds: {sorted(unknown)}", 400)
                 state.faults = {k: float(v) for k, v in kinds.items()}
+                state.fault_script = list(script)  # the next REST requests get these, in order, before any draw
                 if "seed" in body:
                     state.seed = int(body["seed"])
                 state.rng.seed(state.seed)
             elif request.method == "DELETE":
-                state.faults = {}
-            return jsonify({"kinds": state.faults, "seed": state.seed})
+                state.faults, state.fault_script = {}, []
+            return jsonify({"kinds": state.faults, "script": state.fault_script, "seed": state.seed})
 
     @app.route("/sandbox/state")
     def sandbox_state() -> Response:
@@ -310,6 +312,8 @@ def _register_central(app: Flask, state: SandboxState) -> None:
 
 # `rename` renames the portal to a fresh code and answers that request with a 302 to the new address
 # (what a Bitrix24 portal does after its domain changed); the request itself is not executed.
+# POST /sandbox/faults {"kinds": {kind: probability}, "script": [kind or null, ...]}: the script's entries
+# are the faults of the next REST requests, in order (null: none), before any random draw (for tests).
 FAULT_KINDS = {"query_limit", "operation_time_limit", "server_error", "expired_token", "slow", "timeout", "rename"}
 
 

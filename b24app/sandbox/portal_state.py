@@ -249,6 +249,7 @@ class SandboxState:
         self.rng = random.Random(seed)
         self.faults: dict[str, float] = {}
         self.faults_fired: Counter = Counter()  # injected faults by kind, all portals together
+        self.fault_script: list[str | None] = []  # faults for the next REST requests, in order (None: none)
         self.apps: dict[str, RegisteredApp] = {}
         self.portals: dict[str, Portal] = {}
         self.renamed: dict[str, str] = {}
@@ -341,7 +342,10 @@ class SandboxState:
             return True
 
     def roll_fault(self) -> str | None:
+        """The fault for this REST request: the next entry of the script if one is set, else a random draw."""
         with self.lock:
+            if self.fault_script:
+                return self.fault_script.pop(0)
             for kind, probability in self.faults.items():
                 if probability > 0 and self.rng.random() < probability:
                     return kind
