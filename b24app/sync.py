@@ -9,9 +9,9 @@ from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .bank.errors import MalformedOperation
-from .db import UTCDateTime
 from .bank.operations import BankOperation
 from .banklink import LinkNeedsConsent, bank_api
+from .db import UTCDateTime
 from .models import BankAccount, BankLink, Operation, OperationAlias, Portal
 from .rules import load_rules
 
