@@ -26,11 +26,14 @@ def main() -> None:
 @click.option("--data-dir", default=None, help="keep data here (default: a fresh temporary directory)")
 @click.option("--sync-interval", default=5, show_default=True, help="seconds between statement polls")
 @click.option("--exit-after-ready", is_flag=True, help="stop right after printing 'demo ready' (for scripts)")
-def demo(base_port: int, data_dir: str | None, sync_interval: int, exit_after_ready: bool) -> None:
-    """Run the whole story on this machine: sandboxes, app, worker, install, bank link."""
+@click.option("--pay/--no-pay", default=True, show_default=True,
+              help="the client pays two invoices (one in full, one partly) before the demo waits for you")
+def demo(base_port: int, data_dir: str | None, sync_interval: int, exit_after_ready: bool, pay: bool) -> None:
+    """Run the whole story on this machine: sandboxes, app, worker, install, bank link, payments."""
     from .demo import run_demo
 
-    run_demo(base_port=base_port, data_dir=data_dir, sync_interval=sync_interval, exit_after_ready=exit_after_ready)
+    run_demo(base_port=base_port, data_dir=data_dir, sync_interval=sync_interval, exit_after_ready=exit_after_ready,
+             pay=pay)
 
 
 @main.command()

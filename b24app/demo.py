@@ -5,13 +5,56 @@ import signal
 import threading
 import time
 
+from decimal import Decimal
+
 import click
 
+from .domain.formatting import format_money
 from .sandbox.stack import DEMO_INN, DEMO_PHONE, link_bank, seed_crm, start_stack
+
+PAID_STAGE = "DT31_2:P"  # the success stage of the sandbox's invoice funnel
+
+
+def _the_client_pays(stack, deals: list[dict]) -> None:
+    """The main job, once, as it happens: one invoice paid in full, one underpaid; print what the app did."""
+    state = stack.portal_server.app.extensions["portal_sandbox"]
+    portal = state.portals[stack.portal_code]
+    full, part = deals[0], deals[1]
+    partial = (Decimal(part["amount"]) * Decimal("0.8")).quantize(Decimal("1"))
+    click.echo("")
+    click.echo("The client pays (bank transfers into the linked account):")
+    for deal, amount, purpose in ((full, Decimal(full["amount"]), f"Оплата по счету № {full['number']} от 14.01.2026"),
+                                  (part, partial, f"Оплата по сч. {part['number']} частично")):
+        with state.lock:
+            notes_before = sum(1 for n in portal.notifications if n["user_id"] == deal["user"])
+        started = time.monotonic()
+        stack.pay(amount, purpose, payerInn=deal["inn"], payerName=deal["company"])
+
+        def told() -> bool:
+            with state.lock:
+                return sum(1 for n in portal.notifications if n["user_id"] == deal["user"]) > notes_before
+
+        while not told() and time.monotonic() - started < 60:
+            time.sleep(0.05)
+        with state.lock:
+            stage = portal.invoices[deal["invoice_id"]].get("stageId")
+        seconds = time.monotonic() - started
+        user = portal.users.get(deal["user"])
+        manager = f"{user.name} {user.last_name}" if user else f"user {deal['user']}"
+        shown = f"  {format_money(amount, 'RUB')} «{purpose}» →"
+        if not told():
+            click.echo(f"{shown} nothing yet after {seconds:.0f} s (see the admin page's history)")
+        elif stage == PAID_STAGE:
+            click.echo(f"{shown} invoice {deal['number']} paid after {seconds:.1f} s; the manager "
+                       f"({manager}) notified, a comment on the deal's timeline")
+        else:
+            still = format_money(Decimal(deal["amount"]) - amount, "RUB")
+            click.echo(f"{shown} underpaid, {still} still due: the manager ({manager}) told in chat "
+                       f"after {seconds:.1f} s; the invoice stays open")
 
 
 def run_demo(*, base_port: int = 5000, data_dir: str | None = None, sync_interval: int = 5,
-             exit_after_ready: bool = False) -> None:
+             exit_after_ready: bool = False, pay: bool = True) -> None:
     stack = start_stack(base_port=base_port, data_dir=data_dir, sync_interval=sync_interval)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -30,13 +73,15 @@ def run_demo(*, base_port: int = 5000, data_dir: str | None = None, sync_interva
             raise click.ClickException(f"bank link failed: HTTP {page.status_code}")
         click.echo(f"T-Bank linked by SMS (company INN {DEMO_INN}, phone {DEMO_PHONE})")
         stack.start_worker()
-        first = deals[0]
+        if pay:
+            _the_client_pays(stack, deals)
+        first = deals[2] if pay else deals[0]
         click.echo("")
         click.echo("Open these in a browser:")
         click.echo(f"  deal card with the Payments tab  {stack.portal_url}/crm/deal/details/{first['deal_id']}/")
         click.echo(f"  the app's admin page             {stack.portal_url}/marketplace/app/{stack.settings.bitrix_client_id}/")
         click.echo(f"  portal state (notifications)     {stack.portal_url}/sandbox/state")
-        click.echo("Pay an invoice (the client's bank transfer):")
+        click.echo(f"Pay invoice {first['number']} yourself (the client's bank transfer):")
         click.echo(f"  curl -s -X POST {stack.bank_url}/sandbox/operations -H 'Content-Type: application/json' \\")
         click.echo(f"       -d '{{\"amount\": \"{first['amount']}\", \"payPurpose\": \"Оплата по счету № {first['number']} "
                    f"от 14.01.2026\", \"payerInn\": \"{first['inn']}\", \"payerName\": \"{first['company']}\"}}'")
