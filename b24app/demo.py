@@ -75,13 +75,13 @@ def run_demo(*, base_port: int = 5000, data_dir: str | None = None, sync_interva
         stack.start_worker()
         if pay:
             _the_client_pays(stack, deals)
-        first = deals[2] if pay else deals[0]
+        first = deals[2] if pay else deals[0]  # an invoice still open, for you to pay
         click.echo("")
         click.echo("Open these in a browser:")
-        click.echo(f"  deal card with the Payments tab  {stack.portal_url}/crm/deal/details/{first['deal_id']}/")
+        click.echo(f"  deal card with the Payments tab  {stack.portal_url}/crm/deal/details/{deals[0]['deal_id']}/")
         click.echo(f"  the app's admin page             {stack.portal_url}/marketplace/app/{stack.settings.bitrix_client_id}/")
         click.echo(f"  portal state (notifications)     {stack.portal_url}/sandbox/state")
-        click.echo(f"Pay invoice {first['number']} yourself (the client's bank transfer):")
+        click.echo(f"Pay invoice {first['number']} (deal {first['deal_id']}) yourself (the client's bank transfer):")
         click.echo(f"  curl -s -X POST {stack.bank_url}/sandbox/operations -H 'Content-Type: application/json' \\")
         click.echo(f"       -d '{{\"amount\": \"{first['amount']}\", \"payPurpose\": \"Оплата по счету № {first['number']} "
                    f"от 14.01.2026\", \"payerInn\": \"{first['inn']}\", \"payerName\": \"{first['company']}\"}}'")
