@@ -4,20 +4,19 @@ from __future__ import annotations
 import signal
 import threading
 import time
-
 from decimal import Decimal
 
 import click
 
 from .domain.formatting import format_money
+from .sandbox.portal import sandbox_state
+from .sandbox.portal_crm import stage_semantics
 from .sandbox.stack import DEMO_INN, DEMO_PHONE, link_bank, seed_crm, start_stack
-
-PAID_STAGE = "DT31_2:P"  # the success stage of the sandbox's invoice funnel
 
 
 def _the_client_pays(stack, deals: list[dict]) -> None:
     """The main job, once, as it happens: one invoice paid in full, one underpaid; print what the app did."""
-    state = stack.portal_server.app.extensions["portal_sandbox"]
+    state = sandbox_state(stack.portal_server.app)
     portal = state.portals[stack.portal_code]
     full, part = deals[0], deals[1]
     partial = (Decimal(part["amount"]) * Decimal("0.8")).quantize(Decimal("1"))
@@ -44,7 +43,7 @@ def _the_client_pays(stack, deals: list[dict]) -> None:
         shown = f"  {format_money(amount, 'RUB')} «{purpose}» →"
         if not told():
             click.echo(f"{shown} nothing yet after {seconds:.0f} s (see the admin page's history)")
-        elif stage == PAID_STAGE:
+        elif stage_semantics(stage) == "S":  # the invoice is in its funnel's success stage
             click.echo(f"{shown} invoice {deal['number']} paid after {seconds:.1f} s; the manager "
                        f"({manager}) notified, a comment on the deal's timeline")
         else:
