@@ -17,9 +17,7 @@ from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .bitrix.client import BATCH_LIMIT
-from .bitrix.errors import (AccessDenied, BitrixError, BitrixServerError, ExpiredToken, InsufficientScope,
-                             InvalidGrant, InvalidToken, MethodNotFound, NotFound, OAuthError, OperationTimeLimit,
-                             PaymentRequired, PortalGone, QueryLimitExceeded)
+from .bitrix.errors import BitrixError, NotFound, PortalGone
 from .models import Invoice, OutboxItem, Portal
 
 log = logging.getLogger("b24app.outbox")
@@ -158,7 +156,7 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
             for k in chunk:
                 item = plan[k][0]
                 _retry_or_die(ctx, item, owner, f"batch failed: {exc.code}",
-                              unsure=maybe_executed(exc) or item.id in interrupted)
+                              unsure=exc.may_have_run or item.id in interrupted)
             for k in keys[start + BATCH_LIMIT:]:
                 item = plan[k][0]
                 _retry_or_die(ctx, item, owner, "not sent: an earlier batch failed", unsure=item.id in interrupted)
@@ -177,15 +175,6 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
     if retry:
         out["retry"] = retry
     return out
-
-
-def maybe_executed(exc: BitrixError) -> bool:
-    """Whether a batch request that raised `exc` may still have run in Bitrix24: no answer, or a server error.
-    Refusals before any work (rate limits, tokens, access, a portal that is gone or moved too often) did not."""
-    if isinstance(exc, (QueryLimitExceeded, OperationTimeLimit, ExpiredToken, InvalidToken, InvalidGrant,
-                        OAuthError, AccessDenied, InsufficientScope, PaymentRequired, PortalGone, MethodNotFound)):
-        return False
-    return not (isinstance(exc, BitrixServerError) and exc.code == "too_many_redirects")
 
 
 def _retry_or_die(ctx, item: OutboxItem, owner: str, error: str, *, unsure: bool = False) -> None:

@@ -11,7 +11,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from .errors import (BitrixError, BitrixServerError, BitrixUnavailable, ExpiredToken, InvalidGrant,
-                     OAuthError, QueryLimitExceeded, OperationTimeLimit, error_from)
+                     OAuthError, PortalMovedTooOften, QueryLimitExceeded, OperationTimeLimit, error_from)
 from .pacing import Pacer
 from .query import build_query
 
@@ -192,8 +192,8 @@ class BitrixClient:
                     if redirects <= MAX_REDIRECTS:
                         attempt -= 1
                         continue
-                    err = BitrixServerError("too_many_redirects", f"HTTP {resp.status_code}", resp.status_code,
-                                            method)
+                    err = PortalMovedTooOften("too_many_redirects", f"HTTP {resp.status_code}", resp.status_code,
+                                              method)
                 else:
                     try:
                         body = resp.json()

@@ -6,6 +6,9 @@ class BitrixError(Exception):
     """Root of everything the Bitrix24 boundary raises."""
 
     retryable = False
+    # Whether the request may have been carried out although it raised: no answer, or a server error. The
+    # classes below that Bitrix24 answers before doing any work (rate limits, tokens, access) say False.
+    may_have_run = True
 
     def __init__(self, code: str, description: str = "", status: int | None = None, method: str | None = None):
         super().__init__(f"{method + ': ' if method else ''}{code}: {description}".strip())
@@ -18,33 +21,39 @@ class BitrixError(Exception):
 class ExpiredToken(BitrixError):
     """401 expired_token: refresh once, persist, retry."""
 
+    may_have_run = False
+
 
 class InvalidToken(BitrixError):
     """401 NO_AUTH_FOUND / invalid_token: the token is not one the portal knows."""
 
+    may_have_run = False
+
 
 class InsufficientScope(BitrixError):
-    pass
+    may_have_run = False
 
 
 class AccessDenied(BitrixError):
-    pass
+    may_have_run = False
 
 
 class QueryLimitExceeded(BitrixError):
     """503 QUERY_LIMIT_EXCEEDED: the leaky bucket is full; wait and retry."""
 
     retryable = True
+    may_have_run = False
 
 
 class OperationTimeLimit(BitrixError):
     """429 OPERATION_TIME_LIMIT: this method's operating budget is spent; retry later."""
 
     retryable = True
+    may_have_run = False
 
 
 class MethodNotFound(BitrixError):
-    pass
+    may_have_run = False
 
 
 class NotFound(BitrixError):
@@ -56,15 +65,23 @@ class InvalidArgument(BitrixError):
 
 
 class PaymentRequired(BitrixError):
-    pass
+    may_have_run = False
 
 
 class PortalGone(BitrixError):
     """The app is not installed any more (or the portal was deleted)."""
 
+    may_have_run = False
+
 
 class BitrixServerError(BitrixError):
     retryable = True
+
+
+class PortalMovedTooOften(BitrixServerError):
+    """The portal answered with yet another new address (renamed) more often than one call follows."""
+
+    may_have_run = False
 
 
 class BitrixUnavailable(BitrixError):
@@ -76,9 +93,11 @@ class BitrixUnavailable(BitrixError):
 class InvalidGrant(BitrixError):
     """The OAuth server refused the refresh token: the portal must open the app again."""
 
+    may_have_run = False
+
 
 class OAuthError(BitrixError):
-    pass
+    may_have_run = False
 
 
 ERROR_CLASSES: dict[str, type[BitrixError]] = {
