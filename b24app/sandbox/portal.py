@@ -104,7 +104,7 @@ def _register_app(state: SandboxState, spec: dict[str, Any]) -> RegisteredApp:
     app = RegisteredApp(client_id=str(spec["client_id"]), client_secret=str(spec["client_secret"]),
                         install_url=str(spec["install_url"]), handler_url=str(spec["handler_url"]),
                         scope=str(spec.get("scope") or DEFAULT_SCOPE),
-                        version=int(spec.get("version", 1)))
+                        version=int(spec.get("version", 1)), app_code=str(spec.get("code") or ""))
     with state.lock:
         state.apps[app.client_id] = app
     return app
@@ -177,6 +177,11 @@ def _register_central(app: Flask, state: SandboxState) -> None:
             now = state.clock()
             if grant == "refresh_token":
                 tok = state.tokens.get(params.get("refresh_token", ""))
+                owner = state.portal_by_member(tok.member_id) if tok is not None else None
+                if owner is not None and client_id == tok.client_id and client_id not in owner.installations:
+                    # The app was uninstalled from that portal: "invalid_client ... the application may not be
+                    # installed in this Bitrix24" (settings/oauth/error-codes.md).
+                    return _error("invalid_client", "Application not installed on this portal", 401)
                 if (tok is None or tok.kind != "refresh" or tok.client_id != client_id or tok.used
                         or tok.revoked or now >= tok.expires_at):
                     return _error("invalid_grant", "Invalid refresh token", 400)
@@ -211,7 +216,7 @@ def _register_central(app: Flask, state: SandboxState) -> None:
                 tok = _resolve_token(state, str(params.get("auth") or params.get("access_token") or ""), None)
                 portal = state.portal_by_member(tok.member_id)
                 assert portal is not None
-                result = portal_methods.app_info_result(state, portal, request.host, tok)
+                result = portal_methods.app_info_result(state, portal, request.host, tok, oauth_server=True)
         except RestError as exc:
             return _error(exc.code, exc.description, exc.status)
         return jsonify(envelope(result, start, state.clock()))
@@ -511,6 +516,11 @@ def _register_portal(app: Flask, state: SandboxState) -> None:
             inst.version = int(body.get("version") or previous + 1)
             state.apps[client_id].version = max(state.apps[client_id].version, inst.version)
             inst.application_token = new_hex32()  # ONAPPUPDATE carries an updated application_token
+            # The core deletes the app's ONAPPINSTALL handlers on every update (shared/reference/bitrix24.md
+            # §1.3: bitrix-tools/b24-rest-docs#370); event-bind.md says all of them go ("set them from scratch
+            # in the installer of each version"): the docs contradict each other, the core's behaviour is this.
+            portal.events[:] = [b for b in portal.events
+                                if not (b.client_id == client_id and b.event == "ONAPPINSTALL")]
             bindings = [b for b in portal.events if b.client_id == client_id and b.event == "ONAPPUPDATE"]
         deliveries = build_deliveries(state, portal, request.host, bindings, "ONAPPUPDATE",
                                       {"VERSION": str(inst.version), "PREVIOUS_VERSION": str(previous),

@@ -26,8 +26,13 @@ EVENT_CODES = (
 )
 
 
-def app_info_result(state: SandboxState, portal: Portal, host: str, token: IssuedToken | None) -> dict[str, Any]:
-    """`app.info`: the documented portal fields plus the OAuth server's `client_id`/`install` block."""
+def app_info_result(state: SandboxState, portal: Portal, host: str, token: IssuedToken | None, *,
+                    oauth_server: bool = False) -> dict[str, Any]:
+    """`app.info`. A portal answers the documented fields only (api-reference/common/system/app-info.md:
+    ID, CODE, VERSION, STATUS, INSTALLED, PAYMENT_EXPIRED, DAYS, LANGUAGE_ID, LICENSE...); the OAuth server
+    (settings/oauth/simple-way.md: "the trusted status is app.info on the auth server") adds `client_id`,
+    `scope`, `expires`, `user_id` and the `install` block. For a local app CODE is its client_id (the docs do
+    not say what CODE is for a local app; a Market app's is its vendor code, e.g. "telefum24.kp10")."""
     if token is None:  # the inbound webhook has no application
         return {"SCOPE": ["crm", "placement", "im", "task", "user_brief"], "LICENSE": "ru_project",
                 "LICENSE_PREVIOUS": "ru_project", "LICENSE_TYPE": "project", "LICENSE_FAMILY": "project"}
@@ -36,17 +41,20 @@ def app_info_result(state: SandboxState, portal: Portal, host: str, token: Issue
     installed = bool(inst and inst.installed)
     version = inst.version if inst else app.version
     domain = portal.domain(host)
-    return {
-        "ID": str(inst.local_id if inst else 0), "CODE": app.client_id, "VERSION": version, "STATUS": "L",
+    result: dict[str, Any] = {
+        "ID": str(inst.local_id if inst else 0), "CODE": app.code, "VERSION": version, "STATUS": "L",
         "INSTALLED": installed, "PAYMENT_EXPIRED": "N", "DAYS": None, "LANGUAGE_ID": portal.lang,
         "LICENSE": "ru_project", "LICENSE_PREVIOUS": "ru_project", "LICENSE_TYPE": "project",
         "LICENSE_FAMILY": "project",
-        "client_id": app.client_id, "scope": app.scope, "expires": iso(token.expires_at),
-        "user_id": token.user_id,
-        "install": {"installed": installed, "version": version, "status": "L", "scope": app.scope,
-                    "domain": domain, "uri": f"http://{domain}/", "client_endpoint": portal.client_endpoint(host),
-                    "member_id": portal.member_id, "member_type": "PORTAL"},
     }
+    if oauth_server:
+        result.update({
+            "client_id": app.client_id, "scope": app.scope, "expires": iso(token.expires_at),
+            "user_id": token.user_id,
+            "install": {"installed": installed, "version": version, "status": "L", "scope": app.scope,
+                        "domain": domain, "uri": f"http://{domain}/", "client_endpoint": portal.client_endpoint(host),
+                        "member_id": portal.member_id, "member_type": "PORTAL"}})
+    return result
 
 
 @method("app.info")

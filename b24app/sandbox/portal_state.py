@@ -47,6 +47,11 @@ class RegisteredApp:
     handler_url: str
     scope: str = DEFAULT_SCOPE
     version: int = 1
+    app_code: str = ""  # a Market app's code ("vendor.name"); a local app's CODE is its client_id
+
+    @property
+    def code(self) -> str:
+        return self.app_code or self.client_id
 
     @property
     def scopes(self) -> set[str]:
@@ -54,7 +59,7 @@ class RegisteredApp:
 
     def public(self) -> dict[str, Any]:
         return {"client_id": self.client_id, "install_url": self.install_url,
-                "handler_url": self.handler_url, "scope": self.scope, "version": self.version}
+                "handler_url": self.handler_url, "scope": self.scope, "version": self.version, "code": self.code}
 
 
 @dataclass
