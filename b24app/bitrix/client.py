@@ -10,7 +10,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from .errors import (BitrixError, BitrixServerError, BitrixUnavailable, ExpiredToken, InvalidGrant,
+from .errors import (AppNotInstalled, BitrixError, BitrixServerError, BitrixUnavailable, ExpiredToken, InvalidGrant,
                      OAuthError, PortalMovedTooOften, QueryLimitExceeded, OperationTimeLimit, error_from)
 from .pacing import Pacer
 from .query import build_query
@@ -80,6 +80,8 @@ def request_refresh(http: httpx.Client, app: OAuthApp, creds: PortalCredentials)
     except ValueError:
         raise BitrixServerError("bad_response", f"HTTP {resp.status_code}", resp.status_code, "oauth/token")
     if "error" in body:
+        if body["error"] == "invalid_client":  # at a refresh: the app is gone from that portal
+            raise AppNotInstalled("invalid_client", body.get("error_description", ""), resp.status_code, "oauth/token")
         raise error_from(body["error"], body.get("error_description", ""), resp.status_code, "oauth/token")
     if not body.get("access_token") or not body.get("refresh_token"):
         raise OAuthError("invalid_response", "token response without tokens", resp.status_code, "oauth/token")

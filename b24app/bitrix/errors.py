@@ -74,6 +74,12 @@ class PortalGone(BitrixError):
     may_have_run = False
 
 
+class AppNotInstalled(PortalGone):
+    """The OAuth server refused a refresh with `invalid_client`: "the application may not be installed in this
+    Bitrix24" (settings/oauth/error-codes.md), which is what it answers once the app was uninstalled. (A wrong
+    client_id/secret answers the same, but then on every portal at once: check the configuration.)"""
+
+
 class BitrixServerError(BitrixError):
     retryable = True
 
