@@ -38,7 +38,13 @@ class DbPacer:
             try:
                 wait = self._take(pid)
             except IntegrityError:
-                continue  # another process created the bucket row first
+                # Another process created the bucket row first; or the portal row we remembered is gone (an
+                # uninstall with CLEAN, then a reinstall under a new id): look the portal up again.
+                self._portal_ids.pop(key, None)
+                pid = self._portal_id(key)
+                if pid is None:
+                    return
+                continue
             if wait == 0:
                 return
             self._sleep(wait)
