@@ -47,6 +47,7 @@ class InstallData:
     lang: str = "ru"
     user_id: int | None = None
     version: str | None = None
+    bindings_version: str | None = None  # the install bound before storing: record it in the same write
 
 
 class PortalStore:
@@ -148,6 +149,7 @@ class PortalStore:
             portal.lang = data.lang or portal.lang or "ru"
             portal.installed_by = data.user_id or portal.installed_by
             portal.app_version = data.version or portal.app_version
+            portal.bindings_version = data.bindings_version or portal.bindings_version
             if portal.status != "installed":
                 portal.status = "installed"
                 portal.installed_at = self.clock.now()

@@ -176,13 +176,15 @@ def test_uninstall_with_clean_deletes_all_portal_data(linked):
     with linked.ctx.db.session() as s:
         assert s.scalar(select(Invoice)) is not None
     token = linked.portal_state()["installed_apps"][0]["application_token"]
-    body = app_event(linked, "ONAPPUNINSTALL", token, CLEAN="1")
-    assert httpx.post(linked.app_url + "/events/app", data=body, timeout=30).status_code == 200
+    r = httpx.post(f"{linked.portal_url}/sandbox/uninstall", json={"client_id": APP_CLIENT_ID, "clean": True},
+                   timeout=30)
+    assert [d["status"] for d in r.json()["onappuninstall"]] == [200]
     from b24app.db import Base
     with linked.ctx.db.session() as s:
         for table in Base.metadata.sorted_tables:
             assert s.execute(select(table)).first() is None, table.name
     # a second uninstall (Bitrix24 may repeat events) is harmless
+    body = app_event(linked, "ONAPPUNINSTALL", token, CLEAN="1")
     assert httpx.post(linked.app_url + "/events/app", data=body, timeout=30).status_code == 401
 
 

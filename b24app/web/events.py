@@ -8,7 +8,8 @@ from flask import Blueprint, jsonify, request
 
 from ..bitrix.errors import BitrixError
 from ..eventdata import parse_nested_form
-from ..installation import InstallRejected, bind, install, install_request_from_event, verify
+from ..installation import (InstallRejected, bind, install, install_request_from_event, installation_alive,
+                            update)
 from ..invoices import request_refresh
 from .factory import get_ctx
 
@@ -41,31 +42,30 @@ def app_lifecycle():
     data = body.get("data") if isinstance(body.get("data"), dict) else {}
     member_id = auth.get("member_id") if isinstance(auth.get("member_id"), str) else ""
     token_ok = ctx.portals.application_token_matches(member_id, auth.get("application_token"))
+    # Every user who opens the app is handed APPLICATION_TOKEN (settings/oauth/simple-way.md,
+    # api-reference/widgets/_includes/widget_data.md): it tells Bitrix24's calls from strangers', not from the
+    # portal's own users. So it never unlocks more than a hint: an uninstall must be confirmed by Bitrix24
+    # itself, and new tokens come only with an administrator's token verified by the OAuth server.
     try:
         if event == "ONAPPUNINSTALL":
             # Bitrix24 may deliver it again after we uninstalled: still authenticated, still harmless.
             if not ctx.portals.application_token_matches(member_id, auth.get("application_token"),
                                                          uninstalled_ok=True):
                 return _refuse(401, "invalid_application_token")
+            if token_ok and installation_alive(ctx, member_id):
+                log.warning("uninstall refused: the installation still works", extra={"member_id": member_id})
+                return _refuse(401, "still_installed")
             ctx.portals.uninstall(member_id, clean=str(data.get("CLEAN", "0")) == "1")
             return jsonify({"ok": True})
         if event == "ONAPPINSTALL":
-            req = install_request_from_event(auth, data)
-            portal = ctx.portals.find(member_id)
-            if portal is None or portal.status != "installed":
-                install(ctx, req)  # the event came first: it carries a refresh token
-            elif not token_ok:
-                # A re-install issues a new application_token: accept it only with proof from app.info.
-                verify(ctx, req)
-                if req.application_token:
-                    ctx.portals.set_application_token(member_id, req.application_token)
+            if not token_ok:  # the event came first (callback apps), or a reinstall: verify and store
+                install(ctx, install_request_from_event(auth, data))
             return jsonify({"ok": True})
         if event == "ONAPPUPDATE":
-            if not token_ok:
-                verify(ctx, install_request_from_event(auth, data))
-                if auth.get("application_token"):
-                    ctx.portals.set_application_token(member_id, auth["application_token"])
-            bind(ctx, member_id)
+            if token_ok:
+                bind(ctx, member_id)
+            else:  # the update issued a new application_token
+                update(ctx, install_request_from_event(auth, data))
             return jsonify({"ok": True})
     except InstallRejected as exc:
         log.warning("lifecycle event rejected", extra={"event": event, "reason": exc.reason, "member_id": member_id})
