@@ -27,6 +27,7 @@ class Settings:
     public_url: str = "http://127.0.0.1:5000"
     bitrix_client_id: str = ""
     bitrix_client_secret: str = ""
+    bitrix_app_code: str = ""  # what a portal's app.info says in CODE: a Market app's code; empty = the client_id (a local app)
     bitrix_oauth_servers: tuple[str, ...] = DEFAULT_OAUTH_SERVERS
     bx24_js_url: str = "//api.bitrix24.com/api/v1/"
     tbank_client_id: str = ""

@@ -58,6 +58,24 @@
     if (text && kind !== 'danger') flashTimer = setTimeout(function () { flash(''); }, 6000);
   }
 
+  // A 401 means the tab must be opened again (the frame token is too old, or Bitrix24 vouched for the user
+  // too long ago): say so once, stop polling, and offer Bitrix24's own reload of the app frame.
+  var expired = false;
+  function showExpired() {
+    if (expired) return;
+    expired = true;
+    flash(T.expired, 'danger');
+    var box = document.getElementById('flash'), bx = window.BX24;
+    if (!box || !bx || typeof bx.reloadWindow !== 'function') return;
+    var button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'ui-btn ui-btn-xs ui-btn-light-border';
+    button.textContent = T.reload || 'Reload';
+    button.addEventListener('click', function () { bx.reloadWindow(); });
+    box.appendChild(document.createTextNode(' '));
+    box.appendChild(button);
+  }
+
   // -- API -------------------------------------------------------------------------------------------
   function api(method, url, body, extraHeaders) {
     var headers = {'X-Frame-Token': token, 'Accept': 'application/json'};
@@ -70,7 +88,7 @@
         if (renewed) token = renewed;
         if (r.status === 304) return {status: 304, data: null};
         return r.json().catch(function () { return {}; }).then(function (data) {
-          if (r.status === 401) flash(T.expired, 'danger');
+          if (r.status === 401) showExpired();
           else if (r.status === 403) flash(T.forbidden, 'danger');
           else if (r.status >= 400) flash((data && data.message) || T.failed, 'danger');
           return {status: r.status, data: data};
@@ -343,7 +361,7 @@
   // -- keep the tab current without a reload ------------------------------------------------------------
   if (root && root.getAttribute('data-page') === 'widget') {
     setInterval(function () {
-      if (document.visibilityState === 'visible' && !syncing) refresh(false);
+      if (document.visibilityState === 'visible' && !syncing && !expired) refresh(false);
     }, cfg.poll || 10000);
   }
   window.b24app = {refresh: function () { return refresh(true); }, fit: fit};

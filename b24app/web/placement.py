@@ -213,7 +213,7 @@ def js_texts() -> dict:
         "checking": _("Checking the bank…"), "checked": _("The bank has been checked."),
         "check_failed": _("The bank could not be checked: %(error)s", error="{error}"),
         "check_timeout": _("The bank is taking longer than usual; the tab will update when it answers."),
-        "expired": _("This tab has been open too long. Reopen it to continue."),
+        "expired": _("This tab has been open too long. Reopen it to continue."), "reload": _("Reload the tab"),
         "forbidden": _("You can only view this deal: ask its responsible person or an administrator."),
         "failed": _("Something went wrong. Please try again."),
         "assigned": _("The payment has been assigned."), "undone": _("The match has been undone."),

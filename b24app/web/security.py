@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from functools import wraps
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -17,6 +18,7 @@ from ..bitrix.query import build_query
 from .i18n import pick_lang
 
 FRAME_TOKEN_TTL = 30 * 60
+FRAME_MAX_AGE = 8 * 3600  # since Bitrix24 last vouched for the user: then the tab must be opened again
 FRAME_SALT = "b24app.frame.v1"
 FRAME_HEADER = "X-Frame-Token"
 AUTH_COMMANDS = ("user", "admin", "app")
@@ -34,18 +36,21 @@ class Frame:
     lang: str
     owner_id: int | None = None  # the deal's responsible user, read with the verifying call
     tz: str | None = None
+    verified_at: float | None = None  # when Bitrix24 vouched for user, admin flag and owner (unix seconds)
 
     def to_payload(self) -> dict:
         return {"m": self.member_id, "u": self.user_id, "a": self.is_admin, "p": self.placement,
-                "e": self.entity_id, "l": self.lang, "o": self.owner_id, "z": self.tz}
+                "e": self.entity_id, "l": self.lang, "o": self.owner_id, "z": self.tz, "v": self.verified_at}
 
     @classmethod
     def from_payload(cls, d: dict) -> "Frame":
         entity = d.get("e")
         owner = d.get("o")
+        verified = d.get("v")
         return cls(str(d["m"]), int(d["u"]), bool(d["a"]), str(d["p"]),
                    int(entity) if entity is not None else None, pick_lang(d.get("l")),
-                   int(owner) if owner is not None else None, d.get("z") or None)
+                   int(owner) if owner is not None else None, d.get("z") or None,
+                   float(verified) if verified is not None else None)
 
 
 @dataclass
@@ -72,6 +77,9 @@ def _serializer() -> URLSafeTimedSerializer:
 
 
 def issue_frame_token(frame: Frame) -> str:
+    """Sign `frame`; a frame that does not say when it was verified is taken as verified now."""
+    if frame.verified_at is None:
+        frame = replace(frame, verified_at=time.time())
     return _serializer().dumps(frame.to_payload())
 
 
@@ -80,13 +88,19 @@ def read_frame_token(token: str, max_age: int = FRAME_TOKEN_TTL) -> Frame:
 
 
 def _read(token: str, max_age: int) -> tuple[Frame, float]:
+    """The frame and when its token was signed. Refused: a bad signature, a token older than `max_age`,
+    and a frame Bitrix24 vouched for longer than FRAME_MAX_AGE ago, however often its token was renewed."""
     try:
         payload, ts = _serializer().loads(token, max_age=max_age, return_timestamp=True)
-        return Frame.from_payload(payload), ts.timestamp()
+        frame, issued = Frame.from_payload(payload), ts.timestamp()
     except SignatureExpired as exc:
         raise PlacementRejected("frame_token_expired") from exc
     except (BadSignature, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise PlacementRejected("frame_token_invalid") from exc
+    verified = frame.verified_at if frame.verified_at is not None else issued
+    if not time.time() - verified <= FRAME_MAX_AGE:  # also refuses NaN
+        raise PlacementRejected("frame_reverify")
+    return replace(frame, verified_at=verified), issued
 
 
 def placement_entity(form) -> int | None:
@@ -132,12 +146,11 @@ def verify_placement(ctx, extra: ExtraCommands | None = None) -> VerifiedPlaceme
     errors = _as_dict(result.get("result_error"))
     if any(key in errors for key in AUTH_COMMANDS):
         raise PlacementRejected("invalid_auth")
+    # A portal's app.info names the app by CODE only (api-reference/common/system/app-info.md; client_id and
+    # the install block come from the OAuth server alone). The token is one the stored portal accepted, so the
+    # member_id is the posted one; CODE must be ours, and a missing CODE is a refusal.
     app_info = res.get("app") if isinstance(res.get("app"), dict) else {}
-    install = app_info.get("install") if isinstance(app_info.get("install"), dict) else {}
-    if install.get("member_id") and install["member_id"] != member_id:
-        raise PlacementRejected("member_mismatch")
-    client_id = app_info.get("client_id")
-    if client_id and client_id != ctx.settings.bitrix_client_id:
+    if not app_info.get("CODE") or app_info["CODE"] != (ctx.settings.bitrix_app_code or ctx.settings.bitrix_client_id):
         raise PlacementRejected("foreign_app")
     user = res.get("user") if isinstance(res.get("user"), dict) else {}
     if not str(user.get("ID") or "").isdigit():
@@ -149,7 +162,7 @@ def verify_placement(ctx, extra: ExtraCommands | None = None) -> VerifiedPlaceme
     lang = pick_lang(request.args.get("LANG") or form.get("LANG"), portal.lang)
     frame = Frame(member_id=member_id, user_id=int(user["ID"]), is_admin=admin is True or admin in ("Y", 1, "1"),
                   placement=(form.get("PLACEMENT") or "DEFAULT")[:64], entity_id=entity, lang=lang,
-                  tz=_tz(user.get("TIME_ZONE")))
+                  tz=_tz(user.get("TIME_ZONE")), verified_at=time.time())
     extra_results = {k: v for k, v in res.items() if k not in AUTH_COMMANDS}
     extra_errors = {k: v for k, v in errors.items() if k not in AUTH_COMMANDS}
     return VerifiedPlacement(frame=frame, portal=portal, results=extra_results, errors=extra_errors, user=user)
@@ -182,7 +195,9 @@ def _tz(name) -> str | None:
 
 def frame_required(view):
     """For the widget's JSON API: the frame token comes in a header (no cookies in a cross-site iframe).
-    A token past half its life is renewed in the response's `X-Frame-Token` header."""
+    A token past half its life is renewed in the response's `X-Frame-Token` header, but only within
+    FRAME_MAX_AGE of Bitrix24's check: then 401 `frame_reverify`, and the tab asks to be opened again (a user
+    demoted or removed meanwhile loses the rights the frame carried)."""
 
     @wraps(view)
     def wrapper(*a, **kw):
@@ -193,9 +208,8 @@ def frame_required(view):
             g.frame, issued = _read(token, FRAME_TOKEN_TTL)
         except PlacementRejected as exc:
             abort(401, description=exc.reason)
-        from time import time
-        if time() - issued > FRAME_TOKEN_TTL / 2:
-            g.renewed_frame_token = issue_frame_token(g.frame)
+        if time.time() - issued > FRAME_TOKEN_TTL / 2:
+            g.renewed_frame_token = issue_frame_token(g.frame)  # keeps verified_at: renewal never extends it
         return view(*a, **kw)
 
     return wrapper
