@@ -90,3 +90,35 @@ def test_renewal_keeps_the_time_of_the_check(tab):
     # the renewed token itself stops working once the check is FRAME_MAX_AGE old
     expired = serializer(st).dumps({**renewed, "v": time.time() - FRAME_MAX_AGE - 1})
     assert widget_api(st, deal, expired).status_code == 401
+
+
+@pytest.mark.browser
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_the_tab_asks_to_be_reloaded_once_bitrix24s_check_is_too_old(browser, installed, monkeypatch):
+    """In chromium: the deal tab's frame passes FRAME_MAX_AGE; its next call says so once, polling stops, and
+    a button reloads the frame through BX24 (a fresh POST from the portal, verified again)."""
+    from conftest import BROWSER_STEP_MS
+
+    st = installed
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ru-RU")
+    context.set_default_timeout(BROWSER_STEP_MS)
+    page = context.new_page()
+    try:
+        page.goto(f"{st.portal_url}/crm/deal/details/{st.deals[0]['deal_id']}/?user=2&tab=0")
+        frame = page.frame_locator("#app-frame")
+        frame.locator("#b24app").wait_for()
+        monkeypatch.setattr(security, "FRAME_MAX_AGE", 0)  # the app runs in this process: Bitrix24's check is now old
+        frame.locator("body").evaluate("() => window.b24app.refresh()")
+        flash = frame.locator("#flash")
+        flash.get_by_text("Откройте её заново").wait_for()
+        calls = []
+        page.on("request", lambda req: calls.append(req.url) if "/placement/api/" in req.url else None)
+        page.wait_for_timeout(12000)  # longer than one poll interval
+        assert calls == [], "a dead frame must stop polling"
+        monkeypatch.setattr(security, "FRAME_MAX_AGE", 8 * 3600)
+        with page.expect_request(lambda req: "/placement/deal" in req.url and req.method == "POST"):
+            flash.get_by_role("button", name="Обновить вкладку").click()
+        frame.locator("#b24app").wait_for()
+        assert not frame.locator("#flash").get_by_text("Откройте её заново").is_visible()
+    finally:
+        context.close()
