@@ -178,3 +178,18 @@ def test_an_install_whose_binding_fails_writes_nothing(stack):
     result = st.install()
     assert result["install_status"] == 200 and result["install_finish"], result
     assert snapshot(st)["status"] == "installed"
+
+
+def test_a_token_refreshed_while_binding_is_the_one_stored(stack):
+    """The installer's access token expires between the admin check and the binding: the pair refreshed in
+    memory is what gets stored (the posted refresh token is spent by then)."""
+    st = stack
+    httpx.post(f"{st.sandbox_url}/sandbox/faults", json={"script": [None, "expired_token"]},
+               timeout=30).raise_for_status()  # the portal's 1st REST request is user.admin, the 2nd the bind read
+    result = st.install()
+    assert result["install_status"] == 200 and result["install_finish"], result
+    creds = st.ctx.portals.load(st.member_id())
+    assert creds.refresh_token != result["refresh_token"]
+    issued = {t["token"]: t for t in st.portal_state()["issued_tokens"]}
+    assert issued[result["refresh_token"]]["used"] and not issued[creds.refresh_token]["used"]
+    assert st.ctx.bitrix(st.member_id()).call("app.info")["INSTALLED"] is True
