@@ -135,9 +135,14 @@ class Placement:
     user_id: int = 0
 
     def rest(self) -> dict[str, Any]:
+        # placement.get answers each language with TITLE, DESCRIPTION and GROUP_NAME
+        # (api-reference/widgets/placement-get.md), whatever subset LANG_ALL bound.
+        lang_all = {lang: {"TITLE": str(v.get("TITLE") or ""), "DESCRIPTION": str(v.get("DESCRIPTION") or ""),
+                           "GROUP_NAME": str(v.get("GROUP_NAME") or "")}
+                    for lang, v in self.lang_all.items() if isinstance(v, dict)}
         return {"placement": self.placement, "userId": self.user_id, "handler": self.handler,
                 "options": self.options, "title": self.title, "description": self.description,
-                "langAll": self.lang_all}
+                "langAll": lang_all}
 
 
 @dataclass
