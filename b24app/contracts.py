@@ -36,11 +36,13 @@ class Contract:
     sandbox_request: Any = None
     expected_differences: tuple[dict, ...] = ()
     open_paths: tuple[str, ...] = ()   # objects whose set of keys depends on the entity: extra keys allowed
+    optional_paths: tuple[str, ...] = ()  # keys the docs say may be absent (nextCursor on the last page)
     path: Path | None = field(default=None, compare=False)
 
     def differences(self, actual: Any, *, ignore: Iterable[str] = ("time",)) -> list["Difference"]:
         """How `actual` (a whole answer) differs from this contract's documented shape."""
-        return shape_differences(self.shape, actual, ignore=ignore, open_paths=self.open_paths)
+        return shape_differences(self.shape, actual, ignore=ignore, open_paths=self.open_paths,
+                                 optional_paths=self.optional_paths)
 
 
 def contracts_dir() -> Path:
@@ -63,7 +65,8 @@ def load_contracts(directory: Path | None = None) -> dict[str, Contract]:
                 relies_on=tuple(raw.get("relies_on") or ()), unconfirmed=raw.get("unconfirmed"),
                 sandbox_request=raw.get("sandbox_request"),
                 expected_differences=tuple(raw.get("sandbox_expected_differences") or ()),
-                open_paths=tuple(raw.get("open_paths") or ()), path=path)
+                open_paths=tuple(raw.get("open_paths") or ()),
+                optional_paths=tuple(raw.get("optional_paths") or ()), path=path)
         except (ValueError, KeyError, TypeError) as exc:
             raise ContractError(f"{path.name}: {exc}") from exc
         if contract.name in out:
@@ -108,16 +111,17 @@ def _join(path: str, key: str) -> str:
 
 
 def shape_differences(documented: Any, actual: Any, path: str = "", *, ignore: Iterable[str] = (),
-                      open_paths: Iterable[str] = ()) -> list[Difference]:
+                      open_paths: Iterable[str] = (), optional_paths: Iterable[str] = ()) -> list[Difference]:
     """How `actual` differs in shape from the documented example: the same keys, the same JSON types.
 
     Objects are compared key by key (a key the docs have and the answer lacks is `missing`, one the answer
     has and the docs do not is `extra`), lists by their first element, and `null` on either side matches any
     type (the docs print nullable fields as null). An empty list matches an object: PHP serialises an empty
     array as `[]` whatever it would hold. Paths are dotted, `[]` for a list's elements (`result.items[].id`).
-    At an `open_paths` object extra keys are allowed (its keys depend on the entity type or user fields).
+    At an `open_paths` object extra keys are allowed (its keys depend on the entity type or user fields);
+    an `optional_paths` key may be absent.
     """
-    ignore, open_paths = tuple(ignore), tuple(open_paths)
+    ignore, open_paths, optional_paths = tuple(ignore), tuple(open_paths), tuple(optional_paths)
     if _under(path, ignore):
         return []
     if documented is None or actual is None:
@@ -131,16 +135,18 @@ def shape_differences(documented: Any, actual: Any, path: str = "", *, ignore: I
         out: list[Difference] = []
         for key in documented:
             if key not in actual:
-                out.append(Difference(_join(path, key), "missing", ""))
+                if _join(path, key) not in optional_paths:
+                    out.append(Difference(_join(path, key), "missing", ""))
             else:
                 out.extend(shape_differences(documented[key], actual[key], _join(path, key), ignore=ignore,
-                                             open_paths=open_paths))
+                                             open_paths=open_paths, optional_paths=optional_paths))
         if path not in open_paths:
             out.extend(Difference(_join(path, key), "extra", "") for key in actual
                        if key not in documented and not _under(_join(path, key), ignore))
         return out
     if dt == "array" and documented and actual:
-        return shape_differences(documented[0], actual[0], f"{path}[]", ignore=ignore, open_paths=open_paths)
+        return shape_differences(documented[0], actual[0], f"{path}[]", ignore=ignore, open_paths=open_paths,
+                                 optional_paths=optional_paths)
     return []
 
 
