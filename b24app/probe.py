@@ -49,7 +49,7 @@ class Check:
 def judge(name: str, contract: Contract, body: Any) -> Check:
     """One answer against its contract: missing keys and wrong types fail; keys the docs do not show are
     reported (a real portal carries user fields and more) but do not fail."""
-    diffs = contract.differences(body)
+    diffs = contract.differences(body, ignore=() if contract.kind == "block" else ("time",))
     bad = [d for d in diffs if d.kind != "extra"]
     extra = [d for d in diffs if d.kind == "extra"]
     if bad:
@@ -150,7 +150,10 @@ def probe_bitrix(reader: BitrixReader, contracts: dict[str, Contract] | None = N
         lacking = sorted(s for s in wanted if s not in granted and not (s == "user_brief" and "user" in granted))
         if lacking:
             checks.append(Check("scope covers the manifest", "missing scope", ", ".join(lacking)))
-    ask("user.current", "user.current", {})
+    user = ask("user.current", "user.current", {})
+    if user is not None:
+        checks.append(judge("time block", contracts["time"], user.get("time")) if "time" in user
+                      else Check("time block", "differs", "time: missing"))
     ask("crm.type.list", "crm.type.list", {"filter": {"entityTypeId": INVOICE_TYPE}})
     cats = ask("invoice funnels (crm.category.list 31)", "crm.category.list", {"entityTypeId": INVOICE_TYPE})
     categories = [c.get("id") for c in ((cats or {}).get("result") or {}).get("categories") or []]

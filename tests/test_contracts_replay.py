@@ -30,7 +30,7 @@ def replayed(name: str):
     the example lacks fields the app reads (`"replay": "shape"`)."""
     c = CONTRACTS[name]
     return c.shape if json.loads(c.path.read_text(encoding="utf-8")).get("replay") == "shape" else c.response
-BY_SYSTEM = {s: sorted(n for n, c in CONTRACTS.items() if c.system == s and c.kind != "event") for s in
+BY_SYSTEM = {s: sorted(n for n, c in CONTRACTS.items() if c.system == s and c.kind in ("method", "endpoint")) for s in
              ("bitrix24", "tbank", "tid")}
 EVENTS = sorted(n for n, c in CONTRACTS.items() if c.kind == "event" and c.system == "bitrix24")
 

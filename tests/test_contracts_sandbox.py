@@ -64,6 +64,13 @@ def test_portal_sandbox_answers_like_the_docs(seeded, name):
         "\nanswer: " + json.dumps(body, ensure_ascii=False, default=str)[:1500]
 
 
+def test_portal_sandbox_time_block_is_the_documented_one(seeded):
+    contract = CONTRACTS["time"]
+    body = seeded.ctx.bitrix(seeded.member_id()).call_raw("user.current", {})
+    diffs = tolerated(contract, contract.differences(body["time"], ignore=()))
+    assert not diffs, "\n".join(map(str, diffs))
+
+
 # -- T-Bank ------------------------------------------------------------------------------------------------
 BANK_CALLS = {  # contract -> (HTTP method, path) the sandbox is asked with the linked company's token
     "tbank GET /api/v4/bank-accounts": ("GET", "/api/v4/bank-accounts"),
