@@ -174,8 +174,20 @@ def probe_bitrix(reader: BitrixReader, contracts: dict[str, Contract] | None = N
     if companies:
         ask("payer requisites", "crm.requisite.list",
             {"filter": {"ENTITY_TYPE_ID": 4, "@ENTITY_ID": companies[:50]}, "select": ["ENTITY_ID", "RQ_INN"]})
-    ask("placement.get", "placement.get", {}, app_only=True)
-    ask("event.get", "event.get", {}, app_only=True)
+    placements = ask("placement.get", "placement.get", {}, app_only=True)
+    events = ask("event.get", "event.get", {}, app_only=True)
+    manifest = Manifest.load()
+    if placements is not None:
+        bound = {str(p.get("placement") or "").upper() for p in placements.get("result") or []}
+        unbound = [p.placement for p in manifest.placements if p.placement.upper() not in bound]
+        checks.append(Check("manifest placements bound", "differs" if unbound else "ok",
+                            f"not bound: {', '.join(unbound)}" if unbound else ""))
+    if events is not None:
+        bound = {str(e.get("event") or "").upper() for e in events.get("result") or []}
+        # ONAPPINSTALL may be gone after an update (bitrix-tools/b24-rest-docs#370): the app re-binds then
+        unbound = [e.event for e in manifest.events if e.event.upper() not in bound and e.event != "ONAPPINSTALL"]
+        checks.append(Check("manifest events bound", "differs" if unbound else "ok",
+                            f"not bound: {', '.join(unbound)}" if unbound else ""))
     return checks
 
 

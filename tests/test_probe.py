@@ -118,3 +118,14 @@ def test_the_probe_refuses_anything_but_reads():
                        ("POST", "/auth/token")):
         with pytest.raises(WriteRefused):
             bank.request(verb, path)
+
+
+def test_probe_names_an_unbound_placement(installed):
+    from b24app.probe import probe_bitrix
+
+    client = installed.ctx.bitrix(installed.member_id())
+    client.call("placement.unbind", {"PLACEMENT": "CRM_SMART_INVOICE_DETAIL_TAB"})
+    checks = {c.name: c for c in probe_bitrix(BitrixReader(client.call_raw, webhook=False))}
+    assert checks["manifest placements bound"].status == "differs"
+    assert checks["manifest placements bound"].detail == "not bound: CRM_SMART_INVOICE_DETAIL_TAB"
+    assert checks["manifest events bound"].status == "ok" and checks["placement.get"].status == "ok"
