@@ -127,14 +127,14 @@ def probe_bitrix_cmd(webhook: str | None, member_id: str | None) -> None:
     """app.info, scope, user, smart invoices, funnels, stages, invoices, requisites, placements, events."""
     import httpx
 
-    from .probe import BitrixReader, mask_webhook, probe_bitrix, render, webhook_sender
+    from .probe import BitrixReader, mask_webhook, probe_bitrix, render, webhook_code, webhook_sender
 
     if bool(webhook) == bool(member_id):
         raise click.UsageError("give exactly one of --webhook or --member-id")
     if webhook:
         with httpx.Client(timeout=30) as http:
             checks = probe_bitrix(BitrixReader(webhook_sender(http, webhook), webhook=True))
-        title, secrets = f"Bitrix24 portal via webhook {mask_webhook(webhook)}", (webhook,)
+        title, secrets = f"Bitrix24 portal via webhook {mask_webhook(webhook)}", (webhook, webhook_code(webhook))
     else:
         from .context import AppContext
 

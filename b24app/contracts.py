@@ -172,16 +172,22 @@ def read_path(body: Any, path: str) -> list[Any]:
 
 
 def missing_relied(contract: Contract, body: Any) -> list[str]:
-    """The paths the app relies on that the answer does not carry (list elements: checked when present)."""
-    out = []
-    for path in contract.relies_on:
-        optional = path.endswith("?")
-        path = path.rstrip("?")
-        if optional:
-            continue
-        prefix = path.rsplit("[]", 1)[0] + "[]" if "[]" in path else None
-        if prefix and not read_path(body, prefix):
-            continue  # an empty list: nothing to check its elements against
-        if not read_path(body, path):
-            out.append(path)
-    return out
+    """The paths the app relies on that the answer does not carry. A `?` suffix marks an optional path; a list
+    step (`items[]`) requires the rest of the path in every element (an empty list has nothing to check)."""
+    return [path for path in contract.relies_on if not path.endswith("?") and not _carries(body, path.split("."))]
+
+
+def _carries(node: Any, parts: list[str]) -> bool:
+    if not parts:
+        return True
+    part, rest = parts[0], parts[1:]
+    many = part.endswith("[]")
+    key = part[:-2] if many else part
+    if key:
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    if not many:
+        return _carries(node, rest)
+    elements = node if isinstance(node, list) else list(node.values()) if isinstance(node, dict) else None
+    return elements is not None and all(_carries(e, rest) for e in elements)

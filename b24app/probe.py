@@ -92,6 +92,11 @@ def webhook_sender(http: httpx.Client, webhook_url: str) -> Callable[[str, dict]
     return send
 
 
+def webhook_code(url: str) -> str:
+    m = re.search(r"/rest/\d+/([^/]+)", url)
+    return m.group(1) if m else ""
+
+
 def mask_webhook(url: str) -> str:
     """`https://p.bitrix24.ru/rest/1/abc123/` -> `https://p.bitrix24.ru/rest/1/***/` (the code is a secret)."""
     return re.sub(r"(/rest/\d+/)[^/]+", r"\1***", url)
@@ -259,7 +264,7 @@ def render(title: str, checks: list[Check], secrets: tuple[str, ...] = ()) -> st
     lines.append(f"{len(checks)} checks, {failed} not ok" if failed else f"{len(checks)} checks, all ok")
     text = "\n".join(lines)
     for secret in secrets:
-        if secret:
+        if secret and len(secret) >= 6:  # tokens, webhook URLs and codes; never a short common word
             text = text.replace(secret, "***")
     return text
 

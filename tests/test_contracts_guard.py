@@ -81,3 +81,12 @@ def test_the_comparison_names_what_differs():
     assert shape_differences(doc, got, open_paths=["result.items[]"])[1].kind == "missing"
     assert shape_differences({"a": None}, {"a": {"b": 1}}) == []  # documented null matches any type
     assert shape_differences({"e": {"k": 1}}, {"e": []}) == []     # PHP's empty array
+
+
+def test_relied_paths_are_checked_in_every_element():
+    from b24app.contracts import Contract, missing_relied
+
+    c = Contract("x", "bitrix24", "method", "s", None, None, None, ("result.items[].id", "total?", "next"))
+    assert missing_relied(c, {"result": {"items": [{"id": 1}, {"id": 2}]}, "next": 50}) == []
+    assert missing_relied(c, {"result": {"items": [{"id": 1}, {"title": "no id"}]}}) == ["result.items[].id", "next"]
+    assert missing_relied(c, {"result": {"items": []}, "next": 50}) == []

@@ -78,6 +78,8 @@ def test_probe_bitrix_member_id_uses_the_stored_tokens(installed):
         assert out.returncode == 0, out.stdout + out.stderr
     assert "placement.get" in out.stdout and "n/a" not in out.stdout.split("placement.get", 1)[1].splitlines()[0]
     assert writes(installed) == before
+    creds = installed.ctx.portals.load(installed.member_id())
+    assert creds.access_token not in out.stdout + out.stderr and creds.refresh_token not in out.stdout + out.stderr
 
 
 def test_probe_tbank_member_id_is_all_ok_and_prints_no_token(linked):
