@@ -171,6 +171,7 @@ def probe_tbank_cmd(member_id: str | None, token: str | None, base_url: str | No
         sys.exit(1 if any(c.failed for c in checks) else 0)
     from sqlalchemy import select
 
+    from .bank.errors import BankError
     from .banklink import LinkTokens
     from .context import AppContext
     from .models import BankLink
@@ -184,8 +185,10 @@ def probe_tbank_cmd(member_id: str | None, token: str | None, base_url: str | No
                                .order_by(BankLink.id)) if portal else None
         if link_id is None:
             raise click.ClickException(f"no linked T-Bank company for member_id {member_id}")
-        tokens = LinkTokens(ctx, link_id)
-        access = tokens()
+        try:
+            access = LinkTokens(ctx, link_id)()
+        except BankError as exc:  # consent revoked, refresh refused...: say so, print no token
+            raise click.ClickException(f"the link's token is not usable: {type(exc).__name__}: {exc}") from None
         reader = BankReader(ctx.http, base_url or settings.tbank_api_url, lambda: access)
         tid_url = settings.tbank_id_url.rstrip("/")
 
