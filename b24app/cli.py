@@ -1,4 +1,4 @@
-"""The `b24app` console script: demo, serve, worker, db upgrade, rotate-keys."""
+"""The `b24app` console script: demo, serve, worker, db upgrade, rotate-keys, probe."""
 from __future__ import annotations
 
 import os
@@ -113,6 +113,95 @@ def rotate_keys() -> None:
     ctx = AppContext(_settings())
     count = rotate_all(ctx)
     click.echo(f"re-encrypted {count} values with the newest key")
+
+
+@main.group()
+def probe() -> None:
+    """Read-only conformance check of a real portal or bank against the documented contracts."""
+
+
+@probe.command("bitrix")
+@click.option("--webhook", default=None, help="an inbound webhook of the portal: https://PORTAL/rest/USER/CODE/")
+@click.option("--member-id", default=None, help="an installed portal: use its stored OAuth tokens")
+def probe_bitrix_cmd(webhook: str | None, member_id: str | None) -> None:
+    """app.info, scope, user, smart invoices, funnels, stages, invoices, requisites, placements, events."""
+    import httpx
+
+    from .probe import BitrixReader, mask_webhook, probe_bitrix, render, webhook_code, webhook_sender
+
+    if bool(webhook) == bool(member_id):
+        raise click.UsageError("give exactly one of --webhook or --member-id")
+    if webhook:
+        with httpx.Client(timeout=30) as http:
+            checks = probe_bitrix(BitrixReader(webhook_sender(http, webhook), webhook=True))
+        title, secrets = f"Bitrix24 portal via webhook {mask_webhook(webhook)}", (webhook, webhook_code(webhook))
+    else:
+        from .context import AppContext
+
+        ctx = AppContext(_settings())
+        try:
+            if ctx.portals.find(member_id) is None:
+                raise click.ClickException(f"no installed portal with member_id {member_id}")
+            client = ctx.bitrix(member_id)
+            checks = probe_bitrix(BitrixReader(client.call_raw, webhook=False))
+        finally:
+            ctx.close()
+        title, secrets = f"Bitrix24 portal {member_id} (stored OAuth tokens)", ()
+    click.echo(render(title, checks, secrets))
+    sys.exit(1 if any(c.failed for c in checks) else 0)
+
+
+@probe.command("tbank")
+@click.option("--member-id", default=None, help="the portal whose linked T-Bank company to check (T-ID tokens)")
+@click.option("--token", default=None, envvar="B24APP_PROBE_TBANK_TOKEN",
+              help="a static T-Business cabinet token instead (or env B24APP_PROBE_TBANK_TOKEN)")
+@click.option("--base-url", default=None, help="T-API base URL (default: B24APP_TBANK_API_URL or the bank's)")
+def probe_tbank_cmd(member_id: str | None, token: str | None, base_url: str | None) -> None:
+    """introspect, accounts, company, one statement page, webhook permission."""
+    import httpx
+
+    from .probe import BankReader, probe_bank, render
+
+    if bool(token) == bool(member_id):
+        raise click.UsageError("give exactly one of --token or --member-id")
+    if token:
+        with httpx.Client(timeout=30) as http:
+            checks = probe_bank(BankReader(http, base_url or "https://business.tbank.ru/openapi", lambda: token))
+        click.echo(render("T-Bank (static token)", checks, (token,)))
+        sys.exit(1 if any(c.failed for c in checks) else 0)
+    from sqlalchemy import select
+
+    from .bank.errors import BankError
+    from .banklink import LinkTokens
+    from .context import AppContext
+    from .models import BankLink
+
+    settings = _settings()
+    ctx = AppContext(settings)
+    try:
+        portal = ctx.portals.find(member_id)
+        with ctx.db.session() as s:
+            link_id = s.scalar(select(BankLink.id).where(BankLink.portal_id == portal.id, BankLink.status == "active")
+                               .order_by(BankLink.id)) if portal else None
+        if link_id is None:
+            raise click.ClickException(f"no linked T-Bank company for member_id {member_id}")
+        try:
+            access = LinkTokens(ctx, link_id)()
+        except BankError as exc:  # consent revoked, refresh refused...: say so, print no token
+            raise click.ClickException(f"the link's token is not usable: {type(exc).__name__}: {exc}") from None
+        reader = BankReader(ctx.http, base_url or settings.tbank_api_url, lambda: access)
+        tid_url = settings.tbank_id_url.rstrip("/")
+
+        def introspect():
+            return BankReader(ctx.http, tid_url, lambda: "").request(
+                "POST", "/auth/introspect", data={"token": access},
+                auth=(settings.tbank_client_id, settings.tbank_client_secret))
+
+        checks = probe_bank(reader, introspect=introspect)
+    finally:
+        ctx.close()
+    click.echo(render(f"T-Bank company linked to {member_id}", checks, (access,)))
+    sys.exit(1 if any(c.failed for c in checks) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -419,15 +419,26 @@ def requisite_list(ctx: CallContext, params: dict[str, Any]) -> ListResult:
 def category_list(ctx: CallContext, params: dict[str, Any]) -> ListResult:
     entity_type = _int_or(arg(params, "entityTypeId"), 0)
     if entity_type == 2:
-        cats = [{"id": cid, "name": name, "sort": sort, "entityTypeId": 2, "isDefault": default}
+        # originId/originatorId: api-reference/crm/universal/category/crm-category-list.md (the example's
+        # default pipeline omits them; the sandbox gives every pipeline the same keys)
+        cats = [{"id": cid, "name": name, "sort": sort, "entityTypeId": 2, "isDefault": default,
+                 "originId": "", "originatorId": ""}
                 for cid, (name, default, sort) in DEAL_CATEGORIES.items()]
         cats.sort(key=lambda c: (c["sort"], c["id"]))
     elif entity_type == INVOICE_TYPE_ID:
         cats = [{"id": INVOICE_CATEGORY_ID, "name": "Счета", "sort": 500, "entityTypeId": INVOICE_TYPE_ID,
-                 "isDefault": "Y"}]
+                 "isDefault": "Y", "originId": "", "originatorId": ""}]
     else:
         raise RestError("NOT_FOUND", "SPA not found", 400)
     return ListResult({"categories": cats}, len(cats), None)
+
+
+@method("crm.type.list", scope="crm")
+def type_list(ctx: CallContext, params: dict[str, Any]) -> ListResult:
+    """User-defined types (smart processes): the sandbox has none. Whether a portal lists the smart invoice
+    (entityTypeId 31) here is not documented (api-reference/crm/universal/user-defined-object-types/
+    crm-type-list.md shows smart processes only); its availability is read from crm.category.list."""
+    return ListResult({"types": []}, 0, None)
 
 
 def _status_rows() -> list[dict[str, Any]]:

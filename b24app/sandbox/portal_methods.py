@@ -317,7 +317,7 @@ def task_add(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
 
 
 @method("tasks.task.list", scope="task")
-def task_list(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+def task_list(ctx: CallContext, params: dict[str, Any]) -> ListResult:
     """The subset the app uses: filter RESPONSIBLE_ID and %TITLE (substring); result {"tasks": [...]}."""
     flt = arg(params, "filter") or {}
     if not isinstance(flt, dict):
@@ -328,7 +328,12 @@ def task_list(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
         rows = [t for t in rows if t["responsibleId"] == str(flt["RESPONSIBLE_ID"])]
     if flt.get("%TITLE"):
         rows = [t for t in rows if str(flt["%TITLE"]).lower() in t["title"].lower()]
-    return {"tasks": rows}
+    select = arg(params, "select")
+    if isinstance(select, list) and select and "*" not in select:  # select: UPPER_CASE names, camelCase keys
+        wanted = {str(s).replace("_", "").lower() for s in select} | {"id"}
+        rows = [{k: v for k, v in t.items() if k.lower() in wanted} for t in rows]
+    # total: api-reference/tasks/tasks-task-list.md (list methods answer total, and next past 50 rows)
+    return ListResult({"tasks": rows}, len(rows), None)
 
 
 # ---------------------------------------------------------------------------------------------

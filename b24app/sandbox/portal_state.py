@@ -115,11 +115,15 @@ class User:
     email: str = ""
 
     def rest(self) -> dict[str, Any]:
+        # LAST_LOGIN ... UF_EMPLOYMENT_DATE as in the example of api-reference/user/user-current.md
+        # (fixed dates: the sandbox's users are seeded, not registered)
         return {"ID": str(self.id), "XML_ID": "", "ACTIVE": True, "NAME": self.name,
                 "LAST_NAME": self.last_name, "SECOND_NAME": "", "EMAIL": self.email,
-                "PERSONAL_GENDER": "", "PERSONAL_PHOTO": "", "TIME_ZONE": "",
+                "LAST_LOGIN": "2026-01-12T09:00:00+03:00", "DATE_REGISTER": "2025-09-01T00:00:00+03:00",
+                "LAST_ACTIVITY_DATE": "2026-01-12 09:05:00", "PERSONAL_GENDER": "", "PERSONAL_BIRTHDAY": "",
+                "PERSONAL_PHOTO": "", "TIME_ZONE": "",
                 "TIME_ZONE_OFFSET": "0", "WORK_POSITION": "Администратор" if self.admin else "Менеджер",
-                "UF_DEPARTMENT": [1], "USER_TYPE": "employee", "IS_ONLINE": "N"}
+                "UF_EMPLOYMENT_DATE": "", "UF_DEPARTMENT": [1], "USER_TYPE": "employee", "IS_ONLINE": "N"}
 
     @property
     def full_name(self) -> str:
@@ -140,9 +144,14 @@ class Placement:
     user_id: int = 0
 
     def rest(self) -> dict[str, Any]:
+        # placement.get answers each language with TITLE, DESCRIPTION and GROUP_NAME
+        # (api-reference/widgets/placement-get.md), whatever subset LANG_ALL bound.
+        lang_all = {lang: {"TITLE": str(v.get("TITLE") or ""), "DESCRIPTION": str(v.get("DESCRIPTION") or ""),
+                           "GROUP_NAME": str(v.get("GROUP_NAME") or "")}
+                    for lang, v in self.lang_all.items() if isinstance(v, dict)}
         return {"placement": self.placement, "userId": self.user_id, "handler": self.handler,
                 "options": self.options, "title": self.title, "description": self.description,
-                "langAll": self.lang_all}
+                "langAll": lang_all}
 
 
 @dataclass
