@@ -42,10 +42,9 @@ def app_info_result(state: SandboxState, portal: Portal, host: str, token: Issue
     version = inst.version if inst else app.version
     domain = portal.domain(host)
     result: dict[str, Any] = {
-        "ID": str(inst.local_id if inst else 0), "CODE": app.code, "VERSION": version, "STATUS": "L",
+        "ID": inst.local_id if inst else 0, "CODE": app.code, "VERSION": version, "STATUS": "L",
         "INSTALLED": installed, "PAYMENT_EXPIRED": "N", "DAYS": None, "LANGUAGE_ID": portal.lang,
-        "LICENSE": "ru_project", "LICENSE_PREVIOUS": "ru_project", "LICENSE_TYPE": "project",
-        "LICENSE_FAMILY": "project",
+        "LICENSE": "ru_project", "LICENSE_TYPE": "project", "LICENSE_FAMILY": "project",
     }
     if oauth_server:
         result.update({
