@@ -72,7 +72,8 @@ def _claim(ctx, portal_id: int, owner: str, limit: int) -> list[tuple[OutboxItem
                 or_(and_(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now),
                     and_(OutboxItem.status == "sending", OutboxItem.lease_until < now)))
             # Money state first: invoices and deals move before chat, comments and triggers go out.
-            .order_by(case((OutboxItem.kind.in_(("invoice_paid", "invoice_reopen", "deal_stage")), 0), else_=1),
+            .order_by(case((OutboxItem.kind.in_(("invoice_paid", "invoice_reopen", "deal_stage", "deal_reopen")), 0),
+                           else_=1),
                       OutboxItem.id)
             .limit(limit).with_for_update(skip_locked=True)))
         out = []
@@ -171,10 +172,25 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
             else:
                 sent += 1
                 _finish(ctx, item.id, owner, "done", result={**info, "result": _small(res.results.get(key))})
+                _cache_stage(ctx, portal.id, item, info)
     out = {"sent": sent, "skipped": skipped, "failed": failed}
     if retry:
         out["retry"] = retry
     return out
+
+
+def _cache_stage(ctx, portal_id: int, item: OutboxItem, info: dict) -> None:
+    """Our invoice copy follows a stage we just set, so the tab does not wait for Bitrix24's event."""
+    if item.kind == "invoice_paid" and info.get("to_stage"):
+        stage, semantics = info["to_stage"], "S"
+    elif item.kind == "invoice_reopen" and info.get("to_stage"):
+        stage, semantics = info["to_stage"], info.get("to_semantics") or None
+    else:
+        return
+    with ctx.db.session() as s:
+        s.execute(update(Invoice).where(Invoice.portal_id == portal_id,
+                                        Invoice.b24_id == int(item.payload["invoice_id"]))
+                  .values(stage_id=stage, stage_semantics=semantics))
 
 
 def _retry_or_die(ctx, item: OutboxItem, owner: str, error: str, *, unsure: bool = False) -> None:
@@ -225,7 +241,7 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
         p = item.payload
         if item.kind in ("invoice_paid", "invoice_reopen"):
             cmds[f"inv{p['invoice_id']}"] = ("crm.item.get", {"entityTypeId": INVOICE_TYPE, "id": p["invoice_id"]})
-        elif item.kind == "deal_stage":
+        elif item.kind in ("deal_stage", "deal_reopen"):
             cmds[f"deal{p['deal_id']}"] = ("crm.deal.get", {"id": p["deal_id"]})
         elif item.kind == "timeline" and uncertain:
             cmds[f"tl{p['deal_id']}"] = ("crm.timeline.comment.list", {
@@ -278,8 +294,11 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
         current = (reads.get(f"inv{p['invoice_id']}") or {}).get("item")
         if not current or current.get("stageId") != p["paid_stage"]:
             return None, {"why": "invoice was changed by a person since; left as it is"}
+        stages = reads.get(f"st{current.get('categoryId')}") or []
+        semantics = {s["STATUS_ID"]: s.get("SEMANTICS") for s in stages}
         return ("crm.item.update", {"entityTypeId": INVOICE_TYPE, "id": p["invoice_id"],
-                                    "fields": {"stageId": p["to_stage"]}}), {"to_stage": p["to_stage"]}
+                                    "fields": {"stageId": p["to_stage"]}}), {
+            "to_stage": p["to_stage"], "to_semantics": semantics.get(p["to_stage"])}
     if kind == "deal_stage":
         deal = reads.get(f"deal{p['deal_id']}")
         if not deal:
@@ -291,6 +310,14 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
             return None, {"why": "deal already there or closed"}
         return ("crm.deal.update", {"id": p["deal_id"], "fields": {"STAGE_ID": target}}), {
             "from_stage": deal.get("STAGE_ID"), "to_stage": target}
+    if kind == "deal_reopen":
+        deal = reads.get(f"deal{p['deal_id']}")
+        if not deal:
+            return None, {"why": "deal deleted"}
+        if deal.get("STAGE_ID") != p["moved_stage"]:
+            return None, {"why": "deal was moved by a person since; left as it is"}
+        return ("crm.deal.update", {"id": p["deal_id"], "fields": {"STAGE_ID": p["to_stage"]}}), {
+            "from_stage": p["moved_stage"], "to_stage": p["to_stage"]}
     if kind == "timeline":
         if uncertain:
             comments = reads.get(f"tl{p['deal_id']}") or []

@@ -98,7 +98,14 @@ def callback():
         log.warning("bank link failed", extra={"reason": exc.reason})
         return _page("bank/result.html", 400, ok=False, reason=exc.reason)
     request_sync(ctx, result.portal_id)
-    return _page("bank/result.html", ok=True, accounts=result.accounts)
+    return _page("bank/result.html", ok=True, accounts=result.accounts, watched=_watched(ctx, result.portal_id))
+
+
+def _watched(ctx, portal_id: int) -> int:
+    """How many accounts of the portal's active links are watched (0: nothing will arrive until one is)."""
+    with ctx.db.session() as s:
+        return len(list(s.scalars(select(BankAccount.id).join(BankLink, BankLink.id == BankAccount.link_id).where(
+            BankAccount.portal_id == portal_id, BankAccount.watched.is_(True), BankLink.status == "active"))))
 
 
 @bp.route("/token", methods=["GET", "POST"])
@@ -119,7 +126,7 @@ def paste_token():
         except LinkFailed as exc:
             return _page("bank/token.html", 400, ticket=ticket, reason=exc.reason)
         request_sync(ctx, portal.id)
-        return _page("bank/result.html", ok=True, accounts=None)
+        return _page("bank/result.html", ok=True, accounts=None, watched=_watched(ctx, portal.id))
     return _page("bank/token.html", ticket=ticket, reason=None)
 
 
