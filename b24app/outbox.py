@@ -133,6 +133,8 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
         decision = _plan(item, uncertain, reads)
         if decision is None or decision[0] is None:
             _finish(ctx, item.id, owner, "skipped", result=(decision[1] if decision else {"why": "nothing to do"}))
+            if decision:
+                _cache_stage(ctx, portal.id, item, decision[1])
             skipped += 1
             continue
         (method, params), info = decision
@@ -144,6 +146,7 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
         still_ours = _renew(ctx, [item.id for item, _ in plan.values()], owner)
         for key in [k for k, (item, _) in plan.items() if item.id not in still_ours]:
             del commands[key], plan[key]  # another worker took it over: it re-checks Bitrix24 itself
+        _note_planned(ctx, owner, [(item, info) for item, info in plan.values() if item.kind in _STAGE_KINDS])
     # Chunk by chunk (50 commands per request), so that a failure knows what already went out: the chunks
     # before it are done, the chunk itself may or may not have reached Bitrix24, the rest never left.
     interrupted = {item.id for item, uncertain in claimed if uncertain}
@@ -177,6 +180,28 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
     if retry:
         out["retry"] = retry
     return out
+
+
+_STAGE_KINDS = ("invoice_paid", "deal_stage")
+
+
+def _note_planned(ctx, owner: str, items: list[tuple[OutboxItem, dict]]) -> None:
+    """Before a stage change leaves, remember the stage it moves from: if the worker dies after sending, the
+    retry finds the stage already set and still knows where it came from (undo moves it back there)."""
+    if not items:
+        return
+    with ctx.db.session() as s:
+        for item, info in items:
+            s.execute(update(OutboxItem).where(OutboxItem.id == item.id, OutboxItem.lease_owner == owner)
+                      .values(result={"planned": info}))
+
+
+def _sent_before(item: OutboxItem, uncertain: bool, stage) -> dict | None:
+    """The stage move an interrupted attempt planned, when Bitrix24 now shows exactly its target."""
+    planned = (item.result or {}).get("planned") or {}
+    if uncertain and planned.get("from_stage") and planned.get("to_stage") == stage:
+        return planned
+    return None
 
 
 def _cache_stage(ctx, portal_id: int, item: OutboxItem, info: dict) -> None:
@@ -283,6 +308,9 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
         stages = reads.get(f"st{current.get('categoryId')}") or []
         semantics = {s["STATUS_ID"]: s.get("SEMANTICS") for s in stages}
         if semantics.get(current["stageId"]) in ("S", "F"):
+            before = _sent_before(item, uncertain, current["stageId"])
+            if before:
+                return None, {"why": "moved by an interrupted attempt", **before}
             return None, {"why": f"invoice already in final stage {current['stageId']}", "from_stage": None}
         target = next((s["STATUS_ID"] for s in sorted(stages, key=lambda s: int(s.get("SORT") or 0))
                        if s.get("SEMANTICS") == "S"), None)
@@ -307,6 +335,9 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
         if not target:
             return None, {"why": "no stage chosen for this pipeline"}
         if deal.get("STAGE_ID") == target or deal.get("CLOSED") == "Y":
+            before = _sent_before(item, uncertain, deal.get("STAGE_ID"))
+            if before:
+                return None, {"why": "moved by an interrupted attempt", **before}
             return None, {"why": "deal already there or closed"}
         return ("crm.deal.update", {"id": p["deal_id"], "fields": {"STAGE_ID": target}}), {
             "from_stage": deal.get("STAGE_ID"), "to_stage": target}

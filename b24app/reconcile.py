@@ -276,6 +276,8 @@ CLOSED_STATES = tuple(CLOSE_ACTIONS.values())
 _PEOPLE_CODES = ("undone", "reopened", "closed_ignored", "closed_refund", "closed_credit")
 # Effects a later decision cannot take back in Bitrix24 (a sent message stays sent).
 _IRREVERSIBLE = ("notify", "timeline", "task", "trigger")
+# Effects that move money state in Bitrix24; undo moves them back once they are known to have happened.
+_MONEY_STATE = ("invoice_paid", "deal_stage")
 
 
 def _carried(reasons) -> list[dict]:
@@ -370,16 +372,20 @@ def undo(ctx, portal_id: int, operation_pk: int, user_id: int) -> Decision:
                                                          Allocation.revoked_at.is_(None))))
         if not allocs:
             raise ReconcileError("nothing_to_undo")
+        undone_ids = {a.decision_id for a in allocs}
+        items = [item for item in s.scalars(select(OutboxItem).where(
+            OutboxItem.portal_id == portal_id, OutboxItem.operation_pk == op.id).order_by(OutboxItem.id))
+            if any(item.key.startswith(f"op{op.id}:d{did}:") for did in undone_ids)]
+        if any(item.status == "sending" and item.kind in _MONEY_STATE for item in items):
+            # The invoice or deal stage is on its way to Bitrix24 (or a worker died sending it and Bitrix24 is to
+            # be checked first): where it ends up is not known yet, so it could not be moved back reliably.
+            raise ReconcileError("effects_in_flight")
         now = ctx.clock.now()
         lang = portal.lang or "ru"
         current = _current(s, op)
         if current is not None:
             current.superseded_at = now
         s.flush()
-        undone_ids = {a.decision_id for a in allocs}
-        items = [item for item in s.scalars(select(OutboxItem).where(
-            OutboxItem.portal_id == portal_id, OutboxItem.operation_pk == op.id).order_by(OutboxItem.id))
-            if any(item.key.startswith(f"op{op.id}:d{did}:") for did in undone_ids)]
         not_reverted: list[str] = []
         reverse: list[tuple[str, str, dict]] = []  # (key suffix, kind, payload), keyed by the new decision below
         for item in items:
@@ -387,8 +393,8 @@ def undo(ctx, portal_id: int, operation_pk: int, user_id: int) -> Decision:
             if item.status == "pending":
                 item.status, item.result, item.done_at = "skipped", {"why": "cancelled by undo"}, now
             elif item.status == "sending":
-                not_reverted.append(item.kind)  # on its way to Bitrix24 right now
-            elif item.status != "done":
+                not_reverted.append(item.kind)  # a message on its way to Bitrix24 right now
+            elif item.status not in ("done", "skipped"):  # skipped: may still have moved it (interrupted)
                 continue
             elif item.kind == "invoice_paid" and result.get("from_stage"):
                 reverse.append((f"inv{item.payload['invoice_id']}", "invoice_reopen", {

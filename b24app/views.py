@@ -585,8 +585,7 @@ _PEOPLE_REASONS = {
            "closed_credit": "оставлен авансом клиента с ИНН {inn} (пользователь {user_id})",
            "not_reverted": "уже отправлено и не отменено: {what}",
            "kinds": {"notify": "сообщение в чат", "timeline": "комментарий в ленте сделки", "task": "задача",
-                     "trigger": "триггер автоматизации", "invoice_paid": "стадия счёта (отправлялась в тот момент)",
-                     "deal_stage": "стадия сделки (отправлялась в тот момент)"}},
+                     "trigger": "триггер автоматизации"}},
     "en": {"manual_assignment": "payment {amount} assigned to invoice {invoice} by hand (user {user_id})",
            "manual_assignment/short": "payment assigned to invoice {invoice} by hand (user {user_id})",
            "undone": "the match was undone by user {user_id}",
@@ -596,8 +595,7 @@ _PEOPLE_REASONS = {
            "closed_credit": "kept as the credit of the client with INN {inn} (user {user_id})",
            "not_reverted": "already sent and not taken back: {what}",
            "kinds": {"notify": "the chat message", "timeline": "the deal timeline comment", "task": "the task",
-                     "trigger": "the automation trigger", "invoice_paid": "the invoice stage (being sent then)",
-                     "deal_stage": "the deal stage (being sent then)"}},
+                     "trigger": "the automation trigger"}},
 }
 
 

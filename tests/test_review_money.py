@@ -269,3 +269,36 @@ def test_undo_leaves_a_deal_a_person_moved_since(linked):
     outbox.deliver(linked.ctx, portal)
     assert deal(linked, d["deal_id"])["STAGE_ID"] == "EXECUTING"
     assert item(linked, d["invoice_id"])["stageId"] == "DT31_2:N"
+
+
+def test_undo_waits_while_the_invoice_stage_is_on_its_way(linked):
+    """A worker died while sending the paid stage: until Bitrix24 has been checked, undo cannot know what to move
+    back, so it refuses plainly; once delivery settles, undo moves the invoice back exactly once."""
+    portal = portal_of(linked)
+    d = linked.deals[0]
+    purpose = f"Оплата по счету № {d['number']}"
+    linked.pay(d["amount"], purpose, payerInn=d["inn"])
+    sync_now(linked)   # matched and delivered; now the same situation for a fresh decision:
+    op = op_by_purpose(linked, purpose)
+    token = token_of(open_app(linked, user=1, lang="ru"))
+    assert api(linked, "POST", "/app/api/undo", token, {"operation": op.id}).status_code == 200
+    outbox.deliver(linked.ctx, portal)
+    assert item(linked, d["invoice_id"])["stageId"] == "DT31_2:N"
+    assert api(linked, "POST", "/app/api/assign", token, {"operation": op.id,
+                                                          "invoice": d["invoice_id"]}).status_code == 200
+    real_finish = outbox._finish
+    outbox._finish = lambda *a, **k: None   # the batch reaches Bitrix24, the worker dies before recording it
+    try:
+        outbox.deliver(linked.ctx, portal)
+    finally:
+        outbox._finish = real_finish
+    assert item(linked, d["invoice_id"])["stageId"] == "DT31_2:P"
+    r = api(linked, "POST", "/app/api/undo", token, {"operation": op.id})
+    assert r.status_code == 409 and r.get_json()["error"] == "effects_in_flight"
+    with linked.ctx.db.session() as s:
+        for i in s.scalars(select(OutboxItem).where(OutboxItem.status == "sending")):
+            i.lease_until = linked.ctx.clock.now()
+    outbox.deliver(linked.ctx, portal)      # another worker checks Bitrix24 and records what happened
+    assert api(linked, "POST", "/app/api/undo", token, {"operation": op.id}).status_code == 200
+    outbox.deliver(linked.ctx, portal)
+    assert item(linked, d["invoice_id"])["stageId"] == "DT31_2:N"

@@ -57,6 +57,7 @@ def refusal(reason: str) -> str:
         "nothing_to_undo": _("There is nothing to undo: the payment is not matched."),
         "invoice_paid": _("This invoice is already paid. To put the payment on it anyway, confirm “pay over”."),
         "unknown_action": _("Unknown action."),
+        "effects_in_flight": _("The app is updating this invoice in Bitrix24 right now. Try again in a minute."),
         "reason_required": _("Say why this is not an invoice payment."),
         "no_payer_inn": _("The payer's INN is unknown: the payment cannot be kept as the client's credit."),
     }
@@ -85,9 +86,7 @@ def assign(frame: Frame, portal_id: int, op_pk: int, inv_id: int, *, pay_over: b
 def not_reverted_text(kinds) -> str:
     """What an undo could not take back, as one sentence (empty when it took back everything)."""
     names = {"notify": _("the chat message"), "timeline": _("the comment in the deal timeline"),
-             "task": _("the task"), "trigger": _("the automation trigger"),
-             "invoice_paid": _("the invoice stage being sent right now"),
-             "deal_stage": _("the deal stage being sent right now")}
+             "task": _("the task"), "trigger": _("the automation trigger")}
     kinds = [names.get(k, k) for k in kinds or []]
     if not kinds:
         return ""
