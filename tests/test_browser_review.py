@@ -95,3 +95,66 @@ def test_double_payment_and_closing_a_review_item_in_the_admin_page(browser, liv
         assert errors == []
     finally:
         context.close()
+
+
+def test_deal_tab_after_relink_with_nothing_watched_and_after_undo(browser, live):
+    """The tab says plainly that no account is watched and lets an admin tick one; after an undo the invoice's
+    badge is no longer «Оплачен» beside 0,00 ₽ and the deal is back in its stage."""
+    from b24app import banklink
+    from b24app.models import BankAccount, BankLink
+    from b24app.rules import save_rules
+    from b24app.sandbox.stack import link_bank
+    from sqlalchemy import select
+
+    portal = live.ctx.portals.find(live.member_id())
+    save_rules(live.ctx, portal.id, {"paid_deal_stage": {"0": "WON"}})
+    d = live.deals[0]
+    stage_before = live.rest("crm.deal.get", {"id": d["deal_id"]})["result"]["STAGE_ID"]
+    live.pay(d["amount"], f"Оплата по счету № {d['number']}", payerInn=d["inn"], payerName=d["company"])
+    wait_until(lambda: live.rest("crm.deal.get", {"id": d["deal_id"]})["result"]["STAGE_ID"] == "WON")
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ru-RU")
+    context.set_default_timeout(STEP)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        # Undo in the tab (admin): the money, the invoice stage, the badge and the deal stage all go back.
+        page.goto(f"{live.portal_url}/crm/deal/details/{d['deal_id']}/?user=1&tab=0&lang=ru")
+        frame = page.frame_locator("#app-frame")
+        card = frame.locator(f'[data-invoice="{d["invoice_id"]}"]')
+        card.wait_for()
+        wait_until(lambda: card.get_attribute("data-status") == "paid")
+        undo = card.locator("[data-action=undo]")
+        undo.click()
+        undo.click()
+        frame.locator("#flash", has_text="Уже отправлено и не отменено: сообщение в чат").wait_for()
+        wait_until(lambda: live.rest("crm.deal.get", {"id": d["deal_id"]})["result"]["STAGE_ID"] == stage_before)
+        wait_until(lambda: live.rest("crm.item.get", {"entityTypeId": 31, "id": d["invoice_id"]})
+                   ["result"]["item"]["stageId"] == "DT31_2:N")
+        page.reload()
+        card = page.frame_locator("#app-frame").locator(f'[data-invoice="{d["invoice_id"]}"]')
+        card.wait_for()
+        assert card.get_attribute("data-status") != "paid"
+        assert "Оплачен" not in card.locator(".b24-invoice__head").inner_text()
+
+        # Unwatch everything, unlink, link again: the tab says no account is watched, and an admin ticks one.
+        with live.ctx.db.session() as s:
+            link_id = s.scalar(select(BankLink.id))
+        banklink.set_watched(live.ctx, portal.id, set())
+        banklink.unlink(live.ctx, portal.id, link_id)
+        assert 'id="no-watched"' in link_bank(live).text
+        page.reload()
+        frame = page.frame_locator("#app-frame")
+        frame.locator("#no-watched").wait_for()
+        assert frame.locator("#sync-line").inner_text().strip() == "Ни один счёт в банке не отслеживается"
+        frame.locator("#no-watched input[data-account]").first.check()
+        frame.locator("#flash", has_text="Сохранено.").wait_for()
+        with live.ctx.db.session() as s:
+            assert s.scalar(select(BankAccount.id).where(BankAccount.watched.is_(True))) is not None
+        frame.locator("#no-watched").wait_for(state="detached")
+        if SHOTS:
+            page.screenshot(path=os.path.join(SHOTS, "tab-after-undo-ru.png"))
+        assert errors == []
+    finally:
+        context.close()
