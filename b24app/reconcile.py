@@ -12,7 +12,8 @@ from decimal import Decimal
 
 from sqlalchemy import func, select
 
-from .domain import IncomingPayment, InvoiceIndex, OpenInvoice, Outcome, match_payment
+from .domain import (IncomingPayment, InvoiceIndex, OpenInvoice, Outcome, extract_invoice_numbers, match_payment,
+                     normalize_invoice_number)
 from .domain.explain import explain_reason
 from .domain.formatting import format_money
 from .models import Allocation, BankAccount, Decision, Invoice, Operation, OutboxItem, Portal
@@ -46,9 +47,14 @@ def open_invoices(s, portal_id: int) -> list[OpenInvoice]:
             for inv in rows if inv.number]
 
 
-def paid_invoices(s, portal_id: int) -> list[OpenInvoice]:
-    """Invoices closed as paid (success stage): the domain knows them by number to spot a double payment."""
-    rows = s.scalars(select(Invoice).where(Invoice.portal_id == portal_id, Invoice.stage_semantics == "S"))
+def paid_invoices(s, portal_id: int, purposes: list[str]) -> list[OpenInvoice]:
+    """Invoices closed as paid (success stage) whose numbers these purposes name: the domain knows them by number
+    to spot a double payment (only those named are read: a portal's paid invoices only grow)."""
+    keys = sorted({normalize_invoice_number(n) for p in purposes for n in extract_invoice_numbers(p or "")} - {""})
+    if not keys:
+        return []
+    rows = s.scalars(select(Invoice).where(Invoice.portal_id == portal_id, Invoice.stage_semantics == "S",
+                                           Invoice.number_key.in_(keys)))
     return [OpenInvoice(id=inv.b24_id, number=inv.number, amount=inv.amount, currency=inv.currency,
                         paid=inv.amount, payer_inn=inv.payer_inn, mycompany_id=inv.mycompany_id,
                         deal_id=inv.deal_id, created=inv.created)
@@ -79,7 +85,7 @@ def reconcile_portal(ctx, portal: Portal, *, limit: int = 500) -> dict:
         if not ops:
             return {}
         index_rows = open_invoices(s, portal.id)
-        paid_rows = paid_invoices(s, portal.id)
+        paid_rows = paid_invoices(s, portal.id, [op.purpose for op in ops])
         accounts = {a.id: a for a in s.scalars(select(BankAccount).where(BankAccount.portal_id == portal.id))}
     rules = load_rules(portal.settings)
     index = InvoiceIndex.from_invoices(index_rows, paid=paid_rows)
