@@ -8,7 +8,7 @@ import secrets
 
 from flask import Blueprint, abort, g, jsonify, redirect, render_template, request, session
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from .. import banklink
 from ..bank.errors import BankError
@@ -104,8 +104,9 @@ def callback():
 def _watched(ctx, portal_id: int) -> int:
     """How many accounts of the portal's active links are watched (0: nothing will arrive until one is)."""
     with ctx.db.session() as s:
-        return len(list(s.scalars(select(BankAccount.id).join(BankLink, BankLink.id == BankAccount.link_id).where(
-            BankAccount.portal_id == portal_id, BankAccount.watched.is_(True), BankLink.status == "active"))))
+        return s.scalar(select(func.count()).select_from(BankAccount).join(BankLink, BankLink.id == BankAccount.link_id)
+                        .where(BankAccount.portal_id == portal_id, BankAccount.watched.is_(True),
+                               BankLink.status == "active")) or 0
 
 
 @bp.route("/token", methods=["GET", "POST"])
