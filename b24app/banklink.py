@@ -204,19 +204,33 @@ def bank_api(ctx, link_id: int, link: BankLink | None = None) -> BankAPI:
 
 
 def load_accounts(ctx, link_id: int) -> int:
-    """Read the company's accounts; watch every RUB current account by default (new accounts only)."""
+    """Read the company's accounts. An account watched before an unlink is watched again (by account number,
+    whichever link row it had); an account never seen is watched by default if it is a RUB current account."""
     accounts = bank_api(ctx, link_id).accounts()
+    now = ctx.clock.now()
     with ctx.db.session() as s:
         link = s.get(BankLink, link_id)
         existing = {a.account_number: a for a in s.scalars(select(BankAccount).where(BankAccount.link_id == link_id))}
+        earlier = list(s.scalars(select(BankAccount).where(BankAccount.portal_id == link.portal_id,
+                                                           BankAccount.link_id != link_id)))
+        remembered = {a.account_number for a in earlier if a.watch_on_relink}
+        known = {a.account_number for a in earlier}
         for acc in accounts:
             row = existing.get(acc.account_number)
             if row is None:
+                default = acc.currency == "RUB" and (acc.account_type or "Current") == "Current"
                 row = BankAccount(link_id=link_id, portal_id=link.portal_id, account_number=acc.account_number,
-                                  watched=acc.currency == "RUB" and (acc.account_type or "Current") == "Current",
-                                  next_sync_at=ctx.clock.now())
+                                  watched=acc.account_number in remembered or (
+                                      default and acc.account_number not in known), next_sync_at=now)
                 s.add(row)
+            elif row.watch_on_relink and not row.watched:
+                row.watched, row.next_sync_at = True, now
+            row.watch_on_relink = False
             row.currency, row.name, row.account_type = acc.currency, acc.name, acc.account_type
+        numbers = {acc.account_number for acc in accounts}
+        for a in earlier:
+            if a.account_number in numbers:
+                a.watch_on_relink = False  # remembered once: this link has the account now
     return len(accounts)
 
 
@@ -263,6 +277,7 @@ def unlink(ctx, portal_id: int, link_id: int) -> bool:
         link.access_token_enc = link.refresh_token_enc = link.webhook_secret_enc = None
         link.status = "unlinked"
         for acc in s.scalars(select(BankAccount).where(BankAccount.link_id == link_id)):
+            acc.watch_on_relink = bool(acc.watched or acc.watch_on_relink)  # linking again watches it again
             acc.watched = False
     if refresh:
         _revoke_quietly(tid_client(ctx), refresh)

@@ -103,6 +103,8 @@ class BankAccount(Base):
     name: Mapped[str | None] = mapped_column(String(255))
     account_type: Mapped[str | None] = mapped_column(String(32))
     watched: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Set by unlink for accounts that were watched: re-linking the same company watches them again.
+    watch_on_relink: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     mycompany_id: Mapped[int | None] = mapped_column(Integer)
     synced_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     next_sync_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)

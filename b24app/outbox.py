@@ -72,7 +72,8 @@ def _claim(ctx, portal_id: int, owner: str, limit: int) -> list[tuple[OutboxItem
                 or_(and_(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now),
                     and_(OutboxItem.status == "sending", OutboxItem.lease_until < now)))
             # Money state first: invoices and deals move before chat, comments and triggers go out.
-            .order_by(case((OutboxItem.kind.in_(("invoice_paid", "invoice_reopen", "deal_stage")), 0), else_=1),
+            .order_by(case((OutboxItem.kind.in_(("invoice_paid", "invoice_reopen", "deal_stage", "deal_reopen")), 0),
+                           else_=1),
                       OutboxItem.id)
             .limit(limit).with_for_update(skip_locked=True)))
         out = []
@@ -132,6 +133,8 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
         decision = _plan(item, uncertain, reads)
         if decision is None or decision[0] is None:
             _finish(ctx, item.id, owner, "skipped", result=(decision[1] if decision else {"why": "nothing to do"}))
+            if decision:
+                _cache_stage(ctx, portal.id, item, decision[1])
             skipped += 1
             continue
         (method, params), info = decision
@@ -143,6 +146,7 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
         still_ours = _renew(ctx, [item.id for item, _ in plan.values()], owner)
         for key in [k for k, (item, _) in plan.items() if item.id not in still_ours]:
             del commands[key], plan[key]  # another worker took it over: it re-checks Bitrix24 itself
+        _note_planned(ctx, owner, [(item, info) for item, info in plan.values() if item.kind in _STAGE_KINDS])
     # Chunk by chunk (50 commands per request), so that a failure knows what already went out: the chunks
     # before it are done, the chunk itself may or may not have reached Bitrix24, the rest never left.
     interrupted = {item.id for item, uncertain in claimed if uncertain}
@@ -171,10 +175,47 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
             else:
                 sent += 1
                 _finish(ctx, item.id, owner, "done", result={**info, "result": _small(res.results.get(key))})
+                _cache_stage(ctx, portal.id, item, info)
     out = {"sent": sent, "skipped": skipped, "failed": failed}
     if retry:
         out["retry"] = retry
     return out
+
+
+_STAGE_KINDS = ("invoice_paid", "deal_stage")
+
+
+def _note_planned(ctx, owner: str, items: list[tuple[OutboxItem, dict]]) -> None:
+    """Before a stage change leaves, remember the stage it moves from: if the worker dies after sending, the
+    retry finds the stage already set and still knows where it came from (undo moves it back there)."""
+    if not items:
+        return
+    with ctx.db.session() as s:
+        for item, info in items:
+            s.execute(update(OutboxItem).where(OutboxItem.id == item.id, OutboxItem.lease_owner == owner)
+                      .values(result={"planned": info}))
+
+
+def _sent_before(item: OutboxItem, uncertain: bool, stage) -> dict | None:
+    """The stage move an interrupted attempt planned, when Bitrix24 now shows exactly its target."""
+    planned = (item.result or {}).get("planned") or {}
+    if uncertain and planned.get("from_stage") and planned.get("to_stage") == stage:
+        return planned
+    return None
+
+
+def _cache_stage(ctx, portal_id: int, item: OutboxItem, info: dict) -> None:
+    """Our invoice copy follows a stage we just set, so the tab does not wait for Bitrix24's event."""
+    if item.kind == "invoice_paid" and info.get("to_stage"):
+        stage, semantics = info["to_stage"], "S"
+    elif item.kind == "invoice_reopen" and info.get("to_stage"):
+        stage, semantics = info["to_stage"], info.get("to_semantics") or None
+    else:
+        return
+    with ctx.db.session() as s:
+        s.execute(update(Invoice).where(Invoice.portal_id == portal_id,
+                                        Invoice.b24_id == int(item.payload["invoice_id"]))
+                  .values(stage_id=stage, stage_semantics=semantics))
 
 
 def _retry_or_die(ctx, item: OutboxItem, owner: str, error: str, *, unsure: bool = False) -> None:
@@ -225,7 +266,7 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
         p = item.payload
         if item.kind in ("invoice_paid", "invoice_reopen"):
             cmds[f"inv{p['invoice_id']}"] = ("crm.item.get", {"entityTypeId": INVOICE_TYPE, "id": p["invoice_id"]})
-        elif item.kind == "deal_stage":
+        elif item.kind in ("deal_stage", "deal_reopen"):
             cmds[f"deal{p['deal_id']}"] = ("crm.deal.get", {"id": p["deal_id"]})
         elif item.kind == "timeline" and uncertain:
             cmds[f"tl{p['deal_id']}"] = ("crm.timeline.comment.list", {
@@ -267,6 +308,9 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
         stages = reads.get(f"st{current.get('categoryId')}") or []
         semantics = {s["STATUS_ID"]: s.get("SEMANTICS") for s in stages}
         if semantics.get(current["stageId"]) in ("S", "F"):
+            before = _sent_before(item, uncertain, current["stageId"])
+            if before:
+                return None, {"why": "moved by an interrupted attempt", **before}
             return None, {"why": f"invoice already in final stage {current['stageId']}", "from_stage": None}
         target = next((s["STATUS_ID"] for s in sorted(stages, key=lambda s: int(s.get("SORT") or 0))
                        if s.get("SEMANTICS") == "S"), None)
@@ -278,8 +322,11 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
         current = (reads.get(f"inv{p['invoice_id']}") or {}).get("item")
         if not current or current.get("stageId") != p["paid_stage"]:
             return None, {"why": "invoice was changed by a person since; left as it is"}
+        stages = reads.get(f"st{current.get('categoryId')}") or []
+        semantics = {s["STATUS_ID"]: s.get("SEMANTICS") for s in stages}
         return ("crm.item.update", {"entityTypeId": INVOICE_TYPE, "id": p["invoice_id"],
-                                    "fields": {"stageId": p["to_stage"]}}), {"to_stage": p["to_stage"]}
+                                    "fields": {"stageId": p["to_stage"]}}), {
+            "to_stage": p["to_stage"], "to_semantics": semantics.get(p["to_stage"])}
     if kind == "deal_stage":
         deal = reads.get(f"deal{p['deal_id']}")
         if not deal:
@@ -288,9 +335,20 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
         if not target:
             return None, {"why": "no stage chosen for this pipeline"}
         if deal.get("STAGE_ID") == target or deal.get("CLOSED") == "Y":
+            before = _sent_before(item, uncertain, deal.get("STAGE_ID"))
+            if before:
+                return None, {"why": "moved by an interrupted attempt", **before}
             return None, {"why": "deal already there or closed"}
         return ("crm.deal.update", {"id": p["deal_id"], "fields": {"STAGE_ID": target}}), {
             "from_stage": deal.get("STAGE_ID"), "to_stage": target}
+    if kind == "deal_reopen":
+        deal = reads.get(f"deal{p['deal_id']}")
+        if not deal:
+            return None, {"why": "deal deleted"}
+        if deal.get("STAGE_ID") != p["moved_stage"]:
+            return None, {"why": "deal was moved by a person since; left as it is"}
+        return ("crm.deal.update", {"id": p["deal_id"], "fields": {"STAGE_ID": p["to_stage"]}}), {
+            "from_stage": p["moved_stage"], "to_stage": p["to_stage"]}
     if kind == "timeline":
         if uncertain:
             comments = reads.get(f"tl{p['deal_id']}") or []

@@ -12,7 +12,9 @@ from decimal import Decimal
 
 from sqlalchemy import func, select
 
-from .domain import IncomingPayment, InvoiceIndex, OpenInvoice, Outcome, match_payment
+from .domain import (IncomingPayment, InvoiceIndex, OpenInvoice, Outcome, extract_invoice_numbers, match_payment,
+                     normalize_invoice_number)
+from .domain.explain import explain_reason
 from .domain.formatting import format_money
 from .models import Allocation, BankAccount, Decision, Invoice, Operation, OutboxItem, Portal
 from .notices import bbcode_escape, text
@@ -45,6 +47,30 @@ def open_invoices(s, portal_id: int) -> list[OpenInvoice]:
             for inv in rows if inv.number]
 
 
+def paid_invoices(s, portal_id: int, purposes: list[str]) -> list[OpenInvoice]:
+    """Invoices closed as paid (success stage) whose numbers these purposes name: the domain knows them by number
+    to spot a double payment (only those named are read: a portal's paid invoices only grow)."""
+    keys = sorted({normalize_invoice_number(n) for p in purposes for n in extract_invoice_numbers(p or "")} - {""})
+    if not keys:
+        return []
+    rows = s.scalars(select(Invoice).where(Invoice.portal_id == portal_id, Invoice.stage_semantics == "S",
+                                           Invoice.number_key.in_(keys)))
+    return [OpenInvoice(id=inv.b24_id, number=inv.number, amount=inv.amount, currency=inv.currency,
+                        paid=inv.amount, payer_inn=inv.payer_inn, mycompany_id=inv.mycompany_id,
+                        deal_id=inv.deal_id, created=inv.created)
+            for inv in rows if inv.number]
+
+
+def related_invoices(decision) -> list[int]:
+    """Invoices a decision names: its candidates, then those its reasons name (e.g. an invoice paid already)."""
+    out = [int(c) for c in decision.candidates]
+    for r in decision.reasons:
+        inv_id = r.params.get("invoice_id")
+        if isinstance(inv_id, int) and inv_id not in out:
+            out.append(inv_id)
+    return out
+
+
 def reasons_json(decision) -> list[dict]:
     return [{"code": r.code, "params": {k: (str(v) if isinstance(v, Decimal) else v) for k, v in r.params.items()}}
             for r in decision.reasons]
@@ -59,9 +85,10 @@ def reconcile_portal(ctx, portal: Portal, *, limit: int = 500) -> dict:
         if not ops:
             return {}
         index_rows = open_invoices(s, portal.id)
+        paid_rows = paid_invoices(s, portal.id, [op.purpose for op in ops])
         accounts = {a.id: a for a in s.scalars(select(BankAccount).where(BankAccount.portal_id == portal.id))}
     rules = load_rules(portal.settings)
-    index = InvoiceIndex.from_invoices(index_rows)
+    index = InvoiceIndex.from_invoices(index_rows, paid=paid_rows)
     by_id = {inv.id: inv for inv in index_rows}
     for op in ops:
         account = accounts.get(op.account_id)
@@ -111,7 +138,7 @@ def _record(ctx, portal: Portal, op_pk: int, decision, rules: Rules, actor: int 
         else:
             op.state = "unmatched" if outcome == Outcome.UNMATCHED.value else "review"
             if rules.review_notify and op.state == "review":
-                _review_notices(s, ctx, portal, op, decision.candidates)
+                _review_notices(s, ctx, portal, op, decision)
         op.reconciled_at = now
         return op.state if op.state != "matched" else outcome
 
@@ -170,16 +197,25 @@ def _effects(s, ctx, portal: Portal, op: Operation, d: Decision, allocs, rules: 
     s.execute(Portal.__table__.update().where(Portal.id == portal.id).values(work_due_at=d.created_at))
 
 
-def _review_notices(s, ctx, portal: Portal, op: Operation, candidates) -> None:
+def _review_notices(s, ctx, portal: Portal, op: Operation, decision) -> None:
+    """Tell the managers of the invoices a review decision names; a likely double payment is said as such
+    (the explanation comes from the domain) and names no other invoice."""
+    doubles = [r for r in decision.reasons if r.code == "already_paid"]
+    related = related_invoices(decision) if doubles and not decision.candidates else list(decision.candidates)
     managers = sorted({m for m in s.scalars(select(Invoice.assigned_by_id).where(
-        Invoice.portal_id == portal.id, Invoice.b24_id.in_(list(candidates) or [-1]))) if m})
+        Invoice.portal_id == portal.id, Invoice.b24_id.in_(related or [-1]))) if m})
     if not managers:
         return
     lang = portal.lang or "ru"
-    numbers = ", ".join(s.scalars(select(Invoice.number).where(
-        Invoice.portal_id == portal.id, Invoice.b24_id.in_(list(candidates))))) or "—"
-    msg = text("review", lang, amount=format_money(op.amount, op.currency, lang),
-               payer=bbcode_escape(op.payer_name or op.payer_inn or "—"), numbers=numbers)
+    payer = bbcode_escape(op.payer_name or op.payer_inn or "—")
+    amount = format_money(op.amount, op.currency, lang)
+    if doubles and not decision.candidates:
+        why = "; ".join(explain_reason(r, lang) for r in doubles)
+        msg = text("review_double", lang, amount=amount, payer=payer, why=bbcode_escape(why))
+    else:
+        numbers = ", ".join(s.scalars(select(Invoice.number).where(
+            Invoice.portal_id == portal.id, Invoice.b24_id.in_(related or [-1])))) or "—"
+        msg = text("review", lang, amount=amount, payer=payer, numbers=bbcode_escape(numbers))
     for m in managers:
         enqueue(s, portal.id, f"op{op.id}:review:u{m}", "notify", {"user_id": m, "message": msg}, op.id,
                 now=ctx.clock.now())
@@ -187,8 +223,10 @@ def _review_notices(s, ctx, portal: Portal, op: Operation, candidates) -> None:
 
 
 # -- people correcting the app ---------------------------------------------------------------------------
-def assign_manually(ctx, portal_id: int, operation_pk: int, invoice_b24_id: int, user_id: int) -> Decision:
-    """A person says: this payment is for that invoice. Replaces a review/unmatched decision."""
+def assign_manually(ctx, portal_id: int, operation_pk: int, invoice_b24_id: int, user_id: int, *,
+                    pay_over: bool = False) -> Decision:
+    """A person says: this payment is for that invoice. Replaces a review/unmatched decision.
+    An invoice that is paid already (nothing due, or in its success stage) takes money only with `pay_over`."""
     with ctx.db.session() as s:
         portal = s.get(Portal, portal_id)
         op = s.get(Operation, operation_pk)
@@ -207,6 +245,10 @@ def assign_manually(ctx, portal_id: int, operation_pk: int, invoice_b24_id: int,
             raise ReconcileError("invoice_closed")
         paid = _paid_by_invoice(s, portal_id).get(inv.b24_id, Decimal("0"))
         remaining = max(Decimal("0"), inv.amount - paid)
+        if (remaining <= 0 or inv.stage_semantics == "S") and not pay_over:
+            raise ReconcileError("invoice_paid")
+        if inv.stage_semantics == "S":
+            remaining = Decimal("0")  # paid outside the app: all of this payment is over the amount
         if op.amount == remaining:
             outcome, left, excess = "paid", Decimal("0"), Decimal("0")
         elif op.amount < remaining:
@@ -232,38 +274,156 @@ def assign_manually(ctx, portal_id: int, operation_pk: int, invoice_b24_id: int,
         return d
 
 
-def undo(ctx, portal_id: int, operation_pk: int, user_id: int) -> Decision:
-    """Take a match back: allocations revoked, invoices the app moved to paid go back, a comment explains."""
+REVIEW_STATES = ("review", "unmatched")
+#: How a person closes a review item that pays no invoice -> the operation's (and decision's) new state.
+CLOSE_ACTIONS = {"ignore": "ignored", "refund": "refund", "credit": "credit"}
+CLOSED_STATES = tuple(CLOSE_ACTIONS.values())
+# Reasons people add; the machine's reasons are carried over below them so that none is ever lost.
+_PEOPLE_CODES = ("undone", "reopened", "closed_ignored", "closed_refund", "closed_credit")
+# Effects a later decision cannot take back in Bitrix24 (a sent message stays sent).
+_IRREVERSIBLE = ("notify", "timeline", "task", "trigger")
+# Effects that move money state in Bitrix24; undo moves them back once they are known to have happened.
+_MONEY_STATE = ("invoice_paid", "deal_stage")
+
+
+def _carried(reasons) -> list[dict]:
+    """The reasons of a decision being replaced, without what people added on top of them before."""
+    return [r for r in reasons or [] if not (isinstance(r, dict) and r.get("code") in _PEOPLE_CODES)]
+
+
+def _current(s, op: Operation) -> Decision | None:
+    return s.scalar(select(Decision).where(Decision.operation_pk == op.id, Decision.superseded_at.is_(None)))
+
+
+def _managers_for(s, portal_id: int, op: Operation, current: Decision | None) -> list[int]:
+    """Whom to tell about a payment that pays no invoice: managers of the invoices its decision named, else
+    of the payer's open invoices."""
+    named = [int(c) for c in (current.candidates if current else []) if str(c).isdigit()]
+    for r in (current.reasons if current else []) or []:
+        inv_id = (r.get("params") or {}).get("invoice_id") if isinstance(r, dict) else None
+        if isinstance(inv_id, int):
+            named.append(inv_id)
+    q = select(Invoice.assigned_by_id).where(Invoice.portal_id == portal_id)
+    managers = set(s.scalars(q.where(Invoice.b24_id.in_(named or [-1]))))
+    if not any(managers) and op.payer_inn:
+        managers = set(s.scalars(q.where(Invoice.payer_inn == op.payer_inn, Invoice.stage_semantics.is_(None))))
+    return sorted(m for m in managers if m)
+
+
+def close_review(ctx, portal_id: int, operation_pk: int, user_id: int, action: str, reason: str = "") -> Decision:
+    """A person closes a review item that is no invoice payment: `ignore` (with a reason), `refund` to the payer
+    (the manager is told in chat) or `credit` (kept as the credit of the payer's INN). Undo reopens it."""
+    state = CLOSE_ACTIONS.get(action)
+    if state is None:
+        raise ReconcileError("unknown_action")
+    reason = " ".join(str(reason or "").split())[:500]
     with ctx.db.session() as s:
         portal = s.get(Portal, portal_id)
         op = s.get(Operation, operation_pk)
         if portal is None or op is None or op.portal_id != portal_id:
             raise ReconcileError("not_found")
+        if op.state not in REVIEW_STATES:
+            raise ReconcileError("not_in_review")
+        if not (op.is_credit and op.bank_status == "Transaction"):
+            raise ReconcileError("not_a_settled_credit")
+        if state == "ignored" and not reason:
+            raise ReconcileError("reason_required")
+        if state == "credit" and not op.payer_inn:
+            raise ReconcileError("no_payer_inn")
+        now = ctx.clock.now()
+        current = _current(s, op)
+        managers = _managers_for(s, portal_id, op, current) if state == "refund" else []
+        if state == "refund" and not managers:
+            managers = [user_id]  # nobody else to tell: the person who decided gets the reminder
+        if current is not None:
+            current.superseded_at = now
+            s.flush()
+        params = {"user_id": user_id, "reason": reason, "amount": str(op.amount), "currency": op.currency,
+                  "inn": op.payer_inn or "", "from_state": op.state}
+        if managers:
+            params["told"] = managers
+        d = Decision(portal_id=portal_id, operation_pk=op.id, outcome=state, confidence="manual",
+                     numbers=list(current.numbers if current else []), candidates=[], actor_user_id=user_id,
+                     created_at=now, reasons=[{"code": f"closed_{state}", "params": params}]
+                     + _carried(current.reasons if current else []))
+        s.add(d)
+        s.flush()
+        if state == "refund":
+            lang = portal.lang or "ru"
+            msg = text("refund", lang, amount=format_money(op.amount, op.currency, lang),
+                       payer=bbcode_escape(op.payer_name or op.payer_inn or "—"),
+                       date=op.operation_date.strftime("%d.%m.%Y"), user=user_id, reason=bbcode_escape(reason or "—"))
+            for m in managers:
+                enqueue(s, portal_id, f"op{op.id}:d{d.id}:refund:u{m}", "notify", {"user_id": m, "message": msg},
+                        op.id, now=now)
+            portal.work_due_at = now
+        op.state = state
+        op.reconciled_at = now
+        return d
+
+
+def undo(ctx, portal_id: int, operation_pk: int, user_id: int) -> Decision:
+    """Take a decision back, everything it did that can be: allocations revoked; the invoice and the deal moved
+    back through the outbox (each only if it still stands where we put it); effects not sent yet cancelled.
+    A sent chat message, comment, task or trigger cannot be taken back: the new decision says which.
+    A closed review item (ignored, refund, credit) is reopened. The replaced decision's reasons are kept."""
+    with ctx.db.session() as s:
+        portal = s.get(Portal, portal_id)
+        op = s.get(Operation, operation_pk)
+        if portal is None or op is None or op.portal_id != portal_id:
+            raise ReconcileError("not_found")
+        if op.state in CLOSED_STATES:
+            return _reopen(s, ctx, portal, op, user_id)
         allocs = list(s.scalars(select(Allocation).where(Allocation.operation_pk == op.id,
                                                          Allocation.revoked_at.is_(None))))
         if not allocs:
             raise ReconcileError("nothing_to_undo")
+        undone_ids = {a.decision_id for a in allocs}
+        items = [item for item in s.scalars(select(OutboxItem).where(
+            OutboxItem.portal_id == portal_id, OutboxItem.operation_pk == op.id).order_by(OutboxItem.id))
+            if any(item.key.startswith(f"op{op.id}:d{did}:") for did in undone_ids)]
+        if any(item.status == "sending" and item.kind in _MONEY_STATE for item in items):
+            # The invoice or deal stage is on its way to Bitrix24 (or a worker died sending it and Bitrix24 is to
+            # be checked first): where it ends up is not known yet, so it could not be moved back reliably.
+            raise ReconcileError("effects_in_flight")
         now = ctx.clock.now()
         lang = portal.lang or "ru"
-        for old in s.scalars(select(Decision).where(Decision.operation_pk == op.id, Decision.superseded_at.is_(None))):
-            old.superseded_at = now
+        current = _current(s, op)
+        if current is not None:
+            current.superseded_at = now
         s.flush()
-        d = Decision(portal_id=portal_id, operation_pk=op.id, outcome="review", confidence="manual", numbers=[],
+        not_reverted: list[str] = []
+        reverse: list[tuple[str, str, dict]] = []  # (key suffix, kind, payload), keyed by the new decision below
+        for item in items:
+            result = item.result or {}
+            if item.status == "pending":
+                item.status, item.result, item.done_at = "skipped", {"why": "cancelled by undo"}, now
+            elif item.status == "sending":
+                not_reverted.append(item.kind)  # a message on its way to Bitrix24 right now
+            elif item.status not in ("done", "skipped"):  # skipped: may still have moved it (interrupted)
+                continue
+            elif item.kind == "invoice_paid" and result.get("from_stage"):
+                reverse.append((f"inv{item.payload['invoice_id']}", "invoice_reopen", {
+                    "invoice_id": item.payload["invoice_id"], "paid_stage": result["to_stage"],
+                    "to_stage": result["from_stage"]}))
+            elif item.kind == "deal_stage" and result.get("from_stage"):
+                reverse.append((f"deal{item.payload['deal_id']}", "deal_reopen", {
+                    "deal_id": item.payload["deal_id"], "moved_stage": result["to_stage"],
+                    "to_stage": result["from_stage"]}))
+            elif item.kind in _IRREVERSIBLE:
+                not_reverted.append(item.kind)
+        params = {"user_id": user_id, "not_reverted": sorted(set(not_reverted))}
+        d = Decision(portal_id=portal_id, operation_pk=op.id, outcome="review", confidence="manual",
+                     numbers=list(current.numbers if current else []),
                      candidates=[a.invoice_b24_id for a in allocs], actor_user_id=user_id, created_at=now,
-                     reasons=[{"code": "undone", "params": {"user_id": user_id}}])
+                     reasons=[{"code": "undone", "params": params}] + _carried(current.reasons if current else []))
         s.add(d)
         s.flush()
+        for suffix, kind, payload in reverse:
+            enqueue(s, portal_id, f"undo:d{d.id}:{suffix}", kind, payload, op.id, now=now)
         for a in allocs:
             a.revoked_at = now
             inv = s.scalar(select(Invoice).where(Invoice.portal_id == portal_id, Invoice.b24_id == a.invoice_b24_id))
-            moved = s.scalars(select(OutboxItem).where(
-                OutboxItem.portal_id == portal_id, OutboxItem.operation_pk == op.id, OutboxItem.kind == "invoice_paid",
-                OutboxItem.status == "done")).all()
-            for item in moved:
-                if item.payload.get("invoice_id") == a.invoice_b24_id and (item.result or {}).get("from_stage"):
-                    enqueue(s, portal_id, f"undo:d{d.id}:inv{a.invoice_b24_id}", "invoice_reopen", {
-                        "invoice_id": a.invoice_b24_id, "paid_stage": item.result["to_stage"],
-                        "to_stage": item.result["from_stage"]}, op.id, now=now)
             if inv is not None and inv.deal_id:
                 enqueue(s, portal_id, f"undo:d{d.id}:inv{a.invoice_b24_id}:timeline", "timeline", {
                     "deal_id": inv.deal_id, "comment": text(
@@ -273,3 +433,33 @@ def undo(ctx, portal_id: int, operation_pk: int, user_id: int) -> Decision:
         op.state = "review"
         portal.work_due_at = now
         return d
+
+
+def _reopen(s, ctx, portal: Portal, op: Operation, user_id: int) -> Decision:
+    """Undo of a closed review item: back to review; a refund message already sent stays sent."""
+    now = ctx.clock.now()
+    current = _current(s, op)
+    closed = next((r for r in (current.reasons if current else []) or []
+                   if isinstance(r, dict) and str(r.get("code", "")).startswith("closed_")), {})
+    was = (closed.get("params") or {}).get("from_state")
+    not_reverted = []
+    if current is not None:
+        for item in s.scalars(select(OutboxItem).where(OutboxItem.portal_id == portal.id,
+                                                       OutboxItem.operation_pk == op.id)):
+            if not item.key.startswith(f"op{op.id}:d{current.id}:"):
+                continue
+            if item.status == "pending":
+                item.status, item.result, item.done_at = "skipped", {"why": "cancelled by undo"}, now
+            elif item.status in ("sending", "done"):
+                not_reverted.append(item.kind)
+        current.superseded_at = now
+        s.flush()
+    d = Decision(portal_id=portal.id, operation_pk=op.id, outcome="review", confidence="manual",
+                 numbers=list(current.numbers if current else []), candidates=[], actor_user_id=user_id,
+                 created_at=now, reasons=[{"code": "reopened", "params": {
+                     "user_id": user_id, "was": op.state, "not_reverted": sorted(set(not_reverted))}}]
+                 + _carried(current.reasons if current else []))
+    s.add(d)
+    s.flush()
+    op.state = was if was in REVIEW_STATES else "review"
+    return d

@@ -21,6 +21,7 @@ from .models import Allocation, BankAccount, BankLink, Decision, Invoice, Operat
 ZERO = Decimal("0.00")
 REVIEW_STATES = ("review", "unmatched")          # operation states a person may assign
 QUEUE_STATES = ("review", "unmatched", "overpaid")  # what the admin's review queue lists
+CLOSED_STATES = ("ignored", "refund", "credit")     # review items a person closed without an invoice
 STATUSES = ("paid", "partly_paid", "overpaid", "awaiting", "review", "cancelled")
 MAX_QUEUE = 200
 
@@ -150,6 +151,7 @@ class WidgetData:
     bank: BankState
     totals: tuple[Totals, ...]
     owner_ids: frozenset[int] = field(default_factory=frozenset)
+    selected: dict = field(default_factory=dict)  # review operation -> the invoice to pre-select (related only)
 
 
 @dataclass(frozen=True)
@@ -300,9 +302,13 @@ def widget_data(s: Session, portal_id: int, *, deal_id: int | None = None, invoi
             status=invoice_status(amount, paid, inv.stage_semantics, inv.b24_id in flagged),
             stage_id=inv.stage_id, stage_semantics=inv.stage_semantics, assigned_by_id=inv.assigned_by_id,
             deal_id=inv.deal_id, payments=tuple(pays)))
+    status = {line.b24_id: line.status for line in lines}
+    selected = {r.operation_pk: next((i.b24_id for i in invoices if i.b24_id in r.candidates and related(i, r)
+                                      and status[i.b24_id] not in ("paid", "overpaid", "cancelled")), None)
+                for r in review}
     return WidgetData(kind=kind, entity_id=entity, deal_id=deal_id, invoices=tuple(lines), review=tuple(review),
                       bank=bank_state(s, portal_id), totals=totals(lines),
-                      owner_ids=frozenset(i.assigned_by_id for i in invoices if i.assigned_by_id))
+                      owner_ids=frozenset(i.assigned_by_id for i in invoices if i.assigned_by_id), selected=selected)
 
 
 def totals(lines: Iterable[InvoiceLine]) -> tuple[Totals, ...]:
@@ -390,9 +396,73 @@ def parse_search_amount(text: str) -> Decimal | None:
 
 
 # -- admin ----------------------------------------------------------------------------------------
-def review_queue(s: Session, portal_id: int, search: str = "", limit: int = 100) -> list[ReviewLine]:
-    """Unmatched, ambiguous and overpaid payments, newest first, optionally searched."""
-    return _review_lines(s, portal_id, limit=min(limit, MAX_QUEUE), search=search, states=QUEUE_STATES)
+def review_queue(s: Session, portal_id: int, search: str = "", limit: int = 100, *,
+                 closed: bool = False) -> list[ReviewLine]:
+    """Unmatched, ambiguous and overpaid payments (or, with `closed`, those a person closed without an
+    invoice), newest first, optionally searched."""
+    return _review_lines(s, portal_id, limit=min(limit, MAX_QUEUE), search=search,
+                         states=CLOSED_STATES if closed else QUEUE_STATES)
+
+
+@dataclass(frozen=True)
+class AssignTargets:
+    """What the assign selector of one review item offers."""
+
+    open: tuple[Invoice, ...]        # invoices with something due, candidates first
+    paid: tuple[Invoice, ...]        # paid already: offered only with an explicit "pay over"
+    selected: int | None             # a candidate the payer relates to (by INN or by number), else nothing
+
+
+def paid_amounts(s: Session, portal_id: int, ids: Iterable[int]) -> dict[int, Decimal]:
+    ids = list(ids)
+    if not ids:
+        return {}
+    rows = s.execute(select(Allocation.invoice_b24_id, func.sum(Allocation.amount))
+                     .where(Allocation.portal_id == portal_id, Allocation.revoked_at.is_(None),
+                            Allocation.invoice_b24_id.in_(ids)).group_by(Allocation.invoice_b24_id))
+    return {int(i): _dec(v) for i, v in rows}
+
+
+def is_paid(inv: Invoice, paid: Decimal) -> bool:
+    """Nothing left to pay: closed as paid, or the money received covers the amount."""
+    return inv.stage_semantics == "S" or (inv.amount > ZERO and paid >= inv.amount)
+
+
+def related(inv: Invoice, line: ReviewLine) -> bool:
+    """The payer has something to do with this invoice: its INN, or a number the purpose names."""
+    if line.payer_inn and inv.payer_inn and inv.payer_inn == line.payer_inn:
+        return True
+    return bool(inv.number_key) and inv.number_key in set(_number_keys(line.numbers))
+
+
+def named_invoices(line: ReviewLine) -> tuple[int, ...]:
+    """Invoices the stored reasons name (e.g. the one paid already), besides the candidates."""
+    out = []
+    for r in line.reasons:
+        inv_id = (r.get("params") or {}).get("invoice_id") if isinstance(r, dict) else None
+        if isinstance(inv_id, int) and not isinstance(inv_id, bool) and inv_id not in out:
+            out.append(inv_id)
+    return tuple(out)
+
+
+def assign_targets(s: Session, portal_id: int, queue: list[ReviewLine], *,
+                   per_payment: int = 60) -> dict[int, AssignTargets]:
+    """Per queued payment: open invoices in its currency (candidates first), paid ones apart, and the one to
+    pre-select: only a candidate the payer relates to, so one click never sends money to a stranger's deal."""
+    named = {r.operation_pk: named_invoices(r) for r in queue}
+    wanted = {c for r in queue for c in r.candidates} | {c for ids in named.values() for c in ids}
+    pool = [i for i in open_invoices(s, portal_id, wanted, limit=200) if i.stage_semantics != "F"]
+    paid = paid_amounts(s, portal_id, [i.b24_id for i in pool])
+    out = {}
+    for r in queue:
+        same = [i for i in pool if i.currency == r.currency]
+        order = {c: n for n, c in enumerate(r.candidates + named[r.operation_pk])}
+        same.sort(key=lambda i: (order.get(i.b24_id, len(order)), -i.b24_id))
+        due = [i for i in same if not is_paid(i, paid.get(i.b24_id, ZERO))][:per_payment]
+        done = [i for i in same if is_paid(i, paid.get(i.b24_id, ZERO))][:per_payment]
+        selected = next((i.b24_id for i in due if i.b24_id in r.candidates and related(i, r)), None)
+        out[r.operation_pk] = AssignTargets(tuple(due), tuple(done), selected)
+    return out
 
 
 def open_invoices(s: Session, portal_id: int, ids: Iterable[int] = (), limit: int = 200) -> list[Invoice]:
@@ -508,11 +578,28 @@ def chart_geometry(days: list[ChartDay], width: int = 600, height: int = 140) ->
 _PEOPLE_REASONS = {
     "ru": {"manual_assignment": "платёж {amount} вручную отнесён к счёту {invoice} (пользователь {user_id})",
            "manual_assignment/short": "платёж вручную отнесён к счёту {invoice} (пользователь {user_id})",
-           "undone": "сопоставление отменено пользователем {user_id}"},
+           "undone": "сопоставление отменено пользователем {user_id}",
+           "reopened": "закрытие отменено пользователем {user_id}, платёж снова ждёт разбора",
+           "closed_ignored": "не оплата счёта (пользователь {user_id}): {reason}",
+           "closed_refund": "вернуть плательщику (пользователь {user_id}); менеджеру сообщено в чат",
+           "closed_credit": "оставлен авансом клиента с ИНН {inn} (пользователь {user_id})",
+           "not_reverted": "уже отправлено и не отменено: {what}",
+           "kinds": {"notify": "сообщение в чат", "timeline": "комментарий в ленте сделки", "task": "задача",
+                     "trigger": "триггер автоматизации"}},
     "en": {"manual_assignment": "payment {amount} assigned to invoice {invoice} by hand (user {user_id})",
            "manual_assignment/short": "payment assigned to invoice {invoice} by hand (user {user_id})",
-           "undone": "the match was undone by user {user_id}"},
+           "undone": "the match was undone by user {user_id}",
+           "reopened": "the closing was undone by user {user_id}; the payment waits for review again",
+           "closed_ignored": "not an invoice payment (user {user_id}): {reason}",
+           "closed_refund": "to be refunded to the payer (user {user_id}); the manager was told in chat",
+           "closed_credit": "kept as the credit of the client with INN {inn} (user {user_id})",
+           "not_reverted": "already sent and not taken back: {what}",
+           "kinds": {"notify": "the chat message", "timeline": "the deal timeline comment", "task": "the task",
+                     "trigger": "the automation trigger"}},
 }
+
+
+_PEOPLE_CODES = ("manual_assignment", "undone", "reopened", "closed_ignored", "closed_refund", "closed_credit")
 
 
 def explain_reasons(reasons: Iterable[Any], lang: str, currency: str = "RUB") -> list[str]:
@@ -525,8 +612,10 @@ def explain_reasons(reasons: Iterable[Any], lang: str, currency: str = "RUB") ->
         elif isinstance(raw, dict) and isinstance(raw.get("code"), str):
             params = raw.get("params") if isinstance(raw.get("params"), dict) else {}
             code = raw["code"]
-            if code in ("manual_assignment", "undone"):
+            if code in _PEOPLE_CODES:
                 values = {k: str(v) for k, v in params.items()}
+                values.setdefault("reason", "—")
+                values.setdefault("inn", "—")
                 if "amount" in params:
                     try:
                         values["amount"] = format_money(Decimal(str(params["amount"])), currency, lang)
@@ -537,6 +626,11 @@ def explain_reasons(reasons: Iterable[Any], lang: str, currency: str = "RUB") ->
                     text = _PEOPLE_REASONS[lang][key].format(**values)
                 except KeyError:
                     text = code
+                kinds = params.get("not_reverted") if code in ("undone", "reopened") else None
+                if kinds and isinstance(kinds, list):
+                    names = _PEOPLE_REASONS[lang]["kinds"]
+                    text += "; " + _PEOPLE_REASONS[lang]["not_reverted"].format(
+                        what=", ".join(names.get(str(k), str(k)) for k in kinds))
             else:
                 try:
                     text = explain_reason(Reason(code, dict(params)), lang)

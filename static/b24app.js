@@ -202,9 +202,12 @@
     var select = form.querySelector('select[name="invoice"]');
     var button = form.querySelector('button[type="submit"]');
     if (!select || !select.value) { flash(T.choose_invoice, 'warning'); return; }
+    var over = form.querySelector('input[name="pay_over"]');
+    var paid = select.selectedOptions[0] && select.selectedOptions[0].getAttribute('data-paid') === '1';
+    if (paid && !(over && over.checked)) { flash(T.confirm_pay_over, 'warning'); return; }
     busy(button, true);
     api('POST', cfg.assign, {operation: parseInt(form.getAttribute('data-operation'), 10),
-                             invoice: parseInt(select.value, 10)})
+                             invoice: parseInt(select.value, 10), pay_over: !!(paid && over && over.checked)})
       .then(function (res) {
         busy(button, false);
         if (res.status === 200) { flash(res.data.message || T.assigned, 'success'); refresh(true); }
@@ -250,6 +253,14 @@
     else if (admin[action]) admin[action](form);
   });
   document.addEventListener('toggle', function () { fit(); }, true);   // <details> opening
+  document.addEventListener('change', function (e) {   // a paid invoice chosen: ask for "pay over"
+    var select = e.target;
+    if (!select.matches || !select.matches('form[data-action="assign"] select[name="invoice"]')) return;
+    var box = select.form.querySelector('[data-pay-over]');
+    var paid = select.selectedOptions[0] && select.selectedOptions[0].getAttribute('data-paid') === '1';
+    if (box) { box.hidden = !paid; if (!paid) box.querySelector('input').checked = false; }
+    fit();
+  });
 
   // -- admin page -------------------------------------------------------------------------------------
   var admin = {};
@@ -281,6 +292,17 @@
     cfg.sync = cfg.urls.sync;
     refresh = function () { return reloadAll(); };
 
+    admin.close = function (form) {
+      var choice = form.querySelector('input[name="action"]:checked');
+      var button = form.querySelector('button[type="submit"]');
+      busy(button, true);
+      api('POST', cfg.urls.close, {operation: parseInt(form.getAttribute('data-operation'), 10),
+                                   action: choice ? choice.value : '', reason: form.querySelector('[name="reason"]').value})
+        .then(function (res) {
+          busy(button, false);
+          if (res.status === 200) { flash(res.data.message, 'success'); reloadAll(); }
+        });
+    };
     admin.search = function (form) { loadInto(cfg.urls.review, 'review-list', formParams(form)); };
     admin.history = function (form) { loadInto(cfg.urls.history, 'history-list', formParams(form)); };
     admin.more = function (button) {
@@ -360,6 +382,16 @@
 
   // -- keep the tab current without a reload ------------------------------------------------------------
   if (root && root.getAttribute('data-page') === 'widget') {
+    document.addEventListener('change', function (e) {   // "no account is watched": an admin ticks one here
+      if (!e.target.matches || !e.target.matches('#no-watched input[data-account]') || !cfg.accounts) return;
+      var ids = [];
+      document.querySelectorAll('#no-watched input[data-account]').forEach(function (b) {
+        if (b.checked) ids.push(parseInt(b.getAttribute('data-account'), 10));
+      });
+      api('POST', cfg.accounts, {watched: ids}).then(function (res) {
+        if (res.status === 200) { flash(T.saved, 'success'); refresh(true); }
+      });
+    });
     setInterval(function () {
       if (document.visibilityState === 'visible' && !syncing && !expired) refresh(false);
     }, cfg.poll || 10000);

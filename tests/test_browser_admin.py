@@ -70,7 +70,7 @@ def test_admin_page_actions(browser, live):
         item = app.locator("#review-list .b24-review__item").first
         op = int(item.get_attribute("data-operation"))
         item.locator("select").select_option(str(d["invoice_id"]))
-        item.locator("button[type=submit]").click()
+        item.locator("form[data-action=assign] button[type=submit]").click()
         app.locator("#flash", has_text="Платёж привязан к счёту.").wait_for()
         with live.ctx.db.session() as s:
             assert s.get(Operation, op).state == "matched"

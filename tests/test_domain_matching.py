@@ -149,6 +149,36 @@ def test_already_paid_invoice_goes_to_review() -> None:
     assert d.outcome is Outcome.REVIEW and "already_paid" in codes(d)
 
 
+def decide_with_paid(payment: IncomingPayment, invoices: list[OpenInvoice], paid: list[OpenInvoice]) -> MatchDecision:
+    decision = match_payment(payment, InvoiceIndex.from_invoices(invoices, paid=paid))
+    assert naive_match(payment, invoices, paid) == decision
+    _check_invariants(payment, decision)
+    return decision
+
+
+def test_second_payment_of_a_closed_invoice_is_a_double_payment_and_proposes_nothing() -> None:
+    """А-101 was paid and closed; the client pays it again. Another deal's invoice «101» (same number tail,
+    same amount) and the payer's other open invoice are not proposed: the money is not theirs by default."""
+    closed = inv(1, "А-101", 5000, payer_inn=INN_A, paid=D(5000))
+    other_deal = inv(2, "101", 5000, payer_inn=INN_B)
+    same_payer = inv(3, "А-102", 5000, payer_inn=INN_A)
+    d = decide_with_paid(pay(5000, "Оплата по счету № А-101", payer_inn=INN_A), [other_deal, same_payer], [closed])
+    assert (d.outcome, d.confidence, d.candidates, d.allocations) == (Outcome.REVIEW, Confidence.LOW, (), ())
+    assert codes(d) == ["already_paid"] and d.reasons[0].params["invoice_id"] == 1
+    assert explain(d, "ru") == "Счёт А-101 уже оплачен — вероятно, повторная оплата."
+    assert explain(d, "en") == "Invoice А-101 is already paid — a likely double payment."
+
+
+def test_open_invoice_with_nothing_due_is_a_double_payment_too() -> None:
+    d = decide(pay(100, "по счету 9"), [inv(1, "9", 100, paid=D(100)), inv(2, "19", 100)])
+    assert (d.outcome, d.candidates, codes(d)) == (Outcome.REVIEW, (), ["already_paid"])
+
+
+def test_paid_number_beside_an_open_one_keeps_the_open_one_for_review() -> None:
+    d = decide_with_paid(pay(300, "счета 7 и 8"), [inv(2, "8", 300)], [inv(1, "7", 100, paid=D(100))])
+    assert d.outcome is Outcome.REVIEW and d.candidates == (2,) and "already_paid" in codes(d)
+
+
 # --- accumulation over several payments ---
 
 

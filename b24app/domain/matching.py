@@ -9,7 +9,10 @@ to pre-fill the review) or UNMATCHED.
 Policy details beyond the brief:
 - overpayment is "large" (REVIEW) when the surplus exceeds the full amount of the invoice that absorbs
   it (the last one in a multi-invoice payment);
-- an invoice already fully paid that is referenced again goes to REVIEW (a likely double payment);
+- an invoice already fully paid that is referenced again goes to REVIEW (a likely double payment); when every
+  number of the purpose names only paid invoices (open ones with nothing due, or closed as paid, which the
+  index knows by number through `paid=`), the decision proposes nothing: no candidates, no hints by INN or
+  amount, and no search by the end of the number (that is how money used to land on another deal);
 - if some numbers of the purpose were not found among the candidates, the decision stays HIGH only when
   the amount equals exactly what is due on the invoices that were found;
 - exact-number hits are resolved before suffix hits, so «№ 00412 (СЧ-00412)» is one exact hit.
@@ -175,10 +178,13 @@ class _Lookup(Protocol):
     def by_tail(self, tail: str) -> Sequence[OpenInvoice]: ...
     def by_inn(self, inn: str) -> Sequence[OpenInvoice]: ...
     def by_remaining(self, currency: str, remaining: Decimal) -> Sequence[OpenInvoice]: ...
+    def paid_by_key(self, key: str) -> Sequence[OpenInvoice]: ...
 
 
 class InvoiceIndex:
-    """Open invoices keyed by number, number tail, payer INN and remaining amount; O(1) per lookup."""
+    """Open invoices keyed by number, number tail, payer INN and remaining amount; O(1) per lookup.
+    Invoices already closed as paid are known by number only (`paid_by_key`): never matched, but a payment
+    naming one is recognised as a likely double payment."""
 
     def __init__(self) -> None:
         self._by_key: dict[str, list[OpenInvoice]] = defaultdict(list)
@@ -187,12 +193,16 @@ class InvoiceIndex:
         self._by_remaining: dict[tuple[str, Decimal], list[OpenInvoice]] = defaultdict(list)
         self._ids: set[int] = set()
         self._by_id: dict[int, OpenInvoice] = {}
+        self._paid_by_key: dict[str, list[OpenInvoice]] = defaultdict(list)
 
     @classmethod
-    def from_invoices(cls, invoices: Iterable[OpenInvoice]) -> InvoiceIndex:
+    def from_invoices(cls, invoices: Iterable[OpenInvoice], paid: Iterable[OpenInvoice] = ()) -> InvoiceIndex:
+        """`invoices`: those that can still receive money; `paid`: those closed as paid (known by number)."""
         index = cls()
         for invoice in invoices:
             index._add(invoice)
+        for invoice in paid:
+            index._paid_by_key[normalize_invoice_number(invoice.number)].append(invoice)
         return index
 
     def _add(self, invoice: OpenInvoice) -> None:
@@ -240,12 +250,19 @@ class InvoiceIndex:
     def by_remaining(self, currency: str, remaining: Decimal) -> Sequence[OpenInvoice]:
         return self._by_remaining.get((currency, remaining), ())
 
+    def paid_by_key(self, key: str) -> Sequence[OpenInvoice]:
+        return self._paid_by_key.get(key, ())
+
 
 class _LinearLookup:
     """The same questions answered by scanning every invoice (benchmark baseline)."""
 
-    def __init__(self, invoices: Sequence[OpenInvoice]) -> None:
+    def __init__(self, invoices: Sequence[OpenInvoice], paid: Sequence[OpenInvoice] = ()) -> None:
         self._invoices = invoices
+        self._paid = paid
+
+    def paid_by_key(self, key: str) -> Sequence[OpenInvoice]:
+        return [i for i in self._paid if normalize_invoice_number(i.number) == key]
 
     def by_key(self, key: str) -> Sequence[OpenInvoice]:
         return [i for i in self._invoices if normalize_invoice_number(i.number) == key]
@@ -265,9 +282,10 @@ def match_payment(payment: IncomingPayment, index: InvoiceIndex) -> MatchDecisio
     return _decide(payment, index)
 
 
-def naive_match(payment: IncomingPayment, invoices: list[OpenInvoice]) -> MatchDecision:
+def naive_match(payment: IncomingPayment, invoices: list[OpenInvoice],
+                paid: Sequence[OpenInvoice] = ()) -> MatchDecision:
     """Same rules as `match_payment` with a linear scan per lookup (only for benchmarks and tests)."""
-    return _decide(payment, _LinearLookup(invoices))
+    return _decide(payment, _LinearLookup(invoices, paid))
 
 
 # --- the rules ---
@@ -313,10 +331,22 @@ def _decide(payment: IncomingPayment, lookup: _Lookup) -> MatchDecision:
     keys = [normalize_invoice_number(n) for n in numbers]
     exact: list[list[OpenInvoice]] = []
     seen_exact: list[set[int]] = []
+    paid_hits: list[Reason] = []
     for number, key in zip(numbers, keys):
         found = lookup.by_key(key)
         seen_exact.append({inv.id for inv in found})
-        exact.append(_eligible(payment, found, number, reasons))
+        eligible = _eligible(payment, found, number, reasons)
+        due = [inv for inv in eligible if inv.remaining > 0]
+        paid = [inv for inv in eligible if inv.remaining <= 0]
+        if not eligible:  # not open: maybe closed as paid already
+            paid = _eligible(payment, lookup.paid_by_key(key), number, reasons)
+        if not due and paid:
+            paid_hits.extend(Reason("already_paid", {"number": number, "invoice": inv.number, "invoice_id": inv.id})
+                             for inv in sorted(paid, key=_age_order))
+            seen_exact[-1].update(inv.id for inv in paid)
+            exact.append([])
+            continue
+        exact.append(due)
     used: set[int] = {inv.id for invs in exact for inv in invs}
     hits: list[_Hit] = []
     unresolved: list[str] = []
@@ -324,6 +354,8 @@ def _decide(payment: IncomingPayment, lookup: _Lookup) -> MatchDecision:
         if invs:
             hits.append(_Hit(number, True, tuple(sorted(invs, key=_age_order))))
             continue
+        if seen and any(r.params["number"] == number for r in paid_hits):
+            continue  # this number names an invoice that is paid already: no guess by its end
         tail = number_tail_key(number)
         found = [inv for inv in lookup.by_tail(tail) if inv.id not in seen] if tail else []
         tails = _eligible(payment, found, number, reasons)
@@ -338,6 +370,9 @@ def _decide(payment: IncomingPayment, lookup: _Lookup) -> MatchDecision:
             if not seen and not found:
                 reasons.append(Reason("number_not_found", {"number": number}))
     if not hits:
+        if paid_hits:
+            # A likely double payment: say so, and propose nothing (a person decides: refund, credit, pay over).
+            return MatchDecision(Outcome.REVIEW, Confidence.LOW, (), (), numbers, tuple(reasons + paid_hits))
         return _fallback(payment, lookup, numbers, reasons)
     candidates = tuple(inv.id for hit in hits for inv in hit.invoices)
     ambiguous = [hit for hit in hits if len(hit.invoices) > 1]
@@ -348,8 +383,12 @@ def _decide(payment: IncomingPayment, lookup: _Lookup) -> MatchDecision:
                 "invoices": [inv.number for inv in hit.invoices],
                 "invoice_ids": [inv.id for inv in hit.invoices],
             }))
-        return MatchDecision(Outcome.REVIEW, Confidence.MEDIUM, (), candidates, numbers, tuple(reasons))
-    return _allocate(payment, hits, unresolved, numbers, candidates, reasons)
+        return MatchDecision(Outcome.REVIEW, Confidence.MEDIUM, (), candidates, numbers, tuple(reasons + paid_hits))
+    decision = _allocate(payment, hits, unresolved, numbers, candidates, reasons)
+    if paid_hits:  # some numbers found open invoices, others paid ones: a person looks
+        return MatchDecision(Outcome.REVIEW, Confidence.MEDIUM, decision.allocations, candidates, numbers,
+                             decision.reasons + tuple(paid_hits))
+    return decision
 
 
 def _allocate(

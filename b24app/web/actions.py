@@ -55,14 +55,27 @@ def refusal(reason: str) -> str:
         "currency_mismatch": _("The payment and the invoice are in different currencies."),
         "invoice_closed": _("This invoice is closed."),
         "nothing_to_undo": _("There is nothing to undo: the payment is not matched."),
+        "invoice_paid": _("This invoice is already paid. To put the payment on it anyway, confirm “pay over”."),
+        "unknown_action": _("Unknown action."),
+        "effects_in_flight": _("The app is updating this invoice in Bitrix24 right now. Try again in a minute."),
+        "reason_required": _("Say why this is not an invoice payment."),
+        "no_payer_inn": _("The payer's INN is unknown: the payment cannot be kept as the client's credit."),
     }
     return texts.get(reason, _("The action was refused: %(reason)s", reason=reason))
 
 
-def assign(frame: Frame, portal_id: int, op_pk: int, inv_id: int):
+def pay_over_field(body: dict) -> bool:
+    """The explicit "pay over" confirmation: only a JSON true counts."""
+    value = body.get("pay_over", False)
+    if not isinstance(value, bool):
+        abort(400, description="pay_over must be true or false")
+    return value
+
+
+def assign(frame: Frame, portal_id: int, op_pk: int, inv_id: int, *, pay_over: bool = False):
     """Assign after the caller checked ownership and rights; the JSON answer either way."""
     try:
-        decision = reconcile.assign_manually(get_ctx(), portal_id, op_pk, inv_id, frame.user_id)
+        decision = reconcile.assign_manually(get_ctx(), portal_id, op_pk, inv_id, frame.user_id, pay_over=pay_over)
     except reconcile.ReconcileError as exc:
         return jsonify({"error": exc.reason, "message": refusal(exc.reason)}), 409
     log.info("payment assigned", extra={"member_id": frame.member_id, "operation": op_pk, "invoice": inv_id,
@@ -70,11 +83,39 @@ def assign(frame: Frame, portal_id: int, op_pk: int, inv_id: int):
     return jsonify({"ok": True, "outcome": decision.outcome, "message": _("The payment has been assigned.")})
 
 
+def not_reverted_text(kinds) -> str:
+    """What an undo could not take back, as one sentence (empty when it took back everything)."""
+    names = {"notify": _("the chat message"), "timeline": _("the comment in the deal timeline"),
+             "task": _("the task"), "trigger": _("the automation trigger")}
+    kinds = [names.get(k, k) for k in kinds or []]
+    if not kinds:
+        return ""
+    return _("Already sent and not taken back: %(what)s.", what=", ".join(kinds))
+
+
 def undo(frame: Frame, portal_id: int, op_pk: int):
     """Undo after the caller checked ownership and rights; the JSON answer either way."""
     try:
-        reconcile.undo(get_ctx(), portal_id, op_pk, frame.user_id)
+        decision = reconcile.undo(get_ctx(), portal_id, op_pk, frame.user_id)
     except reconcile.ReconcileError as exc:
         return jsonify({"error": exc.reason, "message": refusal(exc.reason)}), 409
     log.info("match undone", extra={"member_id": frame.member_id, "operation": op_pk, "user_id": frame.user_id})
-    return jsonify({"ok": True, "message": _("The match has been undone.")})
+    kinds = (decision.reasons[0].get("params") or {}).get("not_reverted") or []
+    reopened = decision.reasons[0].get("code") == "reopened"
+    message = _("The payment waits for review again.") if reopened else _("The match has been undone.")
+    extra = not_reverted_text(kinds)
+    return jsonify({"ok": True, "message": f"{message} {extra}".strip(), "not_reverted": kinds})
+
+
+def close(frame: Frame, portal_id: int, op_pk: int, action: str, reason: str):
+    """Close a review item that pays no invoice, after the caller checked ownership and rights."""
+    try:
+        reconcile.close_review(get_ctx(), portal_id, op_pk, frame.user_id, action, reason)
+    except reconcile.ReconcileError as exc:
+        return jsonify({"error": exc.reason, "message": refusal(exc.reason)}), 409
+    log.info("review item closed", extra={"member_id": frame.member_id, "operation": op_pk, "action": action,
+                                          "user_id": frame.user_id})
+    texts = {"ignore": _("Marked as not an invoice payment."),
+             "refund": _("Marked for a refund to the payer; the manager is told in chat."),
+             "credit": _("Kept as the client's credit.")}
+    return jsonify({"ok": True, "message": texts[action]})

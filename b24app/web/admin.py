@@ -12,6 +12,7 @@ from sqlalchemy import select
 from .. import views
 from ..bitrix.errors import BitrixError
 from ..models import Invoice, Operation, Portal
+from ..reconcile import CLOSE_ACTIONS
 from .bank import issue_link_ticket
 from .factory import get_ctx
 from .i18n import current_tz, set_lang
@@ -122,24 +123,17 @@ def app_page():
 def _urls(frame: Frame) -> dict:
     urls = {"review": url_for("admin.api_review"), "history": url_for("admin.api_history"),
             "bank": url_for("admin.api_bank"), "assign": url_for("admin.api_assign"),
-            "undo": url_for("admin.api_undo"), "rules": url_for("admin.api_rules"),
+            "undo": url_for("admin.api_undo"), "close": url_for("admin.api_close"), "rules": url_for("admin.api_rules"),
             "sync": url_for("admin.api_sync"), "stages": url_for("admin.api_stages"),
             "link": url_for("admin.api_link"), "accounts": url_for("bank.choose_accounts"),
             "unlink": url_for("bank.unlink")}
     return urls
 
 
-def _targets(s, portal_id: int, queue: list[views.ReviewLine]) -> dict[int, list[Invoice]]:
-    """Invoices each queued payment may be assigned to: its candidates first, then other open ones."""
-    wanted = {c for r in queue for c in r.candidates}
-    pool = views.open_invoices(s, portal_id, wanted, limit=200)
-    out = {}
-    for r in queue:
-        same = [i for i in pool if i.currency == r.currency and i.stage_semantics != "F"]
-        order = {c: n for n, c in enumerate(r.candidates)}
-        same.sort(key=lambda i: (order.get(i.b24_id, len(order)), -i.b24_id))
-        out[r.operation_pk] = same[:60]
-    return out
+def _targets(s, portal_id: int, queue: list[views.ReviewLine]) -> dict[int, views.AssignTargets]:
+    """Invoices each queued payment may be assigned to: its candidates first, then other open ones; those
+    paid already apart (offered only with "pay over"); pre-selected only a candidate the payer relates to."""
+    return views.assign_targets(s, portal_id, queue, per_payment=60)
 
 
 # -- JSON API (frame token in the X-Frame-Token header) ---------------------------------------------------
@@ -167,10 +161,12 @@ def _admin() -> tuple[Frame, Portal]:
 def api_review():
     frame, portal = _frame()
     search = request.args.get("q", "")[:200]
+    closed = request.args.get("state", "open") == "closed"
     with get_ctx().db.session() as s:
-        queue = views.review_queue(s, portal.id, search)
+        queue = views.review_queue(s, portal.id, search, closed=closed)
         targets = _targets(s, portal.id, queue)
-    html = render_template("admin/_review.html", queue=queue, targets=targets, frame=frame, search=search)
+    html = render_template("admin/_review.html", queue=queue, targets=targets, frame=frame, search=search,
+                           closed=closed)
     return jsonify({"html": html, "count": len(queue), "operations": [r.operation_pk for r in queue]})
 
 
@@ -216,7 +212,24 @@ def api_assign():
         inv = s.scalar(select(Invoice).where(Invoice.portal_id == portal.id, Invoice.b24_id == inv_id))
         if op is None or op.portal_id != portal.id or inv is None:
             abort(404)
-    return actions.assign(frame, portal.id, op_pk, inv_id)
+    return actions.assign(frame, portal.id, op_pk, inv_id, pay_over=actions.pay_over_field(body))
+
+
+@bp.post("/app/api/close")
+@frame_required
+def api_close():
+    """Close a review item that pays no invoice: {operation, action: ignore|refund|credit, reason}."""
+    frame, portal = _admin()
+    body = json_body()
+    op_pk = id_field(body, "operation")
+    action, reason = body.get("action"), body.get("reason", "")
+    if action not in CLOSE_ACTIONS or not isinstance(reason, str) or len(reason) > 2000:
+        abort(400, description="action must be ignore, refund or credit; reason a short text")
+    with get_ctx().db.session() as s:
+        op = s.get(Operation, op_pk)
+        if op is None or op.portal_id != portal.id:
+            abort(404)
+    return actions.close(frame, portal.id, op_pk, action, reason)
 
 
 @bp.post("/app/api/undo")

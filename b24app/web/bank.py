@@ -8,7 +8,7 @@ import secrets
 
 from flask import Blueprint, abort, g, jsonify, redirect, render_template, request, session
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from .. import banklink
 from ..bank.errors import BankError
@@ -98,7 +98,15 @@ def callback():
         log.warning("bank link failed", extra={"reason": exc.reason})
         return _page("bank/result.html", 400, ok=False, reason=exc.reason)
     request_sync(ctx, result.portal_id)
-    return _page("bank/result.html", ok=True, accounts=result.accounts)
+    return _page("bank/result.html", ok=True, accounts=result.accounts, watched=_watched(ctx, result.portal_id))
+
+
+def _watched(ctx, portal_id: int) -> int:
+    """How many accounts of the portal's active links are watched (0: nothing will arrive until one is)."""
+    with ctx.db.session() as s:
+        return s.scalar(select(func.count()).select_from(BankAccount).join(BankLink, BankLink.id == BankAccount.link_id)
+                        .where(BankAccount.portal_id == portal_id, BankAccount.watched.is_(True),
+                               BankLink.status == "active")) or 0
 
 
 @bp.route("/token", methods=["GET", "POST"])
@@ -119,7 +127,7 @@ def paste_token():
         except LinkFailed as exc:
             return _page("bank/token.html", 400, ticket=ticket, reason=exc.reason)
         request_sync(ctx, portal.id)
-        return _page("bank/result.html", ok=True, accounts=None)
+        return _page("bank/result.html", ok=True, accounts=None, watched=_watched(ctx, portal.id))
     return _page("bank/token.html", ticket=ticket, reason=None)
 
 

@@ -178,6 +178,7 @@ def _tab(kind: str):
               "assign": url_for("placement.api_assign", kind=kind, entity_id=frame.entity_id),
               "undo": url_for("placement.api_undo", kind=kind, entity_id=frame.entity_id),
               "link": url_for("placement.api_link", kind=kind, entity_id=frame.entity_id),
+              "accounts": url_for("bank.choose_accounts"),
               "version": _version(_data_json(frame, data)), "texts": js_texts()}
     return render_template("widget/page.html", data=data, frame=frame, page_config=config, fetched=fetched,
                            can_act=may_act(frame, data), body=render_body(frame, data),
@@ -196,6 +197,8 @@ def invoice_tab():
 
 def sync_line(data: views.WidgetData) -> str:
     from .i18n import when
+    if data.bank.linked and data.bank.health == "no_accounts":
+        return _("No bank account is watched")
     if data.bank.last_synced_at:
         return _("Bank checked %(when)s", when=when(data.bank.last_synced_at))
     return _("The bank has not been checked yet") if data.bank.linked else _("The bank is not linked")
@@ -221,6 +224,7 @@ def js_texts() -> dict:
         "popup_blocked": _("Allow pop-up windows for this page to link the bank."),
         "linking": _("Finish linking the bank in the window that has opened."),
         "saved": _("Saved."), "choose_invoice": _("Choose an invoice"),
+        "confirm_pay_over": _("This invoice is paid already: tick “pay over” to put the payment on it anyway."),
         "updated": _("Updated"),
     }
 
@@ -325,7 +329,7 @@ def api_assign(kind: str, entity_id: int):
         if op is None or op.portal_id != portal.id or not _in_tab(inv, kind, entity_id):
             abort(404)
     _require_actor(frame, portal, kind, entity_id, inv)
-    return actions.assign(frame, portal.id, op_pk, inv_id)
+    return actions.assign(frame, portal.id, op_pk, inv_id, pay_over=actions.pay_over_field(body))
 
 
 @bp.post("/placement/api/<kind>/<int:entity_id>/undo")
