@@ -312,6 +312,11 @@ def init_app(app) -> None:
             resp.headers.setdefault("X-Frame-Options", "DENY")
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault("Referrer-Policy", "same-origin")
+        if request.endpoint != "static":
+            # Every answer but a static file carries one portal's data (or a token): no cache, shared or
+            # private, may keep it, and whatever varies by frame token must never be served across tokens.
+            resp.headers.setdefault("Cache-Control", "no-store")
+            resp.vary.add(FRAME_HEADER)
         renewed = g.get("renewed_frame_token")
         if renewed:
             resp.headers[FRAME_HEADER] = renewed
