@@ -688,3 +688,11 @@ def test_oauth_state_cannot_be_swapped_between_users(env):
     finally:
         alice.close()
         bob.close()
+
+
+def test_no_server_banner(env):
+    """The demo and test servers do not announce `Server: Werkzeug/x Python/y` (nor any version)."""
+    for url in (env.app_url + "/healthz", env.app_url + "/no-such-page", env.portal_url + "/"):
+        r = httpx.get(url, timeout=10)
+        assert "server" not in r.headers, (url, r.headers.get("server"))
+        assert r.headers.get("date")
