@@ -362,3 +362,22 @@ def test_data_routes_say_no_store_and_vary_on_the_frame_token(env):
             _no_store(r, (method, path))
     static = client.get("/static/b24app.css")
     assert static.status_code == 200 and "no-store" not in static.headers.get("Cache-Control", "")
+
+
+def test_a_user_bitrix24_will_not_show_the_deal_to_sees_no_payments(env):
+    """crm.deal.get answers "Access denied" for a user who may read only their own deals: the tab refuses with a
+    clear 403 page instead of showing the cached invoices and payments of that deal."""
+    d = deal(env, 1)  # user 2's deal, with an invoice and a payment in the cache
+    op = add_payment(env, "500.00", f"Оплата по счету № {d['number']} частично")
+    user = env.portal_http("POST", "/sandbox/users", json={"name": "Ограниченный", "deal_read": "own"}).json()
+    assert user["deal_read"] == "own"
+    refused = open_tab(env, "deal", d["deal_id"], user=user["id"])
+    text = refused.get_data(as_text=True)
+    assert refused.status_code == 403, refused.status_code
+    assert 'not_readable' in text and d["number"] not in text and "500" not in text
+    assert "b24app-config" not in text  # no frame token either
+    own = open_tab(env, "deal", d["deal_id"], user=2)
+    assert own.status_code == 200 and d["number"] in own.get_data(as_text=True)
+    assert op
+    admin = open_tab(env, "deal", d["deal_id"], user=1)
+    assert admin.status_code == 200

@@ -426,9 +426,11 @@ def _register_portal(app: Flask, state: SandboxState) -> None:
                 return _error("invalid_request", f"user {uid} exists", 409)
             portal.bump_id("user", uid)
             user = User(uid, str(body.get("name") or f"User{uid}"), str(body.get("last_name") or ""),
-                        admin=bool(body.get("admin", False)), email=str(body.get("email") or ""))
+                        admin=bool(body.get("admin", False)), email=str(body.get("email") or ""),
+                        deal_read="own" if body.get("deal_read") == "own" else "all")
             portal.users[uid] = user
-        return jsonify({"id": user.id, "name": user.name, "last_name": user.last_name, "admin": user.admin})
+        return jsonify({"id": user.id, "name": user.name, "last_name": user.last_name, "admin": user.admin,
+                        "deal_read": user.deal_read})
 
     @app.route("/p/<code>/sandbox/expire-tokens", methods=["POST"])
     def expire_tokens(code: str) -> Response:

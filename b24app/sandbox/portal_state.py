@@ -108,6 +108,12 @@ class User:
     last_name: str
     admin: bool = False
     email: str = ""
+    # CRM read right on deals: "all", or "own" (only deals the user is responsible for). Bitrix24's role
+    # permissions have more levels (department, open deals); the sandbox needs only "may this user read it".
+    deal_read: str = "all"
+
+    def may_read_deal(self, deal: dict[str, Any]) -> bool:
+        return self.admin or self.deal_read == "all" or str(deal.get("ASSIGNED_BY_ID")) == str(self.id)
 
     def rest(self) -> dict[str, Any]:
         return {"ID": str(self.id), "XML_ID": "", "ACTIVE": True, "NAME": self.name,
