@@ -203,6 +203,8 @@ def _register_central(app: Flask, state: SandboxState) -> None:
         _inject_latency(state)
         start = state.clock()
         name = method_name.removesuffix(".json").lower()
+        with state.lock:
+            state.central_requests += 1  # a test counter (not Bitrix24 behaviour): calls to the OAuth server's REST
         if name != "app.info":
             return _error("ERROR_METHOD_NOT_FOUND", "Method not found!", 404)
         params = _request_params()
@@ -301,6 +303,7 @@ def _register_central(app: Flask, state: SandboxState) -> None:
                 "renamed": dict(state.renamed),
                 "faults": dict(state.faults),
                 "faults_fired": dict(state.faults_fired),
+                "central_requests": state.central_requests,
                 "portals": {p.code: {"member_id": p.member_id, "url": f"{_base()}/p/{p.code}",
                                      "installed_apps": [i.client_id for i in p.installations.values() if i.installed],
                                      "requests": p.requests, "rate_limited": p.rate_limited,

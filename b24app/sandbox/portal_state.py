@@ -262,6 +262,7 @@ class SandboxState:
         self.tokens: dict[str, IssuedToken] = {}
         self.auth_codes: dict[str, AuthCode] = {}
         self.app_ids = 0
+        self.central_requests = 0  # REST calls to the central OAuth server (app.info), for tests
         self.deliverer: Any = None  # set by the app factory
 
     # -- portals -------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from ..eventdata import parse_nested_form
 from ..installation import InstallRejected, bind, install, install_request_from_event, verify
 from ..invoices import request_refresh
 from .factory import get_ctx
+from .throttle import TryLater, throttle
 
 bp = Blueprint("events", __name__, url_prefix="/events")
 CSRF_EXEMPT = True  # server-to-server; application_token is the credential
@@ -53,20 +54,27 @@ def app_lifecycle():
             req = install_request_from_event(auth, data)
             portal = ctx.portals.find(member_id)
             if portal is None or portal.status != "installed":
-                install(ctx, req)  # the event came first: it carries a refresh token
+                with throttle().attempt(member_id, req.access_token, InstallRejected, "invalid_token"):
+                    install(ctx, req)  # the event came first: it carries a refresh token
             elif not token_ok:
                 # A re-install issues a new application_token: accept it only with proof from app.info.
-                verify(ctx, req)
+                with throttle().attempt(member_id, req.access_token, InstallRejected, "invalid_token"):
+                    verify(ctx, req)
                 if req.application_token:
                     ctx.portals.set_application_token(member_id, req.application_token)
             return jsonify({"ok": True})
         if event == "ONAPPUPDATE":
             if not token_ok:
-                verify(ctx, install_request_from_event(auth, data))
+                req = install_request_from_event(auth, data)
+                with throttle().attempt(member_id, req.access_token, InstallRejected, "invalid_token"):
+                    verify(ctx, req)
                 if auth.get("application_token"):
                     ctx.portals.set_application_token(member_id, auth["application_token"])
             bind(ctx, member_id)
             return jsonify({"ok": True})
+    except TryLater as exc:
+        log.warning("lifecycle event deferred", extra={"event": event, "reason": exc.reason, "member_id": member_id})
+        return jsonify({"error": exc.reason}), exc.status, exc.headers()
     except InstallRejected as exc:
         log.warning("lifecycle event rejected", extra={"event": event, "reason": exc.reason, "member_id": member_id})
         # Without a matching application_token every refusal is an authentication failure.

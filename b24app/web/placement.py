@@ -19,8 +19,8 @@ from .actions import id_field, json_body
 from .bank import issue_link_ticket
 from .factory import get_ctx
 from .i18n import set_lang
-from .security import (Frame, PlacementRejected, allow_framing, frame_required, issue_frame_token,
-                       verify_placement)
+from .security import Frame, PlacementRejected, allow_framing, frame_required, issue_frame_token
+from .throttle import TryLater, page as try_later_page, verify_placement
 
 bp = Blueprint("placement", __name__)
 CSRF_EXEMPT = True  # Bitrix24 POSTs the tabs cross-site (verified with the posted AUTH_ID); the API uses a header token.
@@ -168,6 +168,8 @@ def _tab(kind: str):
         return render_template("error.html", reason="open_from_bitrix24"), 400
     try:
         verified = verify_placement(ctx, tab_commands(ctx, kind))
+    except TryLater as exc:
+        return try_later_page(exc)
     except PlacementRejected as exc:
         log.warning("placement rejected", extra={"reason": exc.reason,
                                                   "member_id": request.form.get("member_id", "")[:64]})
