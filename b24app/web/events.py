@@ -11,7 +11,7 @@ from ..eventdata import parse_nested_form
 from ..installation import InstallRejected, bind, install, install_request_from_event, verify
 from ..invoices import request_refresh
 from .factory import get_ctx
-from .throttle import TryLater, throttle
+from .throttle import TryLater, install_attempt
 
 bp = Blueprint("events", __name__, url_prefix="/events")
 CSRF_EXEMPT = True  # server-to-server; application_token is the credential
@@ -54,11 +54,11 @@ def app_lifecycle():
             req = install_request_from_event(auth, data)
             portal = ctx.portals.find(member_id)
             if portal is None or portal.status != "installed":
-                with throttle().attempt(member_id, req.access_token, InstallRejected, "invalid_token"):
+                with install_attempt(req):
                     install(ctx, req)  # the event came first: it carries a refresh token
             elif not token_ok:
                 # A re-install issues a new application_token: accept it only with proof from app.info.
-                with throttle().attempt(member_id, req.access_token, InstallRejected, "invalid_token"):
+                with install_attempt(req):
                     verify(ctx, req)
                 if req.application_token:
                     ctx.portals.set_application_token(member_id, req.application_token)
@@ -66,7 +66,7 @@ def app_lifecycle():
         if event == "ONAPPUPDATE":
             if not token_ok:
                 req = install_request_from_event(auth, data)
-                with throttle().attempt(member_id, req.access_token, InstallRejected, "invalid_token"):
+                with install_attempt(req):
                     verify(ctx, req)
                 if auth.get("application_token"):
                     ctx.portals.set_application_token(member_id, auth["application_token"])

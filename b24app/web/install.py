@@ -10,7 +10,7 @@ from ..installation import InstallRejected, install, install_request_from_page
 from .factory import get_ctx
 from .i18n import set_lang
 from .security import allow_framing
-from .throttle import TryLater, throttle
+from .throttle import TryLater, install_attempt
 
 bp = Blueprint("install", __name__)
 CSRF_EXEMPT = True  # Bitrix24 POSTs here cross-site; the posted token is verified with app.info instead.
@@ -25,7 +25,7 @@ def install_page():
         return render_template("install.html", ok=False, reason="open_from_bitrix24"), 400
     try:
         req = install_request_from_page(request.form, request.args)
-        with throttle().attempt(req.member_id, req.access_token, InstallRejected, "invalid_token"):
+        with install_attempt(req):
             created = install(ctx, req)
     except TryLater as exc:
         return render_template("install.html", ok=False, reason=exc.reason), exc.status, exc.headers()

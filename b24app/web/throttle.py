@@ -30,6 +30,9 @@ BUSY_RETRY_AFTER = 5  # seconds: Bitrix24's bucket drains 2 requests/s, so a few
 # Refusals raised before any call to Bitrix24: cheap, so not counted.
 FREE_REASONS = {"missing_fields", "unknown_portal", "malformed", "untrusted_server"}
 BUSY_CAUSES = (QueryLimitExceeded, OperationTimeLimit)
+# The negative cache keeps the refusal's reason as a number (stores count integers); others come back as the
+# caller's default reason.
+CACHED_REASONS = ("invalid_auth", "invalid_token", "member_mismatch", "domain_mismatch", "foreign_app")
 
 
 class TryLater(Exception):
@@ -80,15 +83,17 @@ class Throttle:
 
     @contextmanager
     def attempt(self, member_id: str, credential: str, rejected: type[Exception], cached_reason: str) -> Iterator[None]:
-        """Around one verification that may ask Bitrix24 about `credential` for `member_id`:
-        - the same pair failed within negative_ttl: raise `rejected(cached_reason)` without asking;
+        """Around one verification that may ask Bitrix24 about `credential` for `member_id` (`credential`: all
+        that the answer depends on besides member_id, e.g. the token, the claimed domain and OAuth server):
+        - the same pair failed within negative_ttl: raise `rejected(reason)` again without asking;
         - this client or member_id failed too often: TryLater 429;
         - Bitrix24 answered with its rate limit: TryLater 503 (not counted, not cached), and so does every
           attempt for this member_id in the next BUSY_RETRY_AFTER seconds, without asking;
         - a `rejected` that cost a call: counted against both, and the pair remembered."""
         neg = self._negative_key(member_id, credential) if credential else ""
-        if neg and self.storage.get(neg):
-            raise rejected(cached_reason)
+        known = self.storage.get(neg) if neg else 0
+        if known:
+            raise rejected(CACHED_REASONS[known - 1] if known <= len(CACHED_REASONS) else cached_reason)
         busy = "b24app/busy/" + hashlib.sha256(member_id.encode()).hexdigest()[:40]
         if member_id and self.storage.get(busy):  # Bitrix24 said "too many requests" a moment ago
             raise TryLater("try_again", 503, math.ceil(self.storage.get_expiry(busy) - time.time()))
@@ -105,9 +110,11 @@ class Throttle:
                 if member_id:
                     self.storage.incr(busy, BUSY_RETRY_AFTER)
                 raise TryLater("try_again", 503, BUSY_RETRY_AFTER) from exc
-            if getattr(exc, "reason", None) not in FREE_REASONS:
+            reason = getattr(exc, "reason", None)
+            if reason not in FREE_REASONS:
                 if neg:
-                    self.storage.incr(neg, self.negative_ttl)
+                    code = CACHED_REASONS.index(reason) + 1 if reason in CACHED_REASONS else len(CACHED_REASONS) + 1
+                    self.storage.incr(neg, self.negative_ttl, amount=code)
                 for item, ids in self._limits(member_id):
                     self.window.hit(item, *ids)
             raise
@@ -125,6 +132,14 @@ def verify_placement(ctx, extra=None):
     with throttle().attempt(form.get("member_id", "")[:64], form.get("AUTH_ID", "")[:256],
                             security.PlacementRejected, "invalid_auth"):
         return security.verify_placement(ctx, extra)
+
+
+def install_attempt(req):
+    """`attempt` for an install request: app.info's verdict depends on the token, the claimed domain and server."""
+    from ..installation import InstallRejected
+
+    credential = "\0".join((req.access_token, req.domain, req.server_endpoint, req.client_endpoint or ""))
+    return throttle().attempt(req.member_id, credential, InstallRejected, "invalid_token")
 
 
 def page(exc: TryLater):
