@@ -121,6 +121,7 @@ def test_query_limit_exceeded_while_verifying_is_503_try_again_not_403(env):
     assert busy.status_code == 503, (busy.status_code, text[:300])
     assert int(busy.headers["Retry-After"]) > 0
     assert 'try_again' in text and "b24app-config" not in text
+    assert "Битрикс24 сейчас перегружен" in text or "Bitrix24 is busy right now" in text
     # Not a failed login: the same AUTH_ID works on the retry (not negatively cached, not counted).
     # For a few seconds nobody asks that portal again (forgeries would keep its bucket full otherwise)...
     before = rest_calls(env)
