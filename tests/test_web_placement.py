@@ -376,6 +376,7 @@ def test_a_user_bitrix24_will_not_show_the_deal_to_sees_no_payments(env):
     assert refused.status_code == 403, refused.status_code
     assert 'not_readable' in text and d["number"] not in text and "500" not in text
     assert "У вас нет доступа к этой сделке в Битрикс24" in text
+    assert f"frame-ancestors {env.sandbox_url}" in refused.headers["Content-Security-Policy"]  # shown in the tab
     assert "b24app-config" not in text  # no frame token either
     own = open_tab(env, "deal", d["deal_id"], user=2)
     assert own.status_code == 200 and d["number"] in own.get_data(as_text=True)

@@ -122,6 +122,7 @@ def test_query_limit_exceeded_while_verifying_is_503_try_again_not_403(env):
     assert int(busy.headers["Retry-After"]) > 0
     assert 'try_again' in text and "b24app-config" not in text
     assert "Битрикс24 сейчас перегружен" in text or "Bitrix24 is busy right now" in text
+    assert f"frame-ancestors {env.sandbox_url}" in busy.headers["Content-Security-Policy"]  # shown in the tab
     # Not a failed login: the same AUTH_ID works on the retry (not negatively cached, not counted).
     # For a few seconds nobody asks that portal again (forgeries would keep its bucket full otherwise)...
     before = rest_calls(env)

@@ -181,6 +181,7 @@ def _tab(kind: str):
     if not readable(kind, frame.entity_id, verified):
         log.warning("placement refused: not readable for this user",
                     extra={"kind": kind, "member_id": frame.member_id, "user": frame.user_id})
+        allow_framing(verified.portal)  # a verified user's portal: it shows the message in the tab
         return render_template("error.html", reason="not_readable"), 403
     owner, fetched = store_fetched(ctx, verified.portal.id, verified.results)
     frame = replace(frame, owner_id=owner)

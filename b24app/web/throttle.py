@@ -112,7 +112,8 @@ class Throttle:
                 raise TryLater("try_again", 503, BUSY_RETRY_AFTER) from exc
             reason = getattr(exc, "reason", None)
             if reason not in FREE_REASONS:
-                if neg:
+                # A verdict about the credential is remembered; a server error or timeout is not a verdict.
+                if neg and not getattr(exc.__cause__, "retryable", False):
                     code = CACHED_REASONS.index(reason) + 1 if reason in CACHED_REASONS else len(CACHED_REASONS) + 1
                     self.storage.incr(neg, self.negative_ttl, amount=code)
                 for item, ids in self._limits(member_id):
@@ -143,8 +144,16 @@ def install_attempt(req):
 
 
 def page(exc: TryLater):
-    """The answer for a page (the tab, the app page): a clear error page with Retry-After."""
+    """The answer for a page (the tab, the app page): a clear error page with Retry-After, which the portal
+    named by member_id may frame (it holds no data), so the user sees it inside Bitrix24."""
     from flask import render_template
+
+    from .factory import get_ctx
+    from .security import allow_framing
+
+    portal = get_ctx().portals.find(request.form.get("member_id", "")[:64])
+    if portal is not None and portal.status == "installed":
+        allow_framing(portal)
     return render_template("error.html", reason=exc.reason), exc.status, exc.headers()
 
 
