@@ -181,3 +181,13 @@ def test_rate_limit_settings_are_checked_at_start(env):
     for bad in ({"ratelimit_failures_per_ip": "lots"}, {"ratelimit_storage_uri": "nosuch://x"}):
         with pytest.raises(ConfigError):
             create_app(env.settings.with_overrides(**bad), context=env.ctx)
+
+
+def test_a_server_error_while_verifying_is_not_remembered_as_a_bad_auth_id(env):
+    path, fields = deal_tab_form(env, user=1)
+    client = env.proxied.test_client()
+    httpx.post(f"{env.sandbox_url}/sandbox/faults", json={"script": ["server_error"]}, timeout=10)
+    first = client.post(path, data=fields, headers={"X-Forwarded-For": ADMIN})
+    assert first.status_code == 403, first.status_code  # Bitrix24 failed to answer: not confirmed
+    again = client.post(path, data=fields, headers={"X-Forwarded-For": ADMIN})
+    assert again.status_code == 200
