@@ -43,6 +43,15 @@ class Settings:
     log_level: str = "INFO"
     rest_log_dir: str = ""
     max_content_length: int = 1024 * 1024
+    # Proxies in front of the app that set X-Forwarded-For (1 behind the shipped nginx); 0 = use the peer address.
+    trusted_proxies: int = 0
+    # Failed verifications (placement POSTs, install and lifecycle events) that each cost a Bitrix24 call:
+    # how many a client address and a member_id may have, and how long the same bad credential is refused from
+    # memory. `limits` notation; the store is per process ("memory://") or shared ("redis://host:6379").
+    ratelimit_storage_uri: str = "memory://"
+    ratelimit_failures_per_ip: str = "10/minute;60/hour"
+    ratelimit_failures_per_member: str = "30/minute"
+    ratelimit_negative_ttl: int = 60
     extra: dict = field(default_factory=dict)
 
     @property
@@ -55,7 +64,7 @@ class Settings:
 
 _TUPLES = {"token_keys", "bitrix_oauth_servers"}
 _INTS = {"sync_interval", "invoice_refresh_interval", "worker_concurrency", "lease_seconds",
-         "bitrix_burst", "max_content_length"}
+         "bitrix_burst", "max_content_length", "trusted_proxies", "ratelimit_negative_ttl"}
 _FLOATS = {"bitrix_rate"}
 
 

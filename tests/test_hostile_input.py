@@ -279,6 +279,120 @@ def test_deeply_nested_json_is_a_client_error_not_a_crash(env):
     assert crashed == []
 
 
+def _post_timed(st, path: str, body: bytes, content_type: str = "application/json") -> tuple[int, float]:
+    """The fastest of three posts of `body`: (status, seconds)."""
+    best, status = float("inf"), 0
+    for _ in range(3):
+        t = time.perf_counter()
+        r = post(st, path, content=body, headers={"Content-Type": content_type})
+        best, status = min(best, time.perf_counter() - t), r.status_code
+    return status, best
+
+
+def _normal_json(size: int) -> bytes:
+    """A realistic JSON body (rows of payments) of exactly `size` bytes."""
+    row = json.dumps({"id": 0, "purpose": "Оплата по счету № 1207 от 14.01.2026, в т.ч. НДС", "amount": "12000.00",
+                      "tags": ["a", "b"]}, ensure_ascii=False).encode()
+    rows = b",".join([row] * ((size - 64) // (len(row) + 1)))
+    head = b'{"rows": [' + rows + b'], "pad": "'
+    return head + b"x" * (size - len(head) - 2) + b'"}'
+
+
+@pytest.mark.parametrize("size", [64 * 1024, MIB - 1024], ids=["64KiB", "1MiB"])
+def test_escaped_quotes_cost_no_more_than_a_normal_body_of_the_same_size(env, size):
+    """The nesting guard runs before authentication on every JSON POST: a body of one quote and then `\\"` pairs
+    (quadratic for a backtracking string regex: 48 KB took 4.8 s) must cost about what a normal body costs."""
+    normal = _normal_json(size)
+    hostile = b'"' + b'\\"' * ((size - 1) // 2)
+    valid_hostile = b'["' + b'\\"' * ((size - 4) // 2) + b'"]'
+    assert abs(len(normal) - len(hostile)) <= 2 and len(normal) == size
+    status, normal_time = _post_timed(env, "/app/api/rules", normal)
+    assert status == 401  # through the guard to the view, which wants a frame token
+    for body in (hostile, valid_hostile):
+        status, hostile_time = _post_timed(env, "/app/api/rules", body)
+        assert status == 401
+        assert hostile_time < 10 * normal_time, (size, hostile_time, normal_time)
+    assert httpx.get(env.app_url + "/healthz", timeout=5).status_code == 200
+
+
+_CLOSERS = json.dumps({"x": ']]]]"]]\\', "y": '"}}}\\"]'}).encode()  # depth 1
+
+
+@pytest.mark.parametrize("body,refused", [
+    pytest.param(b"[" * 64 + b"]" * 64, False, id="64-deep"),
+    pytest.param(b"[" * 65 + b"]" * 65, True, id="65-deep"),
+    pytest.param(json.dumps({"a": "[" * 500 + '{"[[[\\', "b": [[1]]}).encode(), False, id="brackets-in-a-string"),
+    pytest.param(b"[" * 63 + _CLOSERS + b"]" * 63, False, id="64-deep-with-closers-in-strings"),
+    pytest.param(b"[" * 64 + _CLOSERS + b"]" * 64, True, id="65-deep-with-closers-in-strings"),
+    pytest.param(json.dumps(['"' + "[" * 100, "{" * 100]).encode(), False, id="escaped-quote-then-openers"),
+    pytest.param(b"[" * 200_000, True, id="200k-unclosed"),
+])
+def test_nesting_is_measured_outside_strings(env, body, refused):
+    r = post(env, "/app/api/rules", content=body, headers={"Content-Type": "application/json"})
+    if refused:
+        assert r.status_code == 400 and r.json()["message"] == "JSON nested too deeply", r.text[:200]
+    else:
+        assert r.status_code == 401, r.text[:200]  # passed the guard; the view wants a frame token
+
+
+def test_deep_bodies_under_other_content_types_are_a_client_error(env):
+    """Deep JSON sent as text/plain to the bank webhook (which parses any body as JSON), PHP-style form keys
+    thousands deep, and a deep PLACEMENT_OPTIONS field: refused with a 4xx, never a 500."""
+    link_id, secret = webhook_secret(env)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for content_type in ("text/plain", "application/octet-stream", ""):
+        r = post(env, f"/bank/webhook/{link_id}", content=deep,
+                 headers={"Authorization": f"Bearer {secret}", "Content-Type": content_type})
+        assert r.status_code == 400, (content_type, r.status_code, r.text[:200])
+    deep_key = "auth" + "[x]" * 5000
+    for path in ("/events/app", "/events/crm", f"/bank/webhook/{link_id}", "/placement/deal", "/app"):
+        r = post(env, path, data={deep_key: "1", "event": "ONAPPUPDATE"}, headers={"Authorization": f"Bearer {secret}"})
+        assert r.status_code < 500, (path, r.status_code)
+    before = snapshot(env)
+    r = post(env, "/placement/deal", data={"member_id": env.member_id(), "AUTH_ID": "x" * 32,
+                                           "PLACEMENT": "CRM_DEAL_DETAIL_TAB", "PLACEMENT_OPTIONS": "[" * 100_000})
+    assert r.status_code == 403, r.status_code
+    assert snapshot(env) == before
+
+
+# -- NUL characters: PostgreSQL refuses them in text ----------------------------------------------------------------
+def test_a_nul_character_anywhere_in_the_input_is_400_before_the_database(env):
+    before = snapshot(env)
+    member = env.member_id()
+    token = app_token(env)
+    d = env.deals[0]
+    forms = [("/placement/deal", {"member_id": member + "\x00", "AUTH_ID": "x" * 32}),
+             ("/placement/invoice", {"member_id": "\x00", "AUTH_ID": "x" * 32}),
+             ("/app", {"member_id": member[:5] + "\x00" + member[5:], "AUTH_ID": "x" * 32}),
+             ("/install?DOMAIN=x&PROTOCOL=1", {"member_id": "\x00", "AUTH_ID": "x", "REFRESH_ID": "y"}),
+             ("/events/app", {"event": "ONAPPINSTALL", "auth[member_id]": "m\x00", "auth[application_token]": "t"}),
+             ("/events/app", {"event": "ONAPPUNINSTALL", "auth[member_id]": member + "\x00",
+                              "auth[application_token]": token}),
+             ("/events/crm", {"event": "ONCRMDEALUPDATE", "auth[member_id]": "\x00" + member,
+                              "auth[application_token]": token, "data[FIELDS][ID]": "1"}),
+             ("/events/crm", {"event": "ONCRMDEALUPDATE", "auth[member_id]": member,
+                              "auth[application_token]": token, "data[FIELDS][ID]": "1", "x\x00": "1"})]
+    for path, form in forms:
+        r = post(env, path, data=form)
+        assert r.status_code == 400 and "NUL" in r.text, (path, r.status_code, r.text[:200])
+    admin = {"X-Frame-Token": frame_token(env)}
+    for query in ({"q": "1207\x00"}, {"q": "x", "outcome": "paid\x00"}):
+        r = httpx.get(env.app_url + "/app/api/history", params=query, headers=admin, timeout=30)
+        assert r.status_code == 400 and "NUL" in r.text, (query, r.status_code)
+    assert httpx.get(env.app_url + "/app/api/history", params={"q": "1207"}, headers=admin,
+                     timeout=30).status_code == 200
+    link_id, secret = webhook_secret(env)
+    for path, body, headers in (
+            ("/app/api/rules", {"stage_map": {"0": "WON\x00"}}, admin),
+            ("/app/api/rules", {"x\x00": 1}, admin),
+            (f"/placement/api/deal/{d['deal_id']}/assign", {"operation": "1\x00", "invoice": 1},
+             {"X-Frame-Token": frame_token(env, "CRM_DEAL_DETAIL_TAB", d["deal_id"])}),
+            (f"/bank/webhook/{link_id}", {"accountNumber": "4070\x00"}, {"Authorization": f"Bearer {secret}"})):
+        r = post(env, path, json=body, headers=headers)
+        assert r.status_code == 400 and "NUL" in r.text, (path, r.status_code, r.text[:200])
+    assert snapshot(env) == before
+
+
 # -- the bank webhook ------------------------------------------------------------------------------------------------
 def test_webhook_refuses_wrong_secrets_and_survives_malformed_bodies(env):
     link_id, secret = webhook_secret(env)
@@ -574,3 +688,11 @@ def test_oauth_state_cannot_be_swapped_between_users(env):
     finally:
         alice.close()
         bob.close()
+
+
+def test_no_server_banner(env):
+    """The demo and test servers do not announce `Server: Werkzeug/x Python/y` (nor any version)."""
+    for url in (env.app_url + "/healthz", env.app_url + "/no-such-page", env.portal_url + "/"):
+        r = httpx.get(url, timeout=10)
+        assert "server" not in r.headers, (url, r.headers.get("server"))
+        assert r.headers.get("date")

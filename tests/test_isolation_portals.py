@@ -160,6 +160,32 @@ def test_an_event_for_one_portal_with_the_others_application_token_is_refused(tw
 
 
 # -- placements --------------------------------------------------------------------------------------------------------
+def test_forged_posts_against_one_portal_spend_only_that_portals_budget(two):
+    """Forgeries for portal A from many addresses exhaust A's budget of failed sign-ins (then 429 without a
+    Bitrix24 call); B's users, even from one of those addresses, still get in."""
+    import secrets
+
+    a, b = two
+    throttle = a.flask_app.extensions["b24app.throttle"]
+    action_a, fields_a = frame_form(a, "crm/deal/details/1/")
+    action_b, fields_b = frame_form(b, "crm/deal/details/1/")
+    client = a.flask_app.test_client()
+    url = urlsplit(action_a)
+    try:
+        before = a.portal_state()["requests"]
+        codes = [client.post(f"{url.path}?{url.query}", data={**fields_a, "AUTH_ID": secrets.token_hex(16)},
+                             environ_base={"REMOTE_ADDR": f"10.9.0.{i}"}).status_code for i in range(60)]
+        spent = a.portal_state()["requests"] - before
+        # 403 while A's budget lasts, then 429; (503 if A's own bucket overflowed: then nobody asks A for a while)
+        assert spent <= 30 and set(codes) <= {403, 429, 503} and codes[-20:] == [codes[-1]] * 20, (spent, codes)
+        assert codes[-1] in (429, 503)
+        url_b = urlsplit(action_b)
+        own_b = client.post(f"{url_b.path}?{url_b.query}", data=fields_b, environ_base={"REMOTE_ADDR": "10.9.1.1"})
+        assert own_b.status_code == 200 and config_token(own_b)
+    finally:
+        throttle.storage.reset()  # the other tests of this module start with fresh windows
+
+
 @pytest.mark.parametrize("page", ["deal", "app"])
 def test_a_placement_post_with_another_portals_auth_id_is_refused(two, page):
     a, b = two

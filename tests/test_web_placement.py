@@ -312,3 +312,74 @@ def test_check_the_bank_now_makes_accounts_due_and_reports_progress(env):
     assert body["finished"] is False and body["pending"] == len(watched)
     status = api(env, "GET", base, token).get_json()
     assert status["pending"] == len(watched) and 0 <= status["percent"] < 100
+
+
+# -- caching: nothing that carries data may be stored ------------------------------------------------------------
+def _no_store(resp, what) -> None:
+    assert "no-store" in resp.headers.get("Cache-Control", ""), (what, resp.status_code, resp.headers)
+    assert "x-frame-token" in resp.headers.get("Vary", "").lower(), (what, resp.headers)
+
+
+def test_data_routes_say_no_store_and_vary_on_the_frame_token(env):
+    from b24app.sandbox.stack import APP_CLIENT_ID, link_ticket
+
+    d = deal(env, 1)
+    tab = open_tab(env, "deal", d["deal_id"], user=2)
+    assert tab.status_code == 200
+    _no_store(tab, "deal tab")
+    inv_tab = open_tab(env, "invoice", d["invoice_id"], user=2)
+    _no_store(inv_tab, "invoice tab")
+    page = httpx.get(f"{env.portal_url}/marketplace/app/{APP_CLIENT_ID}/", params={"user": 1}, timeout=30)
+    m = re.search(r'<form id="app-form-0" method="post" action="([^"]+)"[^>]*>(.*?)</form>', page.text, re.S)
+    fields = {html.unescape(k): html.unescape(v)
+              for k, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', m.group(2))}
+    admin_page = env.flask_app.test_client().post("/app", data=fields)
+    assert admin_page.status_code == 200
+    _no_store(admin_page, "admin page")
+    admin = config_of(admin_page)["token"]
+    tab_token = config_of(tab)["token"]
+    for url, token in (("/app/api/review", admin), ("/app/api/history", admin), ("/app/api/bank", admin),
+                       ("/bank/accounts", admin), ("/app/api/sync", admin),
+                       (f"/placement/api/deal/{d['deal_id']}", tab_token),
+                       (f"/placement/api/deal/{d['deal_id']}/sync", tab_token)):
+        r = api(env, "GET", url, token)
+        assert r.status_code == 200, (url, r.status_code)
+        _no_store(r, url)
+    start = env.flask_app.test_client().get("/bank/start", query_string={"ticket": link_ticket(env)})
+    assert start.status_code == 200
+    _no_store(start, "/bank/start")
+    # Every other route and method too, whatever it answers (errors included); static files may be cached.
+    client = env.flask_app.test_client()
+    args = {"kind": "deal", "entity_id": d["deal_id"], "link_id": 1}
+    urls = env.flask_app.url_map.bind("localhost")
+    for rule in env.flask_app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = urls.build(rule.endpoint, {name: args[name] for name in rule.arguments})
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            r = client.open(path, method=method, json={} if method == "POST" else None,
+                            headers={"X-Frame-Token": admin})
+            _no_store(r, (method, path))
+    static = client.get("/static/b24app.css")
+    assert static.status_code == 200 and "no-store" not in static.headers.get("Cache-Control", "")
+
+
+def test_a_user_bitrix24_will_not_show_the_deal_to_sees_no_payments(env):
+    """crm.deal.get answers "Access denied" for a user who may read only their own deals: the tab refuses with a
+    clear 403 page instead of showing the cached invoices and payments of that deal."""
+    d = deal(env, 1)  # user 2's deal, with an invoice and a payment in the cache
+    op = add_payment(env, "500.00", f"Оплата по счету № {d['number']} частично")
+    user = env.portal_http("POST", "/sandbox/users", json={"name": "Ограниченный", "deal_read": "own"}).json()
+    assert user["deal_read"] == "own"
+    refused = open_tab(env, "deal", d["deal_id"], user=user["id"])
+    text = refused.get_data(as_text=True)
+    assert refused.status_code == 403, refused.status_code
+    assert 'not_readable' in text and d["number"] not in text and "500" not in text
+    assert "У вас нет доступа к этой сделке в Битрикс24" in text
+    assert f"frame-ancestors {env.sandbox_url}" in refused.headers["Content-Security-Policy"]  # shown in the tab
+    assert "b24app-config" not in text  # no frame token either
+    own = open_tab(env, "deal", d["deal_id"], user=2)
+    assert own.status_code == 200 and d["number"] in own.get_data(as_text=True)
+    assert op
+    admin = open_tab(env, "deal", d["deal_id"], user=1)
+    assert admin.status_code == 200

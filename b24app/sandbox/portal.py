@@ -208,6 +208,8 @@ def _register_central(app: Flask, state: SandboxState) -> None:
         _inject_latency(state)
         start = state.clock()
         name = method_name.removesuffix(".json").lower()
+        with state.lock:
+            state.central_requests += 1  # a test counter (not Bitrix24 behaviour): calls to the OAuth server's REST
         if name != "app.info":
             return _error("ERROR_METHOD_NOT_FOUND", "Method not found!", 404)
         params = _request_params()
@@ -306,6 +308,7 @@ def _register_central(app: Flask, state: SandboxState) -> None:
                 "renamed": dict(state.renamed),
                 "faults": dict(state.faults),
                 "faults_fired": dict(state.faults_fired),
+                "central_requests": state.central_requests,
                 "portals": {p.code: {"member_id": p.member_id, "url": f"{_base()}/p/{p.code}",
                                      "installed_apps": [i.client_id for i in p.installations.values() if i.installed],
                                      "requests": p.requests, "rate_limited": p.rate_limited,
@@ -431,9 +434,11 @@ def _register_portal(app: Flask, state: SandboxState) -> None:
                 return _error("invalid_request", f"user {uid} exists", 409)
             portal.bump_id("user", uid)
             user = User(uid, str(body.get("name") or f"User{uid}"), str(body.get("last_name") or ""),
-                        admin=bool(body.get("admin", False)), email=str(body.get("email") or ""))
+                        admin=bool(body.get("admin", False)), email=str(body.get("email") or ""),
+                        deal_read="own" if body.get("deal_read") == "own" else "all")
             portal.users[uid] = user
-        return jsonify({"id": user.id, "name": user.name, "last_name": user.last_name, "admin": user.admin})
+        return jsonify({"id": user.id, "name": user.name, "last_name": user.last_name, "admin": user.admin,
+                        "deal_read": user.deal_read})
 
     @app.route("/p/<code>/sandbox/expire-tokens", methods=["POST"])
     def expire_tokens(code: str) -> Response:

@@ -302,7 +302,13 @@ def _get_deal(portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
 
 @method("crm.deal.get", scope="crm")
 def deal_get(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
-    return _legacy_out(_get_deal(ctx.portal, params))
+    deal = _get_deal(ctx.portal, params)
+    user = ctx.portal.users.get(ctx.user_id)
+    if not ctx.is_webhook and user is not None and not user.may_read_deal(deal):
+        # "Access denied": the user has no read right on this deal [D: api-reference/crm/deals/crm-deal-get.md,
+        # "Возможные коды ошибок": empty code, HTTP 400 like the method's other errors].
+        raise RestError("", "Access denied", 400)
+    return _legacy_out(deal)
 
 
 @method("crm.deal.update", scope="crm")

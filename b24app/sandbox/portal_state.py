@@ -113,6 +113,12 @@ class User:
     last_name: str
     admin: bool = False
     email: str = ""
+    # CRM read right on deals: "all", or "own" (only deals the user is responsible for). Bitrix24's role
+    # permissions have more levels (department, open deals); the sandbox needs only "may this user read it".
+    deal_read: str = "all"
+
+    def may_read_deal(self, deal: dict[str, Any]) -> bool:
+        return self.admin or self.deal_read == "all" or str(deal.get("ASSIGNED_BY_ID")) == str(self.id)
 
     def rest(self) -> dict[str, Any]:
         # LAST_LOGIN ... UF_EMPLOYMENT_DATE as in the example of api-reference/user/user-current.md
@@ -270,6 +276,7 @@ class SandboxState:
         self.tokens: dict[str, IssuedToken] = {}
         self.auth_codes: dict[str, AuthCode] = {}
         self.app_ids = 0
+        self.central_requests = 0  # REST calls to the central OAuth server (app.info), for tests
         self.deliverer: Any = None  # set by the app factory
 
     # -- portals -------------------------------------------------------------------------------

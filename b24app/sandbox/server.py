@@ -9,10 +9,16 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 
 class QuietHandler(WSGIRequestHandler):
-    """No access log: URLs may carry tokens (Bitrix24 puts `auth` in query strings)."""
+    """No access log (URLs may carry tokens: Bitrix24 puts `auth` in query strings) and no Server banner."""
 
     def log_request(self, *args, **kwargs) -> None:
         pass
+
+    def send_response(self, code, message=None) -> None:
+        # http.server's send_response minus the `Server: Werkzeug/x Python/y` header: no version banner.
+        self.log_request(code)
+        self.send_response_only(code, message)
+        self.send_header("Date", self.date_time_string())
 
 
 @dataclass

@@ -19,7 +19,8 @@ from .i18n import current_tz, set_lang
 from . import actions
 from .actions import id_field, json_body
 from .placement import js_texts, progress
-from .security import Frame, PlacementRejected, allow_framing, frame_required, issue_frame_token, verify_placement
+from .security import Frame, PlacementRejected, allow_framing, frame_required, issue_frame_token
+from .throttle import TryLater, page as try_later_page, verify_placement
 
 bp = Blueprint("admin", __name__)
 CSRF_EXEMPT = True  # Bitrix24 POSTs /app cross-site (verified with AUTH_ID); the JSON API uses a header token.
@@ -94,6 +95,8 @@ def app_page():
         return render_template("error.html", reason="open_from_bitrix24"), 400
     try:
         verified = verify_placement(ctx)
+    except TryLater as exc:
+        return try_later_page(exc)
     except PlacementRejected as exc:
         log.warning("app page rejected", extra={"reason": exc.reason,
                                                  "member_id": request.form.get("member_id", "")[:64]})

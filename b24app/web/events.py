@@ -12,6 +12,7 @@ from ..installation import (InstallRejected, bind, install, install_request_from
                             update)
 from ..invoices import request_refresh
 from .factory import get_ctx
+from .throttle import TryLater, install_attempt
 
 bp = Blueprint("events", __name__, url_prefix="/events")
 CSRF_EXEMPT = True  # server-to-server; application_token is the credential
@@ -59,14 +60,21 @@ def app_lifecycle():
             return jsonify({"ok": True})
         if event == "ONAPPINSTALL":
             if not token_ok:  # the event came first (callback apps), or a reinstall: verify and store
-                install(ctx, install_request_from_event(auth, data))
+                req = install_request_from_event(auth, data)
+                with install_attempt(req):
+                    install(ctx, req)
             return jsonify({"ok": True})
         if event == "ONAPPUPDATE":
             if token_ok:
                 bind(ctx, member_id)
             else:  # the update issued a new application_token
-                update(ctx, install_request_from_event(auth, data))
+                req = install_request_from_event(auth, data)
+                with install_attempt(req):
+                    update(ctx, req)
             return jsonify({"ok": True})
+    except TryLater as exc:
+        log.warning("lifecycle event deferred", extra={"event": event, "reason": exc.reason, "member_id": member_id})
+        return jsonify({"error": exc.reason}), exc.status, exc.headers()
     except InstallRejected as exc:
         log.warning("lifecycle event rejected", extra={"event": event, "reason": exc.reason, "member_id": member_id})
         # Without a matching application_token every refusal is an authentication failure.

@@ -36,10 +36,11 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     configure_logging(settings)
     csrf.init_app(app)
 
-    from . import admin, bank, events, health, i18n, install, placement, security
+    from . import admin, bank, events, health, i18n, install, placement, security, throttle
 
     i18n.init_app(app)
     security.init_app(app)
+    throttle.init_app(app, settings)
     for module in (install, events, placement, admin, bank, health):
         app.register_blueprint(module.bp)
         if getattr(module, "CSRF_EXEMPT", False):

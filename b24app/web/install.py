@@ -10,6 +10,7 @@ from ..installation import InstallRejected, install, install_request_from_page
 from .factory import get_ctx
 from .i18n import set_lang
 from .security import allow_framing
+from .throttle import TryLater, install_attempt
 
 bp = Blueprint("install", __name__)
 CSRF_EXEMPT = True  # Bitrix24 POSTs here cross-site; the posted token is verified with app.info instead.
@@ -24,7 +25,10 @@ def install_page():
         return render_template("install.html", ok=False, reason="open_from_bitrix24"), 400
     try:
         req = install_request_from_page(request.form, request.args)
-        created = install(ctx, req)
+        with install_attempt(req):
+            created = install(ctx, req)
+    except TryLater as exc:
+        return render_template("install.html", ok=False, reason=exc.reason), exc.status, exc.headers()
     except InstallRejected as exc:
         log.warning("install rejected", extra={"reason": exc.reason,
                                                 "member_id": request.form.get("member_id", "")[:64]})

@@ -19,8 +19,8 @@ from .actions import id_field, json_body
 from .bank import issue_link_ticket
 from .factory import get_ctx
 from .i18n import set_lang
-from .security import (Frame, PlacementRejected, allow_framing, frame_required, issue_frame_token,
-                       verify_placement)
+from .security import Frame, PlacementRejected, allow_framing, frame_required, issue_frame_token
+from .throttle import TryLater, page as try_later_page, verify_placement
 
 bp = Blueprint("placement", __name__)
 CSRF_EXEMPT = True  # Bitrix24 POSTs the tabs cross-site (verified with the posted AUTH_ID); the API uses a header token.
@@ -108,6 +108,17 @@ def _changed(ctx, portal_id: int, items: list[dict], semantics: dict) -> list[di
     return out
 
 
+def readable(kind: str, entity_id: int, verified) -> bool:
+    """Did Bitrix24 show this user the deal (or the invoice) in the verifying call? If not, neither do we,
+    whatever the cache holds: the user's own token read it, so Bitrix24's CRM permissions decide."""
+    if kind == "deal":
+        return "deal" not in verified.errors and isinstance(verified.results.get("deal"), dict)
+    listed = verified.results.get("invoices")
+    items = listed.get("items") if isinstance(listed, dict) else None
+    return "invoices" not in verified.errors and isinstance(items, list) and \
+        any(isinstance(i, dict) and str(i.get("id")) == str(entity_id) for i in items)
+
+
 # -- rendering --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Access:
@@ -157,6 +168,8 @@ def _tab(kind: str):
         return render_template("error.html", reason="open_from_bitrix24"), 400
     try:
         verified = verify_placement(ctx, tab_commands(ctx, kind))
+    except TryLater as exc:
+        return try_later_page(exc)
     except PlacementRejected as exc:
         log.warning("placement rejected", extra={"reason": exc.reason,
                                                   "member_id": request.form.get("member_id", "")[:64]})
@@ -165,6 +178,11 @@ def _tab(kind: str):
     set_lang(frame.lang)
     if frame.placement != PLACEMENTS[kind] or frame.entity_id is None:
         return render_template("error.html", reason="wrong_placement"), 400
+    if not readable(kind, frame.entity_id, verified):
+        log.warning("placement refused: not readable for this user",
+                    extra={"kind": kind, "member_id": frame.member_id, "user": frame.user_id})
+        allow_framing(verified.portal)  # a verified user's portal: it shows the message in the tab
+        return render_template("error.html", reason="not_readable"), 403
     owner, fetched = store_fetched(ctx, verified.portal.id, verified.results)
     frame = replace(frame, owner_id=owner)
     g.tz = frame.tz

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass, field, replace
 from functools import wraps
@@ -107,7 +106,7 @@ def placement_entity(form) -> int | None:
     """The CRM item id from PLACEMENT_OPTIONS (a JSON string), or None."""
     try:
         options = json.loads(form.get("PLACEMENT_OPTIONS") or "{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     entity = options.get("ID") if isinstance(options, dict) else None
     text = str(entity if entity is not None else "")
@@ -245,32 +244,69 @@ def csp_nonce() -> str:
 
 
 MAX_JSON_DEPTH = 64
-_JSON_STRING = re.compile(rb'"(?:\\.|[^"\\])*"')
-_JSON_BRACKETS = re.compile(rb"[\[\]{}]")
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
-def json_depth(body: bytes) -> int:
-    """Deepest nesting of a JSON text (strings skipped), without parsing it: json.loads recurses."""
-    depth = deepest = 0
-    for m in _JSON_BRACKETS.finditer(_JSON_STRING.sub(b'""', body)):
-        if m.group() in (b"[", b"{"):
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth -= 1
-    return deepest
+def json_depth(body: bytes | str) -> int | None:
+    """Deepest nesting of a JSON text (`[]` is 1, a scalar 0), or None when it is not JSON. The C scanner reads
+    it in one linear pass (strings and escapes included) and raises RecursionError when it nests past the
+    interpreter's limit; the walk after it is iterative and stops one level past MAX_JSON_DEPTH."""
+    return _inspect_json(body)[0]
+
+
+def _inspect_json(body: bytes | str) -> tuple[int | None, bool]:
+    """(depth as json_depth counts it, whether any key or string holds a NUL character)."""
+    try:
+        doc = json.loads(body)
+    except RecursionError:
+        return MAX_JSON_DEPTH + 1, False
+    except ValueError:
+        return None, False
+    deepest, nul, stack = 0, False, [(doc, 0)]
+    while stack and deepest <= MAX_JSON_DEPTH:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            deepest = max(deepest, depth + 1)
+            nul = nul or any("\x00" in k for k in node)
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            deepest = max(deepest, depth + 1)
+            stack.extend((v, depth + 1) for v in node)
+        elif isinstance(node, str):
+            nul = nul or "\x00" in node
+    return deepest, nul
+
+
+def _has_nul(multidict) -> bool:
+    return any("\x00" in k or "\x00" in v for k, v in multidict.items(multi=True) if isinstance(v, str))
+
+
+def hostile_input() -> str | None:
+    """Why this request must be refused before any view reads it, or None.
+    - A NUL character in a query or form value, or a JSON string: PostgreSQL refuses it in text (a 500), and no
+      Bitrix24, T-Bank or browser field carries one.
+    - A non-form body nested deeper than MAX_JSON_DEPTH: json.loads recurses (a RecursionError is a 500), whatever
+      the Content-Type says (the bank webhook parses its body as JSON regardless)."""
+    if _has_nul(request.args):
+        return "NUL character in the query string"
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return None
+    if request.mimetype in FORM_TYPES:
+        return "NUL character in a form field" if _has_nul(request.form) else None
+    depth, nul = _inspect_json(request.get_data(cache=True))
+    if depth is not None and depth > MAX_JSON_DEPTH:
+        return "JSON nested too deeply"
+    return "NUL character in a JSON string" if nul else None
 
 
 def init_app(app) -> None:
     app.jinja_env.globals["csp_nonce"] = csp_nonce
 
     @app.before_request
-    def _refuse_deep_json():
-        # Every JSON route parses bodies with json.loads, which recurses: a body of 100k "[" would raise
-        # RecursionError (a 500) before any view could refuse it.
-        if request.method in ("POST", "PUT", "PATCH") and request.is_json:
-            if json_depth(request.get_data(cache=True)) > MAX_JSON_DEPTH:
-                return {"error": "bad_request", "message": "JSON nested too deeply"}, 400
+    def _refuse_hostile_input():
+        reason = hostile_input()
+        if reason:
+            return {"error": "bad_request", "message": reason}, 400
 
     @app.after_request
     def _headers(resp):
@@ -290,6 +326,11 @@ def init_app(app) -> None:
             resp.headers.setdefault("X-Frame-Options", "DENY")
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault("Referrer-Policy", "same-origin")
+        if request.endpoint != "static":
+            # Every answer but a static file carries one portal's data (or a token): no cache, shared or
+            # private, may keep it, and whatever varies by frame token must never be served across tokens.
+            resp.headers.setdefault("Cache-Control", "no-store")
+            resp.vary.add(FRAME_HEADER)
         renewed = g.get("renewed_frame_token")
         if renewed:
             resp.headers[FRAME_HEADER] = renewed
