@@ -32,7 +32,8 @@ FREE_REASONS = {"missing_fields", "unknown_portal", "malformed", "untrusted_serv
 BUSY_CAUSES = (QueryLimitExceeded, OperationTimeLimit)
 # The negative cache keeps the refusal's reason as a number (stores count integers); others come back as the
 # caller's default reason.
-CACHED_REASONS = ("invalid_auth", "invalid_token", "member_mismatch", "domain_mismatch", "foreign_app")
+CACHED_REASONS = ("invalid_auth", "invalid_token", "member_mismatch", "domain_mismatch", "foreign_app", "not_admin",
+                  "already_installed")
 
 
 class TryLater(Exception):
@@ -136,10 +137,11 @@ def verify_placement(ctx, extra=None):
 
 
 def install_attempt(req):
-    """`attempt` for an install request: app.info's verdict depends on the token, the claimed domain and server."""
+    """`attempt` for an install request: app.info's verdict depends on the token, the claimed domain and server
+    (the portal's address is taken from the OAuth server's answer, not from the request)."""
     from ..installation import InstallRejected
 
-    credential = "\0".join((req.access_token, req.domain, req.server_endpoint, req.client_endpoint or ""))
+    credential = "\0".join((req.access_token, req.domain, req.server_endpoint))
     return throttle().attempt(req.member_id, credential, InstallRejected, "invalid_token")
 
 
