@@ -63,12 +63,59 @@ def consume_state(ctx, state: str) -> tuple[int, int, dict] | None:
     return row.portal_id, row.user_id, json.loads(ctx.cipher.decrypt(f"state:{state}", row.data_enc))
 
 
+# -- who may link which company ------------------------------------------------------------------------
+INN_OWN, INN_CONFIRMED = "own_company", "confirmed"
+
+
+def own_company_inns(ctx, member_id: str) -> set[str] | None:
+    """INNs in the requisites of the portal's own companies ("my company", IS_MY_COMPANY=Y), read with the
+    app's token; None when Bitrix24 did not answer (then an admin must confirm, as for a foreign INN).
+    Docs: api-reference/crm/companies/crm-company-list.md (IS_MY_COMPANY),
+    api-reference/crm/requisites/universal/crm-requisite-list.md (ENTITY_TYPE_ID 4 = company, RQ_INN)."""
+    from .bitrix.errors import BitrixError
+
+    try:
+        client = ctx.bitrix(member_id)
+        mine = {int(c["ID"]) for c in client.list_all("crm.company.list", {
+            "filter": {"IS_MY_COMPANY": "Y"}, "select": ["ID"]}) if str(c.get("ID", "")).isdigit()}
+        if not mine:
+            return set()
+        return _requisite_inns(client, mine)
+    except (BitrixError, httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
+        log.warning("own companies unavailable", extra={"member_id": member_id, "error": type(exc).__name__})
+        return None
+
+
+def _requisite_inns(client, company_ids: set[int]) -> set[str]:
+    """Every INN in these companies' requisites (a company may hold several), 50 companies per command."""
+    ids = sorted(company_ids)
+    res = client.batch({f"r{n}": ("crm.requisite.list", {"filter": {"ENTITY_TYPE_ID": 4, "@ENTITY_ID": ids[n:n + 50]},
+                                                        "select": ["ENTITY_ID", "RQ_INN"]})
+                        for n in range(0, len(ids), 50)})
+    res.raise_first()
+    return {str(r["RQ_INN"]) for rows in res.results.values() for r in rows or []
+            if isinstance(r, dict) and r.get("RQ_INN")}
+
+
+def inn_check(own_inns: set[str] | None, inn: str, confirmed: bool) -> str:
+    """How this INN may be linked: own company, or confirmed by the admin; raises when confirmation is due."""
+    if own_inns is not None and inn in own_inns:
+        return INN_OWN
+    if confirmed:
+        return INN_CONFIRMED
+    raise LinkFailed("inn_not_own_company" if own_inns is not None else "own_companies_unknown", inn)
+
+
 # -- the flow -----------------------------------------------------------------------------------------
-def start_link(ctx, portal_id: int, user_id: int, inn: str, kpp: str, browser_nonce: str) -> str:
-    """Return the T-ID authorize URL; the state remembers who asked, for which company, and the browser."""
+def start_link(ctx, portal_id: int, user_id: int, inn: str, kpp: str, browser_nonce: str, *,
+               is_admin: bool, checked: str) -> str:
+    """Return the T-ID authorize URL; the state remembers who asked (an admin), for which company and how
+    its INN was vetted, and the browser."""
+    if not is_admin:
+        raise LinkFailed("not_admin")
     verifier = new_code_verifier()
     state = issue_state(ctx, portal_id, user_id, {"inn": inn, "kpp": kpp or "0", "verifier": verifier,
-                                                  "nonce": browser_nonce})
+                                                  "nonce": browser_nonce, "admin": True, "inn_check": checked})
     return tid_client(ctx).authorization_url(redirect_uri(ctx), state, inn, kpp or "0", verifier)
 
 
@@ -94,6 +141,8 @@ def complete_link(ctx, *, error: str | None, state: str | None, code: str | None
     portal_id, user_id, data = consumed
     if not browser_nonce or not hmac.compare_digest(str(data.get("nonce", "")), browser_nonce):
         raise LinkFailed("state_other_browser")
+    if data.get("admin") is not True or data.get("inn_check") not in (INN_OWN, INN_CONFIRMED):
+        raise LinkFailed("not_admin")  # a state from before admins-only linking, or not vetted
     if not code:
         raise LinkFailed("code_missing")
     tid = tid_client(ctx)
@@ -112,7 +161,8 @@ def complete_link(ctx, *, error: str | None, state: str | None, code: str | None
         _revoke_quietly(tid, tokens.refresh_token or tokens.access_token)
         raise LinkFailed("scopes_not_granted", ",".join(missing))
     try:
-        link_id = store_link(ctx, portal_id, user_id, "tid", inn, kpp, tokens, list(info.scopes))
+        link_id = store_link(ctx, portal_id, user_id, "tid", inn, kpp, tokens, list(info.scopes),
+                             checked=data["inn_check"])
         count = load_accounts(ctx, link_id)
     except (BankError, ValueError) as exc:
         raise LinkFailed("storage_failed", str(exc)) from exc
@@ -121,7 +171,7 @@ def complete_link(ctx, *, error: str | None, state: str | None, code: str | None
 
 
 def store_link(ctx, portal_id: int, user_id: int, kind: str, inn: str, kpp: str, tokens: TokenSet,
-               scopes: list[str]) -> int:
+               scopes: list[str], *, checked: str) -> int:
     owner_tmp = f"bank:{portal_id}:{inn}:{kpp}"
     with ctx.db.session() as s:
         link = s.scalar(select(BankLink).where(BankLink.portal_id == portal_id, BankLink.inn == inn,
@@ -130,6 +180,8 @@ def store_link(ctx, portal_id: int, user_id: int, kind: str, inn: str, kpp: str,
             link = BankLink(portal_id=portal_id, inn=inn, kpp=kpp, kind=kind)
             s.add(link)
         link.kind, link.status, link.scopes, link.linked_by, link.last_error = kind, "active", scopes, user_id, None
+        link.inn_check = checked
+        link.inn_confirmed_at = ctx.clock.now() if checked == INN_CONFIRMED else None
         link.access_token_enc = ctx.cipher.encrypt(owner_tmp, tokens.access_token)
         link.refresh_token_enc = (ctx.cipher.encrypt(owner_tmp, tokens.refresh_token)
                                   if tokens.refresh_token else None)
@@ -229,8 +281,10 @@ def set_watched(ctx, portal_id: int, watched_ids: set[int]) -> None:
                 acc.next_sync_at = ctx.clock.now()
 
 
-def paste_token(ctx, portal_id: int, user_id: int, token: str) -> int:
-    """Admin fallback: a T-Business cabinet token. Checked against the API before anything is stored."""
+def paste_token(ctx, portal_id: int, user_id: int, token: str, *, own_inns: set[str] | None,
+                confirmed: bool) -> int:
+    """Admin fallback: a T-Business cabinet token. Checked against the API before anything is stored; a
+    company that is not one of the portal's own needs `confirmed` (raises LinkFailed naming the INN)."""
     token = token.strip()
     if not token or len(token) > 4096 or any(c.isspace() for c in token):
         raise LinkFailed("token_malformed")
@@ -243,9 +297,11 @@ def paste_token(ctx, portal_id: int, user_id: int, token: str) -> int:
     inn, kpp = str(req.get("inn") or ""), str(req.get("kpp") or "0")
     if not inn:
         raise LinkFailed("token_rejected", "company without INN")
+    checked = inn_check(own_inns, inn, confirmed)
     far = ctx.clock.now() + timedelta(days=3650)
     link_id = store_link(ctx, portal_id, user_id, "static", inn, kpp,
-                         TokenSet(access_token=token, refresh_token=None, expires_at=far, scope=()), [])
+                         TokenSet(access_token=token, refresh_token=None, expires_at=far, scope=()), [],
+                         checked=checked)
     with ctx.db.session() as s:
         s.get(BankLink, link_id).company_name = company.get("name")
     load_accounts(ctx, link_id)

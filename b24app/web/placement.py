@@ -16,7 +16,7 @@ from .. import views
 from ..models import Allocation, Invoice, Operation, Portal
 from . import actions
 from .actions import id_field, json_body
-from .bank import issue_link_ticket
+from .bank import issue_link_ticket, may_link
 from .factory import get_ctx
 from .i18n import set_lang
 from .security import (Frame, PlacementRejected, allow_framing, frame_required, issue_frame_token,
@@ -355,9 +355,11 @@ def api_undo(kind: str, entity_id: int):
 @bp.post("/placement/api/<kind>/<int:entity_id>/link")
 @frame_required
 def api_link(kind: str, entity_id: int):
-    """A fresh URL for the bank-link popup (the ticket in it is short-lived)."""
-    frame, portal = _frame_for(kind, entity_id)
-    _require_actor(frame, portal, kind, entity_id)
+    """A fresh URL for the bank-link popup (the ticket in it is short-lived): administrators only."""
+    frame, _portal = _frame_for(kind, entity_id)
+    if not may_link(frame):
+        return jsonify({"error": "forbidden", "message": _(
+            "Only a Bitrix24 administrator can link a bank account. Ask your administrator.")}), 403
     return jsonify({"url": _link_url(frame)})
 
 
