@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from b24app import sync
-from b24app.models import Allocation, BankAccount, Operation, OutboxItem, Portal
+from b24app.models import Allocation, BankAccount, Invoice, Operation, OutboxItem, Portal
 from b24app.worker import Worker
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -112,6 +112,36 @@ def test_script_and_bb_code_are_stored_intact_and_sent_escaped(linked):
         assert "<script>" not in html and "<img" not in html
     assert "&lt;script&gt;alert(" in history.get_json()["html"]
     assert "&lt;img src=x onerror=alert(1)&gt;" in history.get_json()["html"]
+
+
+def test_bb_code_in_an_invoice_number_never_reaches_bitrix24_texts(linked):
+    """Issue #11 item 7: values from the CRM (the invoice number) were put into chat and timeline texts as is."""
+    from b24app.invoices import refresh_all
+
+    evil = "[URL=https://evil.example]1207[/URL]"
+    d = linked.deals[0]  # 12 000.00, manager 2
+    linked.rest("crm.item.update", {"entityTypeId": 31, "id": d["invoice_id"], "fields": {"accountNumber": evil}})
+    portal = linked.ctx.portals.find(linked.member_id())
+    refresh_all(linked.ctx, portal)
+    linked.pay(d["amount"], "Оплата по счету", payerInn=d["inn"])
+    sync_now(linked)
+    with linked.ctx.db.session() as s:
+        [op] = s.scalars(select(Operation).where(Operation.portal_id == portal.id))
+        assert s.scalar(select(Invoice.number).where(Invoice.b24_id == d["invoice_id"])) == evil
+    if op.state != "matched":  # no number in the purpose: an administrator assigns it from the review queue
+        r = linked.flask_app.test_client().post("/app/api/assign", json={"operation": op.id, "invoice": d["invoice_id"]},
+                                                headers={"X-Frame-Token": frame_token(linked)})
+        assert r.status_code == 200, r.get_json()
+        sync_now(linked)
+    assert stage(linked, d["invoice_id"]) == PAID
+    state = linked.portal_state()
+    notices = [n["message"] for n in state["notifications"]]
+    comments = [c["COMMENT"] for c in state["timeline_comments"]]
+    assert notices and comments
+    for text in notices + comments:
+        assert "[url" not in text.lower() and "[/url]" not in text.lower(), text
+    assert any("(URL=https://evil.example)1207(/URL)" in t for t in notices)
+    assert any("(URL=https://evil.example)1207(/URL)" in t for t in comments)
 
 
 def test_bidi_and_control_characters_never_reach_bitrix24_texts(linked):
