@@ -231,3 +231,43 @@ def test_one_malformed_operation_does_not_hold_back_the_rest_of_the_statement(li
     with linked.ctx.db.session() as s:
         ops = list(s.scalars(select(Operation)))
     assert [o.amount for o in ops] == [Decimal(d_good["amount"])]
+
+
+def test_out_of_range_operations_are_quarantined_and_the_statement_goes_on(linked):
+    """Issue #11 item 9: an amount of 10^16 or an operationId over 128 characters crashed the account's sync on
+    PostgreSQL on every poll (SQLite stored the amount as a float). Now they are kept raw, never matched."""
+    from b24app.models import QuarantinedOperation
+
+    d = linked.deals[0]
+    huge = linked.pay("10000000000000000.00", f"Оплата по счету № {d['number']}", payerInn=d["inn"])
+    long_id = linked.pay("100.00", "Перевод", operationId="x" * 200, payerInn=d["inn"])
+    linked.pay(d["amount"], f"Оплата по счету № {d['number']}", payerInn=d["inn"])
+    portal = sync_now(linked)
+    assert stage(linked, d["invoice_id"]) == PAID
+
+    def stored():
+        with linked.ctx.db.session() as s:
+            ops = list(s.scalars(select(Operation).where(Operation.portal_id == portal.id)))
+            quarantined = list(s.scalars(select(QuarantinedOperation).order_by(QuarantinedOperation.id)))
+            accounts = [a for a in s.scalars(select(BankAccount)) if a.watched]
+        return ops, quarantined, accounts
+
+    ops, quarantined, accounts = stored()
+    assert [o.amount for o in ops] == [Decimal(d["amount"])]
+    assert sorted(q.operation_id for q in quarantined) == sorted([huge["operationId"], "x" * 128])
+    by_id = {q.operation_id: q for q in quarantined}
+    assert "accountAmount" in by_id[huge["operationId"]].reason and "operationId" in by_id["x" * 128].reason
+    assert '"operationId": "' + "x" * 200 + '"' in by_id["x" * 128].raw  # the raw item, untruncated
+    assert long_id["operationId"] == "x" * 200
+    cursor = {a.id: a.synced_until for a in accounts}
+    assert all(cursor.values()) and all(a.last_synced_at for a in accounts)
+
+    # Polling again: nothing duplicated, the quarantined items are only seen again; the cursor moves on.
+    portal = sync_now(linked)
+    ops2, quarantined2, accounts2 = stored()
+    assert len(ops2) == 1 and [q.id for q in quarantined2] == [q.id for q in quarantined]
+    assert all(q.seen_count >= 2 for q in quarantined2)
+    assert all(a.synced_until > cursor[a.id] for a in accounts2)
+    # The admin page says so in the bank's health.
+    bank = linked.flask_app.test_client().get("/app/api/bank", headers={"X-Frame-Token": frame_token(linked)})
+    assert 'id="bank-quarantined" data-count="2"' in bank.get_json()["html"]
