@@ -309,20 +309,118 @@ def paste_token(ctx, portal_id: int, user_id: int, token: str, *, own_inns: set[
 
 
 def unlink(ctx, portal_id: int, link_id: int) -> bool:
-    """Revoke at the bank (best effort), forget the tokens, stop watching."""
+    """Forget the tokens and stop watching (recorded first), then, best effort and bounded in time, delete
+    the webhook subscription at the bank and revoke our T-ID tokens."""
     with ctx.db.session() as s:
         link = s.scalar(select(BankLink).where(BankLink.id == link_id, BankLink.portal_id == portal_id).with_for_update())
         if link is None:
             return False
-        refresh = (ctx.cipher.decrypt(_owner(link), link.refresh_token_enc)
-                   if link.kind == "tid" and link.refresh_token_enc else None)
-        link.access_token_enc = link.refresh_token_enc = link.webhook_secret_enc = None
-        link.status = "unlinked"
+        release = _release_of(ctx, link)
+        _forget(link)
         for acc in s.scalars(select(BankAccount).where(BankAccount.link_id == link_id)):
             acc.watched = False
-    if refresh:
-        _revoke_quietly(tid_client(ctx), refresh)
+    release_at_bank(ctx, [release] if release else [], budget=UNLINK_BUDGET)
     return True
+
+
+def uninstall_portal(ctx, member_id: str, *, clean: bool) -> bool:
+    """ONAPPUNINSTALL: record the uninstall (nothing at the bank can stop or undo it), then release every bank
+    link of the portal at the bank, best effort within UNINSTALL_BUDGET seconds in all."""
+    releases: list[Release] = []
+    try:
+        portal = ctx.portals.find(member_id)
+        if portal is not None:
+            with ctx.db.session() as s:
+                for link in s.scalars(select(BankLink).where(BankLink.portal_id == portal.id,
+                                                             BankLink.access_token_enc.is_not(None))):
+                    release = _release_of(ctx, link)
+                    if release:
+                        releases.append(release)
+    except Exception as exc:  # noqa: BLE001 - whatever fails here, the uninstall below must still happen
+        log.warning("bank links not read before uninstall", extra={"member_id": member_id,
+                                                                   "error": type(exc).__name__})
+    done = ctx.portals.uninstall(member_id, clean=clean)
+    release_at_bank(ctx, releases, budget=UNINSTALL_BUDGET)
+    return done
+
+
+# The bank is called after the local change is recorded, with its own short timeouts: a slow or absent bank
+# delays an unlink or an uninstall by at most these many seconds, and never fails it.
+UNLINK_BUDGET = 10.0
+UNINSTALL_BUDGET = 8.0
+BANK_CALL_TIMEOUT = 3.0
+
+
+@dataclass
+class Release:
+    """What is needed to undo a link at the bank, read (decrypted) before the tokens are forgotten."""
+
+    link_id: int
+    kind: str
+    access: str | None
+    refresh: str | None
+    webhook_id: str | None
+
+
+def _release_of(ctx, link: BankLink) -> Release | None:
+    access = ctx.cipher.decrypt(_owner(link), link.access_token_enc) if link.access_token_enc else None
+    refresh = ctx.cipher.decrypt(_owner(link), link.refresh_token_enc) if link.refresh_token_enc else None
+    if not access and not refresh:
+        return None
+    return Release(link.id, link.kind, access, refresh, link.webhook_id)
+
+
+def _forget(link: BankLink) -> None:
+    link.access_token_enc = link.refresh_token_enc = link.webhook_secret_enc = None
+    link.webhook_id = None
+    link.status = "unlinked"
+
+
+def release_at_bank(ctx, releases: list[Release], *, budget: float) -> dict[int, list[str]]:
+    """Delete each link's webhook subscription (DELETE /api/v1/webhook/{id}, with the link's token) and
+    revoke our T-ID tokens (POST /auth/revoke, shared/reference/tbank.md; revoking the refresh token ends its
+    access tokens too). A pasted cabinet token is the customer's own: it is forgotten, not revoked. Each
+    call has a short timeout and no retries; what did not happen is logged. Returns what was done per link."""
+    import time
+
+    deadline = time.monotonic() + budget
+    done: dict[int, list[str]] = {}
+    if not releases:
+        return done
+
+    def left() -> float:
+        return deadline - time.monotonic()
+
+    with httpx.Client(timeout=httpx.Timeout(BANK_CALL_TIMEOUT)) as http:
+        tid = TIDClient(ctx.settings.tbank_id_url, ctx.settings.tbank_client_id, ctx.settings.tbank_client_secret,
+                        http=http)
+        for rel in releases:
+            steps = done.setdefault(rel.link_id, [])
+
+            def token(force: bool = False, rel=rel) -> str:
+                if force and rel.kind == "tid" and rel.refresh and left() > 0:
+                    fresh = tid.refresh(rel.refresh)  # the access token had expired: one rotation
+                    rel.access, rel.refresh = fresh.access_token, fresh.refresh_token or rel.refresh
+                return rel.access or ""
+
+            calls = []
+            if rel.webhook_id and (rel.access or rel.refresh):
+                calls.append(("webhook_deleted", lambda rel=rel: BankAPI(
+                    ctx.settings.tbank_api_url, token, http=http, max_retries=0).delete_webhook(rel.webhook_id)))
+            if rel.kind == "tid":
+                calls.append(("refresh_revoked", lambda rel=rel: rel.refresh and tid.revoke(rel.refresh, "refresh_token")))
+                calls.append(("access_revoked", lambda rel=rel: rel.access and tid.revoke(rel.access, "access_token")))
+            for name, call in calls:
+                if left() <= 0:
+                    log.warning("bank release out of time", extra={"link_id": rel.link_id, "step": name})
+                    break
+                try:
+                    call()
+                    steps.append(name)
+                except (BankError, httpx.HTTPError) as exc:
+                    log.warning("bank release step failed", extra={"link_id": rel.link_id, "step": name,
+                                                                   "error": type(exc).__name__})
+    return done
 
 
 def _revoke_quietly(tid: TIDClient, token: str | None) -> None:

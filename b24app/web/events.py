@@ -6,6 +6,7 @@ import re
 
 from flask import Blueprint, jsonify, request
 
+from ..banklink import uninstall_portal
 from ..bitrix.errors import BitrixError
 from ..eventdata import parse_nested_form
 from ..installation import InstallRejected, bind, install, install_request_from_event, verify
@@ -47,7 +48,8 @@ def app_lifecycle():
             if not ctx.portals.application_token_matches(member_id, auth.get("application_token"),
                                                          uninstalled_ok=True):
                 return _refuse(401, "invalid_application_token")
-            ctx.portals.uninstall(member_id, clean=str(data.get("CLEAN", "0")) == "1")
+            # recorded first; then the bank links are released at the bank (webhook, tokens), bounded in time
+            uninstall_portal(ctx, member_id, clean=str(data.get("CLEAN", "0")) == "1")
             return jsonify({"ok": True})
         if event == "ONAPPINSTALL":
             req = install_request_from_event(auth, data)
