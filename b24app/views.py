@@ -104,7 +104,12 @@ class AccountLine:
 
     @property
     def masked(self) -> str:
-        return f"•••• {self.number[-4:]}" if len(self.number) > 4 else self.number
+        return mask_account(self.number)
+
+
+def mask_account(number: str) -> str:
+    """An account number as pages and the API show it: its last four digits only."""
+    return f"•••• {number[-4:]}" if len(number) > 4 else number
 
 
 @dataclass(frozen=True)

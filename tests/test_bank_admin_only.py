@@ -146,3 +146,16 @@ def test_a_pasted_token_of_a_foreign_company_needs_the_confirmation_too(env):
         link = s.scalar(select(BankLink).where(BankLink.inn == OWN_IP["inn"]))
     assert link.kind == "static" and link.inn_check == "confirmed" and link.status == "active"
     banklink.unlink(env.ctx, link.portal_id, link.id)
+
+
+def test_the_account_list_shows_masked_numbers_only(env):
+    """Issue #11 item 12: GET /bank/accounts gave every user of the portal the full account numbers."""
+    numbers = [a["accountNumber"] for a in env.bank_state()["accounts"]]
+    client = env.flask_app.test_client()
+    d = env.deals[0]
+    for token in (frame(env, user=3, admin=False, deal=d["deal_id"], owner=2), frame(env, user=1, admin=True)):
+        r = client.get("/bank/accounts", headers={"X-Frame-Token": token})
+        assert r.status_code == 200
+        listed = r.get_json()["accounts"]
+        assert listed and all(a["account_number"].startswith("•••• ") for a in listed)
+        assert not [n for n in numbers if n in r.get_data(as_text=True)]

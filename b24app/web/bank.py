@@ -15,6 +15,7 @@ from ..bank.errors import BankError
 from ..banklink import LinkFailed
 from ..models import BankAccount, BankLink
 from ..sync import request_sync
+from ..views import mask_account
 from .actions import OUR_ID_MAX, id_field, json_body, json_errors
 from .factory import csrf, get_ctx
 from .i18n import current_lang, set_lang
@@ -197,7 +198,9 @@ def accounts():
     return jsonify({
         "links": [{"id": l.id, "kind": l.kind, "status": l.status, "inn": l.inn, "kpp": l.kpp,
                    "company_name": l.company_name} for l in links],
-        "accounts": [{"id": a.id, "link_id": a.link_id, "account_number": a.account_number, "currency": a.currency,
+        # masked as on the admin page: anyone with a frame token may list accounts
+        "accounts": [{"id": a.id, "link_id": a.link_id, "account_number": mask_account(a.account_number),
+                      "currency": a.currency,
                       "name": a.name, "watched": a.watched,
                       "last_synced_at": a.last_synced_at.isoformat() if a.last_synced_at else None,
                       "last_error": a.last_error} for a in accs if any(l.id == a.link_id for l in links)],
