@@ -57,7 +57,7 @@ def test_a_deal_owner_who_is_no_admin_gets_no_ticket_and_is_refused_everywhere(e
     authorize_calls = env.bank_state()["requests"].get("/auth/authorize", 0)
 
     r = client.post(f"/placement/api/deal/{d['deal_id']}/link", headers={"X-Frame-Token": owner})
-    assert r.status_code == 403 and "administrator" in r.get_json()["message"]
+    assert r.status_code == 403 and "администратор" in r.get_json()["message"]  # frame in Russian
     listing = client.get("/bank/accounts", headers={"X-Frame-Token": owner}).get_json()
     assert listing["link_url"] is None and listing["token_url"] is None
     [link_id] = [l[0] for l in before["links"]]

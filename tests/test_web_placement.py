@@ -335,7 +335,7 @@ def test_a_responsible_may_assign_only_payments_offered_for_their_deal(env):
     for op in (theirs, nobodys):
         r = api(env, "POST", base + "/assign", token, {"operation": op, "invoice": d1["invoice_id"]})
         assert r.status_code == 403, r.get_json()
-        assert "administrator" in r.get_json()["message"]
+        assert "администратор" in r.get_json()["message"]  # a reason, in the tab's language
     with env.ctx.db.session() as s:
         assert {s.get(Operation, o).state for o in (theirs, nobodys)} <= {"review", "unmatched"}
         assert s.scalar(select(Allocation).where(Allocation.operation_pk.in_([theirs, nobodys]))) is None
