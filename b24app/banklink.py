@@ -407,9 +407,10 @@ def release_at_bank(ctx, releases: list[Release], *, budget: float) -> dict[int,
             if rel.webhook_id and (rel.access or rel.refresh):
                 calls.append(("webhook_deleted", lambda rel=rel: BankAPI(
                     ctx.settings.tbank_api_url, token, http=http, max_retries=0).delete_webhook(rel.webhook_id)))
-            if rel.kind == "tid":
-                calls.append(("refresh_revoked", lambda rel=rel: rel.refresh and tid.revoke(rel.refresh, "refresh_token")))
-                calls.append(("access_revoked", lambda rel=rel: rel.access and tid.revoke(rel.access, "access_token")))
+            if rel.kind == "tid" and rel.refresh:
+                calls.append(("refresh_revoked", lambda rel=rel: tid.revoke(rel.refresh, "refresh_token")))
+            if rel.kind == "tid" and rel.access:
+                calls.append(("access_revoked", lambda rel=rel: tid.revoke(rel.access, "access_token")))
             for name, call in calls:
                 if left() <= 0:
                     log.warning("bank release out of time", extra={"link_id": rel.link_id, "step": name})
