@@ -282,9 +282,9 @@ def set_watched(ctx, portal_id: int, watched_ids: set[int]) -> None:
 
 
 def paste_token(ctx, portal_id: int, user_id: int, token: str, *, own_inns: set[str] | None,
-                confirmed: bool) -> int:
+                confirmed_inn: str = "") -> int:
     """Admin fallback: a T-Business cabinet token. Checked against the API before anything is stored; a
-    company that is not one of the portal's own needs `confirmed` (raises LinkFailed naming the INN)."""
+    company that is not one of the portal's own needs its INN confirmed (else LinkFailed naming the INN)."""
     token = token.strip()
     if not token or len(token) > 4096 or any(c.isspace() for c in token):
         raise LinkFailed("token_malformed")
@@ -297,7 +297,7 @@ def paste_token(ctx, portal_id: int, user_id: int, token: str, *, own_inns: set[
     inn, kpp = str(req.get("inn") or ""), str(req.get("kpp") or "0")
     if not inn:
         raise LinkFailed("token_rejected", "company without INN")
-    checked = inn_check(own_inns, inn, confirmed)
+    checked = inn_check(own_inns, inn, confirmed_inn == inn)
     far = ctx.clock.now() + timedelta(days=3650)
     link_id = store_link(ctx, portal_id, user_id, "static", inn, kpp,
                          TokenSet(access_token=token, refresh_token=None, expires_at=far, scope=()), [],

@@ -79,10 +79,10 @@ def test_a_deal_owner_who_is_no_admin_gets_no_ticket_and_is_refused_everywhere(e
                 assert page.status_code == 403, (path, page.status_code)
                 assert ticket is forged or "administrator" in page.text  # a clear error
             started = browser.post(f"{env.app_url}/bank/start", data={
-                "ticket": ticket, "csrf_token": csrf, "inn": OWN_IP["inn"], "kpp": "", "confirm_foreign": "yes"})
+                "ticket": ticket, "csrf_token": csrf, "inn": OWN_IP["inn"], "kpp": "", "confirm_foreign": OWN_IP["inn"]})
             assert started.status_code == 403 and "location" not in started.headers
             pasted = browser.post(f"{env.app_url}/bank/token", data={
-                "ticket": ticket, "csrf_token": csrf, "token": "t.static-x", "confirm_foreign": "yes"})
+                "ticket": ticket, "csrf_token": csrf, "token": "t.static-x", "confirm_foreign": OWN_IP["inn"]})
             assert pasted.status_code == 403
     assert state_of(env) == before
     assert env.bank_state()["requests"].get("/auth/authorize", 0) == authorize_calls
@@ -116,7 +116,10 @@ def test_an_admin_linking_a_company_not_among_the_portals_is_asked_to_confirm(en
         page = browser.get(f"{env.app_url}/bank/start", params={"ticket": link_ticket(env)})
         page = submit_form(browser, page, {"inn": OWN_IP["inn"], "kpp": ""})
         assert page.status_code == 409
-        page = submit_form(browser, page, {"confirm_foreign": "yes"})
+        # ticking the box for one INN and sending another is asked again
+        swapped = submit_form(browser, page, {"confirm_foreign": OWN_IP["inn"], "inn": "7702345670"})
+        assert swapped.status_code == 409 and 'id="confirm-foreign"' in swapped.text and "7702345670" in swapped.text
+        page = submit_form(browser, page, {"confirm_foreign": OWN_IP["inn"]})  # the box names the INN
         page = submit_form(browser, page, {"phone": OWN_IP["phones"][0]})
         code = re.search(r'id="sms-code">(\d{4})<', page.text).group(1)
         page = submit_form(browser, page, {"code": code})
@@ -140,7 +143,10 @@ def test_a_pasted_token_of_a_foreign_company_needs_the_confirmation_too(env):
         assert asked.status_code == 409 and 'data-reason="inn_not_own_company"' in asked.text
         assert 'name="confirm_foreign"' in asked.text and token not in asked.text
         assert state_of(env) == before
-        done = submit_form(browser, asked, {"token": token, "confirm_foreign": "yes"})
+        # a confirmation of another INN than the token's company is no confirmation
+        other = submit_form(browser, asked, {"token": token, "confirm_foreign": "7701234567"})
+        assert other.status_code == 409 and state_of(env) == before
+        done = submit_form(browser, asked, {"token": token, "confirm_foreign": OWN_IP["inn"]})
     assert done.status_code == 200 and 'id="link-ok"' in done.text
     with env.ctx.db.session() as s:
         link = s.scalar(select(BankLink).where(BankLink.inn == OWN_IP["inn"]))

@@ -29,7 +29,7 @@ NONCE_KEY = "bank_link_nonce"
 LANG_KEY = "bank_link_lang"
 INN_RE = re.compile(r"^(\d{10}|\d{12})$")
 KPP_RE = re.compile(r"^(0|\d{9})$")
-CONFIRM_FIELD = "confirm_foreign"  # the admin's "this company is not one of ours, link it anyway"
+CONFIRM_FIELD = "confirm_foreign"  # the admin's "this company is not one of ours, link it anyway": its INN
 CONFIRM_REASONS = ("inn_not_own_company", "own_companies_unknown")
 
 
@@ -98,7 +98,7 @@ def start():
             # A company that is not one of the portal's own needs a second, explicit step (recorded on the link).
             try:
                 checked = banklink.inn_check(banklink.own_company_inns(ctx, portal.member_id), inn,
-                                             request.form.get(CONFIRM_FIELD) == "yes")
+                                             request.form.get(CONFIRM_FIELD) == inn)
             except LinkFailed as exc:
                 log.info("bank link needs confirmation", extra={"reason": exc.reason, "user_id": data["u"]})
                 return _page("bank/start.html", 409, ticket=ticket, error=exc.reason, inn=inn, kpp=kpp,
@@ -137,10 +137,10 @@ def paste_token():
     if portal is None or portal.status != "installed":
         abort(403)
     if request.method == "POST":
-        confirmed = request.form.get(CONFIRM_FIELD) == "yes"
         try:
             banklink.paste_token(ctx, portal.id, int(data["u"]), request.form.get("token", ""),
-                                 own_inns=banklink.own_company_inns(ctx, portal.member_id), confirmed=confirmed)
+                                 own_inns=banklink.own_company_inns(ctx, portal.member_id),
+                                 confirmed_inn=request.form.get(CONFIRM_FIELD, ""))
         except LinkFailed as exc:
             confirm = exc.reason in CONFIRM_REASONS
             return _page("bank/token.html", 409 if confirm else 400, ticket=ticket, reason=exc.reason,
