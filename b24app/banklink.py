@@ -63,12 +63,59 @@ def consume_state(ctx, state: str) -> tuple[int, int, dict] | None:
     return row.portal_id, row.user_id, json.loads(ctx.cipher.decrypt(f"state:{state}", row.data_enc))
 
 
+# -- who may link which company ------------------------------------------------------------------------
+INN_OWN, INN_CONFIRMED = "own_company", "confirmed"
+
+
+def own_company_inns(ctx, member_id: str) -> set[str] | None:
+    """INNs in the requisites of the portal's own companies ("my company", IS_MY_COMPANY=Y), read with the
+    app's token; None when Bitrix24 did not answer (then an admin must confirm, as for a foreign INN).
+    Docs: api-reference/crm/companies/crm-company-list.md (IS_MY_COMPANY),
+    api-reference/crm/requisites/universal/crm-requisite-list.md (ENTITY_TYPE_ID 4 = company, RQ_INN)."""
+    from .bitrix.errors import BitrixError
+
+    try:
+        client = ctx.bitrix(member_id)
+        mine = {int(c["ID"]) for c in client.list_all("crm.company.list", {
+            "filter": {"IS_MY_COMPANY": "Y"}, "select": ["ID"]}) if str(c.get("ID", "")).isdigit()}
+        if not mine:
+            return set()
+        return _requisite_inns(client, mine)
+    except (BitrixError, httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
+        log.warning("own companies unavailable", extra={"member_id": member_id, "error": type(exc).__name__})
+        return None
+
+
+def _requisite_inns(client, company_ids: set[int]) -> set[str]:
+    """Every INN in these companies' requisites (a company may hold several), 50 companies per command."""
+    ids = sorted(company_ids)
+    res = client.batch({f"r{n}": ("crm.requisite.list", {"filter": {"ENTITY_TYPE_ID": 4, "@ENTITY_ID": ids[n:n + 50]},
+                                                        "select": ["ENTITY_ID", "RQ_INN"]})
+                        for n in range(0, len(ids), 50)})
+    res.raise_first()
+    return {str(r["RQ_INN"]) for rows in res.results.values() for r in rows or []
+            if isinstance(r, dict) and r.get("RQ_INN")}
+
+
+def inn_check(own_inns: set[str] | None, inn: str, confirmed: bool) -> str:
+    """How this INN may be linked: own company, or confirmed by the admin; raises when confirmation is due."""
+    if own_inns is not None and inn in own_inns:
+        return INN_OWN
+    if confirmed:
+        return INN_CONFIRMED
+    raise LinkFailed("inn_not_own_company" if own_inns is not None else "own_companies_unknown", inn)
+
+
 # -- the flow -----------------------------------------------------------------------------------------
-def start_link(ctx, portal_id: int, user_id: int, inn: str, kpp: str, browser_nonce: str) -> str:
-    """Return the T-ID authorize URL; the state remembers who asked, for which company, and the browser."""
+def start_link(ctx, portal_id: int, user_id: int, inn: str, kpp: str, browser_nonce: str, *,
+               is_admin: bool, checked: str) -> str:
+    """Return the T-ID authorize URL; the state remembers who asked (an admin), for which company and how
+    its INN was vetted, and the browser."""
+    if not is_admin:
+        raise LinkFailed("not_admin")
     verifier = new_code_verifier()
     state = issue_state(ctx, portal_id, user_id, {"inn": inn, "kpp": kpp or "0", "verifier": verifier,
-                                                  "nonce": browser_nonce})
+                                                  "nonce": browser_nonce, "admin": True, "inn_check": checked})
     return tid_client(ctx).authorization_url(redirect_uri(ctx), state, inn, kpp or "0", verifier)
 
 
@@ -94,6 +141,8 @@ def complete_link(ctx, *, error: str | None, state: str | None, code: str | None
     portal_id, user_id, data = consumed
     if not browser_nonce or not hmac.compare_digest(str(data.get("nonce", "")), browser_nonce):
         raise LinkFailed("state_other_browser")
+    if data.get("admin") is not True or data.get("inn_check") not in (INN_OWN, INN_CONFIRMED):
+        raise LinkFailed("not_admin")  # a state from before admins-only linking, or not vetted
     if not code:
         raise LinkFailed("code_missing")
     tid = tid_client(ctx)
@@ -112,7 +161,8 @@ def complete_link(ctx, *, error: str | None, state: str | None, code: str | None
         _revoke_quietly(tid, tokens.refresh_token or tokens.access_token)
         raise LinkFailed("scopes_not_granted", ",".join(missing))
     try:
-        link_id = store_link(ctx, portal_id, user_id, "tid", inn, kpp, tokens, list(info.scopes))
+        link_id = store_link(ctx, portal_id, user_id, "tid", inn, kpp, tokens, list(info.scopes),
+                             checked=data["inn_check"])
         count = load_accounts(ctx, link_id)
     except (BankError, ValueError) as exc:
         raise LinkFailed("storage_failed", str(exc)) from exc
@@ -121,7 +171,7 @@ def complete_link(ctx, *, error: str | None, state: str | None, code: str | None
 
 
 def store_link(ctx, portal_id: int, user_id: int, kind: str, inn: str, kpp: str, tokens: TokenSet,
-               scopes: list[str]) -> int:
+               scopes: list[str], *, checked: str) -> int:
     owner_tmp = f"bank:{portal_id}:{inn}:{kpp}"
     with ctx.db.session() as s:
         link = s.scalar(select(BankLink).where(BankLink.portal_id == portal_id, BankLink.inn == inn,
@@ -130,6 +180,8 @@ def store_link(ctx, portal_id: int, user_id: int, kind: str, inn: str, kpp: str,
             link = BankLink(portal_id=portal_id, inn=inn, kpp=kpp, kind=kind)
             s.add(link)
         link.kind, link.status, link.scopes, link.linked_by, link.last_error = kind, "active", scopes, user_id, None
+        link.inn_check = checked
+        link.inn_confirmed_at = ctx.clock.now() if checked == INN_CONFIRMED else None
         link.access_token_enc = ctx.cipher.encrypt(owner_tmp, tokens.access_token)
         link.refresh_token_enc = (ctx.cipher.encrypt(owner_tmp, tokens.refresh_token)
                                   if tokens.refresh_token else None)
@@ -243,8 +295,10 @@ def set_watched(ctx, portal_id: int, watched_ids: set[int]) -> None:
                 acc.next_sync_at = ctx.clock.now()
 
 
-def paste_token(ctx, portal_id: int, user_id: int, token: str) -> int:
-    """Admin fallback: a T-Business cabinet token. Checked against the API before anything is stored."""
+def paste_token(ctx, portal_id: int, user_id: int, token: str, *, own_inns: set[str] | None,
+                confirmed_inn: str = "") -> int:
+    """Admin fallback: a T-Business cabinet token. Checked against the API before anything is stored; a
+    company that is not one of the portal's own needs its INN confirmed (else LinkFailed naming the INN)."""
     token = token.strip()
     if not token or len(token) > 4096 or any(c.isspace() for c in token):
         raise LinkFailed("token_malformed")
@@ -257,9 +311,11 @@ def paste_token(ctx, portal_id: int, user_id: int, token: str) -> int:
     inn, kpp = str(req.get("inn") or ""), str(req.get("kpp") or "0")
     if not inn:
         raise LinkFailed("token_rejected", "company without INN")
+    checked = inn_check(own_inns, inn, confirmed_inn == inn)
     far = ctx.clock.now() + timedelta(days=3650)
     link_id = store_link(ctx, portal_id, user_id, "static", inn, kpp,
-                         TokenSet(access_token=token, refresh_token=None, expires_at=far, scope=()), [])
+                         TokenSet(access_token=token, refresh_token=None, expires_at=far, scope=()), [],
+                         checked=checked)
     with ctx.db.session() as s:
         s.get(BankLink, link_id).company_name = company.get("name")
     load_accounts(ctx, link_id)
@@ -267,21 +323,120 @@ def paste_token(ctx, portal_id: int, user_id: int, token: str) -> int:
 
 
 def unlink(ctx, portal_id: int, link_id: int) -> bool:
-    """Revoke at the bank (best effort), forget the tokens, stop watching."""
+    """Forget the tokens and stop watching (recorded first), then, best effort and bounded in time, delete
+    the webhook subscription at the bank and revoke our T-ID tokens."""
     with ctx.db.session() as s:
         link = s.scalar(select(BankLink).where(BankLink.id == link_id, BankLink.portal_id == portal_id).with_for_update())
         if link is None:
             return False
-        refresh = (ctx.cipher.decrypt(_owner(link), link.refresh_token_enc)
-                   if link.kind == "tid" and link.refresh_token_enc else None)
-        link.access_token_enc = link.refresh_token_enc = link.webhook_secret_enc = None
-        link.status = "unlinked"
+        release = _release_of(ctx, link)
+        _forget(link)
         for acc in s.scalars(select(BankAccount).where(BankAccount.link_id == link_id)):
             acc.watch_on_relink = bool(acc.watched or acc.watch_on_relink)  # linking again watches it again
             acc.watched = False
-    if refresh:
-        _revoke_quietly(tid_client(ctx), refresh)
+    release_at_bank(ctx, [release] if release else [], budget=UNLINK_BUDGET)
     return True
+
+
+def uninstall_portal(ctx, member_id: str, *, clean: bool) -> bool:
+    """ONAPPUNINSTALL: record the uninstall (nothing at the bank can stop or undo it), then release every bank
+    link of the portal at the bank, best effort within UNINSTALL_BUDGET seconds in all."""
+    releases: list[Release] = []
+    try:
+        portal = ctx.portals.find(member_id)
+        if portal is not None:
+            with ctx.db.session() as s:
+                for link in s.scalars(select(BankLink).where(BankLink.portal_id == portal.id,
+                                                             BankLink.access_token_enc.is_not(None))):
+                    release = _release_of(ctx, link)
+                    if release:
+                        releases.append(release)
+    except Exception as exc:  # noqa: BLE001 - whatever fails here, the uninstall below must still happen
+        log.warning("bank links not read before uninstall", extra={"member_id": member_id,
+                                                                   "error": type(exc).__name__})
+    done = ctx.portals.uninstall(member_id, clean=clean)
+    release_at_bank(ctx, releases, budget=UNINSTALL_BUDGET)
+    return done
+
+
+# The bank is called after the local change is recorded, with its own short timeouts: a slow or absent bank
+# delays an unlink or an uninstall by at most these many seconds, and never fails it.
+UNLINK_BUDGET = 10.0
+UNINSTALL_BUDGET = 8.0
+BANK_CALL_TIMEOUT = 3.0
+
+
+@dataclass
+class Release:
+    """What is needed to undo a link at the bank, read (decrypted) before the tokens are forgotten."""
+
+    link_id: int
+    kind: str
+    access: str | None
+    refresh: str | None
+    webhook_id: str | None
+
+
+def _release_of(ctx, link: BankLink) -> Release | None:
+    access = ctx.cipher.decrypt(_owner(link), link.access_token_enc) if link.access_token_enc else None
+    refresh = ctx.cipher.decrypt(_owner(link), link.refresh_token_enc) if link.refresh_token_enc else None
+    if not access and not refresh:
+        return None
+    return Release(link.id, link.kind, access, refresh, link.webhook_id)
+
+
+def _forget(link: BankLink) -> None:
+    link.access_token_enc = link.refresh_token_enc = link.webhook_secret_enc = None
+    link.webhook_id = None
+    link.status = "unlinked"
+
+
+def release_at_bank(ctx, releases: list[Release], *, budget: float) -> dict[int, list[str]]:
+    """Delete each link's webhook subscription (DELETE /api/v1/webhook/{id}, with the link's token) and
+    revoke our T-ID tokens (POST /auth/revoke, shared/reference/tbank.md; revoking the refresh token ends its
+    access tokens too). A pasted cabinet token is the customer's own: it is forgotten, not revoked. Each
+    call has a short timeout and no retries; what did not happen is logged. Returns what was done per link."""
+    import time
+
+    deadline = time.monotonic() + budget
+    done: dict[int, list[str]] = {}
+    if not releases:
+        return done
+
+    def left() -> float:
+        return deadline - time.monotonic()
+
+    with httpx.Client(timeout=httpx.Timeout(BANK_CALL_TIMEOUT)) as http:
+        tid = TIDClient(ctx.settings.tbank_id_url, ctx.settings.tbank_client_id, ctx.settings.tbank_client_secret,
+                        http=http)
+        for rel in releases:
+            steps = done.setdefault(rel.link_id, [])
+
+            def token(force: bool = False, rel=rel) -> str:
+                if force and rel.kind == "tid" and rel.refresh and left() > 0:
+                    fresh = tid.refresh(rel.refresh)  # the access token had expired: one rotation
+                    rel.access, rel.refresh = fresh.access_token, fresh.refresh_token or rel.refresh
+                return rel.access or ""
+
+            calls = []
+            if rel.webhook_id and (rel.access or rel.refresh):
+                calls.append(("webhook_deleted", lambda rel=rel: BankAPI(
+                    ctx.settings.tbank_api_url, token, http=http, max_retries=0).delete_webhook(rel.webhook_id)))
+            if rel.kind == "tid" and rel.refresh:
+                calls.append(("refresh_revoked", lambda rel=rel: tid.revoke(rel.refresh, "refresh_token")))
+            if rel.kind == "tid" and rel.access:
+                calls.append(("access_revoked", lambda rel=rel: tid.revoke(rel.access, "access_token")))
+            for name, call in calls:
+                if left() <= 0:
+                    log.warning("bank release out of time", extra={"link_id": rel.link_id, "step": name})
+                    break
+                try:
+                    call()
+                    steps.append(name)
+                except (BankError, httpx.HTTPError) as exc:
+                    log.warning("bank release step failed", extra={"link_id": rel.link_id, "step": name,
+                                                                   "error": type(exc).__name__})
+    return done
 
 
 def _revoke_quietly(tid: TIDClient, token: str | None) -> None:

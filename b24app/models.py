@@ -85,6 +85,10 @@ class BankLink(Base):
     webhook_secret_enc: Mapped[str | None] = mapped_column(Text)
     webhook_id: Mapped[str | None] = mapped_column(String(128))
     linked_by: Mapped[int | None] = mapped_column(Integer)
+    # How the INN was vetted when an admin linked it: own_company (among the portal's "my company"
+    # requisites) or confirmed (the admin ticked "not one of our companies, link anyway"; when: below).
+    inn_check: Mapped[str | None] = mapped_column(String(16))
+    inn_confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, onupdate=now_utc)
@@ -146,6 +150,26 @@ class Operation(Base):
         UniqueConstraint("account_id", "operation_id", name="uq_operation_id"),
         UniqueConstraint("account_id", "fingerprint", name="uq_operation_fingerprint"),
     )
+
+
+class QuarantinedOperation(Base):
+    """A statement item we could not store as an Operation (malformed or out of range): kept raw, never matched.
+
+    One row per account and item identity (operationId, or the raw JSON's hash when the id is unusable), so a
+    re-poll only bumps `seen_count`."""
+
+    __tablename__ = "quarantined_operations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    portal_id: Mapped[int] = mapped_column(ForeignKey("portals.id", ondelete="CASCADE"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("bank_accounts.id", ondelete="CASCADE"))
+    item_key: Mapped[str] = mapped_column(String(64))  # sha256 hex of the identity
+    operation_id: Mapped[str | None] = mapped_column(String(128))  # shortened when the bank's is longer
+    raw: Mapped[str] = mapped_column(Text)  # the item's JSON as the bank sent it (NULs escaped by json.dumps)
+    reason: Mapped[str] = mapped_column(String(300))
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    seen_count: Mapped[int] = mapped_column(Integer, default=1)
+    __table_args__ = (UniqueConstraint("account_id", "item_key", name="uq_quarantined_item"),)
 
 
 class OperationAlias(Base):

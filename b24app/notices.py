@@ -34,7 +34,20 @@ T = {
 
 
 def text(key: str, lang: str, **kw) -> str:
-    return T[key][language(lang)].format(**kw)
+    """A text for Bitrix24 with every inserted value made inert: the templates are ours, the values are not
+    (invoice numbers and titles come from the CRM, payer names and purposes from the payer), and chat,
+    timeline and tasks render BB-code, so `[URL=...]` in an invoice number would become a live link."""
+    return T[key][language(lang)].format(**{k: bbcode_escape(v) if k in FOREIGN else _no_brackets(str(v))
+                                            for k, v in kw.items()})
+
+
+# Values written by others (the CRM's users, the payer): made visible and inert. The rest are ours (money and
+# dates we formatted, user ids) and keep their spacing; brackets are still taken out of them, as a backstop.
+FOREIGN = {"number", "numbers", "payer", "purpose", "title", "inn"}
+
+
+def _no_brackets(value: str) -> str:
+    return value.replace("[", "(").replace("]", ")")
 
 
 def money(amount: Decimal, currency: str, lang: str) -> str:
@@ -42,9 +55,14 @@ def money(amount: Decimal, currency: str, lang: str) -> str:
 
 
 def bbcode_escape(value: str) -> str:
-    """Payer-written text made inert for Bitrix24: controls and bidi overrides shown as `\\uXXXX`
-    (no text spoofing), and BB-code brackets neutralised (chat and timeline render BB-code)."""
-    return visible_text(value).replace("[", "(").replace("]", ")")
+    """Text we did not write made inert for Bitrix24: controls and bidi overrides shown as `\\uXXXX`
+    (no text spoofing), and BB-code brackets replaced by parentheses (chat, timeline and tasks render BB-code).
+
+    Bitrix24's REST docs list the BB-codes a message may carry (im.notify.system.add: MESSAGE "supports
+    BB-codes", api-reference/chats/notifications/) but say nothing about escaping one so it shows literally:
+    no escape sequence is documented, nor that an HTML entity such as `&#91;` is decoded back. So no
+    `[` or `]` from such a value reaches Bitrix24 at all; parentheses keep it readable. Idempotent."""
+    return _no_brackets(visible_text(value))
 
 
 def notify_needs_consent(ctx, portal_id: int, link_id: int) -> None:

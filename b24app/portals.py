@@ -15,7 +15,7 @@ from .clock import Clock
 from .crypto import TokenCipher
 from .db import Database
 from .models import (Allocation, BankAccount, BankLink, Decision, Invoice, InvoiceRefresh, OAuthState, Operation,
-                     OperationAlias, OutboxItem, Portal, RateBucket)
+                     OperationAlias, OutboxItem, Portal, QuarantinedOperation, RateBucket)
 
 
 def token_hash(token: str) -> str:
@@ -177,8 +177,8 @@ class PortalStore:
                 return False
             if clean:
                 pid = portal.id
-                for model in (OutboxItem, Allocation, Decision, OperationAlias, Operation, Invoice,
-                              InvoiceRefresh, BankAccount, BankLink, OAuthState, RateBucket):
+                for model in (OutboxItem, Allocation, Decision, OperationAlias, Operation, QuarantinedOperation,
+                              Invoice, InvoiceRefresh, BankAccount, BankLink, OAuthState, RateBucket):
                     if model is OperationAlias:
                         s.execute(delete(OperationAlias).where(OperationAlias.account_id.in_(
                             select(BankAccount.id).where(BankAccount.portal_id == pid))))

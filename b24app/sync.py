@@ -1,18 +1,20 @@
 """Where a payment enters: read a watched account's statement and store each operation exactly once."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 from datetime import timedelta
 
 from sqlalchemy import bindparam, case, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from .bank.errors import MalformedOperation
 from .bank.operations import BankOperation
 from .banklink import LinkNeedsConsent, bank_api
 from .db import UTCDateTime
-from .models import BankAccount, BankLink, Operation, OperationAlias, Portal
+from .models import BankAccount, BankLink, Operation, OperationAlias, Portal, QuarantinedOperation
 from .rules import load_rules
 
 log = logging.getLogger("b24app.sync")
@@ -120,11 +122,13 @@ def sync_account(ctx, account_id: int, *, lease_owner: str | None = None) -> dic
     api = bank_api(ctx, link.id, link)
     counts = {"new": 0, "same": 0, "reidentified": 0, "settled": 0}
     malformed: list[str] = []
+    refused: list[tuple[object, str]] = []
 
     def refuse(exc: MalformedOperation, item) -> None:
-        # Never applied, never silently dropped: logged, and shown on the account until a clean sync.
+        # Never applied, never silently dropped: quarantined raw, logged, and shown on the account until a clean sync.
         op_id = item.get("operationId") if isinstance(item, dict) else None
-        malformed.append(f"MalformedOperation: {exc} (operationId {op_id})"[:300])
+        malformed.append(f"MalformedOperation: {exc} (operationId {str(op_id)[:64]})"[:300])
+        refused.append((item, f"MalformedOperation: {exc}"))
         log.warning("malformed operation refused", extra={"account_id": account_id, "operation_id": str(op_id)[:64],
                                                           "error": f"MalformedOperation: {exc}"[:300]})
 
@@ -137,6 +141,11 @@ def sync_account(ctx, account_id: int, *, lease_owner: str | None = None) -> dic
             _store_batch(ctx, account_id, batch, counts)
             batch = []
     _store_batch(ctx, account_id, batch, counts)
+    for item, reason in counts.pop("_unstorable", []):
+        malformed.append(f"{reason} (operationId {str(item.get('operationId'))[:64]})")
+        refused.append((item, reason))
+    if refused:
+        quarantine(ctx, account_id, portal_id, refused)
     done = ctx.clock.now()
     with ctx.db.session() as s:
         s.execute(_POLL_DONE, {
@@ -154,6 +163,21 @@ def sync_account(ctx, account_id: int, *, lease_owner: str | None = None) -> dic
 def _store_batch(ctx, account_id: int, ops: list[BankOperation], counts: dict) -> None:
     if not ops:
         return
+    try:
+        _store_batch_once(ctx, account_id, ops, counts)
+    except DataError:
+        # A value the database refuses that the parser let through: store the rest one by one, keep the
+        # refused ones raw (counts["_unstorable"]), so one operation never holds back the statement.
+        if len(ops) == 1:
+            counts.setdefault("_unstorable", []).append((dict(ops[0].raw), "refused by the database"))
+            log.warning("operation refused by the database", extra={"account_id": account_id,
+                                                                     "operation_id": ops[0].operation_id[:64]})
+            return
+        for op in ops:
+            _store_batch(ctx, account_id, [op], counts)
+
+
+def _store_batch_once(ctx, account_id: int, ops: list[BankOperation], counts: dict) -> None:
     for attempt in range(3):
         try:
             with ctx.db.session() as s:
@@ -164,18 +188,49 @@ def _store_batch(ctx, account_id: int, ops: list[BankOperation], counts: dict) -
                     Operation.operation_id.in_({op.operation_id for op in ops}))).all())
                 fresh = [op for op in ops if op.operation_id not in known
                          or (op.is_transaction and known[op.operation_id] != "Transaction")]
-                local = dict.fromkeys(counts, 0)
+                local = dict.fromkeys(("new", "same", "reidentified", "settled"), 0)
                 local["same"] = len(ops) - len(fresh)
                 account = s.get(BankAccount, account_id) if fresh else None
                 for op in fresh:
                     _, how = store_operation(s, account, op)
                     local[how] += 1
             for k, v in local.items():
-                counts[k] += v
+                counts[k] = counts.get(k, 0) + v
             return
         except IntegrityError:
             if attempt == 2:
                 raise  # a concurrent writer stored the same rows; next attempt sees them
+
+
+RAW_LIMIT = 100_000  # characters of an item's JSON kept (a statement item is a few hundred)
+
+
+def quarantine(ctx, account_id: int, portal_id: int, items: list[tuple[object, str]]) -> int:
+    """Keep statement items we could not store as operations, raw and with the reason; never matched.
+    One row per account and item (by operationId when it is a string, else by the JSON): a re-poll only
+    counts it again. Returns how many rows are new."""
+    now = ctx.clock.now()
+    new = 0
+    for item, reason in items:
+        raw = json.dumps(item, ensure_ascii=False, sort_keys=True, default=str)  # NUL and controls escaped
+        op_id = item.get("operationId") if isinstance(item, dict) else None
+        identity = f"id:{op_id}" if isinstance(op_id, str) and op_id.strip() else f"raw:{raw}"
+        key = hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()
+        try:
+            with ctx.db.session() as s:
+                row = s.scalar(select(QuarantinedOperation).where(QuarantinedOperation.account_id == account_id,
+                                                                   QuarantinedOperation.item_key == key))
+                if row is None:
+                    s.add(QuarantinedOperation(
+                        portal_id=portal_id, account_id=account_id, item_key=key, raw=raw[:RAW_LIMIT],
+                        operation_id=str(op_id).replace("\x00", "")[:128] if op_id is not None else None,
+                        reason=reason.replace("\x00", "")[:300], first_seen_at=now, last_seen_at=now, seen_count=1))
+                    new += 1
+                else:
+                    row.last_seen_at, row.seen_count = now, row.seen_count + 1
+        except IntegrityError:
+            pass  # stored by a concurrent sync of the same statement
+    return new
 
 
 def request_sync(ctx, portal_id: int, account_ids: list[int] | None = None, backfill_days: int | None = None) -> list[int]:

@@ -16,7 +16,7 @@ from .domain.explain import explain_reason
 from .domain.formatting import format_money, language
 from .domain.matching import Reason
 from .domain.numbers import normalize_invoice_number
-from .models import Allocation, BankAccount, BankLink, Decision, Invoice, Operation, OutboxItem
+from .models import Allocation, BankAccount, BankLink, Decision, Invoice, Operation, OutboxItem, QuarantinedOperation
 
 ZERO = Decimal("0.00")
 REVIEW_STATES = ("review", "unmatched")          # operation states a person may assign
@@ -105,7 +105,12 @@ class AccountLine:
 
     @property
     def masked(self) -> str:
-        return f"•••• {self.number[-4:]}" if len(self.number) > 4 else self.number
+        return mask_account(self.number)
+
+
+def mask_account(number: str) -> str:
+    """An account number as pages and the API show it: its last four digits only."""
+    return f"•••• {number[-4:]}" if len(number) > 4 else number
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,7 @@ class BankState:
     inn: str | None = None
     last_error: str | None = None
     accounts: tuple[AccountLine, ...] = ()
+    quarantined: int = 0  # statement items kept raw because they were malformed; never matched
 
     @property
     def last_synced_at(self) -> datetime | None:
@@ -233,8 +239,11 @@ def bank_state(s: Session, portal_id: int) -> BankState:
         last_synced_at=a.last_synced_at, next_sync_at=a.next_sync_at, sync_requested_at=a.sync_requested_at,
         last_error=a.last_error, failures=a.failures or 0)
         for a in s.scalars(select(BankAccount).where(BankAccount.link_id == link.id).order_by(BankAccount.id)))
+    quarantined = s.scalar(select(func.count()).select_from(QuarantinedOperation).where(
+        QuarantinedOperation.portal_id == portal_id)) or 0
     return BankState(linked=True, link_id=link.id, kind=link.kind, health=link_health(link, accounts),
-                     company=link.company_name, inn=link.inn, last_error=link.last_error, accounts=accounts)
+                     company=link.company_name, inn=link.inn, last_error=link.last_error, accounts=accounts,
+                     quarantined=quarantined)
 
 
 def link_health(link: BankLink, accounts: Iterable[AccountLine]) -> str:

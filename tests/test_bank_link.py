@@ -225,3 +225,71 @@ def test_bank_webhook_delivery_reaches_the_app(linked):
     wait_for(lambda: any(d.get("status") == 200 for d in linked.bank_state()["webhook_deliveries"]))
     with linked.ctx.db.session() as s:
         assert s.get(BankAccount, acc.id).sync_requested_at is not None
+
+
+# -- releasing a link at the bank (issue #11 item 11) ------------------------------------------------------------
+def our_live_tokens(stack) -> list[dict]:
+    """T-ID tokens the bank still honours for our client (pasted cabinet tokens are the customer's own)."""
+    from b24app.sandbox.stack import BANK_CLIENT_ID
+
+    return [t for t in stack.bank_state()["issued_tokens"]
+            if t["client_id"] == BANK_CLIENT_ID and not t["static"] and t["status"] == "active"]
+
+
+def admin_frame(stack) -> str:
+    from b24app.web.security import Frame, issue_frame_token
+
+    with stack.flask_app.test_request_context():
+        return issue_frame_token(Frame(stack.member_id(), 1, True, "DEFAULT", None, "ru"))
+
+
+def test_unlink_deletes_the_webhook_and_revokes_the_tokens_at_the_bank(linked):
+    [link] = links(linked)
+    assert linked.bank_state()["webhooks"] and our_live_tokens(linked)
+    r = linked.flask_app.test_client().post("/bank/unlink", json={"link_id": link.id},
+                                            headers={"X-Frame-Token": admin_frame(linked)})
+    assert r.status_code == 200, r.get_json()
+    assert linked.bank_state()["webhooks"] == []
+    assert our_live_tokens(linked) == []
+    [after] = links(linked)
+    assert after.status == "unlinked" and after.webhook_id is None
+
+
+@pytest.mark.parametrize("clean", [False, True], ids=["keep-data", "clean"])
+def test_uninstall_deletes_the_webhook_and_revokes_the_tokens_at_the_bank(linked, clean):
+    from b24app.sandbox.stack import APP_CLIENT_ID
+
+    assert linked.bank_state()["webhooks"] and our_live_tokens(linked)
+    r = linked.portal_http("POST", "/sandbox/uninstall", json={"client_id": APP_CLIENT_ID, "clean": clean})
+    assert r.status_code == 200, r.text
+    delivered = [d for d in linked.portal_state()["event_deliveries"] if d["event"] == "ONAPPUNINSTALL"]
+    assert [d["status"] for d in delivered] == [200]
+    assert linked.bank_state()["webhooks"] == []
+    assert our_live_tokens(linked) == []
+    with linked.ctx.db.session() as s:
+        portal = s.scalar(select(Portal))
+    assert (portal is None) if clean else (portal.status == "uninstalled")
+
+
+def test_uninstall_never_waits_long_for_a_hanging_bank_and_is_recorded(linked):
+    """The bank's API hangs: the uninstall is recorded, answers within the budget, and what T-ID can still do
+    (revoking the tokens) is done."""
+    import time as _time
+
+    from b24app.sandbox.stack import APP_CLIENT_ID
+
+    httpx.post(f"{linked.bank_url}/sandbox/faults", json={"kinds": {"timeout": 1.0}}, timeout=30).raise_for_status()
+    try:
+        started = _time.monotonic()
+        r = linked.portal_http("POST", "/sandbox/uninstall", json={"client_id": APP_CLIENT_ID, "clean": False})
+        took = _time.monotonic() - started
+    finally:
+        httpx.delete(f"{linked.bank_url}/sandbox/faults", timeout=30)
+    assert r.status_code == 200, r.text
+    assert [d["status"] for d in linked.portal_state()["event_deliveries"] if d["event"] == "ONAPPUNINSTALL"] == [200]
+    assert took < banklink.UNINSTALL_BUDGET + 5, took
+    with linked.ctx.db.session() as s:
+        portal = s.scalar(select(Portal))
+    assert portal.status == "uninstalled"
+    assert our_live_tokens(linked) == []
+    assert all(l.access_token_enc is None and l.status == "unlinked" for l in links(linked))

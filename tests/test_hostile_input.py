@@ -668,7 +668,7 @@ def _until_callback(st, user: int, admin: bool) -> tuple[httpx.Client, str]:
 def test_oauth_state_cannot_be_swapped_between_users(env):
     """Two users link at once; one user's browser opening the other's callback links nothing for anyone."""
     alice, alice_cb = _until_callback(env, user=1, admin=True)
-    bob, bob_cb = _until_callback(env, user=2, admin=False)
+    bob, bob_cb = _until_callback(env, user=2, admin=True)  # two administrators
     before = snapshot(env)
     try:
         swapped = bob.get(alice_cb)
@@ -680,7 +680,7 @@ def test_oauth_state_cannot_be_swapped_between_users(env):
         assert snapshot(env)["links"] == before["links"]
         # Bob starts again in his own popup and completes as himself
         bob.close()
-        bob, bob_cb = _until_callback(env, user=2, admin=False)
+        bob, bob_cb = _until_callback(env, user=2, admin=True)
         ok = bob.get(bob_cb)
         assert ok.status_code == 200 and 'id="link-ok"' in ok.text
         [link] = links(env)

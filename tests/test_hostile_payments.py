@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from b24app import sync
-from b24app.models import Allocation, BankAccount, Operation, OutboxItem, Portal
+from b24app.models import Allocation, BankAccount, Invoice, Operation, OutboxItem, Portal
 from b24app.worker import Worker
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -114,6 +114,36 @@ def test_script_and_bb_code_are_stored_intact_and_sent_escaped(linked):
     assert "&lt;img src=x onerror=alert(1)&gt;" in history.get_json()["html"]
 
 
+def test_bb_code_in_an_invoice_number_never_reaches_bitrix24_texts(linked):
+    """Issue #11 item 7: values from the CRM (the invoice number) were put into chat and timeline texts as is."""
+    from b24app.invoices import refresh_all
+
+    evil = "[URL=https://evil.example]1207[/URL]"
+    d = linked.deals[0]  # 12 000.00, manager 2
+    linked.rest("crm.item.update", {"entityTypeId": 31, "id": d["invoice_id"], "fields": {"accountNumber": evil}})
+    portal = linked.ctx.portals.find(linked.member_id())
+    refresh_all(linked.ctx, portal)
+    linked.pay(d["amount"], "Оплата по счету", payerInn=d["inn"])
+    sync_now(linked)
+    with linked.ctx.db.session() as s:
+        [op] = s.scalars(select(Operation).where(Operation.portal_id == portal.id))
+        assert s.scalar(select(Invoice.number).where(Invoice.b24_id == d["invoice_id"])) == evil
+    if op.state != "matched":  # no number in the purpose: an administrator assigns it from the review queue
+        r = linked.flask_app.test_client().post("/app/api/assign", json={"operation": op.id, "invoice": d["invoice_id"]},
+                                                headers={"X-Frame-Token": frame_token(linked)})
+        assert r.status_code == 200, r.get_json()
+        sync_now(linked)
+    assert stage(linked, d["invoice_id"]) == PAID
+    state = linked.portal_state()
+    notices = [n["message"] for n in state["notifications"]]
+    comments = [c["COMMENT"] for c in state["timeline_comments"]]
+    assert notices and comments
+    for text in notices + comments:
+        assert "[url" not in text.lower() and "[/url]" not in text.lower(), text
+    assert any("(URL=https://evil.example)1207(/URL)" in t for t in notices)
+    assert any("(URL=https://evil.example)1207(/URL)" in t for t in comments)
+
+
 def test_bidi_and_control_characters_never_reach_bitrix24_texts(linked):
     d = linked.deals[3]  # 1208, 3 000.00
     purpose = "Оплата по счету № 1208 \u202eлипмоК\u202c \u2066x\u2069 звонок\x07 \x1b[31mкрасный\x1b[0m"
@@ -201,3 +231,43 @@ def test_one_malformed_operation_does_not_hold_back_the_rest_of_the_statement(li
     with linked.ctx.db.session() as s:
         ops = list(s.scalars(select(Operation)))
     assert [o.amount for o in ops] == [Decimal(d_good["amount"])]
+
+
+def test_out_of_range_operations_are_quarantined_and_the_statement_goes_on(linked):
+    """Issue #11 item 9: an amount of 10^16 or an operationId over 128 characters crashed the account's sync on
+    PostgreSQL on every poll (SQLite stored the amount as a float). Now they are kept raw, never matched."""
+    from b24app.models import QuarantinedOperation
+
+    d = linked.deals[0]
+    huge = linked.pay("10000000000000000.00", f"Оплата по счету № {d['number']}", payerInn=d["inn"])
+    long_id = linked.pay("100.00", "Перевод", operationId="x" * 200, payerInn=d["inn"])
+    linked.pay(d["amount"], f"Оплата по счету № {d['number']}", payerInn=d["inn"])
+    portal = sync_now(linked)
+    assert stage(linked, d["invoice_id"]) == PAID
+
+    def stored():
+        with linked.ctx.db.session() as s:
+            ops = list(s.scalars(select(Operation).where(Operation.portal_id == portal.id)))
+            quarantined = list(s.scalars(select(QuarantinedOperation).order_by(QuarantinedOperation.id)))
+            accounts = [a for a in s.scalars(select(BankAccount)) if a.watched]
+        return ops, quarantined, accounts
+
+    ops, quarantined, accounts = stored()
+    assert [o.amount for o in ops] == [Decimal(d["amount"])]
+    assert sorted(q.operation_id for q in quarantined) == sorted([huge["operationId"], "x" * 128])
+    by_id = {q.operation_id: q for q in quarantined}
+    assert "accountAmount" in by_id[huge["operationId"]].reason and "operationId" in by_id["x" * 128].reason
+    assert '"operationId": "' + "x" * 200 + '"' in by_id["x" * 128].raw  # the raw item, untruncated
+    assert long_id["operationId"] == "x" * 200
+    cursor = {a.id: a.synced_until for a in accounts}
+    assert all(cursor.values()) and all(a.last_synced_at for a in accounts)
+
+    # Polling again: nothing duplicated, the quarantined items are only seen again; the cursor moves on.
+    portal = sync_now(linked)
+    ops2, quarantined2, accounts2 = stored()
+    assert len(ops2) == 1 and [q.id for q in quarantined2] == [q.id for q in quarantined]
+    assert all(q.seen_count >= 2 for q in quarantined2)
+    assert all(a.synced_until > cursor[a.id] for a in accounts2)
+    # The admin page says so in the bank's health.
+    bank = linked.flask_app.test_client().get("/app/api/bank", headers={"X-Frame-Token": frame_token(linked)})
+    assert 'id="bank-quarantined" data-count="2"' in bank.get_json()["html"]

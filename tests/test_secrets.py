@@ -135,6 +135,8 @@ def test_no_secret_in_logs_database_or_error_pages_during_a_full_flow(stack, cap
     static = httpx.post(f"{stack.bank_url}/sandbox/companies", json={
         "inn": "7709876543", "kpp": "770901001", "name": "ООО «Склад»", "phones": ["+79990000077"]}, timeout=30)
     assert static.status_code == 200, static.text
+    from b24app.sandbox.stack import ensure_own_company
+    ensure_own_company(stack, "7709876543", "770901001", "ООО «Склад»")  # one of the portal's own companies
     pasted = httpx.post(f"{stack.bank_url}/sandbox/static-tokens", json={"inn": "7709876543", "kpp": "770901001"},
                         timeout=30).json()["token"]
     with httpx.Client(timeout=30) as browser:

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from b24app import reconcile
 from b24app.models import Allocation, BankAccount, Invoice, Operation, Portal
 
-from conftest import start_seeded_stack
+from conftest import start_seeded_stack, wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -383,3 +383,37 @@ def test_a_user_bitrix24_will_not_show_the_deal_to_sees_no_payments(env):
     assert op
     admin = open_tab(env, "deal", d["deal_id"], user=1)
     assert admin.status_code == 200
+def test_a_responsible_may_assign_only_payments_offered_for_their_deal(env):
+    """Issue #11 item 4: the tab's assign took any unmatched payment of the portal, one it never offered."""
+    from b24app.invoices import refresh_all
+    from b24app.sandbox.stack import seed_crm
+
+    # A deal of user 2 whose client no other deal has, so its open invoice is the payment's only candidate.
+    [d1] = seed_crm(env, [("Поставка стеллажей", 2, "ООО «Стеллаж»", "7733333333", "СТ-9001", "5000.00")])
+    refresh_all(env.ctx, env.ctx.portals.find(env.member_id()))
+    d3 = deal(env, 3)  # user 3's, INN 500100732259
+    theirs = add_payment(env, "777.00", "Оплата без номера", inn=d3["inn"], payer="ИП Петров")
+    nobodys = add_payment(env, "901.00", "Перевод средств", inn="7799999999", payer="ООО «Никто»")
+    offered = add_payment(env, "703.00", "Оплата без номера", inn=d1["inn"], payer="ООО «Стеллаж»")
+    with env.ctx.db.session() as s:
+        assert {s.get(Operation, o).state for o in (theirs, nobodys, offered)} <= {"review", "unmatched"}
+    # seeding spent the portal's request budget: the tab opens once the portal's rate limit lets it verify
+    resp = wait_for(lambda: (r := open_tab(env, "deal", d1["deal_id"], user=2)).status_code == 200 and r)
+    token = config_of(resp)["token"]
+    base = f"/placement/api/deal/{d1['deal_id']}"
+    for op in (theirs, nobodys):
+        r = api(env, "POST", base + "/assign", token, {"operation": op, "invoice": d1["invoice_id"]})
+        assert r.status_code == 403, r.get_json()
+        assert "администратор" in r.get_json()["message"]  # a reason, in the tab's language
+    with env.ctx.db.session() as s:
+        assert {s.get(Operation, o).state for o in (theirs, nobodys)} <= {"review", "unmatched"}
+        assert s.scalar(select(Allocation).where(Allocation.operation_pk.in_([theirs, nobodys]))) is None
+    r = api(env, "POST", base + "/assign", token, {"operation": offered, "invoice": d1["invoice_id"]})
+    assert r.status_code == 200, r.get_json()
+    # An administrator may still assign any payment (e.g. one no invoice was found for) from the tab.
+    admin_tab = wait_for(lambda: (r := open_tab(env, "deal", d1["deal_id"], user=1)).status_code == 200 and r)
+    admin_token = config_of(admin_tab)["token"]
+    r = api(env, "POST", base + "/assign", admin_token, {"operation": nobodys, "invoice": d1["invoice_id"]})
+    assert r.status_code == 200, r.get_json()
+    for op in (offered, nobodys):
+        assert api(env, "POST", base + "/undo", admin_token, {"operation": op}).status_code == 200

@@ -23,6 +23,10 @@ CURRENCY_ALPHA: dict[str, str] = {
 CURRENCY_NUMERIC: dict[str, str] = {alpha: num for num, alpha in CURRENCY_ALPHA.items() if num != "810"}
 
 STATUSES = ("Transaction", "Authorization")
+# What our tables hold (models.Operation): Numeric(18, 2) and String(128). A value beyond them would be refused
+# by PostgreSQL on every poll (and silently turned into a float by SQLite), so it is malformed here.
+AMOUNT_LIMIT = Decimal(10) ** 16
+OPERATION_ID_MAX = 128
 
 
 def currency_alpha(code: object) -> str:
@@ -67,6 +71,9 @@ def parse_amount(value: object, field_name: str = "accountAmount") -> Decimal:
         raise MalformedOperation(f"{field_name}: not a finite number: {value!r}", field=field_name)
     if amount < 0:
         raise MalformedOperation(f"{field_name}: negative amount {value!r}", field=field_name)
+    if amount >= AMOUNT_LIMIT:
+        raise MalformedOperation(f"{field_name}: amount out of range (10^16 or more): {str(value)[:40]}",
+                                 field=field_name)
     if amount != amount.quantize(Decimal("0.01")):
         raise MalformedOperation(f"{field_name}: more than 2 decimals: {value!r}", field=field_name)
     return amount.quantize(Decimal("0.01"))
@@ -170,6 +177,9 @@ def parse_operation(d: Mapping[str, Any]) -> BankOperation:
     op_id = _text(d.get("operationId"))
     if not op_id:
         raise MalformedOperation("operationId: missing", field="operationId")
+    if len(op_id) > OPERATION_ID_MAX or "\x00" in op_id:
+        raise MalformedOperation(f"operationId: longer than {OPERATION_ID_MAX} characters or with NUL "
+                                 f"({len(op_id)} characters)", field="operationId")
     account = _text(d.get("accountNumber"))
     if not account:
         raise MalformedOperation(f"accountNumber: missing in operation {op_id}", field="accountNumber")
@@ -177,6 +187,8 @@ def parse_operation(d: Mapping[str, Any]) -> BankOperation:
     amount = parse_amount(d.get(amount_field), amount_field)
     currency_field = "accountCurrencyDigitalCode" if amount_field == "accountAmount" else "operationCurrencyDigitalCode"
     currency = currency_alpha(d.get(currency_field) or d.get("operationCurrencyDigitalCode") or "643")
+    if len(currency) != 3:
+        raise MalformedOperation(f"{currency_field}: not a currency code: {currency[:20]!r}", field=currency_field)
     is_credit = _is_credit(d.get("typeOfOperation"))
     payer = d.get("payer") if isinstance(d.get("payer"), Mapping) else {}
     if not payer and is_credit and isinstance(d.get("counterParty"), Mapping):

@@ -344,7 +344,8 @@ def company_add(ctx: CallContext, params: dict[str, Any]) -> int:
     fields = _fields(params)
     now = iso(ctx.now)
     new_id = ctx.portal.next_id("company")
-    company = {"ID": new_id, "TITLE": "", "COMPANY_TYPE": "CUSTOMER", "ASSIGNED_BY_ID": ctx.user_id,
+    # IS_MY_COMPANY: "Y" for the portal's own companies (api-reference/crm/companies/crm-company-fields.md)
+    company = {"ID": new_id, "TITLE": "", "COMPANY_TYPE": "CUSTOMER", "IS_MY_COMPANY": "N", "ASSIGNED_BY_ID": ctx.user_id,
                "CREATED_BY_ID": ctx.user_id, "DATE_CREATE": now, "DATE_MODIFY": now, "OPENED": "Y"}
     for key, value in fields.items():
         if key not in ("ID", "DATE_CREATE", "DATE_MODIFY"):

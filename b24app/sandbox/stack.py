@@ -200,7 +200,8 @@ DEMO_DEALS = [
 
 
 def seed_crm(stack: Stack, deals=DEMO_DEALS) -> list[dict]:
-    """Companies with INN requisites, deals, and a smart invoice per deal, through the REST API."""
+    """Companies with INN requisites, deals, and a smart invoice per deal, through the REST API; and the
+    portal's own company (the demo bank customer's INN in its requisites)."""
     out = []
     companies: dict[str, int] = {}
     for title, user, company, inn, number, amount in deals:
@@ -217,6 +218,7 @@ def seed_crm(stack: Stack, deals=DEMO_DEALS) -> list[dict]:
             "parentId2": deal_id, "assignedById": user, "companyId": companies[company]}})["result"]["item"]
         out.append({"deal_id": deal_id, "invoice_id": item["id"], "number": number, "amount": amount,
                     "user": user, "inn": inn, "company": company})
+    ensure_own_company(stack, DEMO_INN, DEMO_KPP)  # the company that collects the payments
     return out
 
 
@@ -275,13 +277,36 @@ def link_ticket(stack: Stack, user_id: int = 1, is_admin: bool = True, lang: str
         return issue_link_ticket(Frame(stack.member_id(), user_id, is_admin, "DEFAULT", None, lang))
 
 
+def ensure_own_company(stack: Stack, inn: str, kpp: str = "0", name: str = "ООО «Демо»") -> int:
+    """The portal's own company ("my company", IS_MY_COMPANY=Y) with this INN in its requisites, as an admin
+    keeps it in CRM → My company details; created through the REST API when missing."""
+    mine = stack.rest("crm.company.list", {"filter": {"IS_MY_COMPANY": "Y"}, "select": ["ID"]})["result"]
+    ids = [int(c["ID"]) for c in mine]
+    if ids:
+        reqs = stack.rest("crm.requisite.list", {"filter": {"ENTITY_TYPE_ID": 4, "@ENTITY_ID": ids},
+                                                 "select": ["ENTITY_ID", "RQ_INN"]})["result"]
+        for r in reqs:
+            if str(r.get("RQ_INN")) == inn:
+                return int(r["ENTITY_ID"])
+    cid = stack.rest("crm.company.add", {"fields": {"TITLE": name, "IS_MY_COMPANY": "Y"}})["result"]
+    stack.rest("crm.requisite.add", {"fields": {"ENTITY_TYPE_ID": 4, "ENTITY_ID": cid, "PRESET_ID": 1, "NAME": name,
+                                                "RQ_INN": inn, "RQ_KPP": "" if kpp == "0" else kpp}})
+    return cid
+
+
 def link_bank(stack: Stack, *, inn: str = DEMO_INN, kpp: str = DEMO_KPP, phone: str = DEMO_PHONE,
-              untick: tuple[str, ...] = (), deny: bool = False) -> httpx.Response:
-    """Run the SMS link flow end to end over HTTP; returns the app's final callback page."""
+              untick: tuple[str, ...] = (), deny: bool = False, own_company: bool = True) -> httpx.Response:
+    """Run the SMS link flow end to end over HTTP as the portal's admin; returns the app's final callback
+    page. With `own_company` the INN is first made one of the portal's own companies (as it is on a real
+    portal); without it the app asks to confirm a foreign company, and that page is returned."""
+    if own_company:
+        ensure_own_company(stack, inn, kpp)
     with httpx.Client(follow_redirects=True, timeout=30) as browser:
         page = browser.get(f"{stack.app_url}/bank/start", params={"ticket": link_ticket(stack)})
         page.raise_for_status()
         page = submit_form(browser, page, {"inn": inn, "kpp": kpp})   # → T-Bank sign-in page
+        if page.status_code == 409:
+            return page  # "not one of your companies": the admin must confirm
         page = submit_form(browser, page, {"phone": phone})             # → SMS code page
         code = re.search(r'id="sms-code">(\d{4})<', page.text)
         if not code:

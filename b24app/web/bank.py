@@ -15,6 +15,7 @@ from ..bank.errors import BankError
 from ..banklink import LinkFailed
 from ..models import BankAccount, BankLink
 from ..sync import request_sync
+from ..views import mask_account
 from .actions import OUR_ID_MAX, id_field, json_body, json_errors
 from .factory import csrf, get_ctx
 from .i18n import current_lang, set_lang
@@ -28,6 +29,8 @@ NONCE_KEY = "bank_link_nonce"
 LANG_KEY = "bank_link_lang"
 INN_RE = re.compile(r"^(\d{10}|\d{12})$")
 KPP_RE = re.compile(r"^(0|\d{9})$")
+CONFIRM_FIELD = "confirm_foreign"  # the admin's "this company is not one of ours, link it anyway": its INN
+CONFIRM_REASONS = ("inn_not_own_company", "own_companies_unknown")
 
 
 def _tickets() -> URLSafeTimedSerializer:
@@ -35,13 +38,28 @@ def _tickets() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=TICKET_SALT)
 
 
+ADMINS_ONLY = "only portal administrators may link, change or remove a bank account"
+
+
 def issue_link_ticket(frame: Frame) -> str:
-    """A short-lived signed ticket for the popup: which portal and user started the link."""
+    """A short-lived signed ticket for the popup: which portal and user started the link (callers issue
+    it to administrators only; /bank/start and /bank/token refuse any other)."""
     return _tickets().dumps({"m": frame.member_id, "u": frame.user_id, "a": frame.is_admin, "l": frame.lang})
 
 
 def may_link(frame: Frame) -> bool:
-    return frame.is_admin or (frame.owner_id is not None and frame.owner_id == frame.user_id)
+    """Payments into a linked account mark the portal's invoices paid: linking is for administrators only
+    (a deal's responsible could otherwise watch an account of their own)."""
+    return frame.is_admin
+
+
+def _admin_ticket(token: str) -> dict:
+    """The ticket, read and required to be an administrator's (tickets issued before this rule included)."""
+    data = _read_ticket(token)
+    set_lang(data.get("l", "ru"))
+    if data.get("a") is not True:
+        abort(403, description=ADMINS_ONLY)
+    return data
 
 
 def _read_ticket(token: str) -> dict:
@@ -61,8 +79,7 @@ def _page(template: str, status: int = 200, **kw):
 def start():
     """Ask for the company's INN/KPP, then send the user to T-Bank's own sign-in page."""
     ticket = request.values.get("ticket", "")
-    data = _read_ticket(ticket)
-    set_lang(data.get("l", "ru"))
+    data = _admin_ticket(ticket)
     ctx = get_ctx()
     # The INN form's POST is answered with a redirect to T-Bank's sign-in page, and browsers check
     # form-action on every hop: the page holding the form must already allow the T-ID origin.
@@ -78,13 +95,22 @@ def start():
         elif not KPP_RE.match(kpp):
             error = "kpp"
         else:
+            # A company that is not one of the portal's own needs a second, explicit step (recorded on the link).
+            try:
+                checked = banklink.inn_check(banklink.own_company_inns(ctx, portal.member_id), inn,
+                                             request.form.get(CONFIRM_FIELD) == inn)
+            except LinkFailed as exc:
+                log.info("bank link needs confirmation", extra={"reason": exc.reason, "user_id": data["u"]})
+                return _page("bank/start.html", 409, ticket=ticket, error=exc.reason, inn=inn, kpp=kpp,
+                             is_admin=True, confirm=True)
             nonce = secrets.token_urlsafe(24)
             session[NONCE_KEY] = nonce
             session[LANG_KEY] = current_lang()
-            url = banklink.start_link(ctx, portal.id, int(data["u"]), inn, kpp, nonce)
+            url = banklink.start_link(ctx, portal.id, int(data["u"]), inn, kpp, nonce, is_admin=True,
+                                      checked=checked)
             return redirect(url, code=303)
     return _page("bank/start.html", 400 if error else 200, ticket=ticket, error=error, inn=inn, kpp=kpp,
-                 is_admin=bool(data.get("a")))
+                 is_admin=True, confirm=False)
 
 
 @bp.get("/callback")
@@ -113,22 +139,23 @@ def _watched(ctx, portal_id: int) -> int:
 def paste_token():
     """Admin-only fallback: paste a T-Business cabinet token instead of linking by SMS."""
     ticket = request.values.get("ticket", "")
-    data = _read_ticket(ticket)
-    set_lang(data.get("l", "ru"))
-    if not data.get("a"):
-        abort(403, description="only portal administrators may paste a bank token")
+    data = _admin_ticket(ticket)
     ctx = get_ctx()
     portal = ctx.portals.find(data["m"])
     if portal is None or portal.status != "installed":
         abort(403)
     if request.method == "POST":
         try:
-            banklink.paste_token(ctx, portal.id, int(data["u"]), request.form.get("token", ""))
+            banklink.paste_token(ctx, portal.id, int(data["u"]), request.form.get("token", ""),
+                                 own_inns=banklink.own_company_inns(ctx, portal.member_id),
+                                 confirmed_inn=request.form.get(CONFIRM_FIELD, ""))
         except LinkFailed as exc:
-            return _page("bank/token.html", 400, ticket=ticket, reason=exc.reason)
+            confirm = exc.reason in CONFIRM_REASONS
+            return _page("bank/token.html", 409 if confirm else 400, ticket=ticket, reason=exc.reason,
+                         inn=exc.detail if confirm else "", confirm=confirm)
         request_sync(ctx, portal.id)
         return _page("bank/result.html", ok=True, accounts=None, watched=_watched(ctx, portal.id))
-    return _page("bank/token.html", ticket=ticket, reason=None)
+    return _page("bank/token.html", ticket=ticket, reason=None, inn="", confirm=False)
 
 
 @bp.post("/webhook/<int:link_id>")
@@ -179,11 +206,13 @@ def accounts():
     return jsonify({
         "links": [{"id": l.id, "kind": l.kind, "status": l.status, "inn": l.inn, "kpp": l.kpp,
                    "company_name": l.company_name} for l in links],
-        "accounts": [{"id": a.id, "link_id": a.link_id, "account_number": a.account_number, "currency": a.currency,
+        # masked as on the admin page: anyone with a frame token may list accounts
+        "accounts": [{"id": a.id, "link_id": a.link_id, "account_number": mask_account(a.account_number),
+                      "currency": a.currency,
                       "name": a.name, "watched": a.watched,
                       "last_synced_at": a.last_synced_at.isoformat() if a.last_synced_at else None,
                       "last_error": a.last_error} for a in accs if any(l.id == a.link_id for l in links)],
-        # Linking is for those who may act here: admins, and in a deal tab the deal's responsible.
+        # Linking is for portal administrators only (see may_link).
         "link_url": f"/bank/start?ticket={issue_link_ticket(g.frame)}" if may_link(g.frame) else None,
         "token_url": f"/bank/token?ticket={issue_link_ticket(g.frame)}" if g.frame.is_admin else None,
     })

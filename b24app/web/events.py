@@ -6,6 +6,7 @@ import re
 
 from flask import Blueprint, jsonify, request
 
+from ..banklink import uninstall_portal
 from ..bitrix.errors import BitrixError
 from ..eventdata import parse_nested_form
 from ..installation import (InstallRejected, bind, install, install_request_from_event, installation_alive,
@@ -56,7 +57,8 @@ def app_lifecycle():
             if token_ok and installation_alive(ctx, member_id):
                 log.warning("uninstall refused: the installation still works", extra={"member_id": member_id})
                 return _refuse(401, "still_installed")
-            ctx.portals.uninstall(member_id, clean=str(data.get("CLEAN", "0")) == "1")
+            # recorded first; then the bank links are released at the bank (webhook, tokens), bounded in time
+            uninstall_portal(ctx, member_id, clean=str(data.get("CLEAN", "0")) == "1")
             return jsonify({"ok": True})
         if event == "ONAPPINSTALL":
             if not token_ok:  # the event came first (callback apps), or a reinstall: verify and store

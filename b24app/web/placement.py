@@ -13,10 +13,10 @@ from markupsafe import Markup
 from sqlalchemy import select
 
 from .. import views
-from ..models import Allocation, Invoice, Operation, Portal
+from ..models import Allocation, Decision, Invoice, Operation, Portal
 from . import actions
 from .actions import id_field, json_body
-from .bank import issue_link_ticket
+from .bank import issue_link_ticket, may_link
 from .factory import get_ctx
 from .i18n import set_lang
 from .security import Frame, PlacementRejected, allow_framing, frame_required, issue_frame_token
@@ -347,7 +347,25 @@ def api_assign(kind: str, entity_id: int):
         if op is None or op.portal_id != portal.id or not _in_tab(inv, kind, entity_id):
             abort(404)
     _require_actor(frame, portal, kind, entity_id, inv)
+    if not frame.is_admin and not _offered_here(portal.id, op_pk, kind, entity_id):
+        abort(403, description=_("Only an administrator can assign this payment: it was not matched to this "
+                                 "deal's invoices. Ask your administrator or use the app's review queue."))
     return actions.assign(frame, portal.id, op_pk, inv_id, pay_over=actions.pay_over_field(body))
+
+
+def _offered_here(portal_id: int, op_pk: int, kind: str, entity_id: int) -> bool:
+    """Whether the reconciliation named one of this tab's invoices as a candidate for the payment (its current
+    decision). Candidates are fixed when the payment is decided; a payer INN or invoice number edited in the
+    CRM afterwards does not make a payment someone else's to take."""
+    with get_ctx().db.session() as s:
+        decision = s.scalar(select(Decision).where(Decision.portal_id == portal_id, Decision.operation_pk == op_pk,
+                                                   Decision.superseded_at.is_(None)))
+        if decision is None:
+            return False
+        q = select(Invoice.b24_id).where(Invoice.portal_id == portal_id)
+        q = q.where(Invoice.deal_id == entity_id) if kind == "deal" else q.where(Invoice.b24_id == entity_id)
+        mine = set(s.scalars(q))
+    return bool(mine & set(views.candidate_ids(decision.candidates)))
 
 
 @bp.post("/placement/api/<kind>/<int:entity_id>/undo")
@@ -377,9 +395,11 @@ def api_undo(kind: str, entity_id: int):
 @bp.post("/placement/api/<kind>/<int:entity_id>/link")
 @frame_required
 def api_link(kind: str, entity_id: int):
-    """A fresh URL for the bank-link popup (the ticket in it is short-lived)."""
-    frame, portal = _frame_for(kind, entity_id)
-    _require_actor(frame, portal, kind, entity_id)
+    """A fresh URL for the bank-link popup (the ticket in it is short-lived): administrators only."""
+    frame, _portal = _frame_for(kind, entity_id)
+    if not may_link(frame):
+        return jsonify({"error": "forbidden", "message": _(
+            "Only a Bitrix24 administrator can link a bank account. Ask your administrator.")}), 403
     return jsonify({"url": _link_url(frame)})
 
 
