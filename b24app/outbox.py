@@ -231,8 +231,9 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
             cmds[f"tl{p['deal_id']}"] = ("crm.timeline.comment.list", {
                 "filter": {"ENTITY_ID": p["deal_id"], "ENTITY_TYPE": "deal"}, "order": {"ID": "DESC"}})
         elif item.kind == "task" and uncertain:
+            # tasks-task-list.md: TITLE takes a LIKE pattern ("по шаблону [%_]"); `%TITLE` is not documented.
             cmds[f"task{item.id}"] = ("tasks.task.list", {"filter": {"RESPONSIBLE_ID": p["responsible_id"],
-                                                                      "%TITLE": marker_for(item.key)},
+                                                                      "TITLE": f"%{marker_for(item.key)}%"},
                                                            "select": ["ID", "TITLE"]})
     if not cmds:
         return {}

@@ -259,9 +259,15 @@ def run_batch(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_command(command: Any) -> tuple[str, dict[str, Any]]:
-    """`"crm.deal.list?filter[>ID]=5"` → ("crm.deal.list", {"filter": {">ID": "5"}})."""
-    if isinstance(command, dict):  # SDK-style {"method": ..., "params": {...}}
-        return str(command.get("method", "")), dict(command.get("params") or {})
-    text = str(command)
+    """`"crm.deal.list?filter[>ID]=5"` → ("crm.deal.list", {"filter": {">ID": "5"}}).
+
+    settings/how-to-call-rest-api/batch.md: each `cmd` value is a string `метод?параметр=значение`; the
+    object form `{method, params}` exists only in the SDKs, which turn it into that string before sending.
+    What the portal answers to a non-string value the page does not say; the sandbox fails that command
+    with ERROR_ARGUMENT (per command, like every other sub-call error), so an app sending objects is caught."""
+    if not isinstance(command, str):
+        raise argument_error("cmd", "Batch command must be a string 'method?params', not "
+                             + type(command).__name__)
+    text = command
     name, _, query = text.partition("?")
     return unquote(name), phpquery.parse(query)
