@@ -119,6 +119,8 @@ class BankState:
     inn: str | None = None
     last_error: str | None = None
     accounts: tuple[AccountLine, ...] = ()
+    live_off: str | None = None  # why the bank does not push operations (scope | email | refused); None: it does
+    poll_every: int | None = None  # seconds between statement polls
 
     @property
     def last_synced_at(self) -> datetime | None:

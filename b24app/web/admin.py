@@ -30,6 +30,21 @@ HISTORY_PAGE = 30
 OUTCOMES = ("paid", "underpaid", "overpaid", "review", "unmatched")
 
 
+def bank_panel(ctx, s, portal) -> views.BankState:
+    """The bank card's state, with whether T-Bank pushes operations to us or we only poll (and how often)."""
+    from dataclasses import replace
+
+    from ..banklink import webhook_off_reason
+    from ..models import BankLink
+    from ..sync import interval_for
+
+    bank = views.bank_state(s, portal.id)
+    if not bank.linked:
+        return bank
+    return replace(bank, live_off=webhook_off_reason(ctx, s.get(BankLink, bank.link_id)),
+                   poll_every=interval_for(ctx, portal.settings))
+
+
 # -- deal pipelines and stages (cached on the portal row) ----------------------------------------------
 def fetch_pipelines(ctx, member_id: str) -> list[dict]:
     """Deal pipelines with their stages, read with the app's token: two batch calls."""
@@ -105,7 +120,7 @@ def app_page():
     from ..rules import load_rules
     rules = load_rules(portal.settings)
     with ctx.db.session() as s:
-        bank = views.bank_state(s, portal.id)
+        bank = bank_panel(ctx, s, portal)
         queue = views.review_queue(s, portal.id)
         targets = _targets(s, portal.id, queue)
         hist = views.history(s, portal.id, limit=HISTORY_PAGE)
@@ -198,8 +213,9 @@ def api_history():
 @frame_required
 def api_bank():
     frame, portal = _frame()
-    with get_ctx().db.session() as s:
-        bank = views.bank_state(s, portal.id)
+    ctx = get_ctx()
+    with ctx.db.session() as s:
+        bank = bank_panel(ctx, s, portal)
     return jsonify({"html": render_template("admin/_bank.html", bank=bank, frame=frame),
                     "linked": bank.linked, "health": bank.health})
 
