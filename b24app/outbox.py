@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .bitrix.client import BATCH_LIMIT
-from .bitrix.errors import BitrixError, NotFound, PortalGone
+from .bitrix.errors import BitrixError, NotFound, OperationTimeLimit, PortalGone
 from .models import Invoice, OutboxItem, Portal
 
 log = logging.getLogger("b24app.outbox")
@@ -127,14 +127,24 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
         return {"sent": 0, "retry": len(claimed)}
     commands: dict[str, tuple[str, dict]] = {}
     plan: dict[str, tuple[OutboxItem, dict]] = {}
-    skipped = 0
+    skipped = deferred = 0
     for item, uncertain in claimed:
+        blocked_read = reads.get(_read_key(item, uncertain))
+        if isinstance(blocked_read, OperationTimeLimit):
+            _defer(ctx, item, owner, blocked_read.reset_at, f"read {blocked_read.method}: {blocked_read.code}")
+            deferred += 1
+            continue
         decision = _plan(item, uncertain, reads)
         if decision is None or decision[0] is None:
             _finish(ctx, item.id, owner, "skipped", result=(decision[1] if decision else {"why": "nothing to do"}))
             skipped += 1
             continue
         (method, params), info = decision
+        until = _blocked_until(ctx, portal, method)
+        if until is not None:  # known blocked: other items' methods go out, this one waits for the reset
+            _defer(ctx, item, owner, until, f"{method}: OPERATION_TIME_LIMIT (until the bucket resets)")
+            deferred += 1
+            continue
         key = f"i{item.id}"
         commands[key] = (method, params)
         plan[key] = (item, info)
@@ -164,7 +174,10 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
             break
         for key in chunk:
             item, info = plan[key]
-            if key in res.errors:
+            if isinstance(res.errors.get(key), OperationTimeLimit):
+                deferred += 1
+                _defer(ctx, item, owner, res.errors[key].reset_at, f"{res.errors[key].code}: {commands[key][0]}")
+            elif key in res.errors:
                 failed += 1
                 _retry_or_die(ctx, item, owner, f"{res.errors[key].code}: {res.errors[key].description}"[:500],
                               unsure=item.id in interrupted)
@@ -172,9 +185,27 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
                 sent += 1
                 _finish(ctx, item.id, owner, "done", result={**info, "result": _small(res.results.get(key))})
     out = {"sent": sent, "skipped": skipped, "failed": failed}
+    if deferred:
+        out["deferred"] = deferred
     if retry:
         out["retry"] = retry
     return out
+
+
+def _defer(ctx, item: OutboxItem, owner: str, until: float | None, error: str) -> None:
+    """The method this item needs is blocked by Bitrix24's operating-time limit (limits.md): try again at
+    `until` (epoch seconds, from the last answer's operating_reset_at), not before, and without spending one of
+    its attempts — nothing was done, and a block of ten minutes is no reason to give up on an effect."""
+    now = ctx.clock.now()
+    when = datetime.fromtimestamp(until, timezone.utc) if until else now + timedelta(seconds=60)
+    with ctx.db.session() as s:
+        s.execute(update(OutboxItem).where(OutboxItem.id == item.id, OutboxItem.lease_owner == owner).values(
+            status="pending", lease_owner=None, lease_until=None, next_attempt_at=max(when, now),
+            attempts=OutboxItem.attempts - 1, last_error=error[:500]))
+
+
+def _blocked_until(ctx, portal: Portal, method: str) -> float | None:
+    return ctx.operating_limits.blocked_until(portal.member_id, method)
 
 
 def _retry_or_die(ctx, item: OutboxItem, owner: str, error: str, *, unsure: bool = False) -> None:
@@ -244,17 +275,34 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
     for key, err in first.errors.items():
         if key.startswith("st"):
             raise err  # a stage list that cannot be read: nothing about invoices can be decided
+        if isinstance(err, OperationTimeLimit):
+            reads[key] = err  # only the items that needed this read wait for the method's reset
+            continue
         if not isinstance(err, NotFound):
             raise err
         reads[key] = None
-    wanted = {int((reads.get(k) or {}).get("item", {}).get("categoryId") or 0)
-              for k in reads if k.startswith("inv") and reads.get(k)}
+    wanted = {int(reads[k].get("item", {}).get("categoryId") or 0)
+              for k in reads if k.startswith("inv") and isinstance(reads[k], dict)}
     missing = wanted - set(categories)
     if missing:
         stages = client.batch({f"st{c}": _stage_list(c) for c in sorted(missing)})
         stages.raise_first()
         reads.update(stages.results)
     return reads
+
+
+def _read_key(item: OutboxItem, uncertain: bool) -> str | None:
+    """Which read of `_read_state` this item's plan depends on (None: it needs none)."""
+    p = item.payload
+    if item.kind in ("invoice_paid", "invoice_reopen"):
+        return f"inv{p['invoice_id']}"
+    if item.kind == "deal_stage":
+        return f"deal{p['deal_id']}"
+    if item.kind == "timeline" and uncertain:
+        return f"tl{p['deal_id']}"
+    if item.kind == "task" and uncertain:
+        return f"task{item.id}"
+    return None
 
 
 def _plan(item: OutboxItem, uncertain: bool, reads: dict):
