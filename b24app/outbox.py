@@ -17,13 +17,17 @@ from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .bitrix.client import BATCH_LIMIT
-from .bitrix.errors import BitrixError, NotFound, OperationTimeLimit, PortalGone
+from .bitrix.errors import AccessDenied, BitrixError, NotFound, OperationTimeLimit, PortalGone
 from .models import Invoice, OutboxItem, Portal
 
 log = logging.getLogger("b24app.outbox")
 MAX_ATTEMPTS = 8
 INVOICE_TYPE = 31
 DEAL_TYPE = 2
+# Portal.settings key: set while the user whose tokens we hold (the installer) is not a Bitrix24 administrator,
+# which crm.automation.trigger.* require (crm-automation-trigger-execute.md); the admin page shows it.
+TRIGGER_ACCESS_KEY = "trigger_access"
+NEEDS_ADMIN = "needs admin: the user who installed the app is not a Bitrix24 administrator any more"
 
 
 def tag_for(key: str) -> str:
@@ -128,7 +132,14 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
     commands: dict[str, tuple[str, dict]] = {}
     plan: dict[str, tuple[OutboxItem, dict]] = {}
     skipped = deferred = 0
+    is_admin = reads.get("admin")  # user.admin of the installer, read when triggers are due (None: unknown)
+    if isinstance(is_admin, bool):
+        note_trigger_access(ctx, portal.id, is_admin, None if is_admin else "user.admin: false")
     for item, uncertain in claimed:
+        if item.kind == "trigger" and is_admin is False:
+            _finish(ctx, item.id, owner, "skipped", result={"why": NEEDS_ADMIN, "needs_admin": True})
+            skipped += 1
+            continue
         blocked_read = reads.get(_read_key(item, uncertain))
         if isinstance(blocked_read, OperationTimeLimit):
             _defer(ctx, item, owner, blocked_read.reset_at, f"read {blocked_read.method}: {blocked_read.code}")
@@ -177,6 +188,11 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
             if isinstance(res.errors.get(key), OperationTimeLimit):
                 deferred += 1
                 _defer(ctx, item, owner, res.errors[key].reset_at, f"{res.errors[key].code}: {commands[key][0]}")
+            elif item.kind == "trigger" and isinstance(res.errors.get(key), AccessDenied):
+                # demoted between the read and the send: the same as a read saying so
+                skipped += 1
+                note_trigger_access(ctx, portal.id, False, f"{res.errors[key].code}: {res.errors[key].description}")
+                _finish(ctx, item.id, owner, "skipped", result={"why": NEEDS_ADMIN, "needs_admin": True})
             elif key in res.errors:
                 failed += 1
                 _retry_or_die(ctx, item, owner, f"{res.errors[key].code}: {res.errors[key].description}"[:500],
@@ -202,6 +218,25 @@ def _defer(ctx, item: OutboxItem, owner: str, until: float | None, error: str) -
         s.execute(update(OutboxItem).where(OutboxItem.id == item.id, OutboxItem.lease_owner == owner).values(
             status="pending", lease_owner=None, lease_until=None, next_attempt_at=max(when, now),
             attempts=OutboxItem.attempts - 1, last_error=error[:500]))
+
+
+def note_trigger_access(ctx, portal_id: int, is_admin: bool, error: str | None = None) -> None:
+    """Keep the portal's flag in step with what Bitrix24 says about the installer's admin rights."""
+    now = ctx.clock.now()
+    with ctx.db.session() as s:
+        row = s.scalar(select(Portal).where(Portal.id == portal_id).with_for_update())
+        current = (row.settings or {}).get(TRIGGER_ACCESS_KEY)
+        if is_admin:
+            if current:
+                row.settings = {k: v for k, v in row.settings.items() if k != TRIGGER_ACCESS_KEY}
+                log.info("trigger access back", extra={"portal_id": portal_id})
+            return
+        if not current:
+            log.warning("automation triggers need an administrator",
+                        extra={"portal_id": portal_id, "user_id": row.installed_by, "error": error})
+        row.settings = {**(row.settings or {}), TRIGGER_ACCESS_KEY: {
+            "user_id": row.installed_by, "since": (current or {}).get("since") or now.isoformat(),
+            "checked_at": now.isoformat(), "error": error}}
 
 
 def _blocked_until(ctx, portal: Portal, method: str) -> float | None:
@@ -266,6 +301,11 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
             cmds[f"task{item.id}"] = ("tasks.task.list", {"filter": {"RESPONSIBLE_ID": p["responsible_id"],
                                                                       "TITLE": f"%{marker_for(item.key)}%"},
                                                            "select": ["ID", "TITLE"]})
+    if any(item.kind == "trigger" and not uncertain for item, uncertain in claimed):
+        # crm.automation.trigger.execute needs an administrator (crm-automation-trigger-execute.md); the
+        # token is the installer's, whose rights can be taken away: ask first (api-reference/common/users/
+        # user-admin.md) instead of failing every trigger.
+        cmds["admin"] = ("user.admin", {})
     if not cmds:
         return {}
     for c in sorted(categories):
@@ -278,6 +318,8 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
         if isinstance(err, OperationTimeLimit):
             reads[key] = err  # only the items that needed this read wait for the method's reset
             continue
+        if key == "admin":
+            continue  # unknown: the triggers are sent, and an ACCESS_DENIED answer says the same
         if not isinstance(err, NotFound):
             raise err
         reads[key] = None

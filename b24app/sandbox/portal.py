@@ -459,6 +459,18 @@ def _register_portal(app: Flask, state: SandboxState) -> None:
         return jsonify({"method": name, "operating": used, "operating_reset_at": reset_at,
                         "blocked": used > state.operating_limit})
 
+    @app.route("/p/<code>/sandbox/users/<int:uid>", methods=["POST"])
+    def change_user(code: str, uid: int) -> Response:
+        """Change a user as the portal's administrator would, e.g. {"admin": false} to take admin rights away."""
+        body = request.get_json(force=True) or {}
+        with state.lock:
+            user = g.portal.users.get(uid)
+            if user is None:
+                return _error("invalid_request", f"no user {uid}", 404)
+            if "admin" in body:
+                user.admin = bool(body["admin"])
+            return jsonify({"id": user.id, "name": user.name, "last_name": user.last_name, "admin": user.admin})
+
     @app.route("/p/<code>/sandbox/expire-tokens", methods=["POST"])
     def expire_tokens(code: str) -> Response:
         portal: Portal = g.portal

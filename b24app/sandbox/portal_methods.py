@@ -349,8 +349,20 @@ def task_list(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # automation triggers
-@method("crm.automation.trigger.add", scope="crm", app_only=True, admin_only=True)
+# api-reference/crm/automation/triggers/crm-automation-trigger-{add,list,execute,delete}.md: "Кто может
+# выполнять метод: администратор с доступом к CRM в контексте приложения"; errors (HTTP 400) `ACCESS_DENIED`
+# «Access denied! Application context required» and «Access denied! Admin permissions required». The rights
+# are those of the user whose token calls: for the app's stored tokens, the user who installed it.
+def _trigger_rights(ctx: CallContext) -> None:
+    if ctx.is_webhook:
+        raise RestError("ACCESS_DENIED", "Access denied! Application context required", 400)
+    if not ctx.user_is_admin():
+        raise RestError("ACCESS_DENIED", "Access denied! Admin permissions required", 400)
+
+
+@method("crm.automation.trigger.add", scope="crm")
 def trigger_add(ctx: CallContext, params: dict[str, Any]) -> bool:
+    _trigger_rights(ctx)
     code = str(arg(params, "CODE") or "")
     name = str(arg(params, "NAME") or "")
     if not code:
@@ -361,14 +373,16 @@ def trigger_add(ctx: CallContext, params: dict[str, Any]) -> bool:
     return True
 
 
-@method("crm.automation.trigger.list", scope="crm", app_only=True)
+@method("crm.automation.trigger.list", scope="crm")
 def trigger_list(ctx: CallContext, params: dict[str, Any]) -> list[dict[str, str]]:
+    _trigger_rights(ctx)
     return [{"NAME": t["NAME"], "CODE": t["CODE"]} for t in ctx.portal.automation_triggers.values()
             if t["client_id"] == ctx.client_id]
 
 
-@method("crm.automation.trigger.delete", scope="crm", app_only=True, admin_only=True)
+@method("crm.automation.trigger.delete", scope="crm")
 def trigger_delete(ctx: CallContext, params: dict[str, Any]) -> bool:
+    _trigger_rights(ctx)
     code = str(arg(params, "CODE") or "")
     trig = ctx.portal.automation_triggers.get(code)
     if not trig or trig["client_id"] != ctx.client_id:
@@ -377,8 +391,9 @@ def trigger_delete(ctx: CallContext, params: dict[str, Any]) -> bool:
     return True
 
 
-@method("crm.automation.trigger.execute", scope="crm", app_only=True)
+@method("crm.automation.trigger.execute", scope="crm")
 def trigger_execute(ctx: CallContext, params: dict[str, Any]) -> bool:
+    _trigger_rights(ctx)
     code = str(arg(params, "CODE") or "")
     trig = ctx.portal.automation_triggers.get(code)
     if not trig or trig["client_id"] != ctx.client_id:

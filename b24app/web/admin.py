@@ -12,6 +12,7 @@ from sqlalchemy import select
 from .. import views
 from ..bitrix.errors import BitrixError
 from ..models import Invoice, Operation, Portal
+from ..outbox import TRIGGER_ACCESS_KEY
 from .bank import issue_link_ticket
 from .factory import get_ctx
 from .i18n import current_tz, set_lang
@@ -131,7 +132,8 @@ def app_page():
         "admin/page.html", frame=frame, page_config=config, bank=bank, queue=queue, targets=targets, history=hist,
         history_more=len(hist) == HISTORY_PAGE, chart=views.chart_geometry(chart), chart_days=chart,
         rules=rules, pipelines=pipelines, stages_fetched_at=fetched_at, stages_ok=stages_ok,
-        outcomes=OUTCOMES, bx24_js_url=ctx.settings.bx24_js_url, default_interval=ctx.settings.sync_interval)
+        outcomes=OUTCOMES, bx24_js_url=ctx.settings.bx24_js_url, default_interval=ctx.settings.sync_interval,
+        trigger_access=(portal.settings or {}).get(TRIGGER_ACCESS_KEY))
 
 
 def _urls(frame: Frame) -> dict:
