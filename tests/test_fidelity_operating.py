@@ -122,3 +122,20 @@ def test_the_client_raises_a_blocked_method_at_once_with_the_reset_it_was_told(i
     assert time.monotonic() - started < 2 and caught.value.reset_at == told
     assert st.ctx.operating_limits.blocked_until(st.member_id(), "crm.deal.list") == told
     assert client.call("user.current")["ID"] == "1"  # other methods are not blocked
+
+
+def test_without_a_usable_reset_time_the_wait_doubles_and_an_answer_ends_the_block():
+    from b24app.bitrix.operating import FALLBACK_WAIT, MAX_WAIT, OperatingLimits
+
+    now = [1_000.0]
+    limits = OperatingLimits(clock=lambda: now[0])
+    limits.seen("m", "crm.item.update", {"operating": 1.5, "operating_reset_at": 900})  # already past
+    assert limits.block("m", "crm.item.update") == 1_000.0 + FALLBACK_WAIT
+    assert limits.block("m", "crm.item.update") == 1_000.0 + 2 * FALLBACK_WAIT
+    for _ in range(10):
+        until = limits.block("m", "crm.item.update")
+    assert until == 1_000.0 + MAX_WAIT
+    assert limits.blocked_until("m", "CRM.ITEM.UPDATE") == until and limits.blocked_until("m", "crm.deal.update") is None
+    limits.seen("m", "crm.item.update", {"operating": 0.1, "operating_reset_at": 1_500})
+    assert limits.blocked_until("m", "crm.item.update") is None
+    assert limits.block("m", "crm.item.update") == 1_500  # the reset the last answer gave, for the first retry
