@@ -281,15 +281,18 @@ def _revoke_quietly(tid: TIDClient, token: str | None) -> None:
 
 def _webhook_blocker(ctx, link: BankLink) -> str | None:
     """What keeps us from asking for a webhook at all: the access was not granted, or no e-mail to give."""
-    if link.kind != "tid" or company_scope(link.inn, link.kpp, WEBHOOKS_SCOPE) not in (link.scopes or []):
-        return "scope"  # the consent did not include «Управление вебхуками» (a cabinet token: not known)
+    if link.kind != "tid":
+        return "cabinet_token"  # its accesses are not known to us (no introspection for cabinet tokens)
+    if company_scope(link.inn, link.kpp, WEBHOOKS_SCOPE) not in (link.scopes or []):
+        return "scope"  # the consent (as introspected at link time) did not include «Управление вебхуками»
     if not ctx.settings.operator_email:
         return "email"
     return None
 
 
 def webhook_off_reason(ctx, link: BankLink) -> str | None:
-    """Why the bank does not push operations to us for this link: scope | email | refused; None when it does."""
+    """Why the bank does not push operations to us for this link: cabinet_token | scope | email | refused; None
+    when it does."""
     if link.webhook_id:
         return None
     return _webhook_blocker(ctx, link) or "refused"

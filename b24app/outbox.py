@@ -224,6 +224,9 @@ def note_trigger_access(ctx, portal_id: int, is_admin: bool, error: str | None =
     """Keep the portal's flag in step with what Bitrix24 says about the installer's admin rights."""
     now = ctx.clock.now()
     with ctx.db.session() as s:
+        if is_admin and not (s.scalar(select(Portal.settings).where(Portal.id == portal_id)) or {}).get(
+                TRIGGER_ACCESS_KEY):
+            return  # the usual case: nothing to change, no lock taken
         row = s.scalar(select(Portal).where(Portal.id == portal_id).with_for_update())
         current = (row.settings or {}).get(TRIGGER_ACCESS_KEY)
         if is_admin:

@@ -3,6 +3,7 @@ Everyone on the portal may look; only portal administrators may change anything 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 from flask import Blueprint, abort, g, jsonify, render_template, request, url_for
@@ -10,9 +11,11 @@ from flask_babel import gettext as _
 from sqlalchemy import select
 
 from .. import views
+from ..banklink import webhook_off_reason
 from ..bitrix.errors import BitrixError
-from ..models import Invoice, Operation, Portal
+from ..models import BankLink, Invoice, Operation, Portal
 from ..outbox import TRIGGER_ACCESS_KEY
+from ..sync import interval_for
 from .bank import issue_link_ticket
 from .factory import get_ctx
 from .i18n import current_tz, set_lang
@@ -33,12 +36,6 @@ OUTCOMES = ("paid", "underpaid", "overpaid", "review", "unmatched")
 
 def bank_panel(ctx, s, portal) -> views.BankState:
     """The bank card's state, with whether T-Bank pushes operations to us or we only poll (and how often)."""
-    from dataclasses import replace
-
-    from ..banklink import webhook_off_reason
-    from ..models import BankLink
-    from ..sync import interval_for
-
     bank = views.bank_state(s, portal.id)
     if not bank.linked:
         return bank
