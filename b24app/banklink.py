@@ -13,7 +13,8 @@ from sqlalchemy import delete, select
 
 from .bank.api import BankAPI
 from .bank.errors import BankAPIError, BankError, InvalidGrant
-from .bank.tid import ACCOUNTS_SCOPE, STATEMENT_SCOPE, TIDClient, TokenSet, new_code_verifier
+from .bank.tid import (ACCOUNTS_SCOPE, STATEMENT_SCOPE, WEBHOOKS_SCOPE, TIDClient, TokenSet, company_scope,
+                       new_code_verifier)
 from .models import BankAccount, BankLink, OAuthState
 
 log = logging.getLogger("b24app.bank")
@@ -448,13 +449,44 @@ def _revoke_quietly(tid: TIDClient, token: str | None) -> None:
         log.warning("revoke failed", extra={"error": type(exc).__name__})
 
 
+def _webhook_blocker(ctx, link: BankLink) -> str | None:
+    """What keeps us from asking for a webhook at all: the access was not granted, or no e-mail to give."""
+    if link.kind != "tid":
+        return "cabinet_token"  # its accesses are not known to us (no introspection for cabinet tokens)
+    if company_scope(link.inn, link.kpp, WEBHOOKS_SCOPE) not in (link.scopes or []):
+        return "scope"  # the consent (as introspected at link time) did not include «Управление вебхуками»
+    if not ctx.settings.operator_email:
+        return "email"
+    return None
+
+
+def webhook_off_reason(ctx, link: BankLink) -> str | None:
+    """Why the bank does not push operations to us for this link: cabinet_token | scope | email | refused; None
+    when it does."""
+    if link.webhook_id:
+        return None
+    return _webhook_blocker(ctx, link) or "refused"
+
+
 def subscribe_webhook(ctx, link_id: int) -> bool:
-    """Ask T-Bank to push oper-feed-operation to us (a trigger only; polling stays the safety net)."""
+    """Ask T-Bank to push oper-feed-operation to us (a trigger only; polling stays the safety net).
+
+    developer.tbank.ru/docs/api/add-webhook: POST /api/v1/webhook?eventType=oper-feed-operation with `url`,
+    `email` (required) and `hasSignature` (required), by a token with «Управление вебхуками». Whatever stops
+    it is logged and shown on the admin page as "live notifications off, polling every N s"."""
+    with ctx.db.session() as s:
+        link = s.get(BankLink, link_id)
+        reason = _webhook_blocker(ctx, link)
+    if reason is not None:
+        log.warning("webhook not subscribed", extra={"link_id": link_id, "reason": reason})
+        return False
     secret = secrets.token_urlsafe(32)
     try:
-        webhook_id = bank_api(ctx, link_id).subscribe_webhook(ctx.public_url(f"/bank/webhook/{link_id}"), secret)
+        webhook_id = bank_api(ctx, link_id).subscribe_webhook(ctx.public_url(f"/bank/webhook/{link_id}"), secret,
+                                                              email=ctx.settings.operator_email)
     except BankError as exc:
-        log.info("webhook subscription not available", extra={"link_id": link_id, "error": type(exc).__name__})
+        log.warning("webhook subscription refused", extra={"link_id": link_id, "error": type(exc).__name__,
+                                                           "code": getattr(exc, "error_code", None)})
         return False
     with ctx.db.session() as s:
         link = s.get(BankLink, link_id)

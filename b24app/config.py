@@ -34,6 +34,10 @@ class Settings:
     tbank_client_secret: str = ""
     tbank_id_url: str = "https://id.tbank.ru"
     tbank_api_url: str = "https://business.tbank.ru/openapi"
+    # The address T-Bank's add-webhook requires («Электронная почта для уведомлений»): the bank writes there
+    # about the webhook itself, which only the people running this deployment can fix. Empty: no webhook,
+    # the statement is polled (the admin page says so).
+    operator_email: str = ""
     sync_interval: int = 60
     invoice_refresh_interval: int = 900
     worker_concurrency: int = 32  # threads per worker; they mostly wait on the bank and Bitrix24

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from .bitrix.client import BitrixClient, OAuthApp
+from .bitrix.operating import OperatingLimits
 from .bitrix.pacing import Pacer
 from .clock import Clock
 from .config import Settings
@@ -63,8 +64,14 @@ class AppContext:
     def bitrix_app(self) -> OAuthApp:
         return OAuthApp(self.settings.bitrix_client_id, self.settings.bitrix_client_secret)
 
+    @cached_property
+    def operating_limits(self) -> OperatingLimits:
+        """What Bitrix24 said about each portal's per-method operating budget (shared by this process)."""
+        return OperatingLimits()
+
     def bitrix(self, member_id: str) -> BitrixClient:
-        return BitrixClient(member_id, self.portals, self.bitrix_app, self.http, self.pacer)
+        return BitrixClient(member_id, self.portals, self.bitrix_app, self.http, self.pacer,
+                            operating=self.operating_limits)
 
     def trusted_oauth_server(self, server_endpoint: str) -> str | None:
         """The configured OAuth server `server_endpoint` belongs to, or None: never call an untrusted host."""

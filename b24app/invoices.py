@@ -46,19 +46,27 @@ def stage_semantics(client: BitrixClient, category_ids: set[int]) -> dict[str, s
 
 
 def payer_inns(client: BitrixClient, company_ids: set[int]) -> dict[int, str]:
-    """Client company id -> INN from its requisites (batched, 50 companies per command)."""
+    """Client company id -> INN from its requisites (batched, 50 companies per command).
+
+    A company may hold several requisites, so one command can match more than a page of 50: every command
+    is followed through `result_next` (`start`), as list methods page (settings/how-to-call-rest-api/
+    list-methods-pecularities.md), until no command has a next page."""
     ids = sorted(i for i in company_ids if i)
     if not ids:
         return {}
-    cmds = {f"r{n}": ("crm.requisite.list", {"filter": {"ENTITY_TYPE_ID": 4, "@ENTITY_ID": ids[n:n + 50]},
-                                            "select": ["ENTITY_ID", "RQ_INN"]})
-            for n in range(0, len(ids), 50)}
-    res = client.batch(cmds)
+    pending = {f"r{n}": {"filter": {"ENTITY_TYPE_ID": 4, "@ENTITY_ID": ids[n:n + 50]},
+                         "select": ["ENTITY_ID", "RQ_INN"], "order": {"ID": "ASC"}, "start": 0}
+               for n in range(0, len(ids), 50)}
     out: dict[int, str] = {}
-    for rows in res.results.values():
-        for row in rows or []:
-            if row.get("RQ_INN"):
-                out.setdefault(int(row["ENTITY_ID"]), str(row["RQ_INN"]))
+    while pending:
+        res = client.batch({key: ("crm.requisite.list", params) for key, params in pending.items()})
+        res.raise_first()
+        for rows in res.results.values():
+            for row in rows or []:
+                if row.get("RQ_INN"):
+                    out.setdefault(int(row["ENTITY_ID"]), str(row["RQ_INN"]))
+        pending = {key: {**params, "start": res.nexts[key]} for key, params in pending.items()
+                   if res.nexts.get(key) and int(res.nexts[key]) > int(params["start"])}
     return out
 
 

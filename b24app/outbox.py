@@ -11,19 +11,23 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .bitrix.client import BATCH_LIMIT
-from .bitrix.errors import BitrixError, NotFound, PortalGone
+from .bitrix.errors import AccessDenied, BitrixError, NotFound, OperationTimeLimit, PortalGone
 from .models import Invoice, OutboxItem, Portal
 
 log = logging.getLogger("b24app.outbox")
 MAX_ATTEMPTS = 8
 INVOICE_TYPE = 31
 DEAL_TYPE = 2
+# Portal.settings key: set while the user whose tokens we hold (the installer) is not a Bitrix24 administrator,
+# which crm.automation.trigger.* require (crm-automation-trigger-execute.md); the admin page shows it.
+TRIGGER_ACCESS_KEY = "trigger_access"
+NEEDS_ADMIN = "needs admin: the user who installed the app is not a Bitrix24 administrator any more"
 
 
 def tag_for(key: str) -> str:
@@ -128,8 +132,20 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
         return {"sent": 0, "retry": len(claimed)}
     commands: dict[str, tuple[str, dict]] = {}
     plan: dict[str, tuple[OutboxItem, dict]] = {}
-    skipped = 0
+    skipped = deferred = 0
+    is_admin = reads.get("admin")  # user.admin of the installer, read when triggers are due (None: unknown)
+    if isinstance(is_admin, bool):
+        note_trigger_access(ctx, portal.id, is_admin, None if is_admin else "user.admin: false")
     for item, uncertain in claimed:
+        if item.kind == "trigger" and is_admin is False:
+            _finish(ctx, item.id, owner, "skipped", result={"why": NEEDS_ADMIN, "needs_admin": True})
+            skipped += 1
+            continue
+        blocked_read = reads.get(_read_key(item, uncertain))
+        if isinstance(blocked_read, OperationTimeLimit):
+            _defer(ctx, item, owner, blocked_read.reset_at, f"read {blocked_read.method}: {blocked_read.code}")
+            deferred += 1
+            continue
         decision = _plan(item, uncertain, reads)
         if decision is None or decision[0] is None:
             _finish(ctx, item.id, owner, "skipped", result=(decision[1] if decision else {"why": "nothing to do"}))
@@ -138,6 +154,11 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
             skipped += 1
             continue
         (method, params), info = decision
+        until = _blocked_until(ctx, portal, method)
+        if until is not None:  # known blocked: other items' methods go out, this one waits for the reset
+            _defer(ctx, item, owner, until, f"{method}: OPERATION_TIME_LIMIT (until the bucket resets)")
+            deferred += 1
+            continue
         key = f"i{item.id}"
         commands[key] = (method, params)
         plan[key] = (item, info)
@@ -168,7 +189,15 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
             break
         for key in chunk:
             item, info = plan[key]
-            if key in res.errors:
+            if isinstance(res.errors.get(key), OperationTimeLimit):
+                deferred += 1
+                _defer(ctx, item, owner, res.errors[key].reset_at, f"{res.errors[key].code}: {commands[key][0]}")
+            elif item.kind == "trigger" and isinstance(res.errors.get(key), AccessDenied):
+                # demoted between the read and the send: the same as a read saying so
+                skipped += 1
+                note_trigger_access(ctx, portal.id, False, f"{res.errors[key].code}: {res.errors[key].description}")
+                _finish(ctx, item.id, owner, "skipped", result={"why": NEEDS_ADMIN, "needs_admin": True})
+            elif key in res.errors:
                 failed += 1
                 _retry_or_die(ctx, item, owner, f"{res.errors[key].code}: {res.errors[key].description}"[:500],
                               unsure=item.id in interrupted)
@@ -177,6 +206,8 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
                 _finish(ctx, item.id, owner, "done", result={**info, "result": _small(res.results.get(key))})
                 _cache_stage(ctx, portal.id, item, info)
     out = {"sent": sent, "skipped": skipped, "failed": failed}
+    if deferred:
+        out["deferred"] = deferred
     if retry:
         out["retry"] = retry
     return out
@@ -216,6 +247,42 @@ def _cache_stage(ctx, portal_id: int, item: OutboxItem, info: dict) -> None:
         s.execute(update(Invoice).where(Invoice.portal_id == portal_id,
                                         Invoice.b24_id == int(item.payload["invoice_id"]))
                   .values(stage_id=stage, stage_semantics=semantics))
+def _defer(ctx, item: OutboxItem, owner: str, until: float | None, error: str) -> None:
+    """The method this item needs is blocked by Bitrix24's operating-time limit (limits.md): try again at
+    `until` (epoch seconds, from the last answer's operating_reset_at), not before, and without spending one of
+    its attempts — nothing was done, and a block of ten minutes is no reason to give up on an effect."""
+    now = ctx.clock.now()
+    when = datetime.fromtimestamp(until, timezone.utc) if until else now + timedelta(seconds=60)
+    with ctx.db.session() as s:
+        s.execute(update(OutboxItem).where(OutboxItem.id == item.id, OutboxItem.lease_owner == owner).values(
+            status="pending", lease_owner=None, lease_until=None, next_attempt_at=max(when, now),
+            attempts=OutboxItem.attempts - 1, last_error=error[:500]))
+
+
+def note_trigger_access(ctx, portal_id: int, is_admin: bool, error: str | None = None) -> None:
+    """Keep the portal's flag in step with what Bitrix24 says about the installer's admin rights."""
+    now = ctx.clock.now()
+    with ctx.db.session() as s:
+        if is_admin and not (s.scalar(select(Portal.settings).where(Portal.id == portal_id)) or {}).get(
+                TRIGGER_ACCESS_KEY):
+            return  # the usual case: nothing to change, no lock taken
+        row = s.scalar(select(Portal).where(Portal.id == portal_id).with_for_update())
+        current = (row.settings or {}).get(TRIGGER_ACCESS_KEY)
+        if is_admin:
+            if current:
+                row.settings = {k: v for k, v in row.settings.items() if k != TRIGGER_ACCESS_KEY}
+                log.info("trigger access back", extra={"portal_id": portal_id})
+            return
+        if not current:
+            log.warning("automation triggers need an administrator",
+                        extra={"portal_id": portal_id, "user_id": row.installed_by, "error": error})
+        row.settings = {**(row.settings or {}), TRIGGER_ACCESS_KEY: {
+            "user_id": row.installed_by, "since": (current or {}).get("since") or now.isoformat(),
+            "checked_at": now.isoformat(), "error": error}}
+
+
+def _blocked_until(ctx, portal: Portal, method: str) -> float | None:
+    return ctx.operating_limits.blocked_until(portal.member_id, method)
 
 
 def _retry_or_die(ctx, item: OutboxItem, owner: str, error: str, *, unsure: bool = False) -> None:
@@ -272,9 +339,15 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
             cmds[f"tl{p['deal_id']}"] = ("crm.timeline.comment.list", {
                 "filter": {"ENTITY_ID": p["deal_id"], "ENTITY_TYPE": "deal"}, "order": {"ID": "DESC"}})
         elif item.kind == "task" and uncertain:
+            # tasks-task-list.md: TITLE takes a LIKE pattern ("по шаблону [%_]"); `%TITLE` is not documented.
             cmds[f"task{item.id}"] = ("tasks.task.list", {"filter": {"RESPONSIBLE_ID": p["responsible_id"],
-                                                                      "%TITLE": marker_for(item.key)},
+                                                                      "TITLE": f"%{marker_for(item.key)}%"},
                                                            "select": ["ID", "TITLE"]})
+    if any(item.kind == "trigger" and not uncertain for item, uncertain in claimed):
+        # crm.automation.trigger.execute needs an administrator (crm-automation-trigger-execute.md); the
+        # token is the installer's, whose rights can be taken away: ask first (api-reference/common/users/
+        # user-admin.md) instead of failing every trigger.
+        cmds["admin"] = ("user.admin", {})
     if not cmds:
         return {}
     for c in sorted(categories):
@@ -284,17 +357,36 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
     for key, err in first.errors.items():
         if key.startswith("st"):
             raise err  # a stage list that cannot be read: nothing about invoices can be decided
+        if isinstance(err, OperationTimeLimit):
+            reads[key] = err  # only the items that needed this read wait for the method's reset
+            continue
+        if key == "admin":
+            continue  # unknown: the triggers are sent, and an ACCESS_DENIED answer says the same
         if not isinstance(err, NotFound):
             raise err
         reads[key] = None
-    wanted = {int((reads.get(k) or {}).get("item", {}).get("categoryId") or 0)
-              for k in reads if k.startswith("inv") and reads.get(k)}
+    wanted = {int(reads[k].get("item", {}).get("categoryId") or 0)
+              for k in reads if k.startswith("inv") and isinstance(reads[k], dict)}
     missing = wanted - set(categories)
     if missing:
         stages = client.batch({f"st{c}": _stage_list(c) for c in sorted(missing)})
         stages.raise_first()
         reads.update(stages.results)
     return reads
+
+
+def _read_key(item: OutboxItem, uncertain: bool) -> str | None:
+    """Which read of `_read_state` this item's plan depends on (None: it needs none)."""
+    p = item.payload
+    if item.kind in ("invoice_paid", "invoice_reopen"):
+        return f"inv{p['invoice_id']}"
+    if item.kind == "deal_stage":
+        return f"deal{p['deal_id']}"
+    if item.kind == "timeline" and uncertain:
+        return f"tl{p['deal_id']}"
+    if item.kind == "task" and uncertain:
+        return f"task{item.id}"
+    return None
 
 
 def _plan(item: OutboxItem, uncertain: bool, reads: dict):

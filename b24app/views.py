@@ -126,6 +126,8 @@ class BankState:
     last_error: str | None = None
     accounts: tuple[AccountLine, ...] = ()
     quarantined: int = 0  # statement items kept raw because they were malformed; never matched
+    live_off: str | None = None  # why the bank does not push operations (scope | email | refused); None: it does
+    poll_every: int | None = None  # seconds between statement polls
 
     @property
     def last_synced_at(self) -> datetime | None:

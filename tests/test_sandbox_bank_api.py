@@ -244,7 +244,8 @@ def test_webhook_gives_up_after_five_attempts_and_basic_auth(env: Env):
     try:
         env.http.post(f"{env.url}/openapi/api/v1/webhook", params={"eventType": "oper-feed-operation"},
                       headers={"Authorization": f"Bearer {env.token}"},
-                      json={"url": receiver.url, "authType": "Basic", "authSecret": "bank:pw"})
+                      json={"url": receiver.url, "email": "ops@example.com", "hasSignature": False,
+                            "authType": "Basic", "authSecret": "bank:pw"})
         env.add(amount="1", payPurpose="x")
         _wait(lambda: len(env.sandbox_state()["webhook_deliveries"]) == 5)
         assert env.state.join_deliveries(5)
@@ -290,7 +291,8 @@ def test_duplicate_webhook_fault_delivers_twice(env: Env):
     receiver = Receiver().start()
     try:
         env.http.post(f"{env.url}/openapi/api/v1/webhook", params={"eventType": "oper-feed-operation"},
-                      headers={"Authorization": f"Bearer {env.token}"}, json={"url": receiver.url, "authSecret": "s"})
+                      headers={"Authorization": f"Bearer {env.token}"},
+                      json={"url": receiver.url, "email": "ops@example.com", "hasSignature": False, "authSecret": "s"})
         env.http.post(f"{env.url}/sandbox/faults", json={"kinds": {"duplicate_webhook": 1}})
         op = env.add(amount="5", payPurpose="z")
         _wait(lambda: len(receiver.posts()) == 2)

@@ -88,8 +88,8 @@ def test_full_flow_pages_redirect_and_token(env: Env):
     consent = env.http.post(f"{env.url}/auth/confirm", data={"flow": flow, "code": code})
     assert consent.status_code == 200
     scopes = offered_scopes(consent.text)
-    assert STATEMENT in scopes and ACCOUNTS in scopes and len(scopes) == 3
-    assert consent.text.count("checked") == 3 and 'id="allow"' in consent.text and 'id="deny"' in consent.text
+    assert STATEMENT in scopes and ACCOUNTS in scopes and len(scopes) == 4  # + company info, webhook management
+    assert consent.text.count("checked") == 4 and 'id="allow"' in consent.text and 'id="deny"' in consent.text
 
     final = env.http.post(f"{env.url}/auth/consent", data={"flow": flow, "scope": scopes, "allow": "1"})
     assert final.status_code == 302

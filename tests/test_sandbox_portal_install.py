@@ -274,7 +274,8 @@ def test_automation_triggers_and_expired_token_in_batch(env):
                 OWNER_ID=deal).json()["result"] is True
     assert rest(client, code, "crm.automation.trigger.execute", token, CODE="nope", OWNER_TYPE_ID=2,
                 OWNER_ID=deal).status_code == 400
-    assert webhook(client, code, "crm.automation.trigger.add", CODE="x", NAME="y").json()["error"] == "WRONG_AUTH_TYPE"
+    outside = webhook(client, code, "crm.automation.trigger.add", CODE="x", NAME="y").json()  # trigger-add.md
+    assert outside == {"error": "ACCESS_DENIED", "error_description": "Access denied! Application context required"}
     executions = client.get(f"/p/{code}/sandbox/state").json()["trigger_executions"]
     assert [(e["code"], e["owner_type_id"], e["owner_id"]) for e in executions] == [("paid", 2, deal)]
 

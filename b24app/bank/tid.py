@@ -16,6 +16,10 @@ from .errors import BankUnavailable, InvalidClient, InvalidGrant, TIDError
 STATEMENT_SCOPE = "bank-statements/get"
 ACCOUNTS_SCOPE = "bank-accounts/get"
 COMPANY_SCOPE = "company-info/get"
+# The access «Управление вебхуками» that add-webhook needs (developer.tbank.ru/docs/api/add-webhook). The docs
+# name it only by that label; the machine string in the opensme/inn/[..]/kpp/[..]/ format is our assumption,
+# shared with the sandbox. Not granted → no webhook; polling alone finds the payments.
+WEBHOOKS_SCOPE = "webhooks/manage"
 
 
 def company_scope(inn: str, kpp: str | None, suffix: str) -> str:

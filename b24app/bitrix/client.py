@@ -12,6 +12,7 @@ import httpx
 
 from .errors import (AppNotInstalled, BitrixError, BitrixServerError, BitrixUnavailable, ExpiredToken, InvalidGrant,
                      OAuthError, PortalMovedTooOften, QueryLimitExceeded, OperationTimeLimit, error_from)
+from .operating import OperatingLimits
 from .pacing import Pacer
 from .query import build_query
 
@@ -106,8 +107,10 @@ class BitrixClient:
 
     def __init__(self, member_id: str, store: CredentialStore, app: OAuthApp, http: httpx.Client,
                  pacer: Pacer, *, sleep: Callable[[float], None] = time.sleep, max_retries: int = 5,
-                 retry_budget: float = 45.0, on_call: Callable[[str, int], None] | None = None):
+                 retry_budget: float = 45.0, on_call: Callable[[str, int], None] | None = None,
+                 operating: OperatingLimits | None = None):
         self.member_id = member_id
+        self.operating = operating or OperatingLimits()
         self.store, self.app, self.http, self.pacer = store, app, http, pacer
         self._sleep, self.max_retries = sleep, max_retries
         self.retry_budget = retry_budget  # seconds of waiting between retries of one call, at most
@@ -135,11 +138,18 @@ class BitrixClient:
             chunk = items[start:start + BATCH_LIMIT]
             cmd = {key: f"{method}?{build_query(params)}" if params else method for key, (method, params) in chunk}
             res = self.call("batch", {"halt": 1 if halt else 0, "cmd": cmd})
+            methods = {key: method for key, (method, _) in chunk}
             out.results.update(_as_dict(res.get("result")))
+            for key, spent in _as_dict(res.get("result_time")).items():
+                if key in methods:  # limits.md: each sub-call is counted against its own method
+                    self.operating.seen(self.member_id, methods[key], spent)
             for key, err in _as_dict(res.get("result_error")).items():
                 if isinstance(err, dict):
-                    out.errors[key] = error_from(err.get("error", "ERROR"), err.get("error_description", ""),
-                                                 None, dict(chunk)[key][0] if key in dict(chunk) else None)
+                    error = error_from(err.get("error", "ERROR"), err.get("error_description", ""),
+                                       None, methods.get(key))
+                    if isinstance(error, OperationTimeLimit) and key in methods:
+                        error.reset_at = self.operating.block(self.member_id, methods[key])
+                    out.errors[key] = error
             out.totals.update({k: int(v) for k, v in _as_dict(res.get("result_total")).items()})
             out.nexts.update({k: int(v) for k, v in _as_dict(res.get("result_next")).items()})
         return out
@@ -202,6 +212,8 @@ class BitrixClient:
                     except ValueError:
                         body = None
                     if resp.status_code < 300 and isinstance(body, dict) and "error" not in body:
+                        if method != "batch":  # the outer batch is not counted (limits.md)
+                            self.operating.seen(self.member_id, method, body.get("time"))
                         return body
                     if isinstance(body, dict) and "error" in body:
                         err = error_from(str(body["error"]), str(body.get("error_description", "")),
@@ -209,6 +221,10 @@ class BitrixClient:
                     else:
                         err = BitrixServerError("bad_response", f"HTTP {resp.status_code}", resp.status_code,
                                                 method)
+            if isinstance(err, OperationTimeLimit):
+                # Blocked for minutes, not seconds: waiting here would hold a worker thread for nothing.
+                err.reset_at = self.operating.block(self.member_id, method)
+                raise err
             delay = self._backoff(attempt, err)
             if not err.retryable or attempt > self.max_retries or waited + delay > self.retry_budget:
                 raise err
@@ -217,7 +233,7 @@ class BitrixClient:
 
     @staticmethod
     def _backoff(attempt: int, err: BitrixError) -> float:
-        base = 1.0 if isinstance(err, (QueryLimitExceeded, OperationTimeLimit)) else 0.5
+        base = 1.0 if isinstance(err, QueryLimitExceeded) else 0.5
         return min(30.0, base * (2 ** (attempt - 1))) * (0.5 + random.random() / 2)
 
 

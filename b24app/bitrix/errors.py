@@ -46,10 +46,12 @@ class QueryLimitExceeded(BitrixError):
 
 
 class OperationTimeLimit(BitrixError):
-    """429 OPERATION_TIME_LIMIT: this method's operating budget is spent; retry later."""
+    """429 OPERATION_TIME_LIMIT: this method's operating budget is spent for minutes (limits.md); `reset_at`
+    (epoch seconds, set by the client) says when to try it again. The client does not wait for it."""
 
     retryable = True
     may_have_run = False
+    reset_at: float | None = None
 
 
 class MethodNotFound(BitrixError):

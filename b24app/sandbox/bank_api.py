@@ -18,6 +18,8 @@ from .bank_state import BankSandboxState, OpRecord, TokenRecord, Webhook, json_a
 bp = Blueprint("bank_api", __name__, url_prefix="/openapi/api")
 
 SCOPE_MESSAGE = "У вас неподходящие скопы для данной операции"
+# /docs/intro/webhooks/webhook-methods: «выпустите токен с доступом „Управление вебхуками“» (see SCOPE_LABELS).
+WEBHOOKS_SCOPE = "webhooks/manage"
 
 
 def _state() -> BankSandboxState:
@@ -247,6 +249,7 @@ def _webhook_json(hook: Webhook) -> dict[str, Any]:
 @bp.post("/v1/webhook")
 @endpoint
 def add_webhook(st: BankSandboxState, record: TokenRecord):
+    _require_scope(record, record.company, WEBHOOKS_SCOPE)
     event_type = request.args.get("eventType")
     if event_type != "oper-feed-operation":
         raise _invalid("Invalid value for: query parameter eventType", f"unsupported eventType '{event_type}'")
@@ -259,16 +262,22 @@ def add_webhook(st: BankSandboxState, record: TokenRecord):
     auth_type = body.get("authType", "Bearer")
     if auth_type not in ("Bearer", "Basic"):
         raise _invalid("Invalid value for: body.authType", f"expected Bearer or Basic, but was '{auth_type}'")
+    has_signature = body.get("hasSignature")
+    if not isinstance(has_signature, bool):  # add-webhook: hasSignature Boolean, Required
+        raise _invalid("Missing required field body.hasSignature", "expected a boolean")
     secret = body.get("authSecret")
     if secret is not None and (not isinstance(secret, str) or len(secret) > 256):
         raise _invalid("Invalid value for: body.authSecret", "expected a string of at most 256 characters")
+    # add-webhook: `email` String<email> ≤256, Required («Электронная почта для уведомлений»).
     email = body.get("email")
-    if email is not None and (not isinstance(email, str) or len(email) > 256 or "@" not in email):
+    if email is None or email == "":
+        raise _invalid("Missing required field body.email", "")
+    if not isinstance(email, str) or len(email) > 256 or not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
         raise _invalid("Invalid value for: body.email", f"expected an e-mail, but was '{email}'")
     with st.lock:
         hook = Webhook(
             id=st.new_uuid(), company=record.company, event_type=event_type, url=url, email=email,
-            auth_type=auth_type, auth_secret=secret, has_signature=bool(body.get("hasSignature", False)),
+            auth_type=auth_type, auth_secret=secret, has_signature=has_signature,
         )
         st.webhooks[hook.id] = hook
     return jsonify({"id": hook.id})
@@ -277,6 +286,7 @@ def add_webhook(st: BankSandboxState, record: TokenRecord):
 @bp.get("/v1/webhook")
 @endpoint
 def list_webhooks(st: BankSandboxState, record: TokenRecord):
+    _require_scope(record, record.company, WEBHOOKS_SCOPE)
     with st.lock:
         return jsonify([_webhook_json(h) for h in st.webhooks.values() if h.company == record.company])
 
@@ -284,6 +294,7 @@ def list_webhooks(st: BankSandboxState, record: TokenRecord):
 @bp.delete("/v1/webhook/<hook_id>")
 @endpoint
 def delete_webhook(st: BankSandboxState, record: TokenRecord, hook_id: str):
+    _require_scope(record, record.company, WEBHOOKS_SCOPE)
     with st.lock:
         hook = st.webhooks.get(hook_id)
         if hook is None or hook.company != record.company:

@@ -22,6 +22,19 @@ SCOPE_LABELS = {
     "bank-accounts/get": "Счета — список счетов компании и остатки",
     "bank-statements/get": "Счета и выписки — информация об операциях компании",
     "company-info/get": "T-Business ID — информация о компании",
+    # developer.tbank.ru/docs/api/add-webhook and /docs/intro/webhooks/webhook-methods: adding, listing and
+    # deleting webhooks needs a token with the access «Управление вебхуками». The pages give only that label,
+    # not the machine scope string; `webhooks/manage` in the company-scope format is the sandbox's guess.
+    "webhooks/manage": "Управление вебхуками",
+}
+# Per-method RPS limits of the Business API as the method pages state them (tbank.md, "Rate limits
+# collected"): statement 20, bank-accounts v4 6, company 6, add webhook 10 («Ограничение — 10 запросов в
+# секунду», /docs/api/add-webhook). Listing/deleting webhooks: not captured, so only the sandbox-wide cap.
+ENDPOINT_RPS = {
+    "bank_api.statement": 20.0,
+    "bank_api.bank_accounts": 6.0,
+    "bank_api.company_info": 6.0,
+    "bank_api.add_webhook": 10.0,
 }
 DEFAULT_SCOPES = tuple(SCOPE_LABELS)
 FAULT_KINDS = (
@@ -283,12 +296,13 @@ class BankSandboxState:
 
     # ---- rate limiting and faults ----
     def over_rate(self, key: tuple[str, str]) -> bool:
-        """Sliding one-second window per (token, endpoint) on the injected clock."""
+        """Sliding one-second window per (token, endpoint) on the injected clock: the method's documented
+        limit (ENDPOINT_RPS), or the sandbox-wide `rate_limit_rps` when that is lower."""
         now = self.clock()
         window = self.rate_windows.setdefault(key, deque())
         while window and window[0] <= now - 1.0:
             window.popleft()
-        if len(window) >= self.config.rate_limit_rps:
+        if len(window) >= min(self.config.rate_limit_rps, ENDPOINT_RPS.get(key[1], self.config.rate_limit_rps)):
             return True
         window.append(now)
         return False

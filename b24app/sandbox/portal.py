@@ -16,7 +16,8 @@ from .portal_events import EventDeliverer, build_deliveries, emit_data_events
 from .portal_install import (InstallError, delivery_summary, finish_install, run_install,
                              submit_and_wait)
 from .portal_pages import register_pages
-from .portal_rest import CallContext, PortalSandboxError, RestError, envelope, invoke
+from .portal_rest import (CallContext, PortalSandboxError, RestError, envelope, invoke, normalize_method,
+                          operating_of, spend_operating)
 from .portal_state import (AUTH_CODE_TTL, DEFAULT_SCOPE, AuthCode, IssuedToken, Portal, RegisteredApp, SandboxState,
                            User, new_hex32, new_token)
 
@@ -157,6 +158,7 @@ def _state_of_portal(state: SandboxState, portal: Portal, host: str) -> dict[str
                    "companies": len(portal.companies), "requisites": len(portal.requisites)},
         "requests": portal.requests, "rate_limited": portal.rate_limited, "faults": dict(portal.faults),
         "bucket_level": portal.bucket_level,
+        "method_calls": dict(portal.method_calls), "method_blocked": dict(portal.method_blocked),
     }
 
 
@@ -270,6 +272,11 @@ def _register_central(app: Flask, state: SandboxState) -> None:
                     if not 0 <= latency <= 60_000:
                         return _error("invalid_request", "latency_ms must be within 0..60000", 400)
                     state.latency_ms = latency
+                for key in ("operating_limit", "operating_window"):
+                    if key in body:
+                        if float(body[key]) <= 0:
+                            return _error("invalid_request", f"{key} must be positive", 400)
+                        setattr(state, key, float(body[key]))
                 if "event_delivery" in body and body["event_delivery"] in ("sync", "async"):
                     state.event_delivery = body["event_delivery"]
                 if "seed" in body:
@@ -279,7 +286,8 @@ def _register_central(app: Flask, state: SandboxState) -> None:
             return jsonify({"access_ttl": state.access_ttl, "rate": state.rate, "burst": state.burst,
                             "slow_seconds": state.slow_seconds, "timeout_seconds": state.timeout_seconds,
                             "event_timeout": state.event_timeout, "event_delivery": state.event_delivery,
-                            "seed": state.seed, "latency_ms": state.latency_ms})
+                            "seed": state.seed, "latency_ms": state.latency_ms,
+                            "operating_limit": state.operating_limit, "operating_window": state.operating_window})
 
     @app.route("/sandbox/faults", methods=["GET", "POST", "DELETE"])
     def sandbox_faults() -> Response:
@@ -397,7 +405,8 @@ def _register_portal(app: Flask, state: SandboxState) -> None:
             return _error("INTERNAL_SERVER_ERROR", f"Internal server error: {type(exc).__name__}", 500)
         if ctx.pending_events:
             emit_data_events(state, portal, request.host, ctx.user_id, ctx.pending_events)
-        return jsonify(envelope(result, start, state.clock()))
+        outer_batch = normalize_method(method_name) == "batch"  # limits.md: the outer batch is not counted
+        return jsonify(envelope(result, start, state.clock(), None if outer_batch else ctx.operating))
 
     @app.route("/p/<code>/oauth/authorize/", methods=["GET"])
     def authorize(code: str) -> Response:
@@ -439,6 +448,38 @@ def _register_portal(app: Flask, state: SandboxState) -> None:
             portal.users[uid] = user
         return jsonify({"id": user.id, "name": user.name, "last_name": user.last_name, "admin": user.admin,
                         "deal_read": user.deal_read})
+
+    @app.route("/p/<code>/sandbox/operating", methods=["POST"])
+    def spend_operating_time(code: str) -> Response:
+        """Charge `seconds` of operating time to `method` for an app (`client_id`; none: the inbound webhook),
+        into its oldest live bucket — as if earlier calls had been that heavy. Over the limit the method is
+        blocked for that app until the bucket leaves the window (limits.md)."""
+        body = request.get_json(force=True) or {}
+        name = normalize_method(str(body.get("method") or ""))
+        try:
+            seconds = float(body.get("seconds"))
+        except (TypeError, ValueError):
+            return _error("invalid_request", "seconds must be a number", 400)
+        if not name or seconds <= 0:
+            return _error("invalid_request", "method and positive seconds are required", 400)
+        with state.lock:
+            ctx = CallContext(state, g.portal, request.host, 1, body.get("client_id") or None, None)
+            spend_operating(ctx, name, seconds, oldest=True)
+            used, reset_at = operating_of(ctx, name)
+        return jsonify({"method": name, "operating": used, "operating_reset_at": reset_at,
+                        "blocked": used > state.operating_limit})
+
+    @app.route("/p/<code>/sandbox/users/<int:uid>", methods=["POST"])
+    def change_user(code: str, uid: int) -> Response:
+        """Change a user as the portal's administrator would, e.g. {"admin": false} to take admin rights away."""
+        body = request.get_json(force=True) or {}
+        with state.lock:
+            user = g.portal.users.get(uid)
+            if user is None:
+                return _error("invalid_request", f"no user {uid}", 404)
+            if "admin" in body:
+                user.admin = bool(body["admin"])
+            return jsonify({"id": user.id, "name": user.name, "last_name": user.last_name, "admin": user.admin})
 
     @app.route("/p/<code>/sandbox/expire-tokens", methods=["POST"])
     def expire_tokens(code: str) -> Response:

@@ -633,6 +633,11 @@ _TIMELINE_TYPES = {"deal": "deals", "company": "companies", "smart_invoice": "in
 
 @method("crm.timeline.comment.add", scope="crm")
 def timeline_add(ctx: CallContext, params: dict[str, Any]) -> int:
+    # api-reference/crm/timeline/comments/crm-timeline-comment-add.md: "С версии crm 23.100.0 метод принимает
+    # только параметры с ключом `fields` в нижнем регистре. Другие недокументированные варианты (Fields, FIELDS,
+    # arFields) не принимаются." Its error table: `100` «Не переданы обязательные поля».
+    if not isinstance(params.get("fields"), dict):
+        raise RestError("100", "Required fields are not set: fields", 400)
     fields = _fields(params)
     entity_type = str(fields.get("ENTITY_TYPE", "")).lower()
     entity_id = _int_or(fields.get("ENTITY_ID"), 0)

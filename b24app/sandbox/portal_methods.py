@@ -2,6 +2,7 @@
 automation triggers."""
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -315,18 +316,41 @@ def task_add(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     return {"task": task}
 
 
+# api-reference/tasks/tasks-task-list.md: the filter keys it lists, and the only documented prefixes
+# ("Перед названием фильтруемого поля можно указать тип фильтрации": `!`, `<`, `<=`, `>`, `>=`). A substring
+# search is `TITLE` with the wildcards `%` and `_` in the value ("можно искать по шаблону [%_]"); `%TITLE` is
+# not documented. What the real portal answers to an undocumented prefix the page does not say: the sandbox
+# refuses it in the page's only documented error shape (`"error": "0"`), so an app relying on it fails here.
+TASK_FILTER_FIELDS = frozenset((
+    "ID", "PARENT_ID", "GROUP_ID", "CREATED_BY", "STATUS_CHANGED_BY", "PRIORITY", "FORUM_TOPIC_ID",
+    "RESPONSIBLE_ID", "TITLE", "TAG", "REAL_STATUS", "STATUS", "MARK", "SITE_ID", "ADD_IN_REPORT", "DATE_START",
+    "DEADLINE", "CREATED_DATE", "CLOSED_DATE", "CHANGED_DATE", "ACCOMPLICE", "AUDITOR", "DEPENDS_ON",
+    "ONLY_ROOT_TASKS", "STAGE_ID", "SPRINT_ID", "BACKLOG_ID", "UF_CRM_TASK", "::SUBFILTER-PARAMS"))
+_TASK_FILTER_KEY = re.compile(r"^(!|<=|>=|<|>)?(.+)$")
+
+
+def _like(pattern: str, text: str) -> bool:
+    """SQL LIKE, case-insensitive: `%` any run of characters, `_` exactly one."""
+    rx = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    return re.fullmatch(rx, text, re.IGNORECASE | re.DOTALL) is not None
+
+
 @method("tasks.task.list", scope="task")
 def task_list(ctx: CallContext, params: dict[str, Any]) -> ListResult:
-    """The subset the app uses: filter RESPONSIBLE_ID and %TITLE (substring); result {"tasks": [...]}."""
+    """The subset the app uses: filter RESPONSIBLE_ID and TITLE (LIKE pattern); result {"tasks": [...]}."""
     flt = arg(params, "filter") or {}
     if not isinstance(flt, dict):
         raise RestError("ERROR_CORE", "Wrong filter", 400)
     flt = {str(k).upper(): v for k, v in flt.items()}
+    for key in flt:
+        m = _TASK_FILTER_KEY.match(key)
+        if m is None or m.group(2) not in TASK_FILTER_FIELDS:
+            raise RestError("0", f"Unknown filter key {key} (not in tasks-task-list.md)", 400)
     rows = [{k: v for k, v in t.items() if k != "client_id"} for t in ctx.portal.tasks]
     if flt.get("RESPONSIBLE_ID") not in (None, ""):
         rows = [t for t in rows if t["responsibleId"] == str(flt["RESPONSIBLE_ID"])]
-    if flt.get("%TITLE"):
-        rows = [t for t in rows if str(flt["%TITLE"]).lower() in t["title"].lower()]
+    if flt.get("TITLE") not in (None, ""):
+        rows = [t for t in rows if _like(str(flt["TITLE"]), t["title"])]
     select = arg(params, "select")
     if isinstance(select, list) and select and "*" not in select:  # select: UPPER_CASE names, camelCase keys
         wanted = {str(s).replace("_", "").lower() for s in select} | {"id"}
@@ -337,8 +361,20 @@ def task_list(ctx: CallContext, params: dict[str, Any]) -> ListResult:
 
 # ---------------------------------------------------------------------------------------------
 # automation triggers
-@method("crm.automation.trigger.add", scope="crm", app_only=True, admin_only=True)
+# api-reference/crm/automation/triggers/crm-automation-trigger-{add,list,execute,delete}.md: "Кто может
+# выполнять метод: администратор с доступом к CRM в контексте приложения"; errors (HTTP 400) `ACCESS_DENIED`
+# «Access denied! Application context required» and «Access denied! Admin permissions required». The rights
+# are those of the user whose token calls: for the app's stored tokens, the user who installed it.
+def _trigger_rights(ctx: CallContext) -> None:
+    if ctx.is_webhook:
+        raise RestError("ACCESS_DENIED", "Access denied! Application context required", 400)
+    if not ctx.user_is_admin():
+        raise RestError("ACCESS_DENIED", "Access denied! Admin permissions required", 400)
+
+
+@method("crm.automation.trigger.add", scope="crm")
 def trigger_add(ctx: CallContext, params: dict[str, Any]) -> bool:
+    _trigger_rights(ctx)
     code = str(arg(params, "CODE") or "")
     name = str(arg(params, "NAME") or "")
     if not code:
@@ -349,14 +385,16 @@ def trigger_add(ctx: CallContext, params: dict[str, Any]) -> bool:
     return True
 
 
-@method("crm.automation.trigger.list", scope="crm", app_only=True)
+@method("crm.automation.trigger.list", scope="crm")
 def trigger_list(ctx: CallContext, params: dict[str, Any]) -> list[dict[str, str]]:
+    _trigger_rights(ctx)
     return [{"NAME": t["NAME"], "CODE": t["CODE"]} for t in ctx.portal.automation_triggers.values()
             if t["client_id"] == ctx.client_id]
 
 
-@method("crm.automation.trigger.delete", scope="crm", app_only=True, admin_only=True)
+@method("crm.automation.trigger.delete", scope="crm")
 def trigger_delete(ctx: CallContext, params: dict[str, Any]) -> bool:
+    _trigger_rights(ctx)
     code = str(arg(params, "CODE") or "")
     trig = ctx.portal.automation_triggers.get(code)
     if not trig or trig["client_id"] != ctx.client_id:
@@ -365,8 +403,9 @@ def trigger_delete(ctx: CallContext, params: dict[str, Any]) -> bool:
     return True
 
 
-@method("crm.automation.trigger.execute", scope="crm", app_only=True)
+@method("crm.automation.trigger.execute", scope="crm")
 def trigger_execute(ctx: CallContext, params: dict[str, Any]) -> bool:
+    _trigger_rights(ctx)
     code = str(arg(params, "CODE") or "")
     trig = ctx.portal.automation_triggers.get(code)
     if not trig or trig["client_id"] != ctx.client_id:

@@ -63,6 +63,12 @@ class CallContext:
     scopes: set[str] | None
     token: IssuedToken | None = None
     pending_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    operating: tuple[float, int] | None = None  # (operating, operating_reset_at) of the last method run
+
+    @property
+    def operating_owner(self) -> str:
+        """Whose budget a call spends: the app, or the inbound webhook (limits.md: "для приложения или вебхука")."""
+        return self.client_id or f"webhook:{self.user_id}"
 
     @property
     def is_webhook(self) -> bool:
@@ -127,15 +133,48 @@ def as_int(value: Any, name: str) -> int:
     return number
 
 
-def time_block(start: float, finish: float) -> dict[str, Any]:
-    """The `time` object every successful Bitrix24 answer carries."""
+def time_block(start: float, finish: float, operating: tuple[float, int] | None = None) -> dict[str, Any]:
+    """The `time` object every successful Bitrix24 answer carries (limits.md: with `operating` — the method's
+    accumulated operating time for this app or webhook — and `operating_reset_at`, when its oldest bucket
+    leaves the sum). The outer `batch` is not counted (limits.md): it reports 0."""
     def when(ts: float) -> str:
         return datetime.fromtimestamp(int(ts), tz=timezone.utc).isoformat()
 
     duration = max(0.0, finish - start)
+    used, reset_at = operating if operating is not None else (0.0, int(start) + 600)
     return {"start": start, "finish": finish, "duration": duration, "processing": duration,
             "date_start": when(start), "date_finish": when(finish),
-            "operating_reset_at": int(start) + 600, "operating": 0}
+            "operating_reset_at": reset_at, "operating": used}
+
+
+def _live_buckets(ctx: CallContext, method_name: str) -> dict[int, list[float]]:
+    """The method's buckets still inside the window (expired ones dropped)."""
+    key = (ctx.operating_owner, method_name)
+    buckets = ctx.portal.operating.setdefault(key, {})
+    window = ctx.state.operating_window
+    for index in [i for i, (first, _) in buckets.items() if first + window <= ctx.now]:
+        del buckets[index]
+    return buckets
+
+
+def operating_of(ctx: CallContext, method_name: str) -> tuple[float, int]:
+    """(operating, operating_reset_at) of a method for the caller, as the answer's `time` block shows them."""
+    buckets = _live_buckets(ctx, method_name)
+    if not buckets:
+        return 0.0, int(ctx.now + ctx.state.operating_window)
+    oldest = min(first for first, _ in buckets.values())
+    return sum(seconds for _, seconds in buckets.values()), int(oldest + ctx.state.operating_window + 0.999)
+
+
+def spend_operating(ctx: CallContext, method_name: str, seconds: float, *, oldest: bool = False) -> None:
+    """Add execution time to the bucket of the current tenth of the window (or to the oldest live one)."""
+    buckets = _live_buckets(ctx, method_name)
+    if oldest and buckets:
+        index = min(buckets, key=lambda i: buckets[i][0])
+    else:
+        index = int(ctx.now // (ctx.state.operating_window / 10))
+    bucket = buckets.setdefault(index, [ctx.now, 0.0])
+    bucket[1] += seconds
 
 
 def normalize_method(name: str) -> str:
@@ -157,13 +196,27 @@ def invoke(ctx: CallContext, name: str, params: dict[str, Any]) -> Any:
         raise RestError("WRONG_AUTH_TYPE", "Current authorization type is denied for this method", 403)
     if spec.admin_only and not ctx.user_is_admin():
         raise RestError("ACCESS_DENIED", "Access denied!", 403)
+    counted = spec.name != "batch"  # limits.md: "Внешний вызов batch не учитывается в operating"
+    if counted:
+        ctx.portal.method_calls[spec.name] += 1
+        # limits.md: the sum is checked before each call; once it is over the limit the method is blocked
+        # for this app or webhook (429 OPERATION_TIME_LIMIT, text from _includes/system-errors.md) until
+        # enough buckets have left the window. Other methods and other apps keep working.
+        if operating_of(ctx, spec.name)[0] > ctx.state.operating_limit:
+            ctx.portal.method_blocked[spec.name] += 1
+            raise RestError("OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit", 429)
+    started = ctx.now
     try:
         return spec.fn(ctx, params)
     except (InvalidOperation, ValueError) as exc:  # unparsable numbers and amounts in the arguments
         raise RestError("ERROR_ARGUMENT", f"Invalid argument value: {exc}", 400) from exc
+    finally:
+        if counted:
+            spend_operating(ctx, spec.name, max(0.0, ctx.now - started))
+            ctx.operating = operating_of(ctx, spec.name)
 
 
-def envelope(result: Any, start: float, finish: float) -> dict[str, Any]:
+def envelope(result: Any, start: float, finish: float, operating: tuple[float, int] | None = None) -> dict[str, Any]:
     if isinstance(result, ListResult):
         body: dict[str, Any] = {"result": result.result}
         if result.next is not None:
@@ -172,7 +225,7 @@ def envelope(result: Any, start: float, finish: float) -> dict[str, Any]:
             body["total"] = result.total
     else:
         body = {"result": result}
-    body["time"] = time_block(start, finish)
+    body["time"] = time_block(start, finish, operating)
     return body
 
 
@@ -238,6 +291,7 @@ def run_batch(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
                 raise RestError("ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage", 405)
             sub_params = _substitute(sub_params, results)
             sub_params.pop("auth", None)
+            ctx.operating = None
             outcome = invoke(ctx, name, sub_params)
         except RestError as exc:
             errors[key] = {"error": exc.code, "error_description": exc.description}
@@ -252,16 +306,22 @@ def run_batch(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
                 nexts[key] = outcome.next
         else:
             results[key] = outcome
-        times[key] = time_block(start, ctx.now)
+        times[key] = time_block(start, ctx.now, ctx.operating)
     return {"result": phpquery.php_array(results), "result_error": phpquery.php_array(errors),
             "result_total": phpquery.php_array(totals), "result_next": phpquery.php_array(nexts),
             "result_time": phpquery.php_array(times)}
 
 
 def parse_command(command: Any) -> tuple[str, dict[str, Any]]:
-    """`"crm.deal.list?filter[>ID]=5"` → ("crm.deal.list", {"filter": {">ID": "5"}})."""
-    if isinstance(command, dict):  # SDK-style {"method": ..., "params": {...}}
-        return str(command.get("method", "")), dict(command.get("params") or {})
-    text = str(command)
+    """`"crm.deal.list?filter[>ID]=5"` → ("crm.deal.list", {"filter": {">ID": "5"}}).
+
+    settings/how-to-call-rest-api/batch.md: each `cmd` value is a string `метод?параметр=значение`; the
+    object form `{method, params}` exists only in the SDKs, which turn it into that string before sending.
+    What the portal answers to a non-string value the page does not say; the sandbox fails that command
+    with ERROR_ARGUMENT (per command, like every other sub-call error), so an app sending objects is caught."""
+    if not isinstance(command, str):
+        raise argument_error("cmd", "Batch command must be a string 'method?params', not "
+                             + type(command).__name__)
+    text = command
     name, _, query = text.partition("?")
     return unquote(name), phpquery.parse(query)

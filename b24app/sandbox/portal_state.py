@@ -220,6 +220,11 @@ class Portal:
     trigger_executions: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
     rate_limited: int = 0
+    # limits.md, "Ограничения на ресурсоемкость": operating time per (app or webhook, method) in 10 buckets
+    # of a tenth of the window each: {key: {bucket index: [first call's time, seconds]}}
+    operating: dict[tuple[str, str], dict[int, list[float]]] = field(default_factory=dict)
+    method_calls: Counter = field(default_factory=Counter)  # every sub-call tried, blocked ones included
+    method_blocked: Counter = field(default_factory=Counter)
     faults: Counter = field(default_factory=Counter)
     bucket_level: float = 0.0
     bucket_at: float | None = None
@@ -265,6 +270,9 @@ class SandboxState:
         self.slow_seconds = 1.0
         self.timeout_seconds = 30.0
         self.latency_ms = 0.0  # injected before every REST/OAuth answer (scale benchmarks)
+        # limits.md: "предположим, что установленный лимит равен 480 секундам", over 10 one-minute buckets.
+        self.operating_limit = 480.0
+        self.operating_window = 600.0  # tests shorten it; the buckets stay a tenth of it
         self.seed = seed
         self.rng = random.Random(seed)
         self.faults: dict[str, float] = {}

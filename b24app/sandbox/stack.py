@@ -121,7 +121,8 @@ class Stack:
                 "B24APP_TBANK_ID_URL": s.tbank_id_url, "B24APP_TBANK_API_URL": s.tbank_api_url,
                 "B24APP_SYNC_INTERVAL": str(s.sync_interval), "B24APP_LEASE_SECONDS": str(s.lease_seconds),
                 "B24APP_INVOICE_REFRESH_INTERVAL": str(s.invoice_refresh_interval),
-                "B24APP_BITRIX_RATE": str(s.bitrix_rate), "B24APP_BITRIX_BURST": str(s.bitrix_burst)}
+                "B24APP_BITRIX_RATE": str(s.bitrix_rate), "B24APP_BITRIX_BURST": str(s.bitrix_burst),
+                "B24APP_OPERATOR_EMAIL": s.operator_email}
 
     def start_worker(self, **kw) -> None:
         from ..worker import Worker
@@ -148,7 +149,8 @@ class Stack:
 def start_stack(*, base_port: int = 0, data_dir: str | None = None, database_url: str | None = None,
                 sync_interval: int = 2, access_ttl: int = 3600, bank_access_ttl: int = 1800,
                 rate: float = 2.0, burst: int = 50, event_delivery: str = "async",
-                bank_rate_limit_rps: float = 20.0, clock=None, pacer=None, mode: str = "demo") -> Stack:
+                bank_rate_limit_rps: float = 20.0, clock=None, pacer=None, mode: str = "demo",
+                operator_email: str = "operator@b24app.test") -> Stack:
     """Start the sandboxes and the app (no worker yet) on base_port, +1, +2 (free ports when 0)."""
     from .. import create_app
     from ..context import AppContext
@@ -180,7 +182,8 @@ def start_stack(*, base_port: int = 0, data_dir: str | None = None, database_url
         bitrix_oauth_servers=(sandbox_url,), bx24_js_url=f"{sandbox_url}/api/v1/",
         tbank_client_id=BANK_CLIENT_ID, tbank_client_secret=BANK_CLIENT_SECRET,
         tbank_id_url=bank_url, tbank_api_url=f"{bank_url}/openapi", sync_interval=sync_interval,
-        invoice_refresh_interval=300, lease_seconds=30, bitrix_rate=rate, bitrix_burst=burst))
+        invoice_refresh_interval=300, lease_seconds=30, bitrix_rate=rate, bitrix_burst=burst,
+        operator_email=operator_email))
     upgrade(settings.database_url)
     ctx = AppContext.for_worker(settings, clock=clock, pacer=pacer)  # the demo's worker runs in this process
     flask_app = create_app(settings, context=ctx)

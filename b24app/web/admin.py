@@ -3,6 +3,7 @@ Everyone on the portal may look; only portal administrators may change anything 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 from flask import Blueprint, abort, g, jsonify, render_template, request, url_for
@@ -10,9 +11,12 @@ from flask_babel import gettext as _
 from sqlalchemy import select
 
 from .. import views
+from ..banklink import webhook_off_reason
 from ..bitrix.errors import BitrixError
-from ..models import Invoice, Operation, Portal
+from ..models import BankLink, Invoice, Operation, Portal
+from ..outbox import TRIGGER_ACCESS_KEY
 from ..reconcile import CLOSE_ACTIONS
+from ..sync import interval_for
 from .bank import issue_link_ticket
 from .factory import get_ctx
 from .i18n import current_tz, set_lang
@@ -30,6 +34,15 @@ PIPELINES_KEY = "deal_pipelines"
 PIPELINES_TTL = timedelta(hours=1)
 HISTORY_PAGE = 30
 OUTCOMES = ("paid", "underpaid", "overpaid", "review", "unmatched")
+
+
+def bank_panel(ctx, s, portal) -> views.BankState:
+    """The bank card's state, with whether T-Bank pushes operations to us or we only poll (and how often)."""
+    bank = views.bank_state(s, portal.id)
+    if not bank.linked:
+        return bank
+    return replace(bank, live_off=webhook_off_reason(ctx, s.get(BankLink, bank.link_id)),
+                   poll_every=interval_for(ctx, portal.settings))
 
 
 # -- deal pipelines and stages (cached on the portal row) ----------------------------------------------
@@ -109,7 +122,7 @@ def app_page():
     from ..rules import load_rules
     rules = load_rules(portal.settings)
     with ctx.db.session() as s:
-        bank = views.bank_state(s, portal.id)
+        bank = bank_panel(ctx, s, portal)
         queue = views.review_queue(s, portal.id)
         targets = _targets(s, portal.id, queue)
         hist = views.history(s, portal.id, limit=HISTORY_PAGE)
@@ -120,7 +133,8 @@ def app_page():
         "admin/page.html", frame=frame, page_config=config, bank=bank, queue=queue, targets=targets, history=hist,
         history_more=len(hist) == HISTORY_PAGE, chart=views.chart_geometry(chart), chart_days=chart,
         rules=rules, pipelines=pipelines, stages_fetched_at=fetched_at, stages_ok=stages_ok,
-        outcomes=OUTCOMES, bx24_js_url=ctx.settings.bx24_js_url, default_interval=ctx.settings.sync_interval)
+        outcomes=OUTCOMES, bx24_js_url=ctx.settings.bx24_js_url, default_interval=ctx.settings.sync_interval,
+        trigger_access=(portal.settings or {}).get(TRIGGER_ACCESS_KEY))
 
 
 def _urls(frame: Frame) -> dict:
@@ -197,8 +211,9 @@ def api_history():
 @frame_required
 def api_bank():
     frame, portal = _frame()
-    with get_ctx().db.session() as s:
-        bank = views.bank_state(s, portal.id)
+    ctx = get_ctx()
+    with ctx.db.session() as s:
+        bank = bank_panel(ctx, s, portal)
     return jsonify({"html": render_template("admin/_bank.html", bank=bank, frame=frame),
                     "linked": bank.linked, "health": bank.health})
 
