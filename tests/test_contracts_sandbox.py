@@ -111,7 +111,8 @@ def test_bank_sandbox_answers_like_the_contract(seeded, name):
                        json={**contract.request["body"], "url": f"{seeded.app_url}/bank/webhook/{link_id}"})
     elif method == "DELETE":
         hook = httpx.post(base + "/api/v1/webhook", headers=headers, params={"eventType": "oper-feed-operation"},
-                          json={"url": "https://example.com/h", "email": "ops@example.com"}).json()["id"]
+                          json={"url": "https://example.com/h", "email": "ops@example.com",
+                                "hasSignature": False}).json()["id"]
         r = httpx.delete(base + path.replace("{id}", hook), headers=headers)
     else:
         r = httpx.get(base + path, headers=headers)
