@@ -43,6 +43,7 @@ class Settings:
     log_level: str = "INFO"
     rest_log_dir: str = ""
     max_content_length: int = 1024 * 1024
+    statement_max_bytes: int = 20 * 1024 * 1024  # largest 1C statement file accepted (b24app import-statement)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -55,7 +56,7 @@ class Settings:
 
 _TUPLES = {"token_keys", "bitrix_oauth_servers"}
 _INTS = {"sync_interval", "invoice_refresh_interval", "worker_concurrency", "lease_seconds",
-         "bitrix_burst", "max_content_length"}
+         "bitrix_burst", "max_content_length", "statement_max_bytes"}
 _FLOATS = {"bitrix_rate"}
 
 

@@ -81,4 +81,6 @@ def statement_bytes(account: str, docs: list[Doc], *, codec: str = "cp1251", new
                     bom: bool = False, **kw) -> bytes:
     declared = kw.pop("declared", "DOS" if codec == "cp866" else "Windows")
     text = statement_text(account, docs, declared=declared, **kw).replace("\n", newline)
+    if codec == "cp866":  # DOS code page 866 has no «»: DOS-era exports write plain quotes
+        text = text.replace("«", '"').replace("»", '"')
     return (b"\xef\xbb\xbf" if bom else b"") + text.encode(codec)

@@ -75,6 +75,12 @@ class StatementDocument:
     fields: dict = field(default_factory=dict, compare=False, repr=False)
 
 
+def human_size(n: int) -> str:
+    if n >= 1024 * 1024:
+        return f"{n / 1024 / 1024:.1f} MB"
+    return f"{n // 1024} KB" if n >= 1024 else f"{n} bytes"
+
+
 def _digits(value: str) -> str:
     return re.sub(r"\s+", "", value)
 
@@ -143,7 +149,7 @@ class StatementFile:
         self._line += 1
         self._read += len(raw)
         if self._max is not None and self._read > self._max:
-            raise StatementFileError(f"the file is larger than the allowed {self._max // (1024 * 1024)} MB "
+            raise StatementFileError(f"the file is larger than the allowed {human_size(self._max)} "
                                      f"(stopped reading at line {self._line}); split the statement by period")
         if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
             raise StatementFileError(f"a line longer than {MAX_LINE // 1024} KB: not a statement line", self._line)
