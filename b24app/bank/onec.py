@@ -22,6 +22,7 @@ _DATE = re.compile(r"(\d{2})\.(\d{2})\.(\d{4})")
 _AMOUNT = re.compile(r"\d{1,15}(?:[.,]\d{1,2})?")
 _NAME_INN = re.compile(r"^ИНН\s*\d{10,12}\s+")
 _BOM = codecs.BOM_UTF8
+_LINES = "\x00lines"  # a key no field can have: where each field of a section was
 _SECTION_MARKERS = ("СекцияРасчСчет", "СекцияДокумент")
 _READ_KEYS = ("Номер", "Дата", "Сумма", "ПлательщикСчет", "ПлательщикРасчСчет", "ПлательщикИНН",
               "ПолучательСчет", "ПолучательРасчСчет", "ПолучательИНН")
@@ -208,7 +209,7 @@ class StatementFile:
         self.encoding, self.declared = actual, declared
         # the section line that ended the header is read again by items()
         self._pending = [buffered.pop()]
-        values: dict[str, str] = {}
+        values: dict[str, tuple[int, str]] = {}
         accounts: list[str] = []
         for number, raw in buffered:
             self._line = number
@@ -219,16 +220,19 @@ class StatementFile:
             if key == "РасчСчет":
                 accounts.append(_digits(value))
             else:
-                values.setdefault(key, value)
-        version = values.get("ВерсияФормата", "")
+                values.setdefault(key, (number, value))
+        at, version = values.get("ВерсияФормата", (buffered[0][0], ""))
         if version not in VERSIONS:
-            raise StatementFileError(f"ВерсияФормата={version!r} is not supported ({', '.join(VERSIONS)})",
-                                     buffered[0][0])
+            raise StatementFileError(f"ВерсияФормата={version!r} is not supported ({', '.join(VERSIONS)})", at)
+
+        def day(key: str) -> date | None:
+            line, value = values.get(key, (0, ""))
+            return _parse_date(value, key, line, required=False)
+
         return StatementHeader(
-            version=version, encoding=actual, declared_encoding=declared or "", sender=values.get("Отправитель", ""),
-            accounts=tuple(a for a in accounts if a),
-            date_from=_parse_date(values.get("ДатаНачала", ""), "ДатаНачала", 0, required=False),
-            date_to=_parse_date(values.get("ДатаКонца", ""), "ДатаКонца", 0, required=False))
+            version=version, encoding=actual, declared_encoding=declared or "",
+            sender=values.get("Отправитель", (0, ""))[1], accounts=tuple(a for a in accounts if a),
+            date_from=day("ДатаНачала"), date_to=day("ДатаКонца"))
 
     @staticmethod
     def _split(text: str, line: int) -> tuple[str, str]:
@@ -253,6 +257,7 @@ class StatementFile:
                 return
             if text == "СекцияРасчСчет":
                 fields = self._section(lines, number, "КонецРасчСчет")
+                fields.pop(_LINES)
                 account = _digits(fields.get("РасчСчет", ""))
                 if not account:
                     raise StatementFileError("СекцияРасчСчет without РасчСчет", number)
@@ -269,7 +274,8 @@ class StatementFile:
         raise StatementFileError("the file ends without КонецФайла (truncated?)", self._line)
 
     def _section(self, lines: Iterator[tuple[int, str]], start: int, end: str) -> dict[str, str]:
-        fields: dict[str, str] = {}
+        """Fields of one section; `fields[_LINES]` maps each key to its line (for errors)."""
+        fields: dict = {_LINES: {}}
         last_key = None
         for number, text in lines:
             if text == end:
@@ -287,13 +293,15 @@ class StatementFile:
             if len(fields) >= MAX_FIELDS:
                 raise StatementFileError(f"more than {MAX_FIELDS} fields in the section opened at line {start}",
                                          number)
-            fields.setdefault(key, value)
+            if key not in fields:
+                fields[key], fields[_LINES][key] = value, number
             last_key = key
         raise StatementFileError(f"the file ends inside the section opened at line {start}: no {end} (truncated?)",
                                  self._line)
 
     @staticmethod
-    def _document(line: int, kind: str, f: dict[str, str]) -> StatementDocument:
+    def _document(line: int, kind: str, f: dict) -> StatementDocument:
+        at = f.pop(_LINES).get
         if "Сумма" not in f:
             raise StatementFileError("the document has no Сумма", line)
         payer_account = _digits(f.get("ПлательщикСчет") or f.get("ПлательщикРасчСчет") or "")
@@ -305,16 +313,17 @@ class StatementFile:
             purpose = " ".join(f[k] for k in (f"НазначениеПлатежа{i}" for i in range(1, 7)) if f.get(k))
         return StatementDocument(
             line=line, kind=kind, number=f.get("Номер", "").strip(),
-            doc_date=_parse_date(f.get("Дата", ""), "Дата", line, required=True),
-            amount=_parse_amount(f["Сумма"], line),
+            doc_date=_parse_date(f.get("Дата", ""), "Дата", at("Дата", line), required=True),
+            amount=_parse_amount(f["Сумма"], at("Сумма", line)),
             payer_account=payer_account, payer_inn=_inn(f.get("ПлательщикИНН", "")),
             payer_kpp=f.get("ПлательщикКПП", "").strip(),
             payer_name=_name(f, "Плательщик"),
             recipient_account=recipient_account, recipient_inn=_inn(f.get("ПолучательИНН", "")),
             recipient_name=_name(f, "Получатель"),
             purpose=purpose,
-            credited=_parse_date(f.get("ДатаПоступило", ""), "ДатаПоступило", line, required=False),
-            debited=_parse_date(f.get("ДатаСписано", ""), "ДатаСписано", line, required=False),
+            credited=_parse_date(f.get("ДатаПоступило", ""), "ДатаПоступило", at("ДатаПоступило", line),
+                                 required=False),
+            debited=_parse_date(f.get("ДатаСписано", ""), "ДатаСписано", at("ДатаСписано", line), required=False),
             fields=f)
 
 
