@@ -199,3 +199,45 @@ def test_bad_files_are_refused_with_their_line_and_nothing_is_stored(linked, tmp
     unknown = CliRunner().invoke(main, ["import-statement", "--member-id", "nope", str(truncated)],
                                  env=linked.worker_env())
     assert unknown.exit_code == 1 and "no installed portal" in unknown.output
+
+
+def test_on_a_terminal_it_asks_before_importing(linked, tmp_path):
+    """Without --yes on a terminal: the preview, then a question; "n" stores nothing, "y" imports."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    import time
+
+    acc, day = our_account(linked), today(linked)
+    path = write(tmp_path, "ask.txt", statement_bytes(acc, [Doc("21", day, "3000.00", "Оплата по счету № 1208", acc)]))
+
+    def run(answer: str) -> str:
+        master, slave = pty.openpty()
+        env = os.environ | linked.worker_env() | {"PYTHONPATH": os.pathsep.join(sys.path)}
+        proc = subprocess.Popen([sys.executable, "-c", "from b24app.cli import main; main()", "import-statement",
+                                 "--member-id", linked.member_id(), str(path)],
+                                stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+        os.close(slave)
+        out, deadline, answered = b"", time.monotonic() + 60, False
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+            if not answered and b"new incoming payments? [y/N]" in out:
+                os.write(master, answer.encode() + b"\n")
+                answered = True
+        proc.wait(timeout=60)
+        os.close(master)
+        assert proc.returncode == 0, out.decode(errors="replace")
+        return out.decode(errors="replace")
+
+    out = run("n")
+    assert "1 incoming payments: 1 new (3000.00)" in out and operations(linked) == 0
+    assert out.rstrip().splitlines()[-1].strip() == "not imported"
+    out = run("y")
+    assert "imported 1 new incoming payments" in out and operations(linked) == 1
