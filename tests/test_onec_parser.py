@@ -210,3 +210,11 @@ def test_one_payment_has_one_content_key_in_the_api_and_in_a_file():
     a, b = (to_operation(read(statement_bytes(ACC, [Doc("", "14.01.2026", "1.00", p, ACC)]))[1][1], account)
             for p in ("Оплата 1", "Оплата 2"))
     assert a.content_key is None and b.content_key is None and a.operation_id != b.operation_id
+
+
+def test_accounts_with_spaces_and_a_zero_inn_are_read_as_meant():
+    d = Doc("1", "14.01.2026", "1.00", "x", ACC, payer_account="4070 2810 9380 0001 2345", payer_inn="0")
+    _, [_, doc] = read(statement_bytes(ACC, [d]).replace(b"\xcf\xeb\xe0\xf2\xe5\xeb\xfc\xf9\xe8\xea\xc1\xe0\xed\xea1=",
+                                                         b"\xcf\xeb\xe0\xf2\xe5\xeb\xfc\xf9\xe8\xea\xc1\xe0\xed\xea1=  "))
+    assert doc.payer_account == "40702810938000012345" and doc.payer_inn == ""
+    assert doc.fields["ПлательщикБанк1"] == "ПАО СБЕРБАНК"
