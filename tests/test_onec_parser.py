@@ -218,3 +218,8 @@ def test_accounts_with_spaces_and_a_zero_inn_are_read_as_meant():
                                                          b"\xcf\xeb\xe0\xf2\xe5\xeb\xfc\xf9\xe8\xea\xc1\xe0\xed\xea1=  "))
     assert doc.payer_account == "40702810938000012345" and doc.payer_inn == ""
     assert doc.fields["ПлательщикБанк1"] == "ПАО СБЕРБАНК"
+
+
+def test_a_statement_without_documents_is_read():
+    reader, items = read(statement_bytes(ACC, [], sections=False))
+    assert items == [] and reader.finished and reader.header.accounts == (ACC,)

@@ -23,7 +23,7 @@ _AMOUNT = re.compile(r"\d{1,15}(?:[.,]\d{1,2})?")
 _NAME_INN = re.compile(r"^ИНН\s*\d{10,12}\s+")
 _BOM = codecs.BOM_UTF8
 _LINES = "\x00lines"  # a key no field can have: where each field of a section was
-_SECTION_MARKERS = ("СекцияРасчСчет", "СекцияДокумент")
+_SECTION_MARKERS = ("СекцияРасчСчет", "СекцияДокумент", "КонецФайла")  # what ends the header
 _READ_KEYS = ("Номер", "Дата", "Сумма", "ПлательщикСчет", "ПлательщикРасчСчет", "ПлательщикИНН",
               "ПолучательСчет", "ПолучательРасчСчет", "ПолучательИНН")
 
