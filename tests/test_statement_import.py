@@ -98,7 +98,7 @@ def test_a_1c_file_pays_the_matching_invoices_exactly_as_an_api_payment(linked, 
     [msg] = [m for m in notes_for(linked, d0["user"]) if "12\u00a0000,00\u00a0₽" in m]
     assert d0["number"] in msg
     [comment] = comments(linked, d0["deal_id"])
-    assert d0["company"] in comment
+    assert d0["company"] in comment and day in comment  # ДатаПоступило, the Moscow day (not UTC's day before)
     execs = linked.portal_state()["trigger_executions"]
     assert sorted((e["code"], str(e["owner_id"])) for e in execs) == [
         ("b24app_payment_received", str(d0["deal_id"])), ("b24app_payment_received", str(d1["deal_id"]))]
