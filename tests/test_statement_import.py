@@ -241,3 +241,15 @@ def test_on_a_terminal_it_asks_before_importing(linked, tmp_path):
     assert out.rstrip().splitlines()[-1].strip() == "not imported"
     out = run("y")
     assert "imported 1 new incoming payments" in out and operations(linked) == 1
+
+
+def test_a_document_listed_twice_in_one_file_is_one_payment(linked, tmp_path):
+    acc, day = our_account(linked), today(linked)
+    doc = Doc("77", day, "3000.00", "Оплата по счету № 1208", acc, payer_inn=linked.deals[3]["inn"])
+    twice = Doc("77", day, "3000.00", "Оплата по счету № 1208 ", acc, payer_inn=linked.deals[3]["inn"],
+                split_purpose=True)  # the same payment, exported again with its purpose wrapped
+    path = write(tmp_path, "twice.txt", statement_bytes(acc, [doc, twice]))
+    result = cli(linked, "--yes", str(path))
+    assert result.exit_code == 0, result.output
+    assert "2 incoming payments: 1 new (3000.00), 1 already known" in result.output
+    assert "imported 1 new incoming payments (1 already known)" in result.output and operations(linked) == 1
