@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from .bank.onec import StatementDocument, StatementFile, StatementFileError, human_size, parse_moment
 from .bank.operations import BankOperation, normalize_purpose
@@ -24,6 +27,7 @@ from .sync import stored_elsewhere, store_operation
 
 SOURCE = "1c"
 BATCH = 500
+LEASE_WAIT = 30.0  # seconds an import waits for a running statement sync of the same account
 
 
 class StatementImportError(Exception):
@@ -172,28 +176,69 @@ def preview_statement(ctx, portal_id: int, path: str | os.PathLike, *, max_bytes
     return preview
 
 
-def import_statement(ctx, portal_id: int, path: str | os.PathLike, *, max_bytes: int | None = None
-                     ) -> StatementPreview:
+@contextmanager
+def _holding(ctx, accounts: list[BankAccount], wait: float):
+    """Hold the accounts' sync lease (the one the worker takes to read a statement) while importing.
+
+    The cross-source lookup is read-then-write: with the lease, the worker cannot store the same payment from the
+    API in between. A sync in progress is waited for, up to `wait` seconds.
+    """
+    owner, ids = f"import:{uuid.uuid4().hex[:12]}", [a.id for a in accounts]
+    lease = timedelta(seconds=ctx.settings.lease_seconds)
+
+    def take() -> bool:
+        now = ctx.clock.now()
+        with ctx.db.session() as s:
+            got = s.execute(update(BankAccount).where(
+                BankAccount.id.in_(ids), or_(BankAccount.lease_owner == owner, BankAccount.lease_until.is_(None),
+                                             BankAccount.lease_until < now))
+                .values(lease_owner=owner, lease_until=now + lease)
+                .execution_options(synchronize_session=False)).rowcount
+            if got != len(ids):
+                s.rollback()  # all or none
+            return got == len(ids)
+
+    deadline = time.monotonic() + wait
+    while not take():
+        if time.monotonic() >= deadline:
+            raise StatementImportError(
+                f"account(s) {', '.join(a.account_number for a in accounts)} are being read from the bank right "
+                "now; nothing imported, try again in a minute")
+        time.sleep(0.5)
+    try:
+        yield take  # call it again to renew the lease
+    finally:
+        with ctx.db.session() as s:
+            s.execute(update(BankAccount).where(BankAccount.id.in_(ids), BankAccount.lease_owner == owner)
+                      .values(lease_owner=None, lease_until=None).execution_options(synchronize_session=False))
+
+
+def import_statement(ctx, portal_id: int, path: str | os.PathLike, *, max_bytes: int | None = None,
+                     lease_wait: float = LEASE_WAIT) -> StatementPreview:
     """Preview (refusing a bad file before anything is stored), then store the new incoming payments.
 
     Stored in batches, each its own transaction: an interrupted import is finished by importing the file again.
     """
     path = Path(path)
     max_bytes = max_bytes or ctx.settings.statement_max_bytes
-    preview_statement(ctx, portal_id, path, max_bytes=max_bytes)
+    preview = preview_statement(ctx, portal_id, path, max_bytes=max_bytes)
     with ctx.db.session() as s:
         ours = _our_accounts(s, portal_id)
     result = StatementPreview(file_name=path.name, imported=True)
-    for batch in _batches(_incoming(path, ours, result, max_bytes)):
-        with ctx.db.session() as s:
-            for account, op in batch:
-                row = s.get(BankAccount, account.id)
-                _, how = store_operation(s, row, op)
-                if how == "new":
-                    result.new += 1
-                    result.new_amount += op.amount
-                else:
-                    result.known += 1
+    with _holding(ctx, [ours[n] for n in preview.accounts if n in ours], lease_wait) as renew:
+        for batch in _batches(_incoming(path, ours, result, max_bytes)):
+            if not renew():  # only if a batch took longer than the lease (B24APP_LEASE_SECONDS)
+                raise StatementImportError(f"{path.name}: the import took too long and was stopped after "
+                                           f"{result.new} new payments; import the file again to finish")
+            with ctx.db.session() as s:
+                for account, op in batch:
+                    row = s.get(BankAccount, account.id)
+                    _, how = store_operation(s, row, op)
+                    if how == "new":
+                        result.new += 1
+                        result.new_amount += op.amount
+                    else:
+                        result.known += 1
     if result.new:
         with ctx.db.session() as s:
             s.execute(update(Portal).where(Portal.id == portal_id).values(work_due_at=ctx.clock.now())

@@ -253,3 +253,44 @@ def test_a_document_listed_twice_in_one_file_is_one_payment(linked, tmp_path):
     assert result.exit_code == 0, result.output
     assert "2 incoming payments: 1 new (3000.00), 1 already known" in result.output
     assert "imported 1 new incoming payments (1 already known)" in result.output and operations(linked) == 1
+
+
+def test_an_import_waits_for_the_accounts_statement_sync_and_holds_it_off(linked, tmp_path, monkeypatch):
+    """The import takes the account's sync lease, so the worker cannot store the same payment from the API
+    between the import's lookup and its write; a sync in progress makes the import wait, then refuse."""
+    from b24app.statement_import import StatementImportError
+
+    acc, day = our_account(linked), today(linked)
+    d3 = linked.deals[3]
+    path = write(tmp_path, "lease.txt", statement_bytes(acc, [Doc("5", day, "3000.00", "Оплата по счету 1208", acc,
+                                                                  payer_inn=d3["inn"])]))
+    now = linked.ctx.clock.now()
+    with linked.ctx.db.session() as s:
+        portal_id = s.scalar(select(Portal.id))
+        account = s.scalar(select(BankAccount).where(BankAccount.account_number == acc))
+        account.lease_owner, account.lease_until = "worker-1", now + timedelta(seconds=60)  # a sync is running
+    try:
+        import_statement(linked.ctx, portal_id, path, lease_wait=0.2)
+        raise AssertionError("imported while the account's statement was being read")
+    except StatementImportError as exc:
+        assert "being read from the bank right now; nothing imported" in str(exc)
+    assert operations(linked) == 0
+    with linked.ctx.db.session() as s:
+        account = s.scalar(select(BankAccount).where(BankAccount.account_number == acc))
+        assert account.lease_owner == "worker-1"  # the worker's lease is left alone
+        account.lease_until = now - timedelta(seconds=1)  # the sync ended (or its worker died)
+    seen = []
+    real = sync.store_operation
+
+    def watching(s, row, op):  # observe, do not change: the lease is ours while the import stores
+        seen.append(s.get(BankAccount, row.id).lease_owner)
+        return real(s, row, op)
+
+    monkeypatch.setattr("b24app.statement_import.store_operation", watching)
+    assert import_statement(linked.ctx, portal_id, path).new == 1
+    assert len(seen) == 1 and seen[0].startswith("import:")
+    with linked.ctx.db.session() as s:
+        account = s.scalar(select(BankAccount).where(BankAccount.account_number == acc))
+        assert (account.lease_owner, account.lease_until) == (None, None)  # released
+    run_worker_until_idle(linked)
+    assert item(linked, d3["invoice_id"])["stageId"] == "DT31_2:P"
