@@ -1,4 +1,4 @@
-"""The `b24app` console script: demo, serve, worker, db upgrade, rotate-keys, probe."""
+"""The `b24app` console script: demo, serve, worker, db upgrade, rotate-keys, probe, import-statement."""
 from __future__ import annotations
 
 import os
@@ -113,6 +113,53 @@ def rotate_keys() -> None:
     ctx = AppContext(_settings())
     count = rotate_all(ctx)
     click.echo(f"re-encrypted {count} values with the newest key")
+
+
+@main.command("import-statement")
+@click.option("--member-id", required=True, help="the installed portal whose accounts the statement is of")
+@click.option("--yes", is_flag=True, help="import without asking (without it: preview only, or ask on a terminal)")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+def import_statement_cmd(member_id: str, yes: bool, file: str) -> None:
+    """Import a 1C statement file (1CClientBankExchange, any bank): its incoming payments are reconciled like
+    payments read from T-Bank's API. Shows what it would import first."""
+    from .context import AppContext
+    from .statement_import import StatementImportError, import_statement, preview_statement
+
+    ctx = AppContext(_settings())
+    try:
+        portal = ctx.portals.find(member_id)
+        if portal is None or portal.status != "installed":
+            raise click.ClickException(f"no installed portal with member_id {member_id}")
+        try:
+            preview = preview_statement(ctx, portal.id, file)
+            click.echo(_describe(preview))
+            if not preview.new:
+                click.echo("nothing new to import")
+                return
+            if not yes:
+                if not (sys.stdin.isatty() and sys.stdout.isatty()):
+                    click.echo("preview only: run again with --yes to import")
+                    return
+                if not click.confirm(f"import {preview.new} new incoming payments?", default=False):
+                    click.echo("not imported")
+                    return
+            result = import_statement(ctx, portal.id, file)
+        except StatementImportError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"imported {result.new} new incoming payments ({result.known} already known); "
+                   "the worker reconciles them with the open invoices")
+    finally:
+        ctx.close()
+
+
+def _describe(p) -> str:
+    period = (f", {p.date_from:%d.%m.%Y}–{p.date_to:%d.%m.%Y}" if p.date_from and p.date_to else "")
+    return "\n".join([
+        f"{p.file_name}: 1C statement {p.version}, {p.encoding}{period}, account(s) {', '.join(p.accounts)}",
+        f"  {p.incoming} incoming payments: {p.new} new ({p.new_amount:.2f}), {p.known} already known",
+        f"  {p.outgoing} outgoing payments (not imported: only incoming payments are reconciled)",
+        f"  {p.not_ours} documents for accounts not ours (not imported)",
+    ])
 
 
 @main.group()

@@ -56,6 +56,7 @@ class Settings:
     ratelimit_failures_per_ip: str = "10/minute;60/hour"
     ratelimit_failures_per_member: str = "30/minute"
     ratelimit_negative_ttl: int = 60
+    statement_max_bytes: int = 20 * 1024 * 1024  # largest 1C statement file accepted (b24app import-statement)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -68,7 +69,8 @@ class Settings:
 
 _TUPLES = {"token_keys", "bitrix_oauth_servers"}
 _INTS = {"sync_interval", "invoice_refresh_interval", "worker_concurrency", "lease_seconds",
-         "bitrix_burst", "max_content_length", "trusted_proxies", "ratelimit_negative_ttl"}
+         "bitrix_burst", "max_content_length", "trusted_proxies", "ratelimit_negative_ttl",
+         "statement_max_bytes"}
 _FLOATS = {"bitrix_rate"}
 
 

@@ -131,8 +131,11 @@ class Operation(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     portal_id: Mapped[int] = mapped_column(ForeignKey("portals.id", ondelete="CASCADE"), index=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("bank_accounts.id", ondelete="CASCADE"))
-    operation_id: Mapped[str] = mapped_column(String(128))
+    operation_id: Mapped[str] = mapped_column(String(128))  # unique per source: 1C file rows get "1c:…" ids
     fingerprint: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16), default="tbank", server_default="tbank")  # tbank | 1c
+    # BankOperation.content_key: the same payment seen through another source (API and a 1C file) is this row.
+    content_key: Mapped[str | None] = mapped_column(String(64))
     bank_status: Mapped[str] = mapped_column(String(16))  # Transaction | Authorization
     is_credit: Mapped[bool] = mapped_column(Boolean)
     amount: Mapped[Decimal] = mapped_column(Money)
@@ -149,6 +152,7 @@ class Operation(Base):
     __table_args__ = (
         UniqueConstraint("account_id", "operation_id", name="uq_operation_id"),
         UniqueConstraint("account_id", "fingerprint", name="uq_operation_fingerprint"),
+        Index("ix_operations_content_key", "account_id", "content_key"),
     )
 
 

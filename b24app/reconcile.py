@@ -12,6 +12,7 @@ from decimal import Decimal
 
 from sqlalchemy import func, select
 
+from .bank.operations import MSK
 from .domain import (IncomingPayment, InvoiceIndex, OpenInvoice, Outcome, extract_invoice_numbers, match_payment,
                      normalize_invoice_number)
 from .domain.explain import explain_reason
@@ -148,7 +149,7 @@ def _effects(s, ctx, portal: Portal, op: Operation, d: Decision, allocs, rules: 
     invoices = {i.b24_id: i for i in s.scalars(select(Invoice).where(
         Invoice.portal_id == portal.id, Invoice.b24_id.in_([a[0] for a in allocs])))}
     payer = bbcode_escape(op.payer_name or op.payer_inn or "—")
-    date = op.operation_date.strftime("%d.%m.%Y")
+    date = op.operation_date.astimezone(MSK).strftime("%d.%m.%Y")  # the bank's (Moscow) day, as statements date it
     fmt = lambda v: format_money(Decimal(v), op.currency, lang)  # noqa: E731
     base = f"op{op.id}:d{d.id}"
     for inv_id, outcome, amount, remaining, excess in allocs:

@@ -34,12 +34,15 @@ def store_operation(s, account: BankAccount, op: BankOperation) -> tuple[Operati
     if row is None:
         row = s.scalar(select(Operation).where(Operation.account_id == account.id,
                                                Operation.fingerprint == op.fingerprint))
+        if row is None:
+            row = stored_elsewhere(s, account.id, op)
         if row is not None:
-            # Same payment under a new operationId (night-time re-identification or a duplicate).
+            # Same payment under a new operationId (night-time re-identification, a duplicate, or another source).
             s.add(OperationAlias(account_id=account.id, operation_id=op.operation_id, operation_pk=row.id))
             how = "reidentified"
     if row is None:
         row = Operation(portal_id=account.portal_id, account_id=account.id, operation_id=op.operation_id,
+                        source=op.source, content_key=op.content_key,
                         fingerprint=op.fingerprint, bank_status=op.status, is_credit=op.is_credit,
                         amount=op.amount, currency=op.currency, operation_date=op.operation_date,
                         purpose=clean_text(op.purpose, 4000) or "", payer_name=clean_text(op.payer_name, 512),
@@ -56,6 +59,18 @@ def store_operation(s, account: BankAccount, op: BankOperation) -> tuple[Operati
             row.state = "new" if op.is_credit else "ignored"
         how = "settled"
     return row, how
+
+
+def stored_elsewhere(s, account_id: int, op: BankOperation) -> Operation | None:
+    """The same payment already stored from another source (T-Bank's API vs a 1C file), by content_key.
+
+    Within one source, operationId and fingerprint stay the only identities (the per-source dedup is unchanged).
+    """
+    if op.content_key is None:
+        return None
+    return s.scalar(select(Operation).where(Operation.account_id == account_id,
+                                            Operation.content_key == op.content_key,
+                                            Operation.source != op.source).order_by(Operation.id).limit(1))
 
 
 def clean_text(value: str | None, limit: int) -> str | None:

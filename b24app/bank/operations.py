@@ -130,6 +130,7 @@ class BankOperation:
     doc_date: datetime | None = None
     charge_date: datetime | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    source: str = "tbank"  # where it was read: tbank (the API) | 1c (a statement file); operation_id is per source
 
     @property
     def is_transaction(self) -> bool:
@@ -160,6 +161,22 @@ class BankOperation:
             self.payer_account,
             normalize_purpose(self.purpose),
         ]
+        return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+
+    @property
+    def content_key(self) -> str | None:
+        """sha256 of what every source states the same way, to find one payment seen through two sources.
+
+        Fields: account, direction, document number (leading zeros dropped), amount, Moscow payment day, payer INN,
+        payer account; the purpose is left out (banks' 1C exports re-wrap and trim it). None without a document
+        number or without any payer identity: then nothing proves two records are one payment.
+        """
+        number = re.sub(r"\s+", "", self.document_number).lstrip("0")
+        inn, acct = re.sub(r"\D", "", self.payer_inn), re.sub(r"\D", "", self.payer_account)
+        if not number or not (inn.strip("0") or acct.strip("0")):
+            return None
+        parts = ["v1", self.account_number, "C" if self.is_credit else "D", number, f"{self.amount:.2f}",
+                 self.payment_day.isoformat(), inn, acct]
         return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
 
 

@@ -1,14 +1,14 @@
 """bank links remember how their INN was vetted; malformed statement items are quarantined
 
-Revision ID: 0002_bankmoney
-Revises: 0001
+Revision ID: 0003_bankmoney
+Revises: 0002_review_relink_watch
 """
 from alembic import op
 import sqlalchemy as sa
 import b24app.db
 
 
-revision = '0002_bankmoney'
+revision = '0003_bankmoney'
 down_revision = '0002_review_relink_watch'
 branch_labels = None
 depends_on = None
