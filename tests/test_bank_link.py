@@ -27,7 +27,7 @@ def accounts(stack) -> list[BankAccount]:
 
 def test_link_with_all_scopes_stores_tokens_and_watches_rub_current_accounts(linked):
     [link] = links(linked)
-    assert link.status == "active" and link.kind == "tid" and link.inn == "7701234567"
+    assert link.status == "active" and link.kind == "tid" and link.inn == "7701234560"
     bank = linked.bank_state()
     assert any(c["client_id"] == "b24app-demo" for c in bank["consents"])
     accs = accounts(linked)
@@ -59,7 +59,7 @@ def start_until_callback(stack):
     """Drive the flow up to T-Bank's redirect back to us, without following it."""
     browser = httpx.Client(follow_redirects=True, timeout=30)
     page = browser.get(f"{stack.app_url}/bank/start", params={"ticket": link_ticket(stack)})
-    page = submit_form(browser, page, {"inn": "7701234567", "kpp": "770101001"})
+    page = submit_form(browser, page, {"inn": "7701234560", "kpp": "770101001"})
     page = submit_form(browser, page, {"phone": "+79990000001"})
     import re
     code = re.search(r'id="sms-code">(\d{4})<', page.text).group(1)
@@ -114,7 +114,7 @@ def test_ticket_is_required_and_signed(installed):
 
 
 def test_start_form_is_csrf_protected(installed):
-    r = httpx.post(f"{installed.app_url}/bank/start", data={"ticket": link_ticket(installed), "inn": "7701234567"},
+    r = httpx.post(f"{installed.app_url}/bank/start", data={"ticket": link_ticket(installed), "inn": "7701234560"},
                    timeout=30)
     assert r.status_code == 400
     assert links(installed) == []
@@ -160,7 +160,7 @@ def test_invalid_grant_marks_the_link_and_tells_the_admin(linked):
     with linked.ctx.db.session() as s:
         notes = list(s.scalars(select(OutboxItem).where(OutboxItem.kind == "notify")))
     assert len(notes) == 1 and notes[0].payload["user_id"] == 1
-    assert "7701234567" in notes[0].payload["message"]
+    assert "7701234560" in notes[0].payload["message"]
     # the worker sends it to Bitrix24 chat
     from b24app import outbox
     with linked.ctx.db.session() as s:
@@ -181,7 +181,7 @@ def test_unlink_revokes_and_forgets(linked):
 
 
 def test_pasted_cabinet_token_is_checked_then_stored(installed):
-    token = httpx.post(f"{installed.bank_url}/sandbox/static-tokens", json={"inn": "7701234567", "kpp": "770101001"},
+    token = httpx.post(f"{installed.bank_url}/sandbox/static-tokens", json={"inn": "7701234560", "kpp": "770101001"},
                        timeout=30).json()["token"]
     ticket = link_ticket(installed, is_admin=True)
     with httpx.Client(timeout=30, follow_redirects=True) as browser:
@@ -225,3 +225,28 @@ def test_bank_webhook_delivery_reaches_the_app(linked):
     wait_for(lambda: any(d.get("status") == 200 for d in linked.bank_state()["webhook_deliveries"]))
     with linked.ctx.db.session() as s:
         assert s.get(BankAccount, acc.id).sync_requested_at is not None
+
+
+@pytest.mark.parametrize(("inn", "kpp", "field", "problem"), [
+    ("7701234567", "770101001", "inn", "checksum"),    # one digit off: no such INN
+    ("770123456", "770101001", "inn", "format"),
+    ("7701234560", "", "kpp", "required"),             # a company without its KPP
+    ("7701234560", "77010100", "kpp", "format"),
+    ("500100732259", "770101001", "kpp", "sole_trader"),
+])
+def test_a_mistyped_inn_or_kpp_is_refused_on_the_form_before_the_bank(installed, inn, kpp, field, problem):
+    with httpx.Client(timeout=30) as browser:
+        page = browser.get(f"{installed.app_url}/bank/start", params={"ticket": link_ticket(installed)})
+        answer = submit_form(browser, page, {"inn": inn, "kpp": kpp})
+    assert answer.status_code == 400 and "location" not in answer.headers  # not sent to T-Bank's phone step
+    assert f'id="{field}-error" class="field-error" role="alert" data-error="{problem}"' in answer.text
+    assert f'id="{field}" name="{field}"' in answer.text and 'aria-invalid="true"' in answer.text
+    with installed.ctx.db.session() as s:
+        assert s.scalar(select(OAuthState)) is None
+
+
+def test_spaces_in_a_pasted_inn_are_ignored(installed):
+    with httpx.Client(timeout=30) as browser:
+        page = browser.get(f"{installed.app_url}/bank/start", params={"ticket": link_ticket(installed)})
+        answer = submit_form(browser, page, {"inn": " 7701 234560 ", "kpp": "7701-01-001"})
+    assert answer.status_code == 303 and "/auth/authorize" in answer.headers["location"]

@@ -209,7 +209,7 @@ def test_worker_killed_between_sending_and_recording_never_notifies_twice(linked
 def test_with_several_own_companies_only_the_receiving_companys_invoices_are_candidates(linked):
     own_a = linked.rest("crm.company.add", {"fields": {"TITLE": "ООО «Ромашка»", "IS_MY_COMPANY": "Y"}})["result"]
     own_b = linked.rest("crm.company.add", {"fields": {"TITLE": "ООО «Лютик»", "IS_MY_COMPANY": "Y"}})["result"]
-    for cid, inn in ((own_a, "7701234567"), (own_b, "7709999999")):
+    for cid, inn in ((own_a, "7701234560"), (own_b, "7709999999")):
         linked.rest("crm.requisite.add", {"fields": {"ENTITY_TYPE_ID": 4, "ENTITY_ID": cid, "PRESET_ID": 1,
                                                      "NAME": "own", "RQ_INN": inn}})
     d0, d3 = linked.deals[0], linked.deals[3]   # 1207 and 1208

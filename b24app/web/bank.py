@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import secrets
 
 from flask import Blueprint, abort, g, jsonify, redirect, render_template, request, session
@@ -13,6 +12,7 @@ from sqlalchemy import select
 from .. import banklink
 from ..bank.errors import BankError
 from ..banklink import LinkFailed
+from ..domain.requisites import inn_problem, kpp_problem
 from ..models import BankAccount, BankLink
 from ..sync import request_sync
 from .actions import OUR_ID_MAX, id_field, json_body, json_errors
@@ -26,8 +26,6 @@ TICKET_SALT = "b24app.bank-link.v1"
 TICKET_TTL = 10 * 60
 NONCE_KEY = "bank_link_nonce"
 LANG_KEY = "bank_link_lang"
-INN_RE = re.compile(r"^(\d{10}|\d{12})$")
-KPP_RE = re.compile(r"^(0|\d{9})$")
 
 
 def _tickets() -> URLSafeTimedSerializer:
@@ -70,21 +68,24 @@ def start():
     portal = ctx.portals.find(data["m"])
     if portal is None or portal.status != "installed":
         abort(403, description="portal not installed")
-    error = None
-    inn, kpp = request.form.get("inn", "").strip(), request.form.get("kpp", "").strip() or "0"
+    errors: dict[str, str] = {}
+    inn, kpp = _requisite(request.form.get("inn", "")), _requisite(request.form.get("kpp", "")).upper() or "0"
     if request.method == "POST":
-        if not INN_RE.match(inn):
-            error = "inn"
-        elif not KPP_RE.match(kpp):
-            error = "kpp"
-        else:
+        errors = {k: v for k, v in (("inn", inn_problem(inn)), ("kpp", None if inn_problem(inn) else
+                                                                        kpp_problem(kpp, inn))) if v}
+        if not errors:
             nonce = secrets.token_urlsafe(24)
             session[NONCE_KEY] = nonce
             session[LANG_KEY] = current_lang()
             url = banklink.start_link(ctx, portal.id, int(data["u"]), inn, kpp, nonce)
             return redirect(url, code=303)
-    return _page("bank/start.html", 400 if error else 200, ticket=ticket, error=error, inn=inn, kpp=kpp,
+    return _page("bank/start.html", 400 if errors else 200, ticket=ticket, errors=errors, inn=inn, kpp=kpp,
                  is_admin=bool(data.get("a")))
+
+
+def _requisite(value: str) -> str:
+    """What a person typed or pasted, without the spaces and dashes that come with a copy from a document."""
+    return "".join(ch for ch in value[:64] if ch not in " \t-\u00a0")
 
 
 @bp.get("/callback")

@@ -1,0 +1,60 @@
+"""The bank-link popup in Debian's chromium: a mistyped INN is shown in red next to the field at once,
+before the user is sent to T-Bank's phone and SMS steps; a failed link offers a way back."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import BROWSER_STEP_MS as STEP, start_seeded_stack
+
+pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+RED = "rgb(255, 87, 82)"
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    st = start_seeded_stack(tmp_path_factory.mktemp("link"), link=False)
+    yield st
+    st.stop()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 600, "height": 800}, locale="ru-RU")
+    context.set_default_timeout(STEP)
+    pg = context.new_page()
+    pg.errors = []
+    pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
+    yield pg
+    context.close()
+
+
+def color(locator) -> str:
+    return locator.evaluate("e => getComputedStyle(e).color")
+
+
+def test_wrong_inn_is_red_next_to_the_field_at_once_and_on_the_servers_answer(page, live):
+    from b24app.sandbox.stack import link_ticket
+
+    page.goto(f"{live.app_url}/bank/start?ticket={link_ticket(live)}")
+    error = page.locator("#inn-error")
+    assert not error.is_visible()
+    page.locator("#inn").fill("7701234567")          # one digit off
+    page.locator("#kpp").focus()                      # leaving the field checks it
+    assert error.is_visible() and "контрольное число" in error.inner_text()
+    assert color(error) == RED
+    assert page.locator("#inn").get_attribute("aria-invalid") == "true"
+    page.locator("#continue").click()
+    assert "/bank/start" in page.url                  # still here, not at T-Bank's phone page
+    page.locator("#inn").fill("7701234560")
+    page.locator("#inn").blur()
+    assert not error.is_visible()
+
+    # Without the script (the server's own check): the same message, also red.
+    page.evaluate("document.getElementById('requisites').setAttribute('novalidate', '');"
+                  "document.getElementById('inn').value = '7701234567';"
+                  "HTMLFormElement.prototype.submit.call(document.getElementById('requisites'))")
+    page.wait_for_load_state()
+    error = page.locator("#inn-error")
+    assert error.get_attribute("data-error") == "checksum" and error.is_visible()
+    assert color(error) == RED
+    assert page.errors == []
