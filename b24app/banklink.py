@@ -14,19 +14,23 @@ from sqlalchemy import delete, select
 from .bank.api import BankAPI
 from .bank.errors import BankAPIError, BankError, InvalidGrant
 from .bank.tid import ACCOUNTS_SCOPE, STATEMENT_SCOPE, TIDClient, TokenSet, new_code_verifier
-from .models import BankAccount, BankLink, OAuthState
+from .models import BankAccount, BankLink, OAuthState, Portal
 
 log = logging.getLogger("b24app.bank")
 STATE_TTL = timedelta(minutes=10)
 REFRESH_MARGIN = timedelta(seconds=60)
 
 
-class LinkFailed(Exception):
-    """A named guard of the link callback failed; the page tells the user what to do next."""
+FAILURE_KEY = "bank_link_failure"  # on Portal.settings: the last attempt that did not complete, and why
 
-    def __init__(self, reason: str, detail: str = ""):
+
+class LinkFailed(Exception):
+    """A named guard of the link callback failed; the page tells the user what to do next.
+    `portal_id`/`user_id` are set once the state said who asked (the admin page shows the failure)."""
+
+    def __init__(self, reason: str, detail: str = "", portal_id: int | None = None, user_id: int | None = None):
         super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason, self.detail = reason, detail
+        self.reason, self.detail, self.portal_id, self.user_id = reason, detail, portal_id, user_id
 
 
 class LinkNeedsConsent(BankError):
@@ -80,18 +84,27 @@ class LinkResult:
     accounts: int
 
 
-def complete_link(ctx, *, error: str | None, state: str | None, code: str | None, browser_nonce: str | None) -> LinkResult:
+def complete_link(ctx, *, error: str | None, state: str | None, code: str | None, browser_nonce: str | None,
+                  error_description: str | None = None) -> LinkResult:
     """The callback as a flat list of named guards; nothing is stored unless every guard passes."""
     if error:
-        if state:
-            consume_state(ctx, state)  # a refused consent still burns the state
-        raise LinkFailed("provider_error", error)
+        consumed = consume_state(ctx, state) if state else None  # a refused consent still burns the state
+        who = consumed[:2] if consumed else (None, None)
+        raise LinkFailed("provider_error", (error + ": " + (error_description or ""))[:200].rstrip(": "), *who)
     if not state:
         raise LinkFailed("state_missing")
     consumed = consume_state(ctx, state)
     if consumed is None:
         raise LinkFailed("state_invalid")  # unknown, expired or already used
     portal_id, user_id, data = consumed
+    try:
+        return _complete(ctx, portal_id, user_id, data, code, browser_nonce)
+    except LinkFailed as exc:
+        exc.portal_id, exc.user_id = portal_id, user_id
+        raise
+
+
+def _complete(ctx, portal_id: int, user_id: int, data: dict, code: str | None, browser_nonce: str | None) -> LinkResult:
     if not browser_nonce or not hmac.compare_digest(str(data.get("nonce", "")), browser_nonce):
         raise LinkFailed("state_other_browser")
     if not code:
@@ -120,6 +133,22 @@ def complete_link(ctx, *, error: str | None, state: str | None, code: str | None
     return LinkResult(link_id, portal_id, user_id, count)
 
 
+def record_failure(ctx, portal_id: int, user_id: int | None, reason: str, detail: str = "") -> None:
+    """Remember the last attempt that did not complete (one per portal), for the admin page."""
+    with ctx.db.session() as s:
+        row = s.scalar(select(Portal).where(Portal.id == portal_id).with_for_update())
+        if row is None:
+            return
+        row.settings = {**(row.settings or {}), FAILURE_KEY: {
+            "at": ctx.clock.now().isoformat(), "reason": reason, "detail": detail[:200], "user_id": user_id}}
+
+
+def _forget_failure(s, portal_id: int) -> None:
+    row = s.scalar(select(Portal).where(Portal.id == portal_id).with_for_update())
+    if row is not None and FAILURE_KEY in (row.settings or {}):
+        row.settings = {k: v for k, v in row.settings.items() if k != FAILURE_KEY}
+
+
 def store_link(ctx, portal_id: int, user_id: int, kind: str, inn: str, kpp: str, tokens: TokenSet,
                scopes: list[str]) -> int:
     owner_tmp = f"bank:{portal_id}:{inn}:{kpp}"
@@ -135,6 +164,7 @@ def store_link(ctx, portal_id: int, user_id: int, kind: str, inn: str, kpp: str,
                                   if tokens.refresh_token else None)
         link.access_expires_at = tokens.expires_at
         link.token_generation = (link.token_generation or 0) + 1
+        _forget_failure(s, portal_id)
         s.flush()
         return link.id
 

@@ -16,7 +16,7 @@ from .domain.explain import explain_reason
 from .domain.formatting import format_money, language
 from .domain.matching import Reason
 from .domain.numbers import normalize_invoice_number
-from .models import Allocation, BankAccount, BankLink, Decision, Invoice, Operation, OutboxItem
+from .models import Allocation, BankAccount, BankLink, Decision, Invoice, Operation, OutboxItem, Portal
 
 ZERO = Decimal("0.00")
 REVIEW_STATES = ("review", "unmatched")          # operation states a person may assign
@@ -119,6 +119,7 @@ class BankState:
     inn: str | None = None
     last_error: str | None = None
     accounts: tuple[AccountLine, ...] = ()
+    last_failure: dict | None = None  # the last link attempt that did not complete: at, reason, detail, user_id
 
     @property
     def last_synced_at(self) -> datetime | None:
@@ -224,15 +225,19 @@ def _dec(value) -> Decimal:
 def bank_state(s: Session, portal_id: int) -> BankState:
     link = s.scalar(select(BankLink).where(BankLink.portal_id == portal_id, BankLink.status != "unlinked")
                     .order_by(BankLink.updated_at.desc(), BankLink.id.desc()).limit(1))
+    portal = s.get(Portal, portal_id)
+    failure = (portal.settings or {}).get("bank_link_failure") if portal is not None else None
+    failure = failure if isinstance(failure, dict) and failure.get("reason") else None
     if link is None:
-        return BankState(linked=False)
+        return BankState(linked=False, last_failure=failure)
     accounts = tuple(AccountLine(
         id=a.id, number=a.account_number, name=a.name or "", currency=a.currency, watched=bool(a.watched),
         last_synced_at=a.last_synced_at, next_sync_at=a.next_sync_at, sync_requested_at=a.sync_requested_at,
         last_error=a.last_error, failures=a.failures or 0)
         for a in s.scalars(select(BankAccount).where(BankAccount.link_id == link.id).order_by(BankAccount.id)))
     return BankState(linked=True, link_id=link.id, kind=link.kind, health=link_health(link, accounts),
-                     company=link.company_name, inn=link.inn, last_error=link.last_error, accounts=accounts)
+                     company=link.company_name, inn=link.inn, last_error=link.last_error, accounts=accounts,
+                     last_failure=failure)
 
 
 def link_health(link: BankLink, accounts: Iterable[AccountLine]) -> str:

@@ -250,3 +250,52 @@ def test_spaces_in_a_pasted_inn_are_ignored(installed):
         page = browser.get(f"{installed.app_url}/bank/start", params={"ticket": link_ticket(installed)})
         answer = submit_form(browser, page, {"inn": " 7701 234560 ", "kpp": "7701-01-001"})
     assert answer.status_code == 303 and "/auth/authorize" in answer.headers["location"]
+
+
+def sms_flow(stack, browser: httpx.Client):
+    """Up to T-Bank's SMS page, as a person would (INN form → phone)."""
+    page = browser.get(f"{stack.app_url}/bank/start", params={"ticket": link_ticket(stack)})
+    page = submit_form(browser, page, {"inn": "7701234560", "kpp": "770101001"})
+    return submit_form(browser, page, {"phone": "+79990000001"})
+
+
+def admin_bank_card(stack) -> str:
+    from test_web_admin import open_app
+    return open_app(stack).get_data(as_text=True)
+
+
+def test_wrong_sms_code_three_times_leads_back_to_try_again_and_the_admin_page_says_why(installed):
+    import re
+    with httpx.Client(follow_redirects=True, timeout=30) as browser:
+        page = sms_flow(installed, browser)
+        for _ in range(3):
+            page = submit_form(browser, page, {"code": "0000" if "0000" not in page.text else "9999"})
+        assert page.status_code == 403 and "Превышено количество попыток" in page.text
+        back = re.search(r'id="back-to-app" href="([^"]+)"', page.text)
+        assert back, "the bank's dead end offers no way back to the app"
+        result = browser.get(back.group(1).replace("&amp;", "&"))
+        assert result.status_code == 400 and 'data-reason="provider_error"' in result.text
+        assert "слишком много раз" in result.text
+        assert 'id="close"' in result.text
+        retry = re.search(r'id="retry" href="([^"]+)"', result.text)
+        assert retry, "no 'try again' on the failure page"
+        again = browser.get(f"{installed.app_url}{retry.group(1).replace('&amp;', '&')}")
+        assert again.status_code == 200 and 'id="inn"' in again.text
+    card = admin_bank_card(installed)
+    assert 'id="link-failure" data-reason="provider_error"' in card and "слишком много раз" in card
+
+    # A successful link afterwards clears the note.
+    assert 'id="link-ok"' in link_bank(installed).text
+    assert 'id="link-failure"' not in admin_bank_card(installed)
+
+
+@pytest.mark.parametrize(("kw", "reason", "words"), [
+    ({"deny": True}, "provider_error", "Доступ не выдан"),
+    ({"untick": ("bank-statements",)}, "scopes_not_granted", "«Выписка»"),
+])
+def test_refused_consent_or_an_unticked_scope_offers_try_again_and_close(installed, kw, reason, words):
+    page = link_bank(installed, **kw)
+    assert page.status_code == 400 and f'data-reason="{reason}"' in page.text
+    assert 'id="retry" href="/bank/start?ticket=' in page.text and 'id="close"' in page.text
+    card = admin_bank_card(installed)
+    assert f'id="link-failure" data-reason="{reason}"' in card and words in card

@@ -58,3 +58,26 @@ def test_wrong_inn_is_red_next_to_the_field_at_once_and_on_the_servers_answer(pa
     assert error.get_attribute("data-error") == "checksum" and error.is_visible()
     assert color(error) == RED
     assert page.errors == []
+
+
+def test_wrong_sms_three_times_ends_on_a_page_with_try_again_and_close(page, live):
+    from b24app.sandbox.stack import DEMO_INN, DEMO_KPP, DEMO_PHONE, link_ticket
+
+    page.goto(f"{live.app_url}/bank/start?ticket={link_ticket(live)}")
+    page.locator("#inn").fill(DEMO_INN)
+    page.locator("#kpp").fill(DEMO_KPP)
+    page.locator("#continue").click()
+    page.locator("#phone").fill(DEMO_PHONE)
+    page.locator("#submit").click()
+    right = page.locator("#sms-code").inner_text()
+    for _ in range(3):
+        page.locator("#code").fill("0000" if right != "0000" else "1111")
+        page.locator("#submit").click()
+    page.locator("#back-to-app").click()
+    page.locator("#link-failed").wait_for()
+    assert "слишком много раз" in page.locator("#link-why").inner_text()
+    assert page.locator("#retry").is_visible() and page.locator("#close").is_visible()
+    page.locator("#retry").click()
+    page.locator("#inn").wait_for()
+    assert "/bank/start" in page.url
+    assert page.errors == []
