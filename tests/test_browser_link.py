@@ -81,3 +81,20 @@ def test_wrong_sms_three_times_ends_on_a_page_with_try_again_and_close(page, liv
     page.locator("#inn").wait_for()
     assert "/bank/start" in page.url
     assert page.errors == []
+
+
+def open_deal(page, st, deal_id: int, user: int, lang: str = "ru"):
+    page.goto(f"{st.portal_url}/crm/deal/details/{deal_id}/?user={user}&tab=0&lang={lang}")
+    frame = page.frame_locator("#app-frame")
+    frame.locator("#b24app").wait_for()
+    return frame
+
+
+def test_a_deal_owner_who_is_not_an_administrator_is_told_to_ask_one(page, live):
+    d = live.deals[0]                                  # responsible: user 2, not an administrator
+    frame = open_deal(page, live, d["deal_id"], user=2)
+    assert frame.locator("#ask-admin").inner_text() == "Попросите администратора подключить Т-Банк."
+    assert frame.locator('[data-action="link"]').count() == 0
+    admin = open_deal(page, live, d["deal_id"], user=1)
+    assert admin.locator('[data-action="link"]').is_visible() and admin.locator("#ask-admin").count() == 0
+    assert page.errors == []

@@ -72,8 +72,8 @@ def wait_attr(locator, name: str, value: str, timeout: float = STEP / 1000) -> N
 def test_link_by_sms_then_a_payment_turns_the_invoice_paid_without_reload(page, live):
     from b24app.sandbox.stack import DEMO_INN, DEMO_KPP, DEMO_PHONE
 
-    d = live.deals[0]  # invoice 1207, 12 000 ₽, responsible user 2
-    frame = open_deal(page, live, d["deal_id"])
+    d = live.deals[0]  # invoice 1207, 12 000 ₽, responsible user 2; the administrator (user 1) links the bank
+    frame = open_deal(page, live, d["deal_id"], user=1)
     assert frame.locator("text=Подключите расчётный счёт в Т-Банке").is_visible()
     assert invoice(frame, d["invoice_id"]).get_attribute("data-status") == "awaiting"
     # The frame asked Bitrix24 to fit its height (BX24 shim records the messages on the iframe).
