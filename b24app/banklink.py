@@ -82,6 +82,7 @@ class LinkResult:
     portal_id: int
     user_id: int
     accounts: int
+    company_name: str | None = None
 
 
 def complete_link(ctx, *, error: str | None, state: str | None, code: str | None, browser_nonce: str | None,
@@ -129,8 +130,25 @@ def _complete(ctx, portal_id: int, user_id: int, data: dict, code: str | None, b
         count = load_accounts(ctx, link_id)
     except (BankError, ValueError) as exc:
         raise LinkFailed("storage_failed", str(exc)) from exc
+    name = load_company_name(ctx, link_id)
     subscribe_webhook(ctx, link_id)
-    return LinkResult(link_id, portal_id, user_id, count)
+    return LinkResult(link_id, portal_id, user_id, count, name)
+
+
+def load_company_name(ctx, link_id: int) -> str | None:
+    """The company's name as T-Bank has it (GET /api/v1/company, scope company-info/get), so people see whose
+    account is linked rather than only an INN. Best effort: without that scope the link works and shows the INN."""
+    try:
+        company = bank_api(ctx, link_id).company()
+    except BankError as exc:
+        log.info("company name not available", extra={"link_id": link_id, "error": type(exc).__name__})
+        return None
+    name = company.get("name") or company.get("fullName")
+    name = str(name).strip()[:255] if isinstance(name, str) and name.strip() else None
+    if name:
+        with ctx.db.session() as s:
+            s.get(BankLink, link_id).company_name = name
+    return name
 
 
 def record_failure(ctx, portal_id: int, user_id: int | None, reason: str, detail: str = "") -> None:

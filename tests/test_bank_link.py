@@ -299,3 +299,20 @@ def test_refused_consent_or_an_unticked_scope_offers_try_again_and_close(install
     assert 'id="retry" href="/bank/start?ticket=' in page.text and 'id="close"' in page.text
     card = admin_bank_card(installed)
     assert f'id="link-failure" data-reason="{reason}"' in card and words in card
+
+
+def test_after_linking_the_company_is_named_as_the_bank_has_it(installed):
+    page = link_bank(installed)
+    assert 'id="link-company"' in page.text and "ООО «Ромашка»" in page.text
+    [link] = links(installed)
+    assert link.company_name == "ООО «Ромашка»"           # from T-Bank's GET /api/v1/company
+    card = admin_bank_card(installed)
+    assert "ООО «Ромашка»" in card and "7701234560" in card
+
+
+def test_without_the_company_info_scope_the_link_works_and_shows_the_inn(installed):
+    page = link_bank(installed, untick=("company-info",))
+    assert page.status_code == 200 and 'id="link-ok"' in page.text and 'id="link-company"' not in page.text
+    [link] = links(installed)
+    assert link.status == "active" and link.company_name is None
+    assert "7701234560" in admin_bank_card(installed)

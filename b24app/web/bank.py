@@ -117,7 +117,7 @@ def callback():
                      message=failure_message(exc.reason, exc.detail), retry_url=retry_url)
     session.pop(RETRY_KEY, None)
     request_sync(ctx, result.portal_id)
-    return _page("bank/result.html", ok=True, accounts=result.accounts)
+    return _page("bank/result.html", ok=True, accounts=result.accounts, company=result.company_name)
 
 
 def failure_message(reason: str, detail: str = "") -> str:
