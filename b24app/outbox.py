@@ -117,6 +117,7 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
     client = ctx.bitrix(portal.member_id)
     try:
         reads = _read_state(client, claimed, _cached_categories(ctx, portal.id, claimed))
+        _remember_deal_success_stages(ctx, portal.id, reads)
     except PortalGone as exc:
         for item, _ in claimed:
             _finish(ctx, item.id, owner, "dead", error=f"portal gone: {exc.code}")
@@ -249,11 +250,54 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
     wanted = {int((reads.get(k) or {}).get("item", {}).get("categoryId") or 0)
               for k in reads if k.startswith("inv") and reads.get(k)}
     missing = wanted - set(categories)
-    if missing:
-        stages = client.batch({f"st{c}": _stage_list(c) for c in sorted(missing)})
+    more = {f"st{c}": _stage_list(c) for c in sorted(missing)}
+    more.update(_deal_stage_lists(claimed, reads))
+    if more:
+        stages = client.batch(more)
         stages.raise_first()
         reads.update(stages.results)
     return reads
+
+
+def _deal_stage_lists(claimed: list[tuple[OutboxItem, bool]], reads: dict) -> dict[str, tuple[str, dict]]:
+    """Stage lists of the deals' pipelines whose success stage the payload left to be found here (the portal's
+    pipeline cache did not know them when the payment was reconciled). crm.status.list: ENTITY_ID DEAL_STAGE
+    for the general pipeline, DEAL_STAGE_<id> for the others (crm/status/crm-status-list.md)."""
+    out = {}
+    for item, _ in claimed:
+        p = item.payload
+        if item.kind != "deal_stage" or p.get("default") != "success":
+            continue
+        deal = reads.get(f"deal{p['deal_id']}") or {}
+        cat = str(deal.get("CATEGORY_ID") or 0)
+        if deal and (p.get("stages") or {}).get(cat) is None:
+            out[f"dst{cat}"] = ("crm.status.list", {"filter": {"ENTITY_ID": "DEAL_STAGE" if cat == "0" else
+                                                               f"DEAL_STAGE_{cat}"}, "order": {"SORT": "ASC"}})
+    return out
+
+
+DEAL_SUCCESS_KEY = "deal_success_stages"  # on Portal.settings: pipeline id -> its S stage, as the outbox read it
+
+
+def _remember_deal_success_stages(ctx, portal_id: int, reads: dict) -> None:
+    """Keep the success stages just read, so the next payment's payload names them (no extra read)."""
+    found = {key[3:]: success_stage(rows) for key, rows in reads.items() if key.startswith("dst")}
+    found = {k: v for k, v in found.items() if v}
+    if not found:
+        return
+    with ctx.db.session() as s:
+        row = s.scalar(select(Portal).where(Portal.id == portal_id).with_for_update())
+        row.settings = {**(row.settings or {}), DEAL_SUCCESS_KEY: {**((row.settings or {}).get(DEAL_SUCCESS_KEY) or {}),
+                                                                   **found}}
+
+
+def success_stage(stages) -> str | None:
+    """The first stage with semantics S (success) of a crm.status.list answer."""
+    for row in sorted((r for r in stages or [] if isinstance(r, dict)), key=lambda r: int(r.get("SORT") or 0)):
+        semantics = row.get("SEMANTICS") or (row.get("EXTRA") or {}).get("SEMANTICS")
+        if semantics == "S":
+            return str(row["STATUS_ID"])
+    return None
 
 
 def _plan(item: OutboxItem, uncertain: bool, reads: dict):
@@ -284,7 +328,10 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
         deal = reads.get(f"deal{p['deal_id']}")
         if not deal:
             return None, {"why": "deal deleted"}
-        target = (p.get("stages") or {}).get(str(deal.get("CATEGORY_ID") or 0))
+        cat = str(deal.get("CATEGORY_ID") or 0)
+        target = (p.get("stages") or {}).get(cat)
+        if target is None and p.get("default") == "success":
+            target = success_stage(reads.get(f"dst{cat}"))
         if not target:
             return None, {"why": "no stage chosen for this pipeline"}
         if deal.get("STAGE_ID") == target or deal.get("CLOSED") == "Y":

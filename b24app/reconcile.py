@@ -17,7 +17,7 @@ from .domain.formatting import format_money
 from .models import Allocation, BankAccount, Decision, Invoice, Operation, OutboxItem, Portal
 from .notices import bbcode_escape, text
 from .outbox import enqueue
-from .rules import Rules, load_rules
+from .rules import Rules, deal_stage_targets, load_rules
 
 log = logging.getLogger("b24app.reconcile")
 DEAL_TYPE = 2
@@ -124,6 +124,8 @@ def _effects(s, ctx, portal: Portal, op: Operation, d: Decision, allocs, rules: 
     date = op.operation_date.strftime("%d.%m.%Y")
     fmt = lambda v: format_money(Decimal(v), op.currency, lang)  # noqa: E731
     base = f"op{op.id}:d{d.id}"
+    stages = deal_stage_targets(rules, portal.settings)  # a pipeline the caches do not know: the outbox finds its S
+    pipelines_known = bool(((portal.settings or {}).get("deal_pipelines") or {}).get("pipelines"))
     for inv_id, outcome, amount, remaining, excess in allocs:
         inv = invoices.get(inv_id)
         if inv is None:
@@ -135,9 +137,9 @@ def _effects(s, ctx, portal: Portal, op: Operation, d: Decision, allocs, rules: 
         if outcome in ("paid", "overpaid"):
             if rules.paid_invoice_stage:
                 enqueue(s, portal.id, f"{key}:invoice_paid", "invoice_paid", {"invoice_id": inv_id}, op.id, now=d.created_at)
-            if rules.paid_deal_stage and deal_id:
+            if deal_id and (any(stages.values()) or not pipelines_known):
                 enqueue(s, portal.id, f"{key}:deal_stage", "deal_stage",
-                        {"deal_id": deal_id, "stages": rules.paid_deal_stage}, op.id, now=d.created_at)
+                        {"deal_id": deal_id, "stages": stages, "default": "success"}, op.id, now=d.created_at)
             if rules.paid_timeline and deal_id:
                 enqueue(s, portal.id, f"{key}:timeline", "timeline", {"deal_id": deal_id, "comment": text(
                     "timeline_paid", lang, number=number, amount=fmt(amount), payer=payer, date=date,

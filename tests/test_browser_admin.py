@@ -90,7 +90,7 @@ def test_admin_page_actions(browser, live):
         app.locator("#rules-form button[type=submit]").click()
         app.locator("#flash", has_text="Сохранено.").wait_for()
         rules = load_rules(live.ctx.portals.find(live.member_id()).settings)
-        assert rules.paid_notify is False and rules.paid_deal_stage == {"0": "WON"} and rules.sync_interval == 120
+        assert rules.paid_notify is False and rules.paid_deal_stage == {"0": "WON", "1": "C1:WON"} and rules.sync_interval == 120
 
         # Unwatch the second account.
         boxes = app.locator("input[data-account]")

@@ -118,11 +118,11 @@ def test_rules_are_saved_and_validated(env):
     assert r.status_code == 200, r.get_json()
     rules = load_rules(portal_row(env).settings)
     assert rules.paid_notify is False and rules.underpaid_task is True and rules.sync_interval == 120
-    assert rules.paid_deal_stage == {"0": "WON"}
+    assert rules.paid_deal_stage == {"0": "WON", "1": ""}  # "" = the admin chose not to move pipeline 1's deals
     bad_stage = api(env, "POST", "/app/api/rules", token, {"paid_deal_stage": {"0": "C1:WON"}})
     assert bad_stage.status_code == 400
     assert api(env, "POST", "/app/api/rules", token, {"sync_interval": 1}).status_code == 400
-    assert load_rules(portal_row(env).settings).paid_deal_stage == {"0": "WON"}
+    assert load_rules(portal_row(env).settings).paid_deal_stage == {"0": "WON", "1": ""}
     body = open_app(env, user=1).get_data(as_text=True)
     assert re.search(r'<option value="WON"\s+selected>', body)
     assert not re.search(r'name="paid_notify" data-rule\s+checked', body)
@@ -249,3 +249,15 @@ def test_operations_of_another_portal_stay_invisible(env):
                                                        "invoice": env.deals[0]["invoice_id"]}).status_code == 404
     assert api(env, "POST", "/app/api/assign", token, {"operation": foreign, "invoice": 555001}).status_code == 404
     assert api(env, "POST", "/app/api/undo", token, {"operation": foreign}).status_code == 404
+
+
+def test_first_run_shows_the_success_stage_of_each_pipeline_as_the_default(installed):
+    body = open_app(installed, user=1).get_data(as_text=True)
+    assert 'id="stages-default"' in body                  # the admin sees the choice before saving anything
+    assert re.search(r'<option value="WON"\s+selected>', body)
+    assert re.search(r'<option value="C1:WON"\s+selected>', body)
+    token = token_of(open_app(installed, user=1))
+    assert api(installed, "POST", "/app/api/rules", token, {"paid_deal_stage": {"0": "", "1": "C1:WON"}}).status_code == 200
+    body = open_app(installed, user=1).get_data(as_text=True)
+    assert 'id="stages-default"' not in body
+    assert re.search(r'<option value=""\s+selected>', body) and re.search(r'<option value="C1:WON"\s+selected>', body)

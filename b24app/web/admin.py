@@ -102,7 +102,7 @@ def app_page():
     g.tz = frame.tz
     allow_framing(portal, ctx.settings.bx24_js_url)
     pipelines, fetched_at, stages_ok = deal_pipelines(ctx, portal)
-    from ..rules import load_rules
+    from ..rules import load_rules, rules_saved
     rules = load_rules(portal.settings)
     with ctx.db.session() as s:
         bank = views.bank_state(s, portal.id)
@@ -115,7 +115,8 @@ def app_page():
     return render_template(
         "admin/page.html", frame=frame, page_config=config, bank=bank, queue=queue, targets=targets, history=hist,
         history_more=len(hist) == HISTORY_PAGE, chart=views.chart_geometry(chart), chart_days=chart,
-        rules=rules, pipelines=pipelines, stages_fetched_at=fetched_at, stages_ok=stages_ok,
+        rules=rules, rules_saved=rules_saved(portal.settings), pipelines=pipelines, stages_fetched_at=fetched_at,
+        stages_ok=stages_ok,
         outcomes=OUTCOMES, bx24_js_url=ctx.settings.bx24_js_url, default_interval=ctx.settings.sync_interval)
 
 
@@ -284,7 +285,7 @@ def api_sync():
 @bp.post("/app/api/stages")
 @frame_required
 def api_stages():
-    from ..rules import load_rules
+    from ..rules import load_rules, rules_saved
 
     _frame_unused, portal = _admin()
     ctx = get_ctx()
@@ -293,6 +294,7 @@ def api_stages():
         return jsonify({"error": "bitrix_unavailable", "message": _("Bitrix24 did not answer; try again later.")}), 502
     portal = ctx.portals.find(portal.member_id)
     html = render_template("admin/_stages.html", pipelines=pipelines, rules=load_rules(portal.settings),
+                           rules_saved=rules_saved(portal.settings),
                            stages_fetched_at=fetched_at, stages_ok=ok, frame=g.frame)
     return jsonify({"html": html, "pipelines": pipelines})
 
