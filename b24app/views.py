@@ -395,6 +395,35 @@ def parse_search_amount(text: str) -> Decimal | None:
 
 
 # -- admin ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FirstRun:
+    """The admin page's first-run checklist: link the bank, choose accounts, check the rules, a first payment."""
+
+    linked: bool
+    accounts: bool
+    rules: bool
+    payment: bool
+
+    @property
+    def done(self) -> bool:
+        return self.linked and self.accounts and self.rules and self.payment
+
+    @property
+    def steps(self) -> tuple[tuple[str, bool], ...]:
+        return (("link", self.linked), ("accounts", self.accounts), ("rules", self.rules), ("payment", self.payment))
+
+
+def payments_seen(s: Session, portal_id: int) -> bool:
+    """Whether the app has decided at least one incoming payment of this portal."""
+    return s.scalar(select(Operation.id).where(Operation.portal_id == portal_id, Operation.is_credit.is_(True),
+                                               Operation.state != "new").limit(1)) is not None
+
+
+def first_run(s: Session, portal_id: int, bank: BankState, rules_saved: bool) -> FirstRun:
+    return FirstRun(linked=bank.linked, accounts=bank.watched_count > 0, rules=rules_saved,
+                    payment=payments_seen(s, portal_id))
+
+
 def review_queue(s: Session, portal_id: int, search: str = "", limit: int = 100) -> list[ReviewLine]:
     """Unmatched, ambiguous and overpaid payments, newest first, optionally searched."""
     return _review_lines(s, portal_id, limit=min(limit, MAX_QUEUE), search=search, states=QUEUE_STATES)

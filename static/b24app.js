@@ -255,7 +255,17 @@
       return Promise.all([
         loadInto(cfg.urls.review, 'review-list', formParams(document.getElementById('review-search'))),
         loadInto(cfg.urls.history, 'history-list', formParams(document.getElementById('history-filter'))),
-        loadInto(cfg.urls.bank, 'bank-card', {})]);
+        loadBank()]);
+    };
+    var loadBank = function () {
+      return loadInto(cfg.urls.bank, 'bank-card', {}).then(function (res) {
+        var box = document.getElementById('first-run-box');
+        if (box && res.status === 200 && res.data && typeof res.data.checklist === 'string') {
+          box.innerHTML = res.data.checklist;
+          fit();
+        }
+        return res;
+      });
     };
     cfg.assign = cfg.urls.assign;
     cfg.undo = cfg.urls.undo;
@@ -293,7 +303,7 @@
       busy(button, true);
       api('POST', cfg.urls.rules, data).then(function (res) {
         busy(button, false);
-        if (res.status === 200) flash(T.saved, 'success');
+        if (res.status === 200) { flash(T.saved, 'success'); loadBank(); }
       });
     };
     admin.backfill = function (form) {
@@ -308,7 +318,7 @@
       box.disabled = true;
       api('POST', cfg.urls.accounts, {watched: ids}).then(function (res) {
         box.disabled = false;
-        if (res.status === 200) { flash(T.saved, 'success'); loadInto(cfg.urls.bank, 'bank-card', {}); }
+        if (res.status === 200) { flash(T.saved, 'success'); loadBank(); }
         else box.checked = !box.checked;
       });
     };

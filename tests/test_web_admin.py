@@ -261,3 +261,10 @@ def test_first_run_shows_the_success_stage_of_each_pipeline_as_the_default(insta
     body = open_app(installed, user=1).get_data(as_text=True)
     assert 'id="stages-default"' not in body
     assert re.search(r'<option value=""\s+selected>', body) and re.search(r'<option value="C1:WON"\s+selected>', body)
+
+
+def test_without_a_bank_the_review_queue_does_not_claim_every_payment_was_matched(installed):
+    body = open_app(installed, user=1).get_data(as_text=True)
+    assert "каждый платёж нашёл свой счёт" not in body.lower()
+    assert "Платежей пока нет" in body
+    assert 'id="first-run"' in body and body.count('data-done="0"') == 4

@@ -106,6 +106,7 @@ def app_page():
     rules = load_rules(portal.settings)
     with ctx.db.session() as s:
         bank = views.bank_state(s, portal.id)
+        checklist = views.first_run(s, portal.id, bank, rules_saved(portal.settings))
         queue = views.review_queue(s, portal.id)
         targets = _targets(s, portal.id, queue)
         hist = views.history(s, portal.id, limit=HISTORY_PAGE)
@@ -113,7 +114,8 @@ def app_page():
     token = issue_frame_token(frame)
     config = {"token": token, "lang": frame.lang, "texts": js_texts(), "urls": _urls(frame)}
     return render_template(
-        "admin/page.html", frame=frame, page_config=config, bank=bank, queue=queue, targets=targets, history=hist,
+        "admin/page.html", frame=frame, page_config=config, bank=bank, checklist=checklist,
+        payments_seen=checklist.payment, queue=queue, targets=targets, history=hist,
         history_more=len(hist) == HISTORY_PAGE, chart=views.chart_geometry(chart), chart_days=chart,
         rules=rules, rules_saved=rules_saved(portal.settings), pipelines=pipelines, stages_fetched_at=fetched_at,
         stages_ok=stages_ok,
@@ -171,7 +173,9 @@ def api_review():
     with get_ctx().db.session() as s:
         queue = views.review_queue(s, portal.id, search)
         targets = _targets(s, portal.id, queue)
-    html = render_template("admin/_review.html", queue=queue, targets=targets, frame=frame, search=search)
+        seen = bool(queue) or views.payments_seen(s, portal.id)
+    html = render_template("admin/_review.html", queue=queue, targets=targets, frame=frame, search=search,
+                           payments_seen=seen)
     return jsonify({"html": html, "count": len(queue), "operations": [r.operation_pk for r in queue]})
 
 
@@ -198,10 +202,14 @@ def api_history():
 @bp.get("/app/api/bank")
 @frame_required
 def api_bank():
+    from ..rules import rules_saved
+
     frame, portal = _frame()
     with get_ctx().db.session() as s:
         bank = views.bank_state(s, portal.id)
+        checklist = views.first_run(s, portal.id, bank, rules_saved(portal.settings))
     return jsonify({"html": render_template("admin/_bank.html", bank=bank, frame=frame),
+                    "checklist": render_template("admin/_checklist.html", checklist=checklist, frame=frame),
                     "linked": bank.linked, "health": bank.health})
 
 
