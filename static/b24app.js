@@ -351,10 +351,17 @@
   }
 
   // -- keep the tab current without a reload ------------------------------------------------------------
+  // A conditional GET (If-None-Match: the server answers 304 with no body when nothing changed) every
+  // cfg.poll ms while the tab is visible, and at once when it becomes visible again; nothing while hidden.
   if (root && root.getAttribute('data-page') === 'widget') {
-    setInterval(function () {
-      if (document.visibilityState === 'visible' && !syncing) refresh(false);
-    }, cfg.poll || 10000);
+    var polling = false;
+    var poll = function () {
+      if (polling || syncing || document.visibilityState !== 'visible') return;
+      polling = true;
+      refresh(false).then(function () { polling = false; }, function () { polling = false; });
+    };
+    setInterval(poll, cfg.poll || 2000);
+    document.addEventListener('visibilitychange', poll);
   }
   window.b24app = {refresh: function () { return refresh(true); }, fit: fit};
 })();

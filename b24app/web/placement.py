@@ -27,6 +27,7 @@ CSRF_EXEMPT = True  # Bitrix24 POSTs the tabs cross-site (verified with the post
 log = logging.getLogger("b24app.placement")
 
 INVOICE_TYPE = 31
+POLL_MS = 2000  # the open tab asks "anything new?" (ETag, 304 when not) this often while it is visible
 PLACEMENTS = {"deal": "CRM_DEAL_DETAIL_TAB", "invoice": "CRM_SMART_INVOICE_DETAIL_TAB"}
 
 
@@ -178,7 +179,7 @@ def _tab(kind: str):
               "assign": url_for("placement.api_assign", kind=kind, entity_id=frame.entity_id),
               "undo": url_for("placement.api_undo", kind=kind, entity_id=frame.entity_id),
               "link": url_for("placement.api_link", kind=kind, entity_id=frame.entity_id),
-              "version": _version(_data_json(frame, data)), "texts": js_texts()}
+              "version": _version(_data_json(frame, data), data), "texts": js_texts(), "poll": POLL_MS}
     return render_template("widget/page.html", data=data, frame=frame, page_config=config, fetched=fetched,
                            can_act=may_act(frame, data), body=render_body(frame, data),
                            bx24_js_url=ctx.settings.bx24_js_url)
@@ -225,8 +226,11 @@ def js_texts() -> dict:
     }
 
 
-def _version(payload: dict) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def _version(payload: dict, data: views.WidgetData) -> str:
+    """The ETag: what the tab shows. The bank's check time counts as the minute the tab prints, so that a
+    statement read with nothing new (every sync) does not make each 2-second poll a full answer."""
+    shown = {**payload, "bank": {**payload["bank"], "last_synced_at": sync_line(data)}}
+    return hashlib.sha256(json.dumps(shown, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # -- JSON API ------------------------------------------------------------------------------------------
@@ -258,7 +262,7 @@ def api_data(kind: str, entity_id: int):
     with get_ctx().db.session() as s:
         data = _load(s, portal.id, kind, entity_id)
     payload = _data_json(frame, data)
-    version = _version(payload)
+    version = _version(payload, data)
     if request.headers.get("If-None-Match") == f'"{version}"':
         resp = Response(status=304)
     else:
