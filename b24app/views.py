@@ -43,6 +43,7 @@ class PaymentLine:
     manual: bool
     decided_at: datetime
     state: str
+    actor_user_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -290,7 +291,7 @@ def widget_data(s: Session, portal_id: int, *, deal_id: int | None = None, invoi
                 operation_pk=op_id, date=op_date, payer_name=payer or "", payer_inn=inn, amount=_dec(alloc_amount),
                 operation_amount=_dec(op_amount), currency=currency, purpose=purpose or "",
                 outcome=alloc_outcome or outcome, reasons=tuple(reasons or ()), manual=actor is not None,
-                decided_at=decided_at, state=state))
+                decided_at=decided_at, state=state, actor_user_id=actor))
     review = review_for(s, portal_id, invoices, limit=review_limit)
     flagged = {c for r in review for c in r.candidates}
     lines = []
@@ -540,17 +541,19 @@ def chart_geometry(days: list[ChartDay], width: int = 600, height: int = 140) ->
 
 # -- explanations ---------------------------------------------------------------------------------
 _PEOPLE_REASONS = {
-    "ru": {"manual_assignment": "платёж {amount} вручную отнесён к счёту {invoice} (пользователь {user_id})",
-           "manual_assignment/short": "платёж вручную отнесён к счёту {invoice} (пользователь {user_id})",
-           "undone": "сопоставление отменено пользователем {user_id}"},
-    "en": {"manual_assignment": "payment {amount} assigned to invoice {invoice} by hand (user {user_id})",
-           "manual_assignment/short": "payment assigned to invoice {invoice} by hand (user {user_id})",
-           "undone": "the match was undone by user {user_id}"},
+    "ru": {"manual_assignment": "платёж {amount} вручную отнесён к счёту {invoice} ({user})",
+           "manual_assignment/short": "платёж вручную отнесён к счёту {invoice} ({user})",
+           "undone": "сопоставление отменил(а) {user}", "user": "пользователь {user_id}"},
+    "en": {"manual_assignment": "payment {amount} assigned to invoice {invoice} by hand ({user})",
+           "manual_assignment/short": "payment assigned to invoice {invoice} by hand ({user})",
+           "undone": "the match was undone by {user}", "user": "user {user_id}"},
 }
 
 
-def explain_reasons(reasons: Iterable[Any], lang: str, currency: str = "RUB") -> list[str]:
-    """Stored reasons (`{"code", "params"}`) as sentences in the user's language, one per reason."""
+def explain_reasons(reasons: Iterable[Any], lang: str, currency: str = "RUB",
+                    names: dict[str, str] | None = None) -> list[str]:
+    """Stored reasons (`{"code", "params"}`) as sentences in the user's language, one per reason; people by
+    name where `names` ({"id": "Name Last"}) knows them."""
     lang = language(lang)
     out: list[str] = []
     for raw in reasons or ():
@@ -561,6 +564,8 @@ def explain_reasons(reasons: Iterable[Any], lang: str, currency: str = "RUB") ->
             code = raw["code"]
             if code in ("manual_assignment", "undone"):
                 values = {k: str(v) for k, v in params.items()}
+                values["user"] = (names or {}).get(values.get("user_id", "")) or \
+                    _PEOPLE_REASONS[lang]["user"].format(user_id=values.get("user_id", "?"))
                 if "amount" in params:
                     try:
                         values["amount"] = format_money(Decimal(str(params["amount"])), currency, lang)

@@ -268,3 +268,16 @@ def test_without_a_bank_the_review_queue_does_not_claim_every_payment_was_matche
     assert "каждый платёж нашёл свой счёт" not in body.lower()
     assert "Платежей пока нет" in body
     assert 'id="first-run"' in body and body.count('data-done="0"') == 4
+
+
+def test_history_names_who_decided_with_a_link_to_the_profile(env):
+    token = token_of(open_app(env, user=1))
+    a = add_payment(env, "432.10", "Перевод без назначения", payer="ООО «Луч»")
+    target = env.deals[2]
+    assert api(env, "POST", "/app/api/assign", token, {"operation": a, "invoice": target["invoice_id"]}).status_code == 200
+    body = open_app(env, user=1).get_data(as_text=True)
+    link = f'href="{env.portal_url}/company/personal/user/1/" target="_top">Анна Админова</a>'
+    assert link in body and "пользователь 1" not in body and "пользователем 1" not in body
+    page = api(env, "GET", "/app/api/history", token).get_json()["html"]   # the JSON API: from the cache
+    assert link in page
+    api(env, "POST", "/app/api/undo", token, {"operation": a})

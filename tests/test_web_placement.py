@@ -312,3 +312,24 @@ def test_check_the_bank_now_makes_accounts_due_and_reports_progress(env):
     assert body["finished"] is False and body["pending"] == len(watched)
     status = api(env, "GET", base, token).get_json()
     assert status["pending"] == len(watched) and 0 <= status["percent"] < 100
+
+
+def test_who_assigned_a_payment_is_named_and_linked_to_the_profile_and_the_tab_still_costs_one_call(env):
+    d2 = deal(env, 2)
+    op = add_payment(env, "300.00", "Оплата по договору хранения", inn=d2["inn"], payer="АО «Север»")
+    resp = open_tab(env, "deal", d2["deal_id"], user=2)
+    base = f"/placement/api/deal/{d2['deal_id']}"
+    assert api(env, "POST", base + "/assign", config_of(resp)["token"],
+               {"operation": op, "invoice": d2["invoice_id"]}).status_code == 200
+    before = env.portal_state()["requests"]
+    body = open_tab(env, "deal", d2["deal_id"], user=2).get_data(as_text=True)
+    assert env.portal_state()["requests"] - before == 1, "names must come in the render's one REST call"
+    profile = f'href="{env.portal_url}/company/personal/user/2/" target="_top">Борис Менеджеров</a>'
+    assert profile in body
+    assert "пользователь 2" not in body
+    assert "Борис Менеджеров" in httpx.get(f"{env.portal_url}/company/personal/user/2/", timeout=30).text
+    # The JSON refresh (no REST call) names him too, from what the render remembered.
+    tab = open_tab(env, "deal", d2["deal_id"], user=2)
+    refreshed = api(env, "GET", base, config_of(tab)["token"]).get_json()["html"]
+    assert profile in refreshed
+    api(env, "POST", base + "/undo", config_of(tab)["token"], {"operation": op})

@@ -15,7 +15,7 @@ from ..models import Invoice, Operation, Portal
 from .bank import issue_link_ticket
 from .factory import get_ctx
 from .i18n import current_tz, set_lang
-from . import actions
+from . import actions, people
 from .actions import id_field, json_body
 from .placement import js_texts, progress
 from .security import Frame, PlacementRejected, allow_framing, frame_required, issue_frame_token, verify_placement
@@ -92,12 +92,13 @@ def app_page():
     if request.method == "GET":
         return render_template("error.html", reason="open_from_bitrix24"), 400
     try:
-        verified = verify_placement(ctx)
+        verified = verify_placement(ctx, _people_command(ctx))
     except PlacementRejected as exc:
         log.warning("app page rejected", extra={"reason": exc.reason,
                                                  "member_id": request.form.get("member_id", "")[:64]})
         return render_template("error.html", reason=exc.reason), 403
     frame, portal = verified.frame, verified.portal
+    people.use(portal, people.remember(ctx, portal, verified.results))
     set_lang(frame.lang)
     g.tz = frame.tz
     allow_framing(portal, ctx.settings.bx24_js_url)
@@ -120,6 +121,14 @@ def app_page():
         rules=rules, rules_saved=rules_saved(portal.settings), pipelines=pipelines, stages_fetched_at=fetched_at,
         stages_ok=stages_ok,
         outcomes=OUTCOMES, bx24_js_url=ctx.settings.bx24_js_url, default_interval=ctx.settings.sync_interval)
+
+
+def _people_command(ctx):
+    """Names of the people in the history's first page, read in the batch that verifies the page."""
+    def build(portal, _entity):
+        with ctx.db.session() as s:
+            return people.command(people.recent_actors(s, portal.id))
+    return build
 
 
 def _urls(frame: Frame) -> dict:
@@ -155,6 +164,7 @@ def _frame() -> tuple[Frame, Portal]:
         abort(401, description="portal not installed")
     set_lang(frame.lang)
     g.tz = frame.tz
+    people.use(portal)
     return frame, portal
 
 

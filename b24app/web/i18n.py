@@ -103,8 +103,9 @@ def init_app(app) -> None:
     from ..views import explain_reasons, visible_text
 
     def explain(reasons, currency: str = "RUB") -> list[str]:
-        return explain_reasons(reasons, current_lang(), currency)
+        return explain_reasons(reasons, current_lang(), currency, names=g.get("people"))
 
     app.jinja_env.filters.update(money=money, number=number, when=when, day=day, plain=visible_text,
                                  explain=explain)
-    app.jinja_env.globals.update(current_lang=current_lang)
+    from .people import person
+    app.jinja_env.globals.update(current_lang=current_lang, person=person)

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from .. import views
 from ..models import Allocation, Invoice, Operation, Portal
-from . import actions
+from . import actions, people
 from .actions import id_field, json_body
 from .bank import issue_link_ticket
 from .factory import get_ctx
@@ -50,6 +50,8 @@ def tab_commands(ctx, kind: str):
         with ctx.db.session() as s:
             categories = sorted({c for c in s.scalars(select(Invoice.category_id).where(
                 Invoice.portal_id == portal.id, Invoice.category_id.is_not(None)).distinct()) if c is not None})
+            actors = people.tab_actors(s, portal.id, kind, entity_id)
+        cmds.update(people.command(actors))  # names of who assigned payments by hand, in the same call
         for c in categories[:10]:
             cmds[f"stages{c}"] = ("crm.status.list", {"filter": {"ENTITY_ID": f"SMART_INVOICE_STAGE_{c}"}})
         # A portal we have never seen an invoice of: ask for the first item's category.
@@ -166,6 +168,7 @@ def _tab(kind: str):
     set_lang(frame.lang)
     if frame.placement != PLACEMENTS[kind] or frame.entity_id is None:
         return render_template("error.html", reason="wrong_placement"), 400
+    people.use(verified.portal, people.remember(ctx, verified.portal, verified.results))
     owner, fetched = store_fetched(ctx, verified.portal.id, verified.results)
     frame = replace(frame, owner_id=owner)
     g.tz = frame.tz
@@ -259,6 +262,7 @@ def _in_tab(inv: Invoice | None, kind: str, entity_id: int) -> bool:
 @frame_required
 def api_data(kind: str, entity_id: int):
     frame, portal = _frame_for(kind, entity_id)
+    people.use(portal)
     with get_ctx().db.session() as s:
         data = _load(s, portal.id, kind, entity_id)
     payload = _data_json(frame, data)
