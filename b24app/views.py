@@ -430,6 +430,43 @@ def review_queue(s: Session, portal_id: int, search: str = "", limit: int = 100)
     return _review_lines(s, portal_id, limit=min(limit, MAX_QUEUE), search=search, states=QUEUE_STATES)
 
 
+def assign_targets(s: Session, portal_id: int, line: ReviewLine, limit: int = 20) -> list[Invoice]:
+    """Where a queued payment may go, the likely first: its candidates, the open invoices of their deals and
+    of the same payer (INN), same currency. Anything else is found by searching (`find_open_invoices`)."""
+    cands = list(line.candidates)
+    deals = set(s.scalars(select(Invoice.deal_id).where(
+        Invoice.portal_id == portal_id, Invoice.b24_id.in_(cands or [-1]), Invoice.deal_id.is_not(None))))
+    near = [Invoice.b24_id.in_(cands or [-1]), Invoice.deal_id.in_(deals or [-1])]
+    if line.payer_inn:
+        near.append(Invoice.payer_inn == line.payer_inn)
+    rows = list(s.scalars(select(Invoice).where(
+        Invoice.portal_id == portal_id, Invoice.currency == line.currency, or_(*near),
+        or_(Invoice.stage_semantics.is_(None), Invoice.b24_id.in_(cands or [-1])))
+        .order_by(Invoice.b24_id.desc()).limit(limit)))
+    order = {b: n for n, b in enumerate(cands)}
+    rows.sort(key=lambda i: (order.get(i.b24_id, len(order)), -i.b24_id))
+    return rows
+
+
+def find_open_invoices(s: Session, portal_id: int, currency: str, text: str, limit: int = 20) -> list[Invoice]:
+    """Open invoices in `currency` whose number, title or amount matches what a person typed."""
+    text = (text or "").strip()[:100]
+    q = select(Invoice).where(Invoice.portal_id == portal_id, Invoice.currency == currency,
+                              Invoice.stage_semantics.is_(None))
+    if text:
+        conds = [*_icontains(Invoice.number, text), *_icontains(Invoice.title, text)]
+        key = normalize_invoice_number(text)
+        if key:
+            conds.append(Invoice.number_key.contains(key))
+        amount = parse_search_amount(text)
+        if amount is not None:
+            conds.append(Invoice.amount == amount)
+        if text.isdigit() and len(text) < 18:
+            conds.append(Invoice.deal_id == int(text))
+        q = q.where(or_(*conds))
+    return list(s.scalars(q.order_by(Invoice.b24_id.desc()).limit(limit)))
+
+
 def open_invoices(s: Session, portal_id: int, ids: Iterable[int] = (), limit: int = 200) -> list[Invoice]:
     """Invoices an admin may assign a payment to: the named candidates first, then other open ones."""
     wanted = list(ids)

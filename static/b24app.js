@@ -348,6 +348,35 @@
     document.addEventListener('change', function (e) {
       if (e.target.matches && e.target.matches('input[data-account]')) admin.watch(e.target);
     });
+    // The assign selector: typing searches the portal's open invoices (number, amount, deal) and refills
+    // the list under it; the first offer (this payer's and this deal's invoices) comes with the page.
+    var findTimer = null;
+    document.addEventListener('input', function (e) {
+      var box = e.target;
+      if (!box.matches || !box.matches('input[data-invoice-search]')) return;
+      if (findTimer) clearTimeout(findTimer);
+      findTimer = setTimeout(function () {
+        var params = new URLSearchParams({operation: box.getAttribute('data-invoice-search'), q: box.value.trim()});
+        api('GET', cfg.urls.invoices + '?' + params.toString()).then(function (res) {
+          var select = box.form && box.form.querySelector('select[name="invoice"]');
+          if (!select || res.status !== 200 || !res.data) return;
+          select.innerHTML = '';
+          res.data.invoices.forEach(function (inv) {
+            var option = document.createElement('option');
+            option.value = String(inv.id);
+            option.textContent = inv.label;
+            select.appendChild(option);
+          });
+          if (!res.data.invoices.length) {
+            var none = document.createElement('option');
+            none.value = '';
+            none.textContent = T.nothing_found || '—';
+            select.appendChild(none);
+          }
+          select.setAttribute('data-found', String(res.data.invoices.length));
+        });
+      }, 250);
+    });
   }
 
   // -- keep the tab current without a reload ------------------------------------------------------------

@@ -78,6 +78,13 @@ def test_admin_page_actions(browser, live):
         app.locator("#review-search button").click()
         wait_until(lambda: app.locator("#review-list .b24-review__item").count() == 1)
 
+        # The other payment (a charity, no invoice of its payer): the selector offers nothing until searched.
+        other = app.locator("#review-list .b24-review__item").first
+        assert other.locator("select option[value]:not([value=''])").count() == 0
+        other.locator("input[data-invoice-search]").fill("1207")
+        other.locator("select[data-found='1']").wait_for()
+        assert other.locator("select option").first.get_attribute("value") == str(live.deals[0]["invoice_id"])
+
         # History filtered by the deal explains the manual assignment.
         app.locator("#h-deal").fill(str(d["deal_id"]))
         app.locator("#history-filter button").click()

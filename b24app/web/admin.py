@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from .. import views
 from ..bitrix.errors import BitrixError
+from ..domain.formatting import visible_text
 from ..models import Invoice, Operation, Portal
 from .bank import issue_link_ticket
 from .factory import get_ctx
@@ -137,21 +138,16 @@ def _urls(frame: Frame) -> dict:
             "undo": url_for("admin.api_undo"), "rules": url_for("admin.api_rules"),
             "sync": url_for("admin.api_sync"), "stages": url_for("admin.api_stages"),
             "link": url_for("admin.api_link"), "accounts": url_for("bank.choose_accounts"),
+            "invoices": url_for("admin.api_invoices"),
             "unlink": url_for("bank.unlink")}
     return urls
 
 
 def _targets(s, portal_id: int, queue: list[views.ReviewLine]) -> dict[int, list[Invoice]]:
-    """Invoices each queued payment may be assigned to: its candidates first, then other open ones."""
-    wanted = {c for r in queue for c in r.candidates}
-    pool = views.open_invoices(s, portal_id, wanted, limit=200)
-    out = {}
-    for r in queue:
-        same = [i for i in pool if i.currency == r.currency and i.stage_semantics != "F"]
-        order = {c: n for n, c in enumerate(r.candidates)}
-        same.sort(key=lambda i: (order.get(i.b24_id, len(order)), -i.b24_id))
-        out[r.operation_pk] = same[:60]
-    return out
+    """Invoices offered first for each queued payment: its candidates, their deals' and this payer's open
+    invoices (any other is one search away: /app/api/invoices)."""
+    return {r.operation_pk: [i for i in views.assign_targets(s, portal_id, r) if i.stage_semantics != "F"]
+            for r in queue if r.state in views.REVIEW_STATES}
 
 
 # -- JSON API (frame token in the X-Frame-Token header) ---------------------------------------------------
@@ -221,6 +217,29 @@ def api_bank():
     return jsonify({"html": render_template("admin/_bank.html", bank=bank, frame=frame),
                     "checklist": render_template("admin/_checklist.html", checklist=checklist, frame=frame),
                     "linked": bank.linked, "health": bank.health})
+
+
+@bp.get("/app/api/invoices")
+@frame_required
+def api_invoices():
+    """Open invoices for the assign selector: by number, title, amount or deal id, in the payment's currency."""
+    _frame_unused, portal = _admin()
+    op_pk = request.args.get("operation", "")
+    if not op_pk.isdigit() or len(op_pk) > 18:
+        abort(400, description="operation must be an id")
+    with get_ctx().db.session() as s:
+        op = s.get(Operation, int(op_pk))
+        if op is None or op.portal_id != portal.id:
+            abort(404)
+        rows = views.find_open_invoices(s, portal.id, op.currency, request.args.get("q", ""))
+    return jsonify({"invoices": [{"id": i.b24_id, "label": _invoice_label(i)} for i in rows]})
+
+
+def _invoice_label(inv: Invoice) -> str:
+    from .i18n import money
+    text = _("No. %(number)s", number=visible_text(inv.number or str(inv.b24_id), 60)) + " · " + \
+        money(inv.amount, inv.currency)
+    return text + (" (" + _("deal %(id)s", id=inv.deal_id) + ")" if inv.deal_id else "")
 
 
 @bp.post("/app/api/assign")

@@ -225,7 +225,7 @@ def js_texts() -> dict:
         "popup_blocked": _("Allow pop-up windows for this page to link the bank."),
         "linking": _("Finish linking the bank in the window that has opened."),
         "saved": _("Saved."), "choose_invoice": _("Choose an invoice"),
-        "updated": _("Updated"),
+        "updated": _("Updated"), "nothing_found": _("Nothing found."),
     }
 
 
