@@ -273,6 +273,32 @@
     cfg.sync = cfg.urls.sync;
     refresh = function () { return reloadAll(); };
 
+    // Tabs (Bank, Review, Rules, History): one panel at a time; #hash and [data-tab-link] links pick it.
+    var showTab = function (name) {
+      var panels = document.querySelectorAll('.b24-tabpanel[data-tab]');
+      var known = Array.prototype.some.call(panels, function (p) { return p.getAttribute('data-tab') === name; });
+      if (!known) return false;
+      panels.forEach(function (p) { p.hidden = p.getAttribute('data-tab') !== name; });
+      document.querySelectorAll('.b24-tabs [data-tab-link]').forEach(function (a) {
+        a.setAttribute('aria-selected', a.getAttribute('data-tab-link') === name ? 'true' : 'false');
+      });
+      fit();
+      return true;
+    };
+    var tabs = document.querySelector('.b24-tabs');
+    if (tabs) {
+      if (!showTab((window.location.hash || '').slice(1))) showTab(tabs.getAttribute('data-open') || 'bank');
+      document.addEventListener('click', function (e) {
+        var link = e.target.closest && e.target.closest('[data-tab-link]');
+        if (!link) return;
+        e.preventDefault();
+        var name = link.getAttribute('data-tab-link');
+        if (showTab(name) && window.history && window.history.replaceState) {
+          window.history.replaceState(null, '', '#' + name);
+        }
+      });
+    }
+
     admin.search = function (form) { loadInto(cfg.urls.review, 'review-list', formParams(form)); };
     admin.history = function (form) { loadInto(cfg.urls.history, 'history-list', formParams(form)); };
     admin.more = function (button) {

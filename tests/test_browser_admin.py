@@ -86,11 +86,13 @@ def test_admin_page_actions(browser, live):
         assert other.locator("select option").first.get_attribute("value") == str(live.deals[0]["invoice_id"])
 
         # History filtered by the deal explains the manual assignment.
+        app.locator("#tab-history").click()
         app.locator("#h-deal").fill(str(d["deal_id"]))
         app.locator("#history-filter button").click()
         app.locator("#history-list", has_text="вручную отнесён к счёту INV-2025-0042").wait_for()
 
         # Rules: stop notifying about paid invoices, move deals of the main pipeline to "won".
+        app.locator("#tab-rules").click()
         app.locator("input[name=paid_notify]").uncheck()
         app.locator("select[data-pipeline='0']").select_option("WON")
         app.locator("input[name=sync_interval]").fill("120")
@@ -100,6 +102,7 @@ def test_admin_page_actions(browser, live):
         assert rules.paid_notify is False and rules.paid_deal_stage == {"0": "WON", "1": "C1:WON"} and rules.sync_interval == 120
 
         # Unwatch the second account.
+        app.locator("#tab-bank").click()
         boxes = app.locator("input[data-account]")
         second = int(boxes.nth(1).get_attribute("data-account"))
         boxes.nth(1).uncheck()
@@ -112,6 +115,34 @@ def test_admin_page_actions(browser, live):
         app.locator("#sync-progress").wait_for(state="visible")
         app.locator("#flash", has_text="Банк проверен.").wait_for(timeout=45_000)
         app.locator("#sync-progress").wait_for(state="hidden")
+        assert errors == []
+    finally:
+        context.close()
+
+
+def test_admin_page_is_tabs_one_section_at_a_time(browser, live):
+    from b24app.sandbox.stack import APP_CLIENT_ID
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ru-RU")
+    context.set_default_timeout(STEP)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(f"{live.portal_url}/marketplace/app/{APP_CLIENT_ID}/?user=1&lang=ru")
+        app = page.frame_locator("#app-frame")
+        app.locator("#b24app[data-page='admin']").wait_for()
+        tabs = app.locator("[role=tablist] [role=tab]")
+        assert [tabs.nth(i).inner_text().split(" ·")[0] for i in range(tabs.count())] == \
+            ["Банк", "Очередь разбора", "Правила", "История"]
+        for name, visible in (("bank", "#bank-card"), ("review", "#review-list"), ("rules", "#rules-form"),
+                              ("history", "#history-list")):
+            app.locator(f"#tab-{name}").click()
+            assert app.locator(f"#tab-{name}").get_attribute("aria-selected") == "true"
+            assert app.locator(visible).is_visible()
+            assert app.locator(".b24-tabpanel:visible").count() == 1
+            height = app.locator("#b24app").evaluate("e => e.getBoundingClientRect().height")
+            assert height < 1600, f"the {name} tab is {height:.0f} px tall"
         assert errors == []
     finally:
         context.close()

@@ -197,7 +197,7 @@ def test_language_switch_and_screenshots(page, live, shots):
         title = admin.locator("h1").first.inner_text()
         assert title == ("Оплаты Т-Банка" if lang == "ru" else "T-Bank payments")
         assert admin.locator(".b24-review__item").count() >= 1
-        page.wait_for_function("parseInt(document.getElementById('app-frame').style.height || '0') > 900")
+        page.wait_for_function("parseInt(document.getElementById('app-frame').style.height || '0') > 300")
         page.wait_for_timeout(300)
         page.locator("#app-frame").screenshot(path=str(shots / f"admin-{lang}.png"))
     assert page.errors == []
