@@ -146,3 +146,41 @@ def test_admin_page_is_tabs_one_section_at_a_time(browser, live):
         assert errors == []
     finally:
         context.close()
+
+
+def test_history_is_one_line_per_decision_with_its_actions_folded(browser, live):
+    from b24app.models import OutboxItem
+    from b24app.sandbox.stack import APP_CLIENT_ID
+
+    for d in live.deals[:2]:
+        live.pay(d["amount"], f"Оплата по счету № {d['number']}", payerInn=d["inn"], payerName=d["company"])
+
+    def sent() -> int:
+        with live.ctx.db.session() as s:
+            return len(list(s.scalars(select(OutboxItem.id).where(OutboxItem.status == "done"))))
+    wait_until(lambda: count_states(live, ("matched",)) >= 2 and sent() >= 6, timeout=40)
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ru-RU")
+    context.set_default_timeout(STEP)
+    page = context.new_page()
+    try:
+        page.goto(f"{live.portal_url}/marketplace/app/{APP_CLIENT_ID}/?user=1&lang=ru")
+        app = page.frame_locator("#app-frame")
+        app.locator("#tab-history").click()
+        app.locator("#history-list").wait_for()
+        lines = app.locator("#history-list .b24-history > li")
+        assert lines.count() == 2
+        for i in range(2):
+            assert lines.nth(i).evaluate("e => e.getBoundingClientRect().height") < 60   # one line each
+            assert not lines.nth(i).locator(".b24-history__actions").is_visible()
+        first = lines.first
+        assert "действий:" in first.locator("summary").inner_text()
+        first.locator("summary").click()
+        actions = first.locator(".b24-history__actions")
+        assert actions.is_visible() and "Счёт переведён в стадию «Оплачен» — выполнено" in actions.inner_text()
+        # Filter by outcome still works on the folded list.
+        app.locator("#h-outcome").select_option("underpaid")
+        app.locator("#history-filter button").click()
+        app.locator("#history-list", has_text="Решений пока нет").wait_for()
+    finally:
+        context.close()
