@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import uuid
 from datetime import timedelta
 
@@ -31,8 +32,33 @@ def tag_for(key: str) -> str:
 
 
 def marker_for(key: str) -> str:
-    """A short reference printed in timeline comments and task titles, found again on retry."""
+    """A short reference printed in task titles (and, before, in timeline comments), found again on retry."""
     return "ref " + hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+_PAID_KEY = re.compile(r"op(\d+):d(\d+):inv(\d+):timeline")
+_UNDO_KEY = re.compile(r"undo:d(\d+):inv(\d+):timeline")
+_REFERENCES = {
+    "ru": ("(платёж № {op} в приложении, запись {d}/{inv})", "(отмена в приложении, запись {d}/{inv})"),
+    "en": ("(payment No. {op} in the app, record {d}/{inv})", "(undone in the app, record {d}/{inv})"),
+}
+
+
+def timeline_reference(key: str, lang: str = "ru") -> str:
+    """What a timeline comment ends with: a reference a person reads («платёж № 123 в приложении»), unique per
+    effect (payment, decision, invoice; the closing parenthesis keeps 45/7 from matching 45/70), so that a retry
+    after a crash finds the comment it may already have written. Keys of another shape keep the old tag."""
+    paid, undo = _REFERENCES.get(lang, _REFERENCES["ru"])
+    if m := _PAID_KEY.fullmatch(key):
+        return paid.format(op=m[1], d=m[2], inv=m[3])
+    if m := _UNDO_KEY.fullmatch(key):
+        return undo.format(d=m[1], inv=m[2])
+    return f"[{marker_for(key)}]"
+
+
+def timeline_references(key: str) -> tuple[str, ...]:
+    """Every reference a comment for this key may carry: either language, and the old `[ref …]` tag."""
+    return tuple(dict.fromkeys((timeline_reference(key, "ru"), timeline_reference(key, "en"), marker_for(key))))
 
 
 def enqueue(s, portal_id: int, key: str, kind: str, payload: dict, operation_pk: int | None = None,
@@ -341,9 +367,10 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
     if kind == "timeline":
         if uncertain:
             comments = reads.get(f"tl{p['deal_id']}") or []
-            if any(marker_for(item.key) in str(c.get("COMMENT", "")) for c in comments):
+            refs = timeline_references(item.key)
+            if any(ref in str(c.get("COMMENT", "")) for c in comments for ref in refs):
                 return None, {"why": "already on the timeline"}
-        comment = f"{p['comment']}\n[{marker_for(item.key)}]"
+        comment = f"{p['comment']}\n{timeline_reference(item.key, p.get('lang') or 'ru')}"
         return ("crm.timeline.comment.add", {"fields": {"ENTITY_ID": p["deal_id"], "ENTITY_TYPE": "deal",
                                                         "COMMENT": comment}}), {}
     if kind == "notify":

@@ -141,7 +141,7 @@ def _effects(s, ctx, portal: Portal, op: Operation, d: Decision, allocs, rules: 
                 enqueue(s, portal.id, f"{key}:deal_stage", "deal_stage",
                         {"deal_id": deal_id, "stages": stages, "default": "success"}, op.id, now=d.created_at)
             if rules.paid_timeline and deal_id:
-                enqueue(s, portal.id, f"{key}:timeline", "timeline", {"deal_id": deal_id, "comment": text(
+                enqueue(s, portal.id, f"{key}:timeline", "timeline", {"deal_id": deal_id, "lang": lang, "comment": text(
                     "timeline_paid", lang, number=number, amount=fmt(amount), payer=payer, date=date,
                     purpose=bbcode_escape(op.purpose or ""))}, op.id, now=d.created_at)
             if manager and (rules.paid_notify if outcome == "paid" else rules.overpaid_notify):
@@ -162,7 +162,7 @@ def _effects(s, ctx, portal: Portal, op: Operation, d: Decision, allocs, rules: 
                     "description": text("underpaid", lang, **values), "deal_id": deal_id}, op.id, now=d.created_at)
             if rules.underpaid_timeline and deal_id:
                 enqueue(s, portal.id, f"{key}:timeline", "timeline",
-                        {"deal_id": deal_id, "comment": text("timeline_underpaid", lang, **values)}, op.id,
+                        {"deal_id": deal_id, "lang": lang, "comment": text("timeline_underpaid", lang, **values)}, op.id,
                         now=d.created_at)
         if rules.fire_trigger and deal_id:
             trig = ctx.manifest.automation_triggers[0]["code"] if ctx.manifest.automation_triggers else None
@@ -268,7 +268,7 @@ def undo(ctx, portal_id: int, operation_pk: int, user_id: int) -> Decision:
                         "to_stage": item.result["from_stage"]}, op.id, now=now)
             if inv is not None and inv.deal_id:
                 enqueue(s, portal_id, f"undo:d{d.id}:inv{a.invoice_b24_id}:timeline", "timeline", {
-                    "deal_id": inv.deal_id, "comment": text(
+                    "deal_id": inv.deal_id, "lang": lang, "comment": text(
                         "timeline_undo", lang, amount=format_money(a.amount, op.currency, lang),
                         payer=bbcode_escape(op.payer_name or op.payer_inn or "—"), number=inv.number,
                         user=user_id)}, op.id, now=now)

@@ -412,3 +412,38 @@ def test_the_success_stage_read_once_is_remembered_for_the_next_payment(linked):
         later = [i for i in s.scalars(select(OutboxItem).where(OutboxItem.kind == "deal_stage")) if i.id != item0.id]
     assert [i.payload["stages"] for i in later] == [{"0": "WON"}]   # named in the payload: no stage read needed
     assert deal(linked, d3["deal_id"])["STAGE_ID"] == "WON"
+
+
+def test_the_timeline_comment_ends_with_a_reference_a_person_reads(linked):
+    d = linked.deals[0]
+    linked.pay(d["amount"], f"Оплата по счету № {d['number']}", payerInn=d["inn"], payerName=d["company"])
+    sync_now(linked)
+    with linked.ctx.db.session() as s:
+        op = s.scalar(select(Operation).where(Operation.state == "matched"))
+        dec = s.scalar(select(Decision).where(Decision.operation_pk == op.id))
+    [comment] = comments(linked, d["deal_id"])
+    assert comment.endswith(f"\n(платёж № {op.id} в приложении, запись {dec.id}/{d['invoice_id']})")
+    assert "[ref " not in comment
+
+
+def test_a_retry_after_a_crash_still_recognises_a_comment_with_the_old_ref_tag(linked):
+    d = linked.deals[0]
+    linked.pay(d["amount"], f"Оплата по счету № {d['number']}", payerInn=d["inn"], payerName=d["company"])
+    with linked.ctx.db.session() as s:
+        portal = s.scalar(select(Portal))
+        accounts = list(s.scalars(select(BankAccount.id).where(BankAccount.watched.is_(True))))
+    from b24app import invoices
+    invoices.refresh_all(linked.ctx, portal)
+    for account_id in accounts:
+        sync.sync_account(linked.ctx, account_id)
+    reconcile.reconcile_portal(linked.ctx, portal, limit=50)
+    with linked.ctx.db.session() as s:   # the comment went out under the old format, then the worker died
+        item = s.scalar(select(OutboxItem).where(OutboxItem.kind == "timeline"))
+        key = item.key
+        item.status, item.lease_until = "sending", linked.ctx.clock.now() - timedelta(seconds=1)
+    linked.rest("crm.timeline.comment.add", {"fields": {"ENTITY_ID": d["deal_id"], "ENTITY_TYPE": "deal",
+                                                        "COMMENT": f"Оплачено\n[{outbox.marker_for(key)}]"}})
+    outbox.deliver(linked.ctx, portal)
+    assert len(comments(linked, d["deal_id"])) == 1
+    with linked.ctx.db.session() as s:
+        assert s.scalar(select(OutboxItem).where(OutboxItem.key == key)).status in ("done", "skipped")
