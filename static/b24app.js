@@ -29,11 +29,13 @@
       if (!bx) return;                      // works without the BX24 script (opened outside Bitrix24)
       var h = Math.max(120, contentHeight());
       if (h === lastHeight) return;
-      var grow = h > lastHeight;
       lastHeight = h;
+      // resizeWindow with the measured height, both ways: fitWindow sends the document's scrollHeight, which
+      // is never less than the frame's current height, so a frame opened taller than its content kept an
+      // empty band below it.
       try {
-        if (grow && typeof bx.fitWindow === 'function') bx.fitWindow();
-        else if (typeof bx.resizeWindow === 'function') bx.resizeWindow('100%', h);
+        if (typeof bx.resizeWindow === 'function') bx.resizeWindow('100%', h);
+        else if (typeof bx.fitWindow === 'function') bx.fitWindow();
       } catch (e) { /* the parent may be gone; nothing to resize */ }
     });
   }

@@ -98,3 +98,40 @@ def test_a_deal_owner_who_is_not_an_administrator_is_told_to_ask_one(page, live)
     admin = open_deal(page, live, d["deal_id"], user=1)
     assert admin.locator('[data-action="link"]').is_visible() and admin.locator("#ask-admin").count() == 0
     assert page.errors == []
+
+
+def test_the_tab_is_as_tall_as_its_content_no_empty_band_below(page, live):
+    from b24app import banklink
+    from b24app.sandbox.stack import link_bank
+
+    assert 'id="link-ok"' in link_bank(live).text
+    deal_id = live.rest("crm.deal.add", {"fields": {"TITLE": "Пустая сделка", "ASSIGNED_BY_ID": 2}})["result"]
+    frame = open_deal(page, live, deal_id, user=2)   # a short tab: linked, no invoice yet
+    page.wait_for_function("document.getElementById('app-frame').getAttribute('data-height') !== null")
+    page.wait_for_timeout(500)
+
+    def band() -> int:
+        page.wait_for_timeout(400)
+        content = frame.locator("#b24app").evaluate("e => Math.ceil(e.getBoundingClientRect().bottom)")
+        height = page.evaluate("parseInt(document.getElementById('app-frame').style.height)")
+        return height - content
+
+    assert 0 <= band() <= 24
+    # Content that grows (a payment arrives, a reason unfolds) and shrinks again: the frame follows both ways.
+    frame.locator("#b24app").evaluate("e => { const d = document.createElement('div'); d.id = 'grow';"
+                                      " d.style.height = '700px'; e.appendChild(d); }")
+    assert 0 <= band() <= 24
+    frame.locator("#grow").evaluate("e => e.remove()")
+    assert 0 <= band() <= 24
+    portal = live.ctx.portals.find(live.member_id())
+    for link_id in {a["link_id"] for a in _accounts(live)}:
+        banklink.unlink(live.ctx, portal.id, link_id)
+    assert page.errors == []
+
+
+def _accounts(st) -> list[dict]:
+    from sqlalchemy import select
+
+    from b24app.models import BankAccount
+    with st.ctx.db.session() as s:
+        return [{"link_id": a.link_id} for a in s.scalars(select(BankAccount))]
