@@ -65,6 +65,14 @@ class InvoiceLine:
     deal_id: int | None
     payments: tuple[PaymentLine, ...] = ()
 
+    excess: Decimal = ZERO  # received beyond the amount: the part of its overpaying payments applied nowhere
+
+    @property
+    def overpaid(self) -> Decimal:
+        """How much more than the invoice's amount has been received (0 when not overpaid)."""
+        over = max(ZERO, self.paid - self.amount) if self.amount > ZERO else ZERO
+        return max(over, self.excess)
+
     @property
     def subtitle(self) -> str:
         """The invoice's title unless it only repeats the number ("Счёт 1207")."""
@@ -294,16 +302,22 @@ def widget_data(s: Session, portal_id: int, *, deal_id: int | None = None, invoi
                 decided_at=decided_at, state=state, actor_user_id=actor))
     review = review_for(s, portal_id, invoices, limit=review_limit)
     flagged = {c for r in review for c in r.candidates}
+    applied: dict[int, Decimal] = defaultdict(lambda: ZERO)  # per payment: how much went to invoices
+    for pays in payments.values():
+        for p in pays:
+            applied[p.operation_pk] += p.amount
     lines = []
     for inv in invoices:
         pays = payments.get(inv.b24_id, [])
         paid = sum((p.amount for p in pays), ZERO)
+        excess = sum((p.operation_amount - applied[p.operation_pk] for p in pays if p.outcome == "overpaid"), ZERO)
         amount = _dec(inv.amount)
         lines.append(InvoiceLine(
             b24_id=inv.b24_id, number=inv.number or str(inv.b24_id), title=inv.title or "", amount=amount,
             currency=inv.currency, paid=paid, remaining=max(ZERO, amount - paid),
             percent=percent(amount, paid),
-            status=invoice_status(amount, paid, inv.stage_semantics, inv.b24_id in flagged),
+            status="overpaid" if excess > ZERO and inv.stage_semantics != "F" else
+            invoice_status(amount, paid, inv.stage_semantics, inv.b24_id in flagged), excess=max(ZERO, excess),
             stage_id=inv.stage_id, stage_semantics=inv.stage_semantics, assigned_by_id=inv.assigned_by_id,
             deal_id=inv.deal_id, payments=tuple(pays)))
     return WidgetData(kind=kind, entity_id=entity, deal_id=deal_id, invoices=tuple(lines), review=tuple(review),

@@ -333,3 +333,21 @@ def test_who_assigned_a_payment_is_named_and_linked_to_the_profile_and_the_tab_s
     refreshed = api(env, "GET", base, config_of(tab)["token"]).get_json()["html"]
     assert profile in refreshed
     api(env, "POST", base + "/undo", config_of(tab)["token"], {"operation": op})
+
+
+def test_an_overpaid_invoice_shows_by_how_much(env):
+    from b24app.invoices import refresh_all
+
+    d4 = deal(env, 4)
+    item = env.rest("crm.item.add", {"entityTypeId": 31, "fields": {
+        "title": "Счёт ПР-77", "accountNumber": "ПР-77", "opportunity": "2000.00", "currencyId": "RUB",
+        "parentId2": d4["deal_id"], "assignedById": 2}})["result"]["item"]
+    refresh_all(env.ctx, env.ctx.portals.find(env.member_id()))
+    op = add_payment(env, "3000.00", "Оплата по счету ПР-77", inn=d4["inn"])
+    body = open_tab(env, "deal", d4["deal_id"], user=2).get_data(as_text=True)
+    card = body[body.index(f'data-invoice="{item["id"]}"'):]
+    assert card[:200].count('data-status="overpaid"') == 1
+    m = re.search(r'<dt>([^<]+)</dt><dd data-field="overpaid">([^<]+)</dd>', card)
+    assert m and m.group(1) == "Переплата" and m.group(2).replace("\u00a0", " ") == "1 000,00 ₽"
+    with env.ctx.db.session() as s:
+        assert s.get(Operation, op).state == "overpaid"
