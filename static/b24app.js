@@ -130,10 +130,19 @@
     flash(T.checking, 'info');
     setProgress(5);
     var started = Date.now();
+    var since = null, backfill = !!(body && body.days);
     api('POST', cfg.sync, body || {}).then(function (res) {
       if (res.status !== 202 && res.status !== 200) { finish(); return; }
+      since = res.data && res.data.since;
       poll(res.data);
     });
+    function done(state) {
+      if (backfill && state && typeof state.loaded === 'number') {
+        flash(String(T.loaded).replace('{n}', state.loaded), 'success');
+      } else {
+        flash(T.checked, 'success');
+      }
+    }
     function poll(state) {
       if (state && state.errors && state.errors.length && state.finished) {
         flash(String(T.check_failed).replace('{error}', state.errors[0]), 'danger');
@@ -143,7 +152,7 @@
       if (state && state.finished && Date.now() - started > 600) {
         setProgress(100);
         // The worker reconciles right after the statement is stored: give it a moment, then refresh.
-        setTimeout(function () { refresh(true).then(function () { flash(T.checked, 'success'); finish(); }); }, 800);
+        setTimeout(function () { refresh(true).then(function () { done(state); finish(); }); }, 800);
         return;
       }
       if (Date.now() - started > 90000) { flash(T.check_timeout, 'warning'); finish(); return; }
@@ -152,7 +161,8 @@
         Math.min(90, 10 + elapsed * 8);
       setProgress(Math.round(pct));
       setTimeout(function () {
-        api('GET', cfg.sync).then(function (r) { poll(r.status === 200 ? r.data : state); });
+        api('GET', cfg.sync + (since ? '?since=' + encodeURIComponent(since) : ''))
+          .then(function (r) { poll(r.status === 200 ? r.data : state); });
       }, 700);
     }
     function finish() {
@@ -360,7 +370,7 @@
       busy(button, true);
       api('POST', cfg.urls.unlink, {link_id: parseInt(button.getAttribute('data-link'), 10)}).then(function (res) {
         busy(button, false);
-        if (res.status === 200) { flash(T.saved, 'success'); reloadAll(); }
+        if (res.status === 200) { flash(T.unlinked, 'success'); reloadAll(); }
       });
     };
     admin.stages = function (button) {

@@ -109,12 +109,24 @@ def test_admin_page_actions(browser, live):
         app.locator("#flash", has_text="Сохранено.").wait_for()
         wait_until(lambda: not watched(live, second))
 
-        # Backfill 7 days: the progress bar shows, then the worker finishes and it hides again.
+        # Backfill 7 days: the progress bar shows, then the worker finishes and it hides again; the message
+        # says how many operations the load found that the app had not seen (one from 5 days ago).
+        from datetime import datetime, timedelta, timezone
+        old_day = (datetime.now(timezone.utc) - timedelta(days=5)).replace(microsecond=0).isoformat()
+        live.pay("640.00", "Оплата за аренду", payerInn="7700000022", payerName="ООО «Давний»",
+                 operationDate=old_day)
         app.locator("#backfill-days").fill("7")
         app.locator("form[data-action=backfill] button").click()
         app.locator("#sync-progress").wait_for(state="visible")
-        app.locator("#flash", has_text="Банк проверен.").wait_for(timeout=45_000)
+        app.locator("#flash", has_text="Выписка загружена: новых операций — 1.").wait_for(timeout=45_000)
         app.locator("#sync-progress").wait_for(state="hidden")
+
+        # Unlink (two clicks): the message says so, not «Сохранено.».
+        unlink = app.locator("[data-action=unlink]")
+        unlink.click()
+        unlink.click()
+        app.locator("#flash", has_text="Т-Банк отключён").wait_for()
+        assert "Сохранено" not in app.locator("#flash").inner_text()
         assert errors == []
     finally:
         context.close()

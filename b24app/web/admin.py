@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from flask import Blueprint, abort, g, jsonify, render_template, request, url_for
 from flask_babel import gettext as _
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from .. import views
 from ..bitrix.errors import BitrixError
@@ -313,10 +313,17 @@ def api_sync():
         days = (body or {}).get("days")
         if days is not None and (isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 365):
             return jsonify({"error": "days", "message": _("Choose from 1 to 365 days.")}), 400
+        since = ctx.clock.now()
         ids = sync.request_sync(ctx, portal.id, backfill_days=days)
-        return jsonify({"requested": ids, **progress(sync.sync_status(ctx, portal.id))}), 202
+        return jsonify({"requested": ids, "since": since.isoformat(), **progress(sync.sync_status(ctx, portal.id))}), 202
     _frame_unused, portal = _frame()
-    return jsonify(progress(sync.sync_status(ctx, portal.id)))
+    out = progress(sync.sync_status(ctx, portal.id))
+    since = _parse_dt(request.args.get("since", "")[:40])
+    if since is not None:  # how many operations this load stored that the app had not seen before
+        with ctx.db.session() as s:
+            out["loaded"] = s.scalar(select(func.count()).select_from(Operation).where(
+                Operation.portal_id == portal.id, Operation.first_seen_at >= since)) or 0
+    return jsonify(out)
 
 
 @bp.post("/app/api/stages")

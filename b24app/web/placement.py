@@ -226,6 +226,8 @@ def js_texts() -> dict:
         "linking": _("Finish linking the bank in the window that has opened."),
         "saved": _("Saved."), "choose_invoice": _("Choose an invoice"),
         "updated": _("Updated"), "nothing_found": _("Nothing found."),
+        "unlinked": _("T-Bank is unlinked: the app no longer reads the statement."),
+        "loaded": _("The statement is loaded: %(n)s new operations.", n="{n}"),
     }
 
 
