@@ -244,6 +244,7 @@ def _seed(plan: PortalPlan) -> None:
 
 
 def _setup(cfg: SoakConfig, rng: random.Random):
+    from b24app.domain.requisites import with_check_digits
     from b24app.invoices import refresh_all
     from b24app.sandbox.stack import DEMO_INN, DEMO_KPP, DEMO_PHONE, link_bank, start_stack
 
@@ -261,7 +262,8 @@ def _setup(cfg: SoakConfig, rng: random.Random):
         result = view.install()
         if not result.get("install_finish"):
             raise RuntimeError(f"install into {code} failed: {result}")
-        inn, kpp, phone = (DEMO_INN, DEMO_KPP, DEMO_PHONE) if i == 0 else (f"77{50 + i:02d}123456", "0", f"+7999000{i:04d}")
+        inn, kpp, phone = (DEMO_INN, DEMO_KPP, DEMO_PHONE) if i == 0 else (
+            with_check_digits(f"77{50 + i:02d}12345"), f"77{50 + i:02d}01001", f"+7999000{i:04d}")  # the link form checks both
         if i:
             httpx.post(f"{stack.bank_url}/sandbox/companies", json={
                 "inn": inn, "kpp": kpp, "name": f"ООО «Сок {i}»", "phones": [phone],

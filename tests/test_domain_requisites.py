@@ -41,3 +41,11 @@ def test_inn(inn, problem):
 ])
 def test_kpp(kpp, inn, problem):
     assert kpp_problem(kpp, inn) == problem
+
+
+@pytest.mark.parametrize("digits", ["770708389", "770123456", "5001007322", "000000001"])
+def test_with_check_digits_makes_valid_inns(digits):
+    from b24app.domain.requisites import with_check_digits
+    inn = with_check_digits(digits)
+    assert inn.startswith(digits) and len(inn) == len(digits) + (1 if len(digits) == 9 else 2)
+    assert inn_problem(inn) is None

@@ -40,3 +40,13 @@ def kpp_problem(kpp: str, inn: str = "") -> str | None:
     if none:
         return "required" if len(inn) == 10 else None
     return None if _KPP.fullmatch(kpp) else "format"
+
+
+def with_check_digits(digits: str) -> str:
+    """A valid INN from its first 9 (company) or 10 (sole trader) digits: the sandbox's made-up companies."""
+    if len(digits) == 9 and digits.isdigit():
+        return digits + str(_check(digits, _W10))
+    if len(digits) == 10 and digits.isdigit():
+        eleven = digits + str(_check(digits, _W12_1))
+        return eleven + str(_check(eleven, _W12_2))
+    raise ValueError("9 or 10 digits expected")
