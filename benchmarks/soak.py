@@ -392,9 +392,12 @@ def _verify(stack, plans: list[PortalPlan], payments: list[Payment], report: Soa
             if triggers[inv["deal_id"]] > want_comments:
                 problem("duplicated", f"{plan.code}: deal {inv['deal_id']} trigger fired {triggers[inv['deal_id']]} times")
             report.triggers_not_refired += max(0, want_comments - triggers[inv["deal_id"]])
-            if deals.get(inv["deal_id"], {}).get("STAGE_ID") != "NEW":
-                problem("wrongly_changed", f"{plan.code}: deal {inv['deal_id']} moved to "
-                                           f"{deals.get(inv['deal_id'], {}).get('STAGE_ID')}")
+            # By default a deal whose invoice is paid in full moves to its pipeline's success stage (WON).
+            deal_stage = deals.get(inv["deal_id"], {}).get("STAGE_ID")
+            if should_pay and deal_stage != "WON":
+                problem("lost", f"{plan.code}: deal {inv['deal_id']} is {deal_stage}, not moved to WON")
+            elif not should_pay and deal_stage != "NEW":
+                problem("wrongly_changed", f"{plan.code}: deal {inv['deal_id']} moved to {deal_stage}")
         visible = [n for n in state["notifications"] if not n.get("replaced_by")]
         by_tag = Counter(n["tag"] for n in visible if n.get("tag"))
         by_text = Counter((n["user_id"], n["message"]) for n in visible)
