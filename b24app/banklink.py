@@ -15,19 +15,23 @@ from .bank.api import BankAPI
 from .bank.errors import BankAPIError, BankError, InvalidGrant
 from .bank.tid import (ACCOUNTS_SCOPE, STATEMENT_SCOPE, WEBHOOKS_SCOPE, TIDClient, TokenSet, company_scope,
                        new_code_verifier)
-from .models import BankAccount, BankLink, OAuthState
+from .models import BankAccount, BankLink, OAuthState, Portal
 
 log = logging.getLogger("b24app.bank")
 STATE_TTL = timedelta(minutes=10)
 REFRESH_MARGIN = timedelta(seconds=60)
 
 
-class LinkFailed(Exception):
-    """A named guard of the link callback failed; the page tells the user what to do next."""
+FAILURE_KEY = "bank_link_failure"  # on Portal.settings: the last attempt that did not complete, and why
 
-    def __init__(self, reason: str, detail: str = ""):
+
+class LinkFailed(Exception):
+    """A named guard of the link callback failed; the page tells the user what to do next.
+    `portal_id`/`user_id` are set once the state said who asked (the admin page shows the failure)."""
+
+    def __init__(self, reason: str, detail: str = "", portal_id: int | None = None, user_id: int | None = None):
         super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason, self.detail = reason, detail
+        self.reason, self.detail, self.portal_id, self.user_id = reason, detail, portal_id, user_id
 
 
 class LinkNeedsConsent(BankError):
@@ -126,20 +130,30 @@ class LinkResult:
     portal_id: int
     user_id: int
     accounts: int
+    company_name: str | None = None
 
 
-def complete_link(ctx, *, error: str | None, state: str | None, code: str | None, browser_nonce: str | None) -> LinkResult:
+def complete_link(ctx, *, error: str | None, state: str | None, code: str | None, browser_nonce: str | None,
+                  error_description: str | None = None) -> LinkResult:
     """The callback as a flat list of named guards; nothing is stored unless every guard passes."""
     if error:
-        if state:
-            consume_state(ctx, state)  # a refused consent still burns the state
-        raise LinkFailed("provider_error", error)
+        consumed = consume_state(ctx, state) if state else None  # a refused consent still burns the state
+        who = consumed[:2] if consumed else (None, None)
+        raise LinkFailed("provider_error", (error + ": " + (error_description or ""))[:200].rstrip(": "), *who)
     if not state:
         raise LinkFailed("state_missing")
     consumed = consume_state(ctx, state)
     if consumed is None:
         raise LinkFailed("state_invalid")  # unknown, expired or already used
     portal_id, user_id, data = consumed
+    try:
+        return _complete(ctx, portal_id, user_id, data, code, browser_nonce)
+    except LinkFailed as exc:
+        exc.portal_id, exc.user_id = portal_id, user_id
+        raise
+
+
+def _complete(ctx, portal_id: int, user_id: int, data: dict, code: str | None, browser_nonce: str | None) -> LinkResult:
     if not browser_nonce or not hmac.compare_digest(str(data.get("nonce", "")), browser_nonce):
         raise LinkFailed("state_other_browser")
     if data.get("admin") is not True or data.get("inn_check") not in (INN_OWN, INN_CONFIRMED):
@@ -167,8 +181,41 @@ def complete_link(ctx, *, error: str | None, state: str | None, code: str | None
         count = load_accounts(ctx, link_id)
     except (BankError, ValueError) as exc:
         raise LinkFailed("storage_failed", str(exc)) from exc
+    name = load_company_name(ctx, link_id)
     subscribe_webhook(ctx, link_id)
-    return LinkResult(link_id, portal_id, user_id, count)
+    return LinkResult(link_id, portal_id, user_id, count, name)
+
+
+def load_company_name(ctx, link_id: int) -> str | None:
+    """The company's name as T-Bank has it (GET /api/v1/company, scope company-info/get), so people see whose
+    account is linked rather than only an INN. Best effort: without that scope the link works and shows the INN."""
+    try:
+        company = bank_api(ctx, link_id).company()
+    except BankError as exc:
+        log.info("company name not available", extra={"link_id": link_id, "error": type(exc).__name__})
+        return None
+    name = company.get("name") or company.get("fullName")
+    name = str(name).strip()[:255] if isinstance(name, str) and name.strip() else None
+    if name:
+        with ctx.db.session() as s:
+            s.get(BankLink, link_id).company_name = name
+    return name
+
+
+def record_failure(ctx, portal_id: int, user_id: int | None, reason: str, detail: str = "") -> None:
+    """Remember the last attempt that did not complete (one per portal), for the admin page."""
+    with ctx.db.session() as s:
+        row = s.scalar(select(Portal).where(Portal.id == portal_id).with_for_update())
+        if row is None:
+            return
+        row.settings = {**(row.settings or {}), FAILURE_KEY: {
+            "at": ctx.clock.now().isoformat(), "reason": reason, "detail": detail[:200], "user_id": user_id}}
+
+
+def _forget_failure(s, portal_id: int) -> None:
+    row = s.scalar(select(Portal).where(Portal.id == portal_id).with_for_update())
+    if row is not None and FAILURE_KEY in (row.settings or {}):
+        row.settings = {k: v for k, v in row.settings.items() if k != FAILURE_KEY}
 
 
 def store_link(ctx, portal_id: int, user_id: int, kind: str, inn: str, kpp: str, tokens: TokenSet,
@@ -188,6 +235,7 @@ def store_link(ctx, portal_id: int, user_id: int, kind: str, inn: str, kpp: str,
                                   if tokens.refresh_token else None)
         link.access_expires_at = tokens.expires_at
         link.token_generation = (link.token_generation or 0) + 1
+        _forget_failure(s, portal_id)
         s.flush()
         return link.id
 

@@ -11,7 +11,7 @@ import click
 from .domain.formatting import format_money
 from .sandbox.portal import sandbox_state
 from .sandbox.portal_crm import stage_semantics
-from .sandbox.stack import DEMO_INN, DEMO_PHONE, link_bank, seed_crm, start_stack
+from .sandbox.stack import DEMO_INN, DEMO_PHONE, PortInUse, link_bank, seed_crm, start_stack
 
 
 def _the_client_pays(stack, deals: list[dict]) -> None:
@@ -54,7 +54,14 @@ def _the_client_pays(stack, deals: list[dict]) -> None:
 
 def run_demo(*, base_port: int = 5000, data_dir: str | None = None, sync_interval: int = 5,
              exit_after_ready: bool = False, pay: bool = True) -> None:
-    stack = start_stack(base_port=base_port, data_dir=data_dir, sync_interval=sync_interval)
+    try:
+        stack = start_stack(base_port=base_port, data_dir=data_dir, sync_interval=sync_interval)
+    except PortInUse as exc:
+        other = base_port + 100
+        raise click.ClickException(
+            f"port {exc.port} is already in use (another `b24app demo`, or another program). The demo needs "
+            f"{base_port}, {base_port + 1} and {base_port + 2}; pick other ports with --base-port, e.g. "
+            f"`b24app demo --base-port {other}` (uses {other}, {other + 1}, {other + 2}).") from None
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -35,8 +36,33 @@ def tag_for(key: str) -> str:
 
 
 def marker_for(key: str) -> str:
-    """A short reference printed in timeline comments and task titles, found again on retry."""
+    """A short reference printed in task titles (and, before, in timeline comments), found again on retry."""
     return "ref " + hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+_PAID_KEY = re.compile(r"op(\d+):d(\d+):inv(\d+):timeline")
+_UNDO_KEY = re.compile(r"undo:d(\d+):inv(\d+):timeline")
+_REFERENCES = {
+    "ru": ("(платёж № {op} в приложении, запись {d}/{inv})", "(отмена в приложении, запись {d}/{inv})"),
+    "en": ("(payment No. {op} in the app, record {d}/{inv})", "(undone in the app, record {d}/{inv})"),
+}
+
+
+def timeline_reference(key: str, lang: str = "ru") -> str:
+    """What a timeline comment ends with: a reference a person reads («платёж № 123 в приложении»), unique per
+    effect (payment, decision, invoice; the closing parenthesis keeps 45/7 from matching 45/70), so that a retry
+    after a crash finds the comment it may already have written. Keys of another shape keep the old tag."""
+    paid, undo = _REFERENCES.get(lang, _REFERENCES["ru"])
+    if m := _PAID_KEY.fullmatch(key):
+        return paid.format(op=m[1], d=m[2], inv=m[3])
+    if m := _UNDO_KEY.fullmatch(key):
+        return undo.format(d=m[1], inv=m[2])
+    return f"[{marker_for(key)}]"
+
+
+def timeline_references(key: str) -> tuple[str, ...]:
+    """Every reference a comment for this key may carry: either language, and the old `[ref …]` tag."""
+    return tuple(dict.fromkeys((timeline_reference(key, "ru"), timeline_reference(key, "en"), marker_for(key))))
 
 
 def enqueue(s, portal_id: int, key: str, kind: str, payload: dict, operation_pk: int | None = None,
@@ -122,6 +148,7 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
     client = ctx.bitrix(portal.member_id)
     try:
         reads = _read_state(client, claimed, _cached_categories(ctx, portal.id, claimed))
+        _remember_deal_success_stages(ctx, portal.id, reads)
     except PortalGone as exc:
         for item, _ in claimed:
             _finish(ctx, item.id, owner, "dead", error=f"portal gone: {exc.code}")
@@ -368,8 +395,10 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
     wanted = {int(reads[k].get("item", {}).get("categoryId") or 0)
               for k in reads if k.startswith("inv") and isinstance(reads[k], dict)}
     missing = wanted - set(categories)
-    if missing:
-        stages = client.batch({f"st{c}": _stage_list(c) for c in sorted(missing)})
+    more = {f"st{c}": _stage_list(c) for c in sorted(missing)}
+    more.update(_deal_stage_lists(claimed, reads))
+    if more:
+        stages = client.batch(more)
         stages.raise_first()
         reads.update(stages.results)
     return reads
@@ -386,6 +415,44 @@ def _read_key(item: OutboxItem, uncertain: bool) -> str | None:
         return f"tl{p['deal_id']}"
     if item.kind == "task" and uncertain:
         return f"task{item.id}"
+def _deal_stage_lists(claimed: list[tuple[OutboxItem, bool]], reads: dict) -> dict[str, tuple[str, dict]]:
+    """Stage lists of the deals' pipelines whose success stage the payload left to be found here (the portal's
+    pipeline cache did not know them when the payment was reconciled). crm.status.list: ENTITY_ID DEAL_STAGE
+    for the general pipeline, DEAL_STAGE_<id> for the others (crm/status/crm-status-list.md)."""
+    out = {}
+    for item, _ in claimed:
+        p = item.payload
+        if item.kind != "deal_stage" or p.get("default") != "success":
+            continue
+        deal = reads.get(f"deal{p['deal_id']}") or {}
+        cat = str(deal.get("CATEGORY_ID") or 0)
+        if deal and (p.get("stages") or {}).get(cat) is None:
+            out[f"dst{cat}"] = ("crm.status.list", {"filter": {"ENTITY_ID": "DEAL_STAGE" if cat == "0" else
+                                                               f"DEAL_STAGE_{cat}"}, "order": {"SORT": "ASC"}})
+    return out
+
+
+DEAL_SUCCESS_KEY = "deal_success_stages"  # on Portal.settings: pipeline id -> its S stage, as the outbox read it
+
+
+def _remember_deal_success_stages(ctx, portal_id: int, reads: dict) -> None:
+    """Keep the success stages just read, so the next payment's payload names them (no extra read)."""
+    found = {key[3:]: success_stage(rows) for key, rows in reads.items() if key.startswith("dst")}
+    found = {k: v for k, v in found.items() if v}
+    if not found:
+        return
+    with ctx.db.session() as s:
+        row = s.scalar(select(Portal).where(Portal.id == portal_id).with_for_update())
+        row.settings = {**(row.settings or {}), DEAL_SUCCESS_KEY: {**((row.settings or {}).get(DEAL_SUCCESS_KEY) or {}),
+                                                                   **found}}
+
+
+def success_stage(stages) -> str | None:
+    """The first stage with semantics S (success) of a crm.status.list answer."""
+    for row in sorted((r for r in stages or [] if isinstance(r, dict)), key=lambda r: int(r.get("SORT") or 0)):
+        semantics = row.get("SEMANTICS") or (row.get("EXTRA") or {}).get("SEMANTICS")
+        if semantics == "S":
+            return str(row["STATUS_ID"])
     return None
 
 
@@ -423,7 +490,10 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
         deal = reads.get(f"deal{p['deal_id']}")
         if not deal:
             return None, {"why": "deal deleted"}
-        target = (p.get("stages") or {}).get(str(deal.get("CATEGORY_ID") or 0))
+        cat = str(deal.get("CATEGORY_ID") or 0)
+        target = (p.get("stages") or {}).get(cat)
+        if target is None and p.get("default") == "success":
+            target = success_stage(reads.get(f"dst{cat}"))
         if not target:
             return None, {"why": "no stage chosen for this pipeline"}
         if deal.get("STAGE_ID") == target or deal.get("CLOSED") == "Y":
@@ -444,9 +514,10 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
     if kind == "timeline":
         if uncertain:
             comments = reads.get(f"tl{p['deal_id']}") or []
-            if any(marker_for(item.key) in str(c.get("COMMENT", "")) for c in comments):
+            refs = timeline_references(item.key)
+            if any(ref in str(c.get("COMMENT", "")) for c in comments for ref in refs):
                 return None, {"why": "already on the timeline"}
-        comment = f"{p['comment']}\n[{marker_for(item.key)}]"
+        comment = f"{p['comment']}\n{timeline_reference(item.key, p.get('lang') or 'ru')}"
         return ("crm.timeline.comment.add", {"fields": {"ENTITY_ID": p["deal_id"], "ENTITY_TYPE": "deal",
                                                         "COMMENT": comment}}), {}
     if kind == "notify":

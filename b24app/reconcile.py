@@ -20,7 +20,7 @@ from .domain.formatting import format_money
 from .models import Allocation, BankAccount, Decision, Invoice, Operation, OutboxItem, Portal
 from .notices import bbcode_escape, text
 from .outbox import enqueue
-from .rules import Rules, load_rules
+from .rules import Rules, deal_stage_targets, load_rules
 
 log = logging.getLogger("b24app.reconcile")
 DEAL_TYPE = 2
@@ -152,6 +152,8 @@ def _effects(s, ctx, portal: Portal, op: Operation, d: Decision, allocs, rules: 
     date = op.operation_date.astimezone(MSK).strftime("%d.%m.%Y")  # the bank's (Moscow) day, as statements date it
     fmt = lambda v: format_money(Decimal(v), op.currency, lang)  # noqa: E731
     base = f"op{op.id}:d{d.id}"
+    stages = deal_stage_targets(rules, portal.settings)  # a pipeline the caches do not know: the outbox finds its S
+    pipelines_known = bool(((portal.settings or {}).get("deal_pipelines") or {}).get("pipelines"))
     for inv_id, outcome, amount, remaining, excess in allocs:
         inv = invoices.get(inv_id)
         if inv is None:
@@ -163,11 +165,11 @@ def _effects(s, ctx, portal: Portal, op: Operation, d: Decision, allocs, rules: 
         if outcome in ("paid", "overpaid"):
             if rules.paid_invoice_stage:
                 enqueue(s, portal.id, f"{key}:invoice_paid", "invoice_paid", {"invoice_id": inv_id}, op.id, now=d.created_at)
-            if rules.paid_deal_stage and deal_id:
+            if deal_id and (any(stages.values()) or not pipelines_known):
                 enqueue(s, portal.id, f"{key}:deal_stage", "deal_stage",
-                        {"deal_id": deal_id, "stages": rules.paid_deal_stage}, op.id, now=d.created_at)
+                        {"deal_id": deal_id, "stages": stages, "default": "success"}, op.id, now=d.created_at)
             if rules.paid_timeline and deal_id:
-                enqueue(s, portal.id, f"{key}:timeline", "timeline", {"deal_id": deal_id, "comment": text(
+                enqueue(s, portal.id, f"{key}:timeline", "timeline", {"deal_id": deal_id, "lang": lang, "comment": text(
                     "timeline_paid", lang, number=number, amount=fmt(amount), payer=payer, date=date,
                     purpose=bbcode_escape(op.purpose or ""))}, op.id, now=d.created_at)
             if manager and (rules.paid_notify if outcome == "paid" else rules.overpaid_notify):
@@ -188,7 +190,7 @@ def _effects(s, ctx, portal: Portal, op: Operation, d: Decision, allocs, rules: 
                     "description": text("underpaid", lang, **values), "deal_id": deal_id}, op.id, now=d.created_at)
             if rules.underpaid_timeline and deal_id:
                 enqueue(s, portal.id, f"{key}:timeline", "timeline",
-                        {"deal_id": deal_id, "comment": text("timeline_underpaid", lang, **values)}, op.id,
+                        {"deal_id": deal_id, "lang": lang, "comment": text("timeline_underpaid", lang, **values)}, op.id,
                         now=d.created_at)
         if rules.fire_trigger and deal_id:
             trig = ctx.manifest.automation_triggers[0]["code"] if ctx.manifest.automation_triggers else None
@@ -427,7 +429,7 @@ def undo(ctx, portal_id: int, operation_pk: int, user_id: int) -> Decision:
             inv = s.scalar(select(Invoice).where(Invoice.portal_id == portal_id, Invoice.b24_id == a.invoice_b24_id))
             if inv is not None and inv.deal_id:
                 enqueue(s, portal_id, f"undo:d{d.id}:inv{a.invoice_b24_id}:timeline", "timeline", {
-                    "deal_id": inv.deal_id, "comment": text(
+                    "deal_id": inv.deal_id, "lang": lang, "comment": text(
                         "timeline_undo", lang, amount=format_money(a.amount, op.currency, lang),
                         payer=bbcode_escape(op.payer_name or op.payer_inn or "—"), number=inv.number,
                         user=user_id)}, op.id, now=now)

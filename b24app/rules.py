@@ -12,7 +12,8 @@ from .models import Portal
 class Rules:
     # paid in full
     paid_invoice_stage: bool = True          # move the invoice to its stage with semantics S
-    paid_deal_stage: dict = field(default_factory=dict)  # deal category id (str) -> stage id; empty = off
+    # deal category id (str) -> stage id, or "" = do not move; a pipeline not listed moves to its success stage (S)
+    paid_deal_stage: dict = field(default_factory=dict)
     paid_timeline: bool = True
     paid_notify: bool = True
     # underpaid
@@ -42,11 +43,31 @@ def load_rules(portal_settings: dict | None) -> Rules:
             kw[name] = raw[name]
     stages = raw.get("paid_deal_stage")
     if isinstance(stages, dict):
-        kw["paid_deal_stage"] = {str(k): str(v) for k, v in stages.items() if v}
+        kw["paid_deal_stage"] = {str(k): str(v or "") for k, v in stages.items()}
     interval = raw.get("sync_interval")
     if isinstance(interval, int) and (interval == 0 or 10 <= interval <= 86400):
         kw["sync_interval"] = interval
     return Rules(**kw)
+
+
+def deal_stage_targets(rules: Rules, portal_settings: dict | None) -> dict[str, str]:
+    """Pipeline id -> the stage a deal moves to when its invoice is paid: the admin's choice ("" = do not move),
+    else the pipeline's success stage (semantics S) as far as the portal's caches know it (the admin page's
+    pipelines, the success stages the outbox read)."""
+    settings = portal_settings or {}
+    pipelines = (settings.get("deal_pipelines") or {}).get("pipelines") or []
+    out: dict[str, str] = {str(k): str(v) for k, v in (settings.get("deal_success_stages") or {}).items() if v}
+    for p in pipelines:
+        won = next((st["id"] for st in p.get("stages") or [] if st.get("semantics") == "S"), None)
+        if won:
+            out[str(p["id"])] = won
+    out.update(rules.paid_deal_stage)
+    return out
+
+
+def rules_saved(portal_settings: dict | None) -> bool:
+    """Whether an administrator has saved the rules at least once (the first run shows the defaults to check)."""
+    return isinstance((portal_settings or {}).get("rules"), dict)
 
 
 def parse_rules(data: dict) -> Rules:
@@ -65,7 +86,7 @@ def parse_rules(data: dict) -> Rules:
         if not isinstance(stages, dict) or not all(
                 str(k).isdigit() and isinstance(v, str) and len(v) <= 64 for k, v in stages.items()):
             raise ValueError("paid_deal_stage")
-        kw["paid_deal_stage"] = {str(k): v for k, v in stages.items() if v}
+        kw["paid_deal_stage"] = {str(k): v for k, v in stages.items()}
     if "sync_interval" in data:
         try:
             interval = int(data["sync_interval"])

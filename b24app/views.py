@@ -16,7 +16,8 @@ from .domain.explain import explain_reason
 from .domain.formatting import format_money, language
 from .domain.matching import Reason
 from .domain.numbers import normalize_invoice_number
-from .models import Allocation, BankAccount, BankLink, Decision, Invoice, Operation, OutboxItem, QuarantinedOperation
+from .models import (Allocation, BankAccount, BankLink, Decision, Invoice, Operation, OutboxItem, Portal,
+                     QuarantinedOperation)
 
 ZERO = Decimal("0.00")
 REVIEW_STATES = ("review", "unmatched")          # operation states a person may assign
@@ -44,6 +45,7 @@ class PaymentLine:
     manual: bool
     decided_at: datetime
     state: str
+    actor_user_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,14 @@ class InvoiceLine:
     assigned_by_id: int | None
     deal_id: int | None
     payments: tuple[PaymentLine, ...] = ()
+
+    excess: Decimal = ZERO  # received beyond the amount: the part of its overpaying payments applied nowhere
+
+    @property
+    def overpaid(self) -> Decimal:
+        """How much more than the invoice's amount has been received (0 when not overpaid)."""
+        over = max(ZERO, self.paid - self.amount) if self.amount > ZERO else ZERO
+        return max(over, self.excess)
 
     @property
     def subtitle(self) -> str:
@@ -128,6 +138,7 @@ class BankState:
     quarantined: int = 0  # statement items kept raw because they were malformed; never matched
     live_off: str | None = None  # why the bank does not push operations (scope | email | refused); None: it does
     poll_every: int | None = None  # seconds between statement polls
+    last_failure: dict | None = None  # the last link attempt that did not complete: at, reason, detail, user_id
 
     @property
     def last_synced_at(self) -> datetime | None:
@@ -234,8 +245,11 @@ def _dec(value) -> Decimal:
 def bank_state(s: Session, portal_id: int) -> BankState:
     link = s.scalar(select(BankLink).where(BankLink.portal_id == portal_id, BankLink.status != "unlinked")
                     .order_by(BankLink.updated_at.desc(), BankLink.id.desc()).limit(1))
+    portal = s.get(Portal, portal_id)
+    failure = (portal.settings or {}).get("bank_link_failure") if portal is not None else None
+    failure = failure if isinstance(failure, dict) and failure.get("reason") else None
     if link is None:
-        return BankState(linked=False)
+        return BankState(linked=False, last_failure=failure)
     accounts = tuple(AccountLine(
         id=a.id, number=a.account_number, name=a.name or "", currency=a.currency, watched=bool(a.watched),
         last_synced_at=a.last_synced_at, next_sync_at=a.next_sync_at, sync_requested_at=a.sync_requested_at,
@@ -245,7 +259,7 @@ def bank_state(s: Session, portal_id: int) -> BankState:
         QuarantinedOperation.portal_id == portal_id)) or 0
     return BankState(linked=True, link_id=link.id, kind=link.kind, health=link_health(link, accounts),
                      company=link.company_name, inn=link.inn, last_error=link.last_error, accounts=accounts,
-                     quarantined=quarantined)
+                     quarantined=quarantined, last_failure=failure)
 
 
 def link_health(link: BankLink, accounts: Iterable[AccountLine]) -> str:
@@ -298,19 +312,25 @@ def widget_data(s: Session, portal_id: int, *, deal_id: int | None = None, invoi
                 operation_pk=op_id, date=op_date, payer_name=payer or "", payer_inn=inn, amount=_dec(alloc_amount),
                 operation_amount=_dec(op_amount), currency=currency, purpose=purpose or "",
                 outcome=alloc_outcome or outcome, reasons=tuple(reasons or ()), manual=actor is not None,
-                decided_at=decided_at, state=state))
+                decided_at=decided_at, state=state, actor_user_id=actor))
     review = review_for(s, portal_id, invoices, limit=review_limit)
     flagged = {c for r in review for c in r.candidates}
+    applied: dict[int, Decimal] = defaultdict(lambda: ZERO)  # per payment: how much went to invoices
+    for pays in payments.values():
+        for p in pays:
+            applied[p.operation_pk] += p.amount
     lines = []
     for inv in invoices:
         pays = payments.get(inv.b24_id, [])
         paid = sum((p.amount for p in pays), ZERO)
+        excess = sum((p.operation_amount - applied[p.operation_pk] for p in pays if p.outcome == "overpaid"), ZERO)
         amount = _dec(inv.amount)
         lines.append(InvoiceLine(
             b24_id=inv.b24_id, number=inv.number or str(inv.b24_id), title=inv.title or "", amount=amount,
             currency=inv.currency, paid=paid, remaining=max(ZERO, amount - paid),
             percent=percent(amount, paid),
-            status=invoice_status(amount, paid, inv.stage_semantics, inv.b24_id in flagged),
+            status="overpaid" if excess > ZERO and inv.stage_semantics != "F" else
+            invoice_status(amount, paid, inv.stage_semantics, inv.b24_id in flagged), excess=max(ZERO, excess),
             stage_id=inv.stage_id, stage_semantics=inv.stage_semantics, assigned_by_id=inv.assigned_by_id,
             deal_id=inv.deal_id, payments=tuple(pays)))
     status = {line.b24_id: line.status for line in lines}
@@ -456,35 +476,79 @@ def named_invoices(line: ReviewLine) -> tuple[int, ...]:
     return tuple(out)
 
 
-def assign_targets(s: Session, portal_id: int, queue: list[ReviewLine], *,
-                   per_payment: int = 60) -> dict[int, AssignTargets]:
-    """Per queued payment: open invoices in its currency (candidates first), paid ones apart, and the one to
-    pre-select: only a candidate the payer relates to, so one click never sends money to a stranger's deal."""
-    named = {r.operation_pk: named_invoices(r) for r in queue}
-    wanted = {c for r in queue for c in r.candidates} | {c for ids in named.values() for c in ids}
-    pool = [i for i in open_invoices(s, portal_id, wanted, limit=200) if i.stage_semantics != "F"]
-    paid = paid_amounts(s, portal_id, [i.b24_id for i in pool])
-    out = {}
-    for r in queue:
-        same = [i for i in pool if i.currency == r.currency]
-        order = {c: n for n, c in enumerate(r.candidates + named[r.operation_pk])}
-        same.sort(key=lambda i: (order.get(i.b24_id, len(order)), -i.b24_id))
-        due = [i for i in same if not is_paid(i, paid.get(i.b24_id, ZERO))][:per_payment]
-        done = [i for i in same if is_paid(i, paid.get(i.b24_id, ZERO))][:per_payment]
-        selected = next((i.b24_id for i in due if i.b24_id in r.candidates and related(i, r)), None)
-        out[r.operation_pk] = AssignTargets(tuple(due), tuple(done), selected)
-    return out
+@dataclass(frozen=True)
+class FirstRun:
+    """The admin page's first-run checklist: link the bank, choose accounts, check the rules, a first payment."""
+
+    linked: bool
+    accounts: bool
+    rules: bool
+    payment: bool
+
+    @property
+    def done(self) -> bool:
+        return self.linked and self.accounts and self.rules and self.payment
+
+    @property
+    def steps(self) -> tuple[tuple[str, bool], ...]:
+        return (("link", self.linked), ("accounts", self.accounts), ("rules", self.rules), ("payment", self.payment))
 
 
-def open_invoices(s: Session, portal_id: int, ids: Iterable[int] = (), limit: int = 200) -> list[Invoice]:
-    """Invoices an admin may assign a payment to: the named candidates first, then other open ones."""
-    wanted = list(ids)
-    q = select(Invoice).where(Invoice.portal_id == portal_id, or_(Invoice.stage_semantics.is_(None),
-                                                                   Invoice.b24_id.in_(wanted or [-1])))
-    rows = list(s.scalars(q.order_by(Invoice.b24_id.desc()).limit(limit)))
-    order = {b: n for n, b in enumerate(wanted)}
+def payments_seen(s: Session, portal_id: int) -> bool:
+    """Whether the app has decided at least one incoming payment of this portal."""
+    return s.scalar(select(Operation.id).where(Operation.portal_id == portal_id, Operation.is_credit.is_(True),
+                                               Operation.state != "new").limit(1)) is not None
+
+
+def first_run(s: Session, portal_id: int, bank: BankState, rules_saved: bool) -> FirstRun:
+    return FirstRun(linked=bank.linked, accounts=bank.watched_count > 0, rules=rules_saved,
+                    payment=payments_seen(s, portal_id))
+
+
+
+
+def assign_targets(s: Session, portal_id: int, line: ReviewLine, limit: int = 20) -> AssignTargets:
+    """Where a queued payment may go: its candidates and the invoices its reasons name (e.g. the one paid
+    already), the invoices of their deals and of the same payer (INN), same currency. Those with something due
+    come first (candidates first); those paid already apart, offered only with "pay over"; pre-selected only a
+    candidate the payer relates to, so one click never sends money to a stranger's deal. Anything else is found
+    by searching (`find_open_invoices`)."""
+    cands = list(line.candidates) + [i for i in named_invoices(line) if i not in line.candidates]
+    deals = set(s.scalars(select(Invoice.deal_id).where(
+        Invoice.portal_id == portal_id, Invoice.b24_id.in_(cands or [-1]), Invoice.deal_id.is_not(None))))
+    near = [Invoice.b24_id.in_(cands or [-1]), Invoice.deal_id.in_(deals or [-1])]
+    if line.payer_inn:
+        near.append(Invoice.payer_inn == line.payer_inn)
+    rows = [i for i in s.scalars(select(Invoice).where(
+        Invoice.portal_id == portal_id, Invoice.currency == line.currency, or_(*near),
+        or_(Invoice.stage_semantics.is_(None), Invoice.b24_id.in_(cands or [-1])))
+        .order_by(Invoice.b24_id.desc()).limit(limit)) if i.stage_semantics != "F"]
+    order = {b: n for n, b in enumerate(cands)}
     rows.sort(key=lambda i: (order.get(i.b24_id, len(order)), -i.b24_id))
-    return rows
+    paid = paid_amounts(s, portal_id, [i.b24_id for i in rows])
+    due = tuple(i for i in rows if not is_paid(i, paid.get(i.b24_id, ZERO)))
+    done = tuple(i for i in rows if is_paid(i, paid.get(i.b24_id, ZERO)))
+    selected = next((i.b24_id for i in due if i.b24_id in line.candidates and related(i, line)), None)
+    return AssignTargets(due, done, selected)
+
+
+def find_open_invoices(s: Session, portal_id: int, currency: str, text: str, limit: int = 20) -> list[Invoice]:
+    """Open invoices in `currency` whose number, title or amount matches what a person typed."""
+    text = (text or "").strip()[:100]
+    q = select(Invoice).where(Invoice.portal_id == portal_id, Invoice.currency == currency,
+                              Invoice.stage_semantics.is_(None))
+    if text:
+        conds = [*_icontains(Invoice.number, text), *_icontains(Invoice.title, text)]
+        key = normalize_invoice_number(text)
+        if key:
+            conds.append(Invoice.number_key.contains(key))
+        amount = parse_search_amount(text)
+        if amount is not None:
+            conds.append(Invoice.amount == amount)
+        if text.isdigit() and len(text) < 18:
+            conds.append(Invoice.deal_id == int(text))
+        q = q.where(or_(*conds))
+    return list(s.scalars(q.order_by(Invoice.b24_id.desc()).limit(limit)))
 
 
 def history(s: Session, portal_id: int, *, outcome: str = "", search: str = "", deal_id: int | None = None,
@@ -587,24 +651,26 @@ def chart_geometry(days: list[ChartDay], width: int = 600, height: int = 140) ->
 
 # -- explanations ---------------------------------------------------------------------------------
 _PEOPLE_REASONS = {
-    "ru": {"manual_assignment": "платёж {amount} вручную отнесён к счёту {invoice} (пользователь {user_id})",
-           "manual_assignment/short": "платёж вручную отнесён к счёту {invoice} (пользователь {user_id})",
-           "undone": "сопоставление отменено пользователем {user_id}",
-           "reopened": "закрытие отменено пользователем {user_id}, платёж снова ждёт разбора",
-           "closed_ignored": "не оплата счёта (пользователь {user_id}): {reason}",
-           "closed_refund": "вернуть плательщику (пользователь {user_id}); менеджеру сообщено в чат",
-           "closed_credit": "оставлен авансом клиента с ИНН {inn} (пользователь {user_id})",
+    "ru": {"manual_assignment": "платёж {amount} вручную отнесён к счёту {invoice} ({user})",
+           "manual_assignment/short": "платёж вручную отнесён к счёту {invoice} ({user})",
+           "undone": "сопоставление отменил(а) {user}",
+           "reopened": "закрытие отменил(а) {user}, платёж снова ждёт разбора",
+           "closed_ignored": "не оплата счёта ({user}): {reason}",
+           "closed_refund": "вернуть плательщику ({user}); менеджеру сообщено в чат",
+           "closed_credit": "оставлен авансом клиента с ИНН {inn} ({user})",
            "not_reverted": "уже отправлено и не отменено: {what}",
+           "user": "пользователь {user_id}",
            "kinds": {"notify": "сообщение в чат", "timeline": "комментарий в ленте сделки", "task": "задача",
                      "trigger": "триггер автоматизации"}},
-    "en": {"manual_assignment": "payment {amount} assigned to invoice {invoice} by hand (user {user_id})",
-           "manual_assignment/short": "payment assigned to invoice {invoice} by hand (user {user_id})",
-           "undone": "the match was undone by user {user_id}",
-           "reopened": "the closing was undone by user {user_id}; the payment waits for review again",
-           "closed_ignored": "not an invoice payment (user {user_id}): {reason}",
-           "closed_refund": "to be refunded to the payer (user {user_id}); the manager was told in chat",
-           "closed_credit": "kept as the credit of the client with INN {inn} (user {user_id})",
+    "en": {"manual_assignment": "payment {amount} assigned to invoice {invoice} by hand ({user})",
+           "manual_assignment/short": "payment assigned to invoice {invoice} by hand ({user})",
+           "undone": "the match was undone by {user}",
+           "reopened": "the closing was undone by {user}; the payment waits for review again",
+           "closed_ignored": "not an invoice payment ({user}): {reason}",
+           "closed_refund": "to be refunded to the payer ({user}); the manager was told in chat",
+           "closed_credit": "kept as the credit of the client with INN {inn} ({user})",
            "not_reverted": "already sent and not taken back: {what}",
+           "user": "user {user_id}",
            "kinds": {"notify": "the chat message", "timeline": "the deal timeline comment", "task": "the task",
                      "trigger": "the automation trigger"}},
 }
@@ -613,8 +679,10 @@ _PEOPLE_REASONS = {
 _PEOPLE_CODES = ("manual_assignment", "undone", "reopened", "closed_ignored", "closed_refund", "closed_credit")
 
 
-def explain_reasons(reasons: Iterable[Any], lang: str, currency: str = "RUB") -> list[str]:
-    """Stored reasons (`{"code", "params"}`) as sentences in the user's language, one per reason."""
+def explain_reasons(reasons: Iterable[Any], lang: str, currency: str = "RUB",
+                    names: dict[str, str] | None = None) -> list[str]:
+    """Stored reasons (`{"code", "params"}`) as sentences in the user's language, one per reason; people by
+    name where `names` ({"id": "Name Last"}) knows them."""
     lang = language(lang)
     out: list[str] = []
     for raw in reasons or ():
@@ -627,6 +695,8 @@ def explain_reasons(reasons: Iterable[Any], lang: str, currency: str = "RUB") ->
                 values = {k: str(v) for k, v in params.items()}
                 values.setdefault("reason", "—")
                 values.setdefault("inn", "—")
+                values["user"] = (names or {}).get(values.get("user_id", "")) or \
+                    _PEOPLE_REASONS[lang]["user"].format(user_id=values.get("user_id", "?"))
                 if "amount" in params:
                     try:
                         values["amount"] = format_money(Decimal(str(params["amount"])), currency, lang)
@@ -639,9 +709,9 @@ def explain_reasons(reasons: Iterable[Any], lang: str, currency: str = "RUB") ->
                     text = code
                 kinds = params.get("not_reverted") if code in ("undone", "reopened") else None
                 if kinds and isinstance(kinds, list):
-                    names = _PEOPLE_REASONS[lang]["kinds"]
+                    kind_names = _PEOPLE_REASONS[lang]["kinds"]
                     text += "; " + _PEOPLE_REASONS[lang]["not_reverted"].format(
-                        what=", ".join(names.get(str(k), str(k)) for k in kinds))
+                        what=", ".join(kind_names.get(str(k), str(k)) for k in kinds))
             else:
                 try:
                     text = explain_reason(Reason(code, dict(params)), lang)

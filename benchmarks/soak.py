@@ -244,6 +244,7 @@ def _seed(plan: PortalPlan) -> None:
 
 
 def _setup(cfg: SoakConfig, rng: random.Random):
+    from b24app.domain.requisites import with_check_digits
     from b24app.invoices import refresh_all
     from b24app.sandbox.stack import DEMO_INN, DEMO_KPP, DEMO_PHONE, link_bank, start_stack
 
@@ -261,7 +262,8 @@ def _setup(cfg: SoakConfig, rng: random.Random):
         result = view.install()
         if not result.get("install_finish"):
             raise RuntimeError(f"install into {code} failed: {result}")
-        inn, kpp, phone = (DEMO_INN, DEMO_KPP, DEMO_PHONE) if i == 0 else (f"77{50 + i:02d}123456", "0", f"+7999000{i:04d}")
+        inn, kpp, phone = (DEMO_INN, DEMO_KPP, DEMO_PHONE) if i == 0 else (
+            with_check_digits(f"77{50 + i:02d}12345"), f"77{50 + i:02d}01001", f"+7999000{i:04d}")  # the link form checks both
         if i:
             httpx.post(f"{stack.bank_url}/sandbox/companies", json={
                 "inn": inn, "kpp": kpp, "name": f"ООО «Сок {i}»", "phones": [phone],
@@ -390,9 +392,12 @@ def _verify(stack, plans: list[PortalPlan], payments: list[Payment], report: Soa
             if triggers[inv["deal_id"]] > want_comments:
                 problem("duplicated", f"{plan.code}: deal {inv['deal_id']} trigger fired {triggers[inv['deal_id']]} times")
             report.triggers_not_refired += max(0, want_comments - triggers[inv["deal_id"]])
-            if deals.get(inv["deal_id"], {}).get("STAGE_ID") != "NEW":
-                problem("wrongly_changed", f"{plan.code}: deal {inv['deal_id']} moved to "
-                                           f"{deals.get(inv['deal_id'], {}).get('STAGE_ID')}")
+            # By default a deal whose invoice is paid in full moves to its pipeline's success stage (WON).
+            deal_stage = deals.get(inv["deal_id"], {}).get("STAGE_ID")
+            if should_pay and deal_stage != "WON":
+                problem("lost", f"{plan.code}: deal {inv['deal_id']} is {deal_stage}, not moved to WON")
+            elif not should_pay and deal_stage != "NEW":
+                problem("wrongly_changed", f"{plan.code}: deal {inv['deal_id']} moved to {deal_stage}")
         visible = [n for n in state["notifications"] if not n.get("replaced_by")]
         by_tag = Counter(n["tag"] for n in visible if n.get("tag"))
         by_text = Counter((n["user_id"], n["message"]) for n in visible)

@@ -29,11 +29,13 @@
       if (!bx) return;                      // works without the BX24 script (opened outside Bitrix24)
       var h = Math.max(120, contentHeight());
       if (h === lastHeight) return;
-      var grow = h > lastHeight;
       lastHeight = h;
+      // resizeWindow with the measured height, both ways: fitWindow sends the document's scrollHeight, which
+      // is never less than the frame's current height, so a frame opened taller than its content kept an
+      // empty band below it.
       try {
-        if (grow && typeof bx.fitWindow === 'function') bx.fitWindow();
-        else if (typeof bx.resizeWindow === 'function') bx.resizeWindow('100%', h);
+        if (typeof bx.resizeWindow === 'function') bx.resizeWindow('100%', h);
+        else if (typeof bx.fitWindow === 'function') bx.fitWindow();
       } catch (e) { /* the parent may be gone; nothing to resize */ }
     });
   }
@@ -146,10 +148,19 @@
     flash(T.checking, 'info');
     setProgress(5);
     var started = Date.now();
+    var since = null, backfill = !!(body && body.days);
     api('POST', cfg.sync, body || {}).then(function (res) {
       if (res.status !== 202 && res.status !== 200) { finish(); return; }
+      since = res.data && res.data.since;
       poll(res.data);
     });
+    function done(state) {
+      if (backfill && state && typeof state.loaded === 'number') {
+        flash(String(T.loaded).replace('{n}', state.loaded), 'success');
+      } else {
+        flash(T.checked, 'success');
+      }
+    }
     function poll(state) {
       if (state && state.errors && state.errors.length && state.finished) {
         flash(String(T.check_failed).replace('{error}', state.errors[0]), 'danger');
@@ -159,7 +170,7 @@
       if (state && state.finished && Date.now() - started > 600) {
         setProgress(100);
         // The worker reconciles right after the statement is stored: give it a moment, then refresh.
-        setTimeout(function () { refresh(true).then(function () { flash(T.checked, 'success'); finish(); }); }, 800);
+        setTimeout(function () { refresh(true).then(function () { done(state); finish(); }); }, 800);
         return;
       }
       if (Date.now() - started > 90000) { flash(T.check_timeout, 'warning'); finish(); return; }
@@ -168,7 +179,8 @@
         Math.min(90, 10 + elapsed * 8);
       setProgress(Math.round(pct));
       setTimeout(function () {
-        api('GET', cfg.sync).then(function (r) { poll(r.status === 200 ? r.data : state); });
+        api('GET', cfg.sync + (since ? '?since=' + encodeURIComponent(since) : ''))
+          .then(function (r) { poll(r.status === 200 ? r.data : state); });
       }, 700);
     }
     function finish() {
@@ -284,7 +296,17 @@
       return Promise.all([
         loadInto(cfg.urls.review, 'review-list', formParams(document.getElementById('review-search'))),
         loadInto(cfg.urls.history, 'history-list', formParams(document.getElementById('history-filter'))),
-        loadInto(cfg.urls.bank, 'bank-card', {})]);
+        loadBank()]);
+    };
+    var loadBank = function () {
+      return loadInto(cfg.urls.bank, 'bank-card', {}).then(function (res) {
+        var box = document.getElementById('first-run-box');
+        if (box && res.status === 200 && res.data && typeof res.data.checklist === 'string') {
+          box.innerHTML = res.data.checklist;
+          fit();
+        }
+        return res;
+      });
     };
     cfg.assign = cfg.urls.assign;
     cfg.undo = cfg.urls.undo;
@@ -303,6 +325,32 @@
           if (res.status === 200) { flash(res.data.message, 'success'); reloadAll(); }
         });
     };
+    // Tabs (Bank, Review, Rules, History): one panel at a time; #hash and [data-tab-link] links pick it.
+    var showTab = function (name) {
+      var panels = document.querySelectorAll('.b24-tabpanel[data-tab]');
+      var known = Array.prototype.some.call(panels, function (p) { return p.getAttribute('data-tab') === name; });
+      if (!known) return false;
+      panels.forEach(function (p) { p.hidden = p.getAttribute('data-tab') !== name; });
+      document.querySelectorAll('.b24-tabs [data-tab-link]').forEach(function (a) {
+        a.setAttribute('aria-selected', a.getAttribute('data-tab-link') === name ? 'true' : 'false');
+      });
+      fit();
+      return true;
+    };
+    var tabs = document.querySelector('.b24-tabs');
+    if (tabs) {
+      if (!showTab((window.location.hash || '').slice(1))) showTab(tabs.getAttribute('data-open') || 'bank');
+      document.addEventListener('click', function (e) {
+        var link = e.target.closest && e.target.closest('[data-tab-link]');
+        if (!link) return;
+        e.preventDefault();
+        var name = link.getAttribute('data-tab-link');
+        if (showTab(name) && window.history && window.history.replaceState) {
+          window.history.replaceState(null, '', '#' + name);
+        }
+      });
+    }
+
     admin.search = function (form) { loadInto(cfg.urls.review, 'review-list', formParams(form)); };
     admin.history = function (form) { loadInto(cfg.urls.history, 'history-list', formParams(form)); };
     admin.more = function (button) {
@@ -333,7 +381,7 @@
       busy(button, true);
       api('POST', cfg.urls.rules, data).then(function (res) {
         busy(button, false);
-        if (res.status === 200) flash(T.saved, 'success');
+        if (res.status === 200) { flash(T.saved, 'success'); loadBank(); }
       });
     };
     admin.backfill = function (form) {
@@ -348,7 +396,7 @@
       box.disabled = true;
       api('POST', cfg.urls.accounts, {watched: ids}).then(function (res) {
         box.disabled = false;
-        if (res.status === 200) { flash(T.saved, 'success'); loadInto(cfg.urls.bank, 'bank-card', {}); }
+        if (res.status === 200) { flash(T.saved, 'success'); loadBank(); }
         else box.checked = !box.checked;
       });
     };
@@ -362,7 +410,7 @@
       busy(button, true);
       api('POST', cfg.urls.unlink, {link_id: parseInt(button.getAttribute('data-link'), 10)}).then(function (res) {
         busy(button, false);
-        if (res.status === 200) { flash(T.saved, 'success'); reloadAll(); }
+        if (res.status === 200) { flash(T.unlinked, 'success'); reloadAll(); }
       });
     };
     admin.stages = function (button) {
@@ -378,9 +426,40 @@
     document.addEventListener('change', function (e) {
       if (e.target.matches && e.target.matches('input[data-account]')) admin.watch(e.target);
     });
+    // The assign selector: typing searches the portal's open invoices (number, amount, deal) and refills
+    // the list under it; the first offer (this payer's and this deal's invoices) comes with the page.
+    var findTimer = null;
+    document.addEventListener('input', function (e) {
+      var box = e.target;
+      if (!box.matches || !box.matches('input[data-invoice-search]')) return;
+      if (findTimer) clearTimeout(findTimer);
+      findTimer = setTimeout(function () {
+        var params = new URLSearchParams({operation: box.getAttribute('data-invoice-search'), q: box.value.trim()});
+        api('GET', cfg.urls.invoices + '?' + params.toString()).then(function (res) {
+          var select = box.form && box.form.querySelector('select[name="invoice"]');
+          if (!select || res.status !== 200 || !res.data) return;
+          select.innerHTML = '';
+          res.data.invoices.forEach(function (inv) {
+            var option = document.createElement('option');
+            option.value = String(inv.id);
+            option.textContent = inv.label;
+            select.appendChild(option);
+          });
+          if (!res.data.invoices.length) {
+            var none = document.createElement('option');
+            none.value = '';
+            none.textContent = T.nothing_found || '—';
+            select.appendChild(none);
+          }
+          select.setAttribute('data-found', String(res.data.invoices.length));
+        });
+      }, 250);
+    });
   }
 
   // -- keep the tab current without a reload ------------------------------------------------------------
+  // A conditional GET (If-None-Match: the server answers 304 with no body when nothing changed) every
+  // cfg.poll ms while the tab is visible, and at once when it becomes visible again; nothing while hidden.
   if (root && root.getAttribute('data-page') === 'widget') {
     document.addEventListener('change', function (e) {   // "no account is watched": an admin ticks one here
       if (!e.target.matches || !e.target.matches('#no-watched input[data-account]') || !cfg.accounts) return;
@@ -392,9 +471,14 @@
         if (res.status === 200) { flash(T.saved, 'success'); refresh(true); }
       });
     });
-    setInterval(function () {
-      if (document.visibilityState === 'visible' && !syncing && !expired) refresh(false);
-    }, cfg.poll || 10000);
+    var polling = false;
+    var poll = function () {
+      if (polling || syncing || expired || document.visibilityState !== 'visible') return;
+      polling = true;
+      refresh(false).then(function () { polling = false; }, function () { polling = false; });
+    };
+    setInterval(poll, cfg.poll || 2000);
+    document.addEventListener('visibilitychange', poll);
   }
   window.b24app = {refresh: function () { return refresh(true); }, fit: fit};
 })();

@@ -27,7 +27,7 @@ def accounts(stack) -> list[BankAccount]:
 
 def test_link_with_all_scopes_stores_tokens_and_watches_rub_current_accounts(linked):
     [link] = links(linked)
-    assert link.status == "active" and link.kind == "tid" and link.inn == "7701234567"
+    assert link.status == "active" and link.kind == "tid" and link.inn == "7701234560"
     bank = linked.bank_state()
     assert any(c["client_id"] == "b24app-demo" for c in bank["consents"])
     accs = accounts(linked)
@@ -59,7 +59,7 @@ def start_until_callback(stack):
     """Drive the flow up to T-Bank's redirect back to us, without following it."""
     browser = httpx.Client(follow_redirects=True, timeout=30)
     page = browser.get(f"{stack.app_url}/bank/start", params={"ticket": link_ticket(stack)})
-    page = submit_form(browser, page, {"inn": "7701234567", "kpp": "770101001"})
+    page = submit_form(browser, page, {"inn": "7701234560", "kpp": "770101001"})
     page = submit_form(browser, page, {"phone": "+79990000001"})
     import re
     code = re.search(r'id="sms-code">(\d{4})<', page.text).group(1)
@@ -114,7 +114,7 @@ def test_ticket_is_required_and_signed(installed):
 
 
 def test_start_form_is_csrf_protected(installed):
-    r = httpx.post(f"{installed.app_url}/bank/start", data={"ticket": link_ticket(installed), "inn": "7701234567"},
+    r = httpx.post(f"{installed.app_url}/bank/start", data={"ticket": link_ticket(installed), "inn": "7701234560"},
                    timeout=30)
     assert r.status_code == 400
     assert links(installed) == []
@@ -160,7 +160,7 @@ def test_invalid_grant_marks_the_link_and_tells_the_admin(linked):
     with linked.ctx.db.session() as s:
         notes = list(s.scalars(select(OutboxItem).where(OutboxItem.kind == "notify")))
     assert len(notes) == 1 and notes[0].payload["user_id"] == 1
-    assert "7701234567" in notes[0].payload["message"]
+    assert "7701234560" in notes[0].payload["message"]
     # the worker sends it to Bitrix24 chat
     from b24app import outbox
     with linked.ctx.db.session() as s:
@@ -181,7 +181,7 @@ def test_unlink_revokes_and_forgets(linked):
 
 
 def test_pasted_cabinet_token_is_checked_then_stored(installed):
-    token = httpx.post(f"{installed.bank_url}/sandbox/static-tokens", json={"inn": "7701234567", "kpp": "770101001"},
+    token = httpx.post(f"{installed.bank_url}/sandbox/static-tokens", json={"inn": "7701234560", "kpp": "770101001"},
                        timeout=30).json()["token"]
     ticket = link_ticket(installed, is_admin=True)
     with httpx.Client(timeout=30, follow_redirects=True) as browser:
@@ -293,3 +293,92 @@ def test_uninstall_never_waits_long_for_a_hanging_bank_and_is_recorded(linked):
     assert portal.status == "uninstalled"
     assert our_live_tokens(linked) == []
     assert all(l.access_token_enc is None and l.status == "unlinked" for l in links(linked))
+@pytest.mark.parametrize(("inn", "kpp", "field", "problem"), [
+    ("7701234567", "770101001", "inn", "checksum"),    # one digit off: no such INN
+    ("770123456", "770101001", "inn", "format"),
+    ("7701234560", "", "kpp", "required"),             # a company without its KPP
+    ("7701234560", "77010100", "kpp", "format"),
+    ("500100732259", "770101001", "kpp", "sole_trader"),
+])
+def test_a_mistyped_inn_or_kpp_is_refused_on_the_form_before_the_bank(installed, inn, kpp, field, problem):
+    with httpx.Client(timeout=30) as browser:
+        page = browser.get(f"{installed.app_url}/bank/start", params={"ticket": link_ticket(installed)})
+        answer = submit_form(browser, page, {"inn": inn, "kpp": kpp})
+    assert answer.status_code == 400 and "location" not in answer.headers  # not sent to T-Bank's phone step
+    assert f'id="{field}-error" class="field-error" role="alert" data-error="{problem}"' in answer.text
+    assert f'id="{field}" name="{field}"' in answer.text and 'aria-invalid="true"' in answer.text
+    with installed.ctx.db.session() as s:
+        assert s.scalar(select(OAuthState)) is None
+
+
+def test_spaces_in_a_pasted_inn_are_ignored(installed):
+    with httpx.Client(timeout=30) as browser:
+        page = browser.get(f"{installed.app_url}/bank/start", params={"ticket": link_ticket(installed)})
+        answer = submit_form(browser, page, {"inn": " 7701 234560 ", "kpp": "7701-01-001"})
+    assert answer.status_code == 303 and "/auth/authorize" in answer.headers["location"]
+
+
+def sms_flow(stack, browser: httpx.Client):
+    """Up to T-Bank's SMS page, as a person would (INN form → phone)."""
+    page = browser.get(f"{stack.app_url}/bank/start", params={"ticket": link_ticket(stack)})
+    page = submit_form(browser, page, {"inn": "7701234560", "kpp": "770101001"})
+    return submit_form(browser, page, {"phone": "+79990000001"})
+
+
+def admin_bank_card(stack) -> str:
+    from test_web_admin import open_app
+    return open_app(stack).get_data(as_text=True)
+
+
+def test_wrong_sms_code_three_times_leads_back_to_try_again_and_the_admin_page_says_why(installed):
+    import re
+    with httpx.Client(follow_redirects=True, timeout=30) as browser:
+        page = sms_flow(installed, browser)
+        for _ in range(3):
+            page = submit_form(browser, page, {"code": "0000" if "0000" not in page.text else "9999"})
+        assert page.status_code == 403 and "Превышено количество попыток" in page.text
+        back = re.search(r'id="back-to-app" href="([^"]+)"', page.text)
+        assert back, "the bank's dead end offers no way back to the app"
+        result = browser.get(back.group(1).replace("&amp;", "&"))
+        assert result.status_code == 400 and 'data-reason="provider_error"' in result.text
+        assert "слишком много раз" in result.text
+        assert 'id="close"' in result.text
+        retry = re.search(r'id="retry" href="([^"]+)"', result.text)
+        assert retry, "no 'try again' on the failure page"
+        again = browser.get(f"{installed.app_url}{retry.group(1).replace('&amp;', '&')}")
+        assert again.status_code == 200 and 'id="inn"' in again.text
+    card = admin_bank_card(installed)
+    assert 'id="link-failure" data-reason="provider_error"' in card and "слишком много раз" in card
+
+    # A successful link afterwards clears the note.
+    assert 'id="link-ok"' in link_bank(installed).text
+    assert 'id="link-failure"' not in admin_bank_card(installed)
+
+
+@pytest.mark.parametrize(("kw", "reason", "words"), [
+    ({"deny": True}, "provider_error", "Доступ не выдан"),
+    ({"untick": ("bank-statements",)}, "scopes_not_granted", "«Выписка»"),
+])
+def test_refused_consent_or_an_unticked_scope_offers_try_again_and_close(installed, kw, reason, words):
+    page = link_bank(installed, **kw)
+    assert page.status_code == 400 and f'data-reason="{reason}"' in page.text
+    assert 'id="retry" href="/bank/start?ticket=' in page.text and 'id="close"' in page.text
+    card = admin_bank_card(installed)
+    assert f'id="link-failure" data-reason="{reason}"' in card and words in card
+
+
+def test_after_linking_the_company_is_named_as_the_bank_has_it(installed):
+    page = link_bank(installed)
+    assert 'id="link-company"' in page.text and "ООО «Ромашка»" in page.text
+    [link] = links(installed)
+    assert link.company_name == "ООО «Ромашка»"           # from T-Bank's GET /api/v1/company
+    card = admin_bank_card(installed)
+    assert "ООО «Ромашка»" in card and "7701234560" in card
+
+
+def test_without_the_company_info_scope_the_link_works_and_shows_the_inn(installed):
+    page = link_bank(installed, untick=("company-info",))
+    assert page.status_code == 200 and 'id="link-ok"' in page.text and 'id="link-company"' not in page.text
+    [link] = links(installed)
+    assert link.status == "active" and link.company_name is None
+    assert "7701234560" in admin_bank_card(installed)

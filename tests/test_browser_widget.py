@@ -197,9 +197,59 @@ def test_language_switch_and_screenshots(page, live, shots):
         title = admin.locator("h1").first.inner_text()
         assert title == ("Оплаты Т-Банка" if lang == "ru" else "T-Bank payments")
         assert admin.locator(".b24-review__item").count() >= 1
-        page.wait_for_function("parseInt(document.getElementById('app-frame').style.height || '0') > 900")
+        page.wait_for_function("parseInt(document.getElementById('app-frame').style.height || '0') > 300")
         page.wait_for_timeout(300)
         page.locator("#app-frame").screenshot(path=str(shots / f"admin-{lang}.png"))
     assert page.errors == []
     for name in ("widget-ru", "widget-en", "admin-ru", "admin-en"):
         assert (shots / f"{name}.png").stat().st_size > 10_000
+
+
+def test_an_open_tab_shows_a_reconciled_payment_within_two_seconds_and_asks_nothing_while_hidden(page, live):
+    from sqlalchemy import select
+
+    from b24app.models import Allocation
+    from b24app.sandbox.stack import link_bank
+
+    assert link_bank(live).status_code == 200
+    d = live.deals[0]
+    answers: list[int] = []
+    page.on("response", lambda r: answers.append(r.status) if "/placement/api/deal/" in r.url else None)
+    frame = open_deal(page, live, d["deal_id"])
+    frame.locator("#sync-line", has_text="Банк проверен").wait_for()   # the worker's first statement read
+    page.wait_for_timeout(300)
+    answers.clear()
+    page.wait_for_timeout(4500)
+    # Every 2 s a cheap conditional request, answered 304 "nothing new" (a 200 at most when the minute the
+    # tab prints as the bank's check time rolls over).
+    assert answers.count(304) >= 1 and answers.count(200) <= 1 and len(answers) >= 2, answers
+
+    live.pay(d["amount"], f"Оплата по счету № {d['number']}", payerInn=d["inn"], payerName=d["company"])
+    card = invoice(frame, d["invoice_id"])
+    reconciled = shown = None
+    deadline = time.monotonic() + 40
+    while shown is None and time.monotonic() < deadline:
+        if reconciled is None:
+            with live.ctx.db.session() as s:
+                if s.scalar(select(Allocation.id).where(Allocation.invoice_b24_id == d["invoice_id"])):
+                    reconciled = time.monotonic()
+        if card.get_attribute("data-status") == "paid":
+            shown = time.monotonic()
+        page.wait_for_timeout(50)
+    assert reconciled is not None and shown is not None
+    assert shown - reconciled < 2.5, f"the tab showed the payment {shown - reconciled:.1f} s after it was reconciled"
+
+    # Hidden (another browser tab in front): no requests at all; visible again: one at once.
+    frame.locator("#b24app").evaluate("""() => {
+        Object.defineProperty(document, 'visibilityState', {configurable: true, get: () => 'hidden'});
+        document.dispatchEvent(new Event('visibilitychange')); }""")
+    page.wait_for_timeout(300)
+    before = len(answers)
+    page.wait_for_timeout(4500)
+    assert len(answers) == before
+    frame.locator("#b24app").evaluate("""() => {
+        Object.defineProperty(document, 'visibilityState', {configurable: true, get: () => 'visible'});
+        document.dispatchEvent(new Event('visibilitychange')); }""")
+    page.wait_for_timeout(700)
+    assert len(answers) == before + 1
+    assert page.errors == []

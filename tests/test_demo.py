@@ -11,3 +11,24 @@ def test_demo_pays_one_invoice_in_full_and_one_partly_and_says_so(tmp_path, caps
     assert "→ invoice 1207 paid after" in out and "the manager (Борис Менеджеров) notified" in out
     assert "СЧ-00412 частично» → underpaid, 9\u00a0700,00\u00a0₽ still due" in out and "the invoice stays open" in out
     assert "Pay invoice INV-2025-0042 (deal 3) yourself" in out and "/crm/deal/details/1/" in out and out.rstrip().endswith("stopping…")
+
+
+def test_demo_on_a_busy_port_says_which_and_how_to_pick_another(tmp_path):
+    import socket
+
+    from click.testing import CliRunner
+
+    from b24app.cli import main
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    try:
+        result = CliRunner().invoke(main, ["demo", "--base-port", str(port - 1), "--data-dir", str(tmp_path),
+                                           "--exit-after-ready"])
+    finally:
+        busy.close()
+    assert result.exit_code != 0
+    assert f"port {port} is already in use" in result.output and "--base-port" in result.output
+    assert "Traceback" not in result.output and not isinstance(result.exception, OSError)

@@ -547,7 +547,7 @@ def test_start_form_needs_this_sessions_csrf_token(env):
     with httpx.Client(timeout=30) as alice, httpx.Client(timeout=30) as mallory:
         alice.get(url, params={"ticket": ticket})
         mallory_page = mallory.get(url, params={"ticket": ticket})
-        r = alice.post(url, data={"ticket": ticket, "inn": "7701234567", "kpp": "770101001",
+        r = alice.post(url, data={"ticket": ticket, "inn": "7701234560", "kpp": "770101001",
                                   "csrf_token": csrf_of(mallory_page)})
     assert r.status_code == 400 and "location" not in r.headers
     assert snapshot(env) == before
@@ -561,7 +561,7 @@ def test_no_open_redirect_through_redirect_uri_host_or_return_url(env):
                                                                 "next": "https://evil.example/"})
         r = browser.post(f"{env.app_url}/bank/start",
                          params={"redirect_uri": "https://evil.example/cb", "next": "//evil.example"},
-                         data={"ticket": ticket, "inn": "7701234567", "kpp": "770101001", "csrf_token": csrf_of(page),
+                         data={"ticket": ticket, "inn": "7701234560", "kpp": "770101001", "csrf_token": csrf_of(page),
                                "redirect_uri": "https://evil.example/cb", "return_url": "https://evil.example/",
                                "next": "https://evil.example/"},
                          headers={"Host": "evil.example", "X-Forwarded-Host": "evil.example",
@@ -655,7 +655,7 @@ def _until_callback(st, user: int, admin: bool) -> tuple[httpx.Client, str]:
     """One user's popup, driven up to T-Bank's redirect back to the app (not followed)."""
     browser = httpx.Client(follow_redirects=True, timeout=30)
     page = browser.get(f"{st.app_url}/bank/start", params={"ticket": link_ticket(st, user_id=user, is_admin=admin)})
-    page = submit_form(browser, page, {"inn": "7701234567", "kpp": "770101001"})
+    page = submit_form(browser, page, {"inn": "7701234560", "kpp": "770101001"})
     page = submit_form(browser, page, {"phone": "+79990000001"})
     code = re.search(r'id="sms-code">(\d{4})<', page.text).group(1)
     page = submit_form(browser, page, {"code": code})

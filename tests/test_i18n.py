@@ -106,3 +106,13 @@ def test_jinja_filters_render_in_the_chosen_language(app):
         assert app.jinja_env.from_string(template).render() == "12\u00a0000,00\u00a0₽ · Оплачено · a\\u202eb"
     with app.test_request_context("/?LANG=en"):
         assert app.jinja_env.from_string(template).render() == "12,000.00 RUB · Paid · a\\u202eb"
+
+
+def test_the_year_and_its_abbreviation_are_separated_by_a_space_every_font_shows(app):
+    """Babel's CLDR data puts U+202F (narrow no-break space) in «2026 г.»; many fonts draw it as nothing,
+    so people read «2026г.». A plain no-break space keeps the two together and visible."""
+    moment = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+    with app.test_request_context("/?LANG=ru"):
+        assert i18n.day(moment) == "27 нояб. 2026\u00a0г."
+        for text in (i18n.day(moment), i18n.when(moment, "medium"), i18n.day(date(2026, 1, 14), "long")):
+            assert "\u202f" not in text and "2026\u00a0г." in text, repr(text)

@@ -22,7 +22,7 @@ from conftest import fresh_database_url
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 OPEN, PAID = "DT31_2:N", "DT31_2:P"
-B_COMPANY = {"inn": "7702345678", "kpp": "770201001", "name": "ООО «Второй портал»", "phones": ["+79990000002"],
+B_COMPANY = {"inn": "7702345672", "kpp": "770201001", "name": "ООО «Второй портал»", "phones": ["+79990000002"],
              "accounts": [{"currency": "RUB"}, {"currency": "RUB"}]}
 # Same invoice numbers as portal A's demo deals, other amounts and clients.
 B_DEALS = [("Чужая поставка", 2, "ООО «Бета»", "7811111111", "1207", "5000.00"),

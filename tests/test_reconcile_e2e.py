@@ -209,7 +209,7 @@ def test_worker_killed_between_sending_and_recording_never_notifies_twice(linked
 def test_with_several_own_companies_only_the_receiving_companys_invoices_are_candidates(linked):
     own_a = linked.rest("crm.company.add", {"fields": {"TITLE": "ООО «Ромашка»", "IS_MY_COMPANY": "Y"}})["result"]
     own_b = linked.rest("crm.company.add", {"fields": {"TITLE": "ООО «Лютик»", "IS_MY_COMPANY": "Y"}})["result"]
-    for cid, inn in ((own_a, "7701234567"), (own_b, "7709999999")):
+    for cid, inn in ((own_a, "7701234560"), (own_b, "7709999999")):
         linked.rest("crm.requisite.add", {"fields": {"ENTITY_TYPE_ID": 4, "ENTITY_ID": cid, "PRESET_ID": 1,
                                                      "NAME": "own", "RQ_INN": inn}})
     d0, d3 = linked.deals[0], linked.deals[3]   # 1207 and 1208
@@ -268,6 +268,9 @@ def test_moving_an_invoice_reads_its_stage_list_with_it_unless_it_changed_funnel
     with ctx.db.session() as s:
         portal = s.scalar(select(Portal))
     invoices.refresh_all(ctx, portal)
+    from b24app.web.admin import deal_pipelines
+    deal_pipelines(ctx, portal, refresh=True)   # the admin page's first run: the deal moves to a known S stage
+    portal = ctx.portals.find(portal.member_id)
     with ctx.db.session() as s:
         accounts = list(s.scalars(select(BankAccount.id).where(BankAccount.watched.is_(True))))
         if not cache_knows_the_funnel:
@@ -360,3 +363,88 @@ def test_which_failed_requests_may_have_run_in_bitrix24():
                BitrixServerError("INTERNAL_SERVER_ERROR", "", 500, "batch"), BitrixServerError("bad_response", "", 504, "batch")]
     assert [e.may_have_run for e in refused] == [False] * 4
     assert [e.may_have_run for e in unknown] == [True] * 3
+
+
+def test_by_default_a_paid_deal_moves_to_its_pipelines_success_stage(linked):
+    """Nobody opened the app page (no cached pipelines): the outbox reads the pipeline's stages and picks S."""
+    d = linked.deals[0]
+    assert deal(linked, d["deal_id"])["STAGE_ID"] != "WON"
+    linked.pay(d["amount"], f"Оплата по счету № {d['number']}", payerInn=d["inn"])
+    sync_now(linked)
+    assert deal(linked, d["deal_id"])["STAGE_ID"] == "WON"
+
+
+def test_the_success_stage_is_chosen_per_pipeline_and_do_not_move_is_kept(linked):
+    from b24app.web.admin import deal_pipelines
+
+    from b24app.invoices import refresh_all
+
+    portal = sync_now(linked)
+    d0 = linked.deals[0]
+    d1 = {"deal_id": linked.rest("crm.deal.add", {"fields": {"TITLE": "Монтаж", "CATEGORY_ID": 1,
+                                                             "ASSIGNED_BY_ID": 2}})["result"],
+          "number": "СЧ-7001", "amount": "5000.00", "inn": d0["inn"]}
+    d1["invoice_id"] = linked.rest("crm.item.add", {"entityTypeId": 31, "fields": {
+        "title": "Счёт СЧ-7001", "accountNumber": "СЧ-7001", "opportunity": "5000.00", "currencyId": "RUB",
+        "parentId2": d1["deal_id"], "assignedById": 2}})["result"]["item"]["id"]
+    refresh_all(linked.ctx, linked.ctx.portals.find(portal.member_id))
+    assert deal(linked, d1["deal_id"])["STAGE_ID"] == "C1:NEW"
+    deal_pipelines(linked.ctx, linked.ctx.portals.find(portal.member_id), refresh=True)  # the admin page's cache
+    save_rules(linked.ctx, portal.id, {"paid_deal_stage": {"0": ""}})                  # general: do not move
+    linked.pay(d0["amount"], f"Оплата по счету № {d0['number']}", payerInn=d0["inn"])
+    linked.pay(d1["amount"], f"Оплата по счету {d1['number']}", payerInn=d1["inn"])
+    sync_now(linked)
+    assert item(linked, d0["invoice_id"])["stageId"] == "DT31_2:P"
+    assert deal(linked, d0["deal_id"])["STAGE_ID"] != "WON"
+    assert deal(linked, d1["deal_id"])["STAGE_ID"] == "C1:WON"
+
+
+def test_the_success_stage_read_once_is_remembered_for_the_next_payment(linked):
+    d0, d3 = linked.deals[0], linked.deals[3]
+    linked.pay(d0["amount"], f"Оплата по счету № {d0['number']}", payerInn=d0["inn"])
+    portal = sync_now(linked)
+    assert deal(linked, d0["deal_id"])["STAGE_ID"] == "WON"
+    assert linked.ctx.portals.find(portal.member_id).settings["deal_success_stages"] == {"0": "WON"}
+    with linked.ctx.db.session() as s:
+        [item0] = [i for i in s.scalars(select(OutboxItem).where(OutboxItem.kind == "deal_stage"))]
+    linked.pay(d3["amount"], f"Оплата по счету № {d3['number']}", payerInn=d3["inn"])
+    sync_now(linked)
+    with linked.ctx.db.session() as s:
+        later = [i for i in s.scalars(select(OutboxItem).where(OutboxItem.kind == "deal_stage")) if i.id != item0.id]
+    assert [i.payload["stages"] for i in later] == [{"0": "WON"}]   # named in the payload: no stage read needed
+    assert deal(linked, d3["deal_id"])["STAGE_ID"] == "WON"
+
+
+def test_the_timeline_comment_ends_with_a_reference_a_person_reads(linked):
+    d = linked.deals[0]
+    linked.pay(d["amount"], f"Оплата по счету № {d['number']}", payerInn=d["inn"], payerName=d["company"])
+    sync_now(linked)
+    with linked.ctx.db.session() as s:
+        op = s.scalar(select(Operation).where(Operation.state == "matched"))
+        dec = s.scalar(select(Decision).where(Decision.operation_pk == op.id))
+    [comment] = comments(linked, d["deal_id"])
+    assert comment.endswith(f"\n(платёж № {op.id} в приложении, запись {dec.id}/{d['invoice_id']})")
+    assert "[ref " not in comment
+
+
+def test_a_retry_after_a_crash_still_recognises_a_comment_with_the_old_ref_tag(linked):
+    d = linked.deals[0]
+    linked.pay(d["amount"], f"Оплата по счету № {d['number']}", payerInn=d["inn"], payerName=d["company"])
+    with linked.ctx.db.session() as s:
+        portal = s.scalar(select(Portal))
+        accounts = list(s.scalars(select(BankAccount.id).where(BankAccount.watched.is_(True))))
+    from b24app import invoices
+    invoices.refresh_all(linked.ctx, portal)
+    for account_id in accounts:
+        sync.sync_account(linked.ctx, account_id)
+    reconcile.reconcile_portal(linked.ctx, portal, limit=50)
+    with linked.ctx.db.session() as s:   # the comment went out under the old format, then the worker died
+        item = s.scalar(select(OutboxItem).where(OutboxItem.kind == "timeline"))
+        key = item.key
+        item.status, item.lease_until = "sending", linked.ctx.clock.now() - timedelta(seconds=1)
+    linked.rest("crm.timeline.comment.add", {"fields": {"ENTITY_ID": d["deal_id"], "ENTITY_TYPE": "deal",
+                                                        "COMMENT": f"Оплачено\n[{outbox.marker_for(key)}]"}})
+    outbox.deliver(linked.ctx, portal)
+    assert len(comments(linked, d["deal_id"])) == 1
+    with linked.ctx.db.session() as s:
+        assert s.scalar(select(OutboxItem).where(OutboxItem.key == key)).status in ("done", "skipped")

@@ -118,11 +118,11 @@ def test_rules_are_saved_and_validated(env):
     assert r.status_code == 200, r.get_json()
     rules = load_rules(portal_row(env).settings)
     assert rules.paid_notify is False and rules.underpaid_task is True and rules.sync_interval == 120
-    assert rules.paid_deal_stage == {"0": "WON"}
+    assert rules.paid_deal_stage == {"0": "WON", "1": ""}  # "" = the admin chose not to move pipeline 1's deals
     bad_stage = api(env, "POST", "/app/api/rules", token, {"paid_deal_stage": {"0": "C1:WON"}})
     assert bad_stage.status_code == 400
     assert api(env, "POST", "/app/api/rules", token, {"sync_interval": 1}).status_code == 400
-    assert load_rules(portal_row(env).settings).paid_deal_stage == {"0": "WON"}
+    assert load_rules(portal_row(env).settings).paid_deal_stage == {"0": "WON", "1": ""}
     body = open_app(env, user=1).get_data(as_text=True)
     assert re.search(r'<option value="WON"\s+selected>', body)
     assert not re.search(r'name="paid_notify" data-rule\s+checked', body)
@@ -249,3 +249,45 @@ def test_operations_of_another_portal_stay_invisible(env):
                                                        "invoice": env.deals[0]["invoice_id"]}).status_code == 404
     assert api(env, "POST", "/app/api/assign", token, {"operation": foreign, "invoice": 555001}).status_code == 404
     assert api(env, "POST", "/app/api/undo", token, {"operation": foreign}).status_code == 404
+
+
+
+def test_history_names_who_decided_with_a_link_to_the_profile(env):
+    token = token_of(open_app(env, user=1))
+    a = add_payment(env, "432.10", "Перевод без назначения", payer="ООО «Луч»")
+    target = env.deals[2]
+    assert api(env, "POST", "/app/api/assign", token, {"operation": a, "invoice": target["invoice_id"]}).status_code == 200
+    body = open_app(env, user=1).get_data(as_text=True)
+    link = f'href="{env.portal_url}/company/personal/user/1/" target="_top">Анна Админова</a>'
+    assert link in body and "пользователь 1" not in body and "пользователем 1" not in body
+    page = api(env, "GET", "/app/api/history", token).get_json()["html"]   # the JSON API: from the cache
+    assert link in page
+    api(env, "POST", "/app/api/undo", token, {"operation": a})
+
+
+def test_assign_offers_this_payers_and_deals_invoices_and_finds_any_other_by_search(env):
+    from b24app.models import Invoice as Inv
+
+    portal = portal_row(env)
+    with env.ctx.db.session() as s:   # many other open invoices in the cache (other clients)
+        for n in range(70):
+            s.add(Inv(portal_id=portal.id, b24_id=900000 + n, number=f"ДР-{n:03d}", title=f"Счёт ДР-{n:03d}",
+                      amount=Decimal(1000 + n), currency="RUB", stage_id="DT31_2:N", deal_id=None,
+                      payer_inn="7700000000"))
+    d2 = env.deals[1]   # СЧ-00412, payer INN 7801234567
+    op = add_payment(env, "250.00", "Оплата по договору", inn=d2["inn"], payer="АО «Север»")
+    token = token_of(open_app(env, user=1))
+    html_ = api(env, "GET", "/app/api/review", token).get_json()["html"]
+    form = re.search(rf'<form class="b24-assign" data-action="assign" data-operation="{op}">(.*?)</form>', html_, re.S)
+    assert form, "no assign form for the payment"
+    options = re.findall(r'<option value="(\d+)"', form.group(1))
+    assert str(d2["invoice_id"]) in options and len(options) <= 20
+    assert not any(o.startswith("9000") for o in options)         # not a 60-item list of everybody's invoices
+    assert 'data-invoice-search="%d"' % op in form.group(1)
+    found = api(env, "GET", f"/app/api/invoices?operation={op}&q=ДР-042", token).get_json()["invoices"]
+    assert [f["id"] for f in found] == [900042] and "ДР-042" in found[0]["label"]
+    by_amount = api(env, "GET", f"/app/api/invoices?operation={op}&q=1 069,00", token).get_json()["invoices"]
+    assert [f["id"] for f in by_amount] == [900069]
+    assert api(env, "GET", "/app/api/invoices?operation=abc", token).status_code == 400
+    with env.ctx.db.session() as s:
+        s.query(Inv).filter(Inv.b24_id >= 900000).delete()

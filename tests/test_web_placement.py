@@ -383,6 +383,8 @@ def test_a_user_bitrix24_will_not_show_the_deal_to_sees_no_payments(env):
     assert op
     admin = open_tab(env, "deal", d["deal_id"], user=1)
     assert admin.status_code == 200
+
+
 def test_a_responsible_may_assign_only_payments_offered_for_their_deal(env):
     """Issue #11 item 4: the tab's assign took any unmatched payment of the portal, one it never offered."""
     from b24app.invoices import refresh_all
@@ -417,3 +419,42 @@ def test_a_responsible_may_assign_only_payments_offered_for_their_deal(env):
     assert r.status_code == 200, r.get_json()
     for op in (offered, nobodys):
         assert api(env, "POST", base + "/undo", admin_token, {"operation": op}).status_code == 200
+
+
+def test_who_assigned_a_payment_is_named_and_linked_to_the_profile_and_the_tab_still_costs_one_call(env):
+    d2 = deal(env, 2)
+    op = add_payment(env, "300.00", "Оплата по договору хранения", inn=d2["inn"], payer="АО «Север»")
+    resp = open_tab(env, "deal", d2["deal_id"], user=2)
+    base = f"/placement/api/deal/{d2['deal_id']}"
+    assert api(env, "POST", base + "/assign", config_of(resp)["token"],
+               {"operation": op, "invoice": d2["invoice_id"]}).status_code == 200
+    before = env.portal_state()["requests"]
+    body = open_tab(env, "deal", d2["deal_id"], user=2).get_data(as_text=True)
+    assert env.portal_state()["requests"] - before == 1, "names must come in the render's one REST call"
+    profile = f'href="{env.portal_url}/company/personal/user/2/" target="_top">Борис Менеджеров</a>'
+    assert profile in body
+    assert "пользователь 2" not in body
+    assert "Борис Менеджеров" in httpx.get(f"{env.portal_url}/company/personal/user/2/", timeout=30).text
+    # The JSON refresh (no REST call) names him too, from what the render remembered.
+    tab = open_tab(env, "deal", d2["deal_id"], user=2)
+    refreshed = api(env, "GET", base, config_of(tab)["token"]).get_json()["html"]
+    assert profile in refreshed
+    api(env, "POST", base + "/undo", config_of(tab)["token"], {"operation": op})
+
+
+def test_an_overpaid_invoice_shows_by_how_much(env):
+    from b24app.invoices import refresh_all
+
+    d4 = deal(env, 4)
+    item = env.rest("crm.item.add", {"entityTypeId": 31, "fields": {
+        "title": "Счёт ПР-77", "accountNumber": "ПР-77", "opportunity": "2000.00", "currencyId": "RUB",
+        "parentId2": d4["deal_id"], "assignedById": 2}})["result"]["item"]
+    refresh_all(env.ctx, env.ctx.portals.find(env.member_id()))
+    op = add_payment(env, "3000.00", "Оплата по счету ПР-77", inn=d4["inn"])
+    body = open_tab(env, "deal", d4["deal_id"], user=2).get_data(as_text=True)
+    card = body[body.index(f'data-invoice="{item["id"]}"'):]
+    assert card[:200].count('data-status="overpaid"') == 1
+    m = re.search(r'<dt>([^<]+)</dt><dd data-field="overpaid">([^<]+)</dd>', card)
+    assert m and m.group(1) == "Переплата" and m.group(2).replace("\u00a0", " ") == "1 000,00 ₽"
+    with env.ctx.db.session() as s:
+        assert s.get(Operation, op).state == "overpaid"

@@ -13,7 +13,7 @@ from flask import Flask, request
 from . import bank_api, bank_control, bank_tid
 from .bank_state import BankSandboxState, SandboxConfig
 
-DEMO_INN = "7701234567"
+DEMO_INN = "7701234560"
 DEMO_KPP = "770101001"
 DEMO_NAME = "ООО «Ромашка»"
 DEMO_PHONE = "+79990000001"

@@ -44,7 +44,7 @@ ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
 def scope_string(inn: str, kpp: str, suffix: str) -> str:
-    """Concrete T-Business ID scope for a company, e.g. opensme/inn/[7701234567]/kpp/[770101001]/bank-statements/get."""
+    """Concrete T-Business ID scope for a company, e.g. opensme/inn/[7701234560]/kpp/[770101001]/bank-statements/get."""
     return f"opensme/inn/[{inn}]/kpp/[{kpp}]/{suffix}"
 
 

@@ -20,8 +20,18 @@ def _state() -> BankSandboxState:
     return current_app.extensions["bank_sandbox"]
 
 
-def _error_page(message: str, status: int = 400) -> tuple[str, int]:
-    return render_template("bank_error.html", message=message), status
+def _error_page(message: str, status: int = 400, back_url: str | None = None) -> tuple[str, int]:
+    return render_template("bank_error.html", message=message, back_url=back_url), status
+
+
+def _back_to_app(flow: AuthFlow, description: str) -> str:
+    """«Вернуться в приложение» on a dead end of the sign-in: back to the registered redirect_uri with an
+    OAuth error (RFC 6749 §4.1.2.1: the redirect_uri is known good, so errors go back to the client). T-ID's
+    documentation is silent on what its own page offers after too many SMS codes; this is the sandbox's choice,
+    so that the app's "try again" can be tested."""
+    query = urlencode({k: v for k, v in {"error": "access_denied", "error_description": description,
+                                          "state": flow.state}.items() if v is not None})
+    return flow.redirect_uri + ("&" if "?" in flow.redirect_uri else "?") + query
 
 
 def _redirect_with(uri: str, params: dict[str, Any]) -> Response:
@@ -129,7 +139,8 @@ def confirm():
             flow.tries_left -= 1
             if flow.tries_left <= 0:
                 flow.step = "dead"
-                return _error_page("Превышено количество попыток ввода кода. Начните вход заново.", 403)
+                return _error_page("Превышено количество попыток ввода кода. Начните вход заново.", 403,
+                                   _back_to_app(flow, "sms_attempts_exceeded"))
             return render_template(
                 "bank_sms.html", flow=flow, error=f"Неверный код. Осталось попыток: {flow.tries_left}",
             ), 400
@@ -139,7 +150,7 @@ def confirm():
             company = next((c for c in st.companies.values() if flow.phone in c.phones), None)
         if company is None or flow.phone not in company.phones:
             flow.step = "dead"
-            return _error_page("Компания с такими данными не найдена", 403)
+            return _error_page("Компания с такими данными не найдена", 403, _back_to_app(flow, "company_not_found"))
         flow.company = company.key
         flow.step = "consent"
         return _consent_page(st, flow)

@@ -2,6 +2,8 @@
 and the BX24 JS shim; apps open in an iframe through an auto-submitted POST form, as on Bitrix24."""
 from __future__ import annotations
 
+import html
+
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -147,6 +149,16 @@ def register_pages(app: Flask, state: SandboxState) -> None:
     @app.route("/p/<code>/crm/type/31/details/<int:item_id>/")
     def invoice_page(code: str, item_id: int) -> Any:
         return entity_page("invoice", item_id)
+
+    @app.route("/p/<code>/company/personal/user/<int:user_id>/")
+    def user_profile(code: str, user_id: int) -> Any:
+        """A user's profile page, as linked from anywhere in the portal (the path Bitrix24 uses)."""
+        portal: Portal = g.portal
+        user = portal.users.get(user_id)
+        if user is None:
+            return Response("Пользователь не найден", status=404, mimetype="text/plain")
+        return Response(f"<!doctype html><meta charset=utf-8><title>{html.escape(user.full_name)}</title>"
+                        f"<h1 id='profile-name'>{html.escape(user.full_name)}</h1>", mimetype="text/html")
 
     @app.route("/p/<code>/marketplace/app/<client_id>/")
     def app_page(code: str, client_id: str) -> Any:

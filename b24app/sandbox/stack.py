@@ -5,6 +5,7 @@ real sockets; nothing is patched.
 """
 from __future__ import annotations
 
+import errno
 import html
 import re
 import tempfile
@@ -25,7 +26,31 @@ APP_CLIENT_ID = "local.b24app.demo"
 APP_CLIENT_SECRET = "demo-b24-secret-0123456789"
 BANK_CLIENT_ID = "b24app-demo"
 BANK_CLIENT_SECRET = "demo-secret"
-DEMO_INN, DEMO_KPP, DEMO_PHONE = "7701234567", "770101001", "+79990000001"
+DEMO_INN, DEMO_KPP, DEMO_PHONE = "7701234560", "770101001", "+79990000001"
+
+
+class PortInUse(Exception):
+    """A port the stack was asked to use is taken (another demo, or any other program)."""
+
+    def __init__(self, port: int):
+        super().__init__(f"port {port} is already in use")
+        self.port = port
+
+
+def _bind_three(base_port: int) -> list:
+    """Sockets for the app, the portal and the bank on base_port, +1, +2 (free ports when 0)."""
+    socks = []
+    for n in range(3):
+        port = base_port + n if base_port else 0
+        try:
+            socks.append(listening_socket(port=port))
+        except OSError as exc:
+            for sock in socks:
+                sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(port) from exc
+            raise
+    return socks
 
 
 @dataclass
@@ -163,7 +188,7 @@ def start_stack(*, base_port: int = 0, data_dir: str | None = None, database_url
         tmp = tempfile.TemporaryDirectory(prefix="b24app-")
         data_dir = tmp.name
     # Bound before anything starts: each server must know the others' addresses.
-    socks = [listening_socket(port=base_port + n if base_port else 0) for n in range(3)]
+    socks = _bind_three(base_port)
     ports = [sock.getsockname()[1] for sock in socks]
     app_url, sandbox_url, bank_url = (f"http://127.0.0.1:{p}" for p in ports)
 

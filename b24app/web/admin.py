@@ -8,11 +8,12 @@ from datetime import datetime, timedelta, timezone
 
 from flask import Blueprint, abort, g, jsonify, render_template, request, url_for
 from flask_babel import gettext as _
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from .. import views
 from ..banklink import webhook_off_reason
 from ..bitrix.errors import BitrixError
+from ..domain.formatting import visible_text
 from ..models import BankLink, Invoice, Operation, Portal
 from ..outbox import TRIGGER_ACCESS_KEY
 from ..reconcile import CLOSE_ACTIONS
@@ -20,7 +21,7 @@ from ..sync import interval_for
 from .bank import issue_link_ticket
 from .factory import get_ctx
 from .i18n import current_tz, set_lang
-from . import actions
+from . import actions, people
 from .actions import id_field, json_body
 from .placement import js_texts, progress
 from .security import Frame, PlacementRejected, allow_framing, frame_required, issue_frame_token
@@ -107,7 +108,7 @@ def app_page():
     if request.method == "GET":
         return render_template("error.html", reason="open_from_bitrix24"), 400
     try:
-        verified = verify_placement(ctx)
+        verified = verify_placement(ctx, _people_command(ctx))
     except TryLater as exc:
         return try_later_page(exc)
     except PlacementRejected as exc:
@@ -115,14 +116,16 @@ def app_page():
                                                  "member_id": request.form.get("member_id", "")[:64]})
         return render_template("error.html", reason=exc.reason), 403
     frame, portal = verified.frame, verified.portal
+    people.use(portal, people.remember(ctx, portal, verified.results))
     set_lang(frame.lang)
     g.tz = frame.tz
     allow_framing(portal, ctx.settings.bx24_js_url)
     pipelines, fetched_at, stages_ok = deal_pipelines(ctx, portal)
-    from ..rules import load_rules
+    from ..rules import load_rules, rules_saved
     rules = load_rules(portal.settings)
     with ctx.db.session() as s:
         bank = bank_panel(ctx, s, portal)
+        checklist = views.first_run(s, portal.id, bank, rules_saved(portal.settings))
         queue = views.review_queue(s, portal.id)
         targets = _targets(s, portal.id, queue)
         hist = views.history(s, portal.id, limit=HISTORY_PAGE)
@@ -130,11 +133,21 @@ def app_page():
     token = issue_frame_token(frame)
     config = {"token": token, "lang": frame.lang, "texts": js_texts(), "urls": _urls(frame)}
     return render_template(
-        "admin/page.html", frame=frame, page_config=config, bank=bank, queue=queue, targets=targets, history=hist,
+        "admin/page.html", frame=frame, page_config=config, bank=bank, checklist=checklist,
+        payments_seen=checklist.payment, queue=queue, targets=targets, history=hist,
         history_more=len(hist) == HISTORY_PAGE, chart=views.chart_geometry(chart), chart_days=chart,
-        rules=rules, pipelines=pipelines, stages_fetched_at=fetched_at, stages_ok=stages_ok,
+        rules=rules, rules_saved=rules_saved(portal.settings), pipelines=pipelines, stages_fetched_at=fetched_at,
+        stages_ok=stages_ok,
         outcomes=OUTCOMES, bx24_js_url=ctx.settings.bx24_js_url, default_interval=ctx.settings.sync_interval,
         trigger_access=(portal.settings or {}).get(TRIGGER_ACCESS_KEY))
+
+
+def _people_command(ctx):
+    """Names of the people in the history's first page, read in the batch that verifies the page."""
+    def build(portal, _entity):
+        with ctx.db.session() as s:
+            return people.command(people.recent_actors(s, portal.id))
+    return build
 
 
 def _urls(frame: Frame) -> dict:
@@ -143,14 +156,16 @@ def _urls(frame: Frame) -> dict:
             "undo": url_for("admin.api_undo"), "close": url_for("admin.api_close"), "rules": url_for("admin.api_rules"),
             "sync": url_for("admin.api_sync"), "stages": url_for("admin.api_stages"),
             "link": url_for("admin.api_link"), "accounts": url_for("bank.choose_accounts"),
+            "invoices": url_for("admin.api_invoices"),
             "unlink": url_for("bank.unlink")}
     return urls
 
 
 def _targets(s, portal_id: int, queue: list[views.ReviewLine]) -> dict[int, views.AssignTargets]:
-    """Invoices each queued payment may be assigned to: its candidates first, then other open ones; those
-    paid already apart (offered only with "pay over"); pre-selected only a candidate the payer relates to."""
-    return views.assign_targets(s, portal_id, queue, per_payment=60)
+    """What each assignable queued payment is offered: its candidates, their deals' and this payer's invoices
+    (any other is one search away: /app/api/invoices); those paid already apart (only with "pay over");
+    pre-selected only a candidate the payer relates to."""
+    return {r.operation_pk: views.assign_targets(s, portal_id, r) for r in queue if r.state in views.REVIEW_STATES}
 
 
 # -- JSON API (frame token in the X-Frame-Token header) ---------------------------------------------------
@@ -163,6 +178,7 @@ def _frame() -> tuple[Frame, Portal]:
         abort(401, description="portal not installed")
     set_lang(frame.lang)
     g.tz = frame.tz
+    people.use(portal)
     return frame, portal
 
 
@@ -182,8 +198,9 @@ def api_review():
     with get_ctx().db.session() as s:
         queue = views.review_queue(s, portal.id, search, closed=closed)
         targets = _targets(s, portal.id, queue)
+        seen = bool(queue) or views.payments_seen(s, portal.id)
     html = render_template("admin/_review.html", queue=queue, targets=targets, frame=frame, search=search,
-                           closed=closed)
+                           payments_seen=seen, closed=closed)
     return jsonify({"html": html, "count": len(queue), "operations": [r.operation_pk for r in queue]})
 
 
@@ -210,12 +227,39 @@ def api_history():
 @bp.get("/app/api/bank")
 @frame_required
 def api_bank():
+    from ..rules import rules_saved
+
     frame, portal = _frame()
     ctx = get_ctx()
     with ctx.db.session() as s:
         bank = bank_panel(ctx, s, portal)
+        checklist = views.first_run(s, portal.id, bank, rules_saved(portal.settings))
     return jsonify({"html": render_template("admin/_bank.html", bank=bank, frame=frame),
+                    "checklist": render_template("admin/_checklist.html", checklist=checklist, frame=frame),
                     "linked": bank.linked, "health": bank.health})
+
+
+@bp.get("/app/api/invoices")
+@frame_required
+def api_invoices():
+    """Open invoices for the assign selector: by number, title, amount or deal id, in the payment's currency."""
+    _frame_unused, portal = _admin()
+    op_pk = request.args.get("operation", "")
+    if not op_pk.isdigit() or len(op_pk) > 18:
+        abort(400, description="operation must be an id")
+    with get_ctx().db.session() as s:
+        op = s.get(Operation, int(op_pk))
+        if op is None or op.portal_id != portal.id:
+            abort(404)
+        rows = views.find_open_invoices(s, portal.id, op.currency, request.args.get("q", ""))
+    return jsonify({"invoices": [{"id": i.b24_id, "label": _invoice_label(i)} for i in rows]})
+
+
+def _invoice_label(inv: Invoice) -> str:
+    from .i18n import money
+    text = _("No. %(number)s", number=visible_text(inv.number or str(inv.b24_id), 60)) + " · " + \
+        money(inv.amount, inv.currency)
+    return text + (" (" + _("deal %(id)s", id=inv.deal_id) + ")" if inv.deal_id else "")
 
 
 @bp.post("/app/api/assign")
@@ -306,16 +350,23 @@ def api_sync():
         days = (body or {}).get("days")
         if days is not None and (isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 365):
             return jsonify({"error": "days", "message": _("Choose from 1 to 365 days.")}), 400
+        since = ctx.clock.now()
         ids = sync.request_sync(ctx, portal.id, backfill_days=days)
-        return jsonify({"requested": ids, **progress(sync.sync_status(ctx, portal.id))}), 202
+        return jsonify({"requested": ids, "since": since.isoformat(), **progress(sync.sync_status(ctx, portal.id))}), 202
     _frame_unused, portal = _frame()
-    return jsonify(progress(sync.sync_status(ctx, portal.id)))
+    out = progress(sync.sync_status(ctx, portal.id))
+    since = _parse_dt(request.args.get("since", "")[:40])
+    if since is not None:  # how many operations this load stored that the app had not seen before
+        with ctx.db.session() as s:
+            out["loaded"] = s.scalar(select(func.count()).select_from(Operation).where(
+                Operation.portal_id == portal.id, Operation.first_seen_at >= since)) or 0
+    return jsonify(out)
 
 
 @bp.post("/app/api/stages")
 @frame_required
 def api_stages():
-    from ..rules import load_rules
+    from ..rules import load_rules, rules_saved
 
     _frame_unused, portal = _admin()
     ctx = get_ctx()
@@ -324,6 +375,7 @@ def api_stages():
         return jsonify({"error": "bitrix_unavailable", "message": _("Bitrix24 did not answer; try again later.")}), 502
     portal = ctx.portals.find(portal.member_id)
     html = render_template("admin/_stages.html", pipelines=pipelines, rules=load_rules(portal.settings),
+                           rules_saved=rules_saved(portal.settings),
                            stages_fetched_at=fetched_at, stages_ok=ok, frame=g.frame)
     return jsonify({"html": html, "pipelines": pipelines})
 

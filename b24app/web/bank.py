@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import secrets
+from datetime import datetime, timezone
 
-from flask import Blueprint, abort, g, jsonify, redirect, render_template, request, session
+from flask import Blueprint, abort, g, jsonify, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import func, select
 
 from .. import banklink
 from ..bank.errors import BankError
 from ..banklink import LinkFailed
+from ..domain.formatting import visible_text
+from ..domain.requisites import inn_problem, kpp_problem
 from ..models import BankAccount, BankLink
 from ..sync import request_sync
 from ..views import mask_account
@@ -27,10 +30,10 @@ TICKET_SALT = "b24app.bank-link.v1"
 TICKET_TTL = 10 * 60
 NONCE_KEY = "bank_link_nonce"
 LANG_KEY = "bank_link_lang"
-INN_RE = re.compile(r"^(\d{10}|\d{12})$")
-KPP_RE = re.compile(r"^(0|\d{9})$")
 CONFIRM_FIELD = "confirm_foreign"  # the admin's "this company is not one of ours, link it anyway": its INN
 CONFIRM_REASONS = ("inn_not_own_company", "own_companies_unknown")
+RETRY_KEY = "bank_link_retry"  # the ticket's data, so that a failed link can be tried again from its page
+RETRY_TTL = 60 * 60
 
 
 def _tickets() -> URLSafeTimedSerializer:
@@ -87,30 +90,34 @@ def start():
     portal = ctx.portals.find(data["m"])
     if portal is None or portal.status != "installed":
         abort(403, description="portal not installed")
-    error = None
-    inn, kpp = request.form.get("inn", "").strip(), request.form.get("kpp", "").strip() or "0"
+    session[RETRY_KEY] = {**{k: data.get(k) for k in ("m", "u", "a", "l")}, "t": int(ctx.clock.now().timestamp())}
+    errors: dict[str, str] = {}
+    inn, kpp = _requisite(request.form.get("inn", "")), _requisite(request.form.get("kpp", "")).upper() or "0"
     if request.method == "POST":
-        if not INN_RE.match(inn):
-            error = "inn"
-        elif not KPP_RE.match(kpp):
-            error = "kpp"
-        else:
+        errors = {k: v for k, v in (("inn", inn_problem(inn)), ("kpp", None if inn_problem(inn) else
+                                                                        kpp_problem(kpp, inn))) if v}
+        if not errors:
             # A company that is not one of the portal's own needs a second, explicit step (recorded on the link).
             try:
                 checked = banklink.inn_check(banklink.own_company_inns(ctx, portal.member_id), inn,
                                              request.form.get(CONFIRM_FIELD) == inn)
             except LinkFailed as exc:
                 log.info("bank link needs confirmation", extra={"reason": exc.reason, "user_id": data["u"]})
-                return _page("bank/start.html", 409, ticket=ticket, error=exc.reason, inn=inn, kpp=kpp,
-                             is_admin=True, confirm=True)
+                return _page("bank/start.html", 409, ticket=ticket, errors={}, inn=inn, kpp=kpp, is_admin=True,
+                             confirm=True, confirm_reason=exc.reason)
             nonce = secrets.token_urlsafe(24)
             session[NONCE_KEY] = nonce
             session[LANG_KEY] = current_lang()
             url = banklink.start_link(ctx, portal.id, int(data["u"]), inn, kpp, nonce, is_admin=True,
                                       checked=checked)
             return redirect(url, code=303)
-    return _page("bank/start.html", 400 if error else 200, ticket=ticket, error=error, inn=inn, kpp=kpp,
+    return _page("bank/start.html", 400 if errors else 200, ticket=ticket, errors=errors, inn=inn, kpp=kpp,
                  is_admin=True, confirm=False)
+
+
+def _requisite(value: str) -> str:
+    """What a person typed or pasted, without the spaces and dashes that come with a copy from a document."""
+    return "".join(ch for ch in value[:64] if ch not in " \t-\u00a0")
 
 
 @bp.get("/callback")
@@ -119,12 +126,25 @@ def callback():
     set_lang(session.get(LANG_KEY, "ru"))
     try:
         result = banklink.complete_link(ctx, error=request.args.get("error"), state=request.args.get("state"),
-                                        code=request.args.get("code"), browser_nonce=session.pop(NONCE_KEY, None))
+                                        code=request.args.get("code"), browser_nonce=session.pop(NONCE_KEY, None),
+                                        error_description=request.args.get("error_description"))
     except LinkFailed as exc:
         log.warning("bank link failed", extra={"reason": exc.reason})
-        return _page("bank/result.html", 400, ok=False, reason=exc.reason)
+        retry = _retry_data(ctx)
+        portal_id = exc.portal_id
+        if portal_id is None and retry:
+            portal = ctx.portals.find(retry["m"])
+            portal_id = portal.id if portal else None
+        if portal_id is not None:
+            banklink.record_failure(ctx, portal_id, exc.user_id or (retry or {}).get("u"), exc.reason, exc.detail)
+        retry_url = url_for("bank.start", ticket=_tickets().dumps(
+            {k: retry[k] for k in ("m", "u", "a", "l")})) if retry else None
+        return _page("bank/result.html", 400, ok=False, reason=exc.reason,
+                     message=failure_message(exc.reason, exc.detail), retry_url=retry_url)
+    session.pop(RETRY_KEY, None)
     request_sync(ctx, result.portal_id)
-    return _page("bank/result.html", ok=True, accounts=result.accounts, watched=_watched(ctx, result.portal_id))
+    return _page("bank/result.html", ok=True, accounts=result.accounts, company=result.company_name,
+                 watched=_watched(ctx, result.portal_id))
 
 
 def _watched(ctx, portal_id: int) -> int:
@@ -133,6 +153,61 @@ def _watched(ctx, portal_id: int) -> int:
         return s.scalar(select(func.count()).select_from(BankAccount).join(BankLink, BankLink.id == BankAccount.link_id)
                         .where(BankAccount.portal_id == portal_id, BankAccount.watched.is_(True),
                                BankLink.status == "active")) or 0
+
+
+def failure_message(reason: str, detail: str = "") -> str:
+    """Why a link attempt did not complete, in the user's words (the popup's last page, the admin page)."""
+    said = {  # error_description values the T-ID sandbox sends; anything else is shown as T-Bank said it
+        "sms_attempts_exceeded": _("The SMS code was entered wrong too many times."),
+        "company_not_found": _("T-Bank found no company with this INN and KPP for this phone number."),
+    }
+    code, _sep, description = (detail or "").partition(": ")
+    if reason == "provider_error" and description in said:
+        return said[description]
+    if reason == "provider_error" and code == "access_denied" and not description:
+        return _("Access was refused on T-Bank’s consent page.")
+    messages = {
+        "provider_error": _("Access was refused or T-Bank returned an error. Start linking again."),
+        "state_missing": _("The link is incomplete. Start again from Bitrix24."),
+        "state_invalid": _("This link has expired or was already used. Start again from Bitrix24."),
+        "state_other_browser": _("Linking was started in another window or browser. Start again here."),
+        "code_missing": _("T-Bank did not send a confirmation code. Start again."),
+        "exchange_failed": _("T-Bank did not confirm the sign-in. Try again in a minute."),
+        "scopes_not_granted": _("Access to “Accounts” and “Statement” is required. Start again and keep both "
+                                "boxes ticked on the consent page."),
+        "storage_failed": _("The link could not be saved. Try again; if it repeats, contact support."),
+        "bank_unavailable": _("T-Bank is unavailable right now. Try again later."),
+        "not_admin": _("Only a Bitrix24 administrator can link a bank account. Ask your administrator."),
+    }
+    text = messages.get(reason) or _("Something went wrong.")
+    if reason == "provider_error" and detail:
+        text += " " + _("T-Bank said: %(detail)s", detail=visible_text(detail, 200))
+    return text
+
+
+@bp.app_template_global()
+def link_failure(failure: dict | None) -> dict | None:
+    """The stored last failed attempt as the admin page shows it: when (aware datetime) and why."""
+    if not failure:
+        return None
+    try:
+        at = datetime.fromisoformat(str(failure.get("at")))
+    except ValueError:
+        at = None
+    if at is not None and at.tzinfo is None:
+        at = at.replace(tzinfo=timezone.utc)
+    return {"at": at, "text": failure_message(str(failure.get("reason")), str(failure.get("detail") or "")),
+            "reason": str(failure.get("reason")), "user_id": failure.get("user_id")}
+
+
+def _retry_data(ctx) -> dict | None:
+    """Who started the link in this browser, if within the hour: a failed attempt may be tried again."""
+    data = session.get(RETRY_KEY)
+    if not isinstance(data, dict) or not isinstance(data.get("t"), int):
+        return None
+    if ctx.clock.now().timestamp() - data["t"] > RETRY_TTL:
+        return None
+    return data
 
 
 @bp.route("/token", methods=["GET", "POST"])
@@ -253,4 +328,5 @@ json_errors(bp, lambda: request.endpoint in JSON_ENDPOINTS)
 @bp.errorhandler(BankError)
 def _bank_error(exc):
     log.warning("bank error", extra={"error": type(exc).__name__})
-    return _page("bank/result.html", 502, ok=False, reason="bank_unavailable")
+    return _page("bank/result.html", 502, ok=False, reason="bank_unavailable",
+                 message=failure_message("bank_unavailable"))

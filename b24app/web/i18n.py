@@ -69,7 +69,13 @@ def when(value: datetime | None, fmt: str = "short", lang: str | None = None) ->
         return ""
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
-    return format_datetime(value, fmt, tzinfo=current_tz(), locale=lang or current_lang())
+    return _spaced(format_datetime(value, fmt, tzinfo=current_tz(), locale=lang or current_lang()))
+
+
+def _spaced(text: str) -> str:
+    """CLDR's narrow no-break space (U+202F, «2026 г.», «12:00 PM») is drawn as nothing by many fonts:
+    use the ordinary no-break space, which every font shows and which still keeps the parts together."""
+    return text.replace("\u202f", "\u00a0")
 
 
 def day(value: datetime | date | None, fmt: str = "medium", lang: str | None = None) -> str:
@@ -84,8 +90,8 @@ def day(value: datetime | date | None, fmt: str = "medium", lang: str | None = N
     cache = _memo("day")  # a tab lists many payments of the same few days
     key = (value, fmt, lang)
     if key not in cache:
-        cache[key] = format_skeleton("MMMd", value, locale=lang) if fmt == "day_month" else \
-            format_date(value, fmt, locale=lang)
+        cache[key] = _spaced(format_skeleton("MMMd", value, locale=lang) if fmt == "day_month" else
+                             format_date(value, fmt, locale=lang))
     return cache[key]
 
 
@@ -103,8 +109,9 @@ def init_app(app) -> None:
     from ..views import explain_reasons, visible_text
 
     def explain(reasons, currency: str = "RUB") -> list[str]:
-        return explain_reasons(reasons, current_lang(), currency)
+        return explain_reasons(reasons, current_lang(), currency, names=g.get("people"))
 
     app.jinja_env.filters.update(money=money, number=number, when=when, day=day, plain=visible_text,
                                  explain=explain)
-    app.jinja_env.globals.update(current_lang=current_lang)
+    from .people import person
+    app.jinja_env.globals.update(current_lang=current_lang, person=person)

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from .. import views
 from ..models import Allocation, Decision, Invoice, Operation, Portal
-from . import actions
+from . import actions, people
 from .actions import id_field, json_body
 from .bank import issue_link_ticket, may_link
 from .factory import get_ctx
@@ -27,6 +27,7 @@ CSRF_EXEMPT = True  # Bitrix24 POSTs the tabs cross-site (verified with the post
 log = logging.getLogger("b24app.placement")
 
 INVOICE_TYPE = 31
+POLL_MS = 2000  # the open tab asks "anything new?" (ETag, 304 when not) this often while it is visible
 PLACEMENTS = {"deal": "CRM_DEAL_DETAIL_TAB", "invoice": "CRM_SMART_INVOICE_DETAIL_TAB"}
 
 
@@ -49,6 +50,8 @@ def tab_commands(ctx, kind: str):
         with ctx.db.session() as s:
             categories = sorted({c for c in s.scalars(select(Invoice.category_id).where(
                 Invoice.portal_id == portal.id, Invoice.category_id.is_not(None)).distinct()) if c is not None})
+            actors = people.tab_actors(s, portal.id, kind, entity_id)
+        cmds.update(people.command(actors))  # names of who assigned payments by hand, in the same call
         for c in categories[:10]:
             cmds[f"stages{c}"] = ("crm.status.list", {"filter": {"ENTITY_ID": f"SMART_INVOICE_STAGE_{c}"}})
         # A portal we have never seen an invoice of: ask for the first item's category.
@@ -183,6 +186,7 @@ def _tab(kind: str):
                     extra={"kind": kind, "member_id": frame.member_id, "user": frame.user_id})
         allow_framing(verified.portal)  # a verified user's portal: it shows the message in the tab
         return render_template("error.html", reason="not_readable"), 403
+    people.use(verified.portal, people.remember(ctx, verified.portal, verified.results))
     owner, fetched = store_fetched(ctx, verified.portal.id, verified.results)
     frame = replace(frame, owner_id=owner)
     g.tz = frame.tz
@@ -197,7 +201,7 @@ def _tab(kind: str):
               "undo": url_for("placement.api_undo", kind=kind, entity_id=frame.entity_id),
               "link": url_for("placement.api_link", kind=kind, entity_id=frame.entity_id),
               "accounts": url_for("bank.choose_accounts"),
-              "version": _version(_data_json(frame, data)), "texts": js_texts()}
+              "version": _version(_data_json(frame, data), data), "texts": js_texts(), "poll": POLL_MS}
     return render_template("widget/page.html", data=data, frame=frame, page_config=config, fetched=fetched,
                            can_act=may_act(frame, data), body=render_body(frame, data),
                            bx24_js_url=ctx.settings.bx24_js_url)
@@ -243,12 +247,17 @@ def js_texts() -> dict:
         "linking": _("Finish linking the bank in the window that has opened."),
         "saved": _("Saved."), "choose_invoice": _("Choose an invoice"),
         "confirm_pay_over": _("This invoice is paid already: tick “pay over” to put the payment on it anyway."),
-        "updated": _("Updated"),
+        "updated": _("Updated"), "nothing_found": _("Nothing found."),
+        "unlinked": _("T-Bank is unlinked: the app no longer reads the statement."),
+        "loaded": _("The statement is loaded: %(n)s new operations.", n="{n}"),
     }
 
 
-def _version(payload: dict) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def _version(payload: dict, data: views.WidgetData) -> str:
+    """The ETag: what the tab shows. The bank's check time counts as the minute the tab prints, so that a
+    statement read with nothing new (every sync) does not make each 2-second poll a full answer."""
+    shown = {**payload, "bank": {**payload["bank"], "last_synced_at": sync_line(data)}}
+    return hashlib.sha256(json.dumps(shown, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # -- JSON API ------------------------------------------------------------------------------------------
@@ -277,10 +286,11 @@ def _in_tab(inv: Invoice | None, kind: str, entity_id: int) -> bool:
 @frame_required
 def api_data(kind: str, entity_id: int):
     frame, portal = _frame_for(kind, entity_id)
+    people.use(portal)
     with get_ctx().db.session() as s:
         data = _load(s, portal.id, kind, entity_id)
     payload = _data_json(frame, data)
-    version = _version(payload)
+    version = _version(payload, data)
     if request.headers.get("If-None-Match") == f'"{version}"':
         resp = Response(status=304)
     else:
