@@ -117,8 +117,9 @@ def test_an_admin_linking_a_company_not_among_the_portals_is_asked_to_confirm(en
         page = submit_form(browser, page, {"inn": OWN_IP["inn"], "kpp": ""})
         assert page.status_code == 409
         # ticking the box for one INN and sending another is asked again
-        swapped = submit_form(browser, page, {"confirm_foreign": OWN_IP["inn"], "inn": "7702345670"})
-        assert swapped.status_code == 409 and 'id="confirm-foreign"' in swapped.text and "7702345670" in swapped.text
+        swapped = submit_form(browser, page, {"confirm_foreign": OWN_IP["inn"], "inn": "7702345672",
+                                               "kpp": "770201001"})
+        assert swapped.status_code == 409 and 'id="confirm-foreign"' in swapped.text and "7702345672" in swapped.text
         page = submit_form(browser, page, {"confirm_foreign": OWN_IP["inn"]})  # the box names the INN
         page = submit_form(browser, page, {"phone": OWN_IP["phones"][0]})
         code = re.search(r'id="sms-code">(\d{4})<', page.text).group(1)
