@@ -16,6 +16,7 @@ from datetime import timedelta
 from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from . import invoices
 from .bitrix.client import BATCH_LIMIT
 from .bitrix.errors import BitrixError, NotFound, PortalGone
 from .models import Invoice, OutboxItem, Portal
@@ -148,6 +149,7 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
     interrupted = {item.id for item, uncertain in claimed if uncertain}
     keys = list(commands)
     retry = 0
+    own: list[tuple[dict, str]] = []
     for start in range(0, len(keys), BATCH_LIMIT):
         chunk = keys[start:start + BATCH_LIMIT]
         try:
@@ -171,6 +173,10 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
             else:
                 sent += 1
                 _finish(ctx, item.id, owner, "done", result={**info, "result": _small(res.results.get(key))})
+                if item.kind in ("invoice_paid", "invoice_reopen"):
+                    own.append((res.results.get(key), info["to_stage"]))
+    if own:  # the answers carry the whole item: the cache follows, and their echo events cost no re-read
+        invoices.record_own_updates(ctx, portal.id, own, _semantics(reads))
     out = {"sent": sent, "skipped": skipped, "failed": failed}
     if retry:
         out["retry"] = retry
@@ -210,6 +216,12 @@ def _cached_categories(ctx, portal_id: int, claimed: list[tuple[OutboxItem, bool
     with ctx.db.session() as s:
         return {int(c) for c in s.scalars(select(Invoice.category_id).distinct().where(
             Invoice.portal_id == portal_id, Invoice.b24_id.in_(ids), Invoice.category_id.is_not(None)))}
+
+
+def _semantics(reads: dict) -> dict[str, str | None]:
+    """stageId -> 'S' | 'F' | None from the stage lists read with the invoices."""
+    return {row["STATUS_ID"]: row.get("SEMANTICS") or None
+            for key, rows in reads.items() if key.startswith("st") for row in rows or []}
 
 
 def _stage_list(category: int) -> tuple[str, dict]:

@@ -1,0 +1,172 @@
+"""Issue 17: a lone payment costs two Bitrix24 requests, the echo of our own crm.item.update costs none, and
+an event of anybody else's change is still read."""
+from __future__ import annotations
+
+from decimal import Decimal
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from b24app import invoices, outbox, reconcile, sync
+from b24app.models import BankAccount, Invoice, InvoiceRefresh, OutboxItem, Portal
+from b24app.sandbox.stack import APP_CLIENT_ID, APP_CLIENT_SECRET
+from b24app.worker import Worker
+
+PAID = "DT31_2:P"
+
+
+def requests_at_portal(stack) -> int:
+    return stack.portal_state()["requests"]
+
+
+def idle(stack, rounds=20) -> None:
+    w = Worker(stack.ctx, concurrency=1)
+    for _ in range(rounds):
+        if not w.run_once():
+            break
+
+
+def portal_row(stack) -> Portal:
+    with stack.ctx.db.session() as s:
+        return s.scalar(select(Portal))
+
+
+def cached(stack, invoice_id) -> Invoice:
+    with stack.ctx.db.session() as s:
+        return s.scalar(select(Invoice).where(Invoice.b24_id == invoice_id))
+
+
+def pay_and_decide(stack, d) -> Portal:
+    """The payment is read from the bank and decided; its effects wait in the outbox."""
+    invoices.refresh_requested(stack.ctx, portal_row(stack))   # the seeded invoices' own events
+    stack.pay(d["amount"], f"Оплата по счету № {d['number']} от 14.01.2026", payerInn=d["inn"], payerName=d["company"])
+    portal = portal_row(stack)
+    with stack.ctx.db.session() as s:
+        accounts = list(s.scalars(select(BankAccount.id).where(BankAccount.watched.is_(True))))
+    for account_id in accounts:
+        sync.sync_account(stack.ctx, account_id)
+    assert reconcile.reconcile_portal(stack.ctx, portal)
+    return portal
+
+
+def token_of(stack, user_id: int) -> str:
+    """An access token of another user of the portal for our app (the OAuth code flow, as that user)."""
+    r = httpx.get(f"{stack.portal_url}/oauth/authorize/", params={"client_id": APP_CLIENT_ID, "user": user_id},
+                  timeout=30)
+    code = parse_qs(urlsplit(r.headers["Location"]).query)["code"][0]
+    t = httpx.post(f"{stack.sandbox_url}/oauth/token/", data={
+        "grant_type": "authorization_code", "client_id": APP_CLIENT_ID, "client_secret": APP_CLIENT_SECRET,
+        "code": code}, timeout=30)
+    t.raise_for_status()
+    return t.json()["access_token"]
+
+
+def as_user(stack, token: str, method: str, params: dict) -> dict:
+    r = httpx.post(f"{stack.portal_url}/rest/{method}.json", json={**params, "auth": token}, timeout=30)
+    r.raise_for_status()
+    return r.json()
+
+
+def test_a_lone_payment_costs_one_read_and_one_write_batch(linked):
+    """Old code: 5 requests (read, write, then list + stages + requisites because our own crm.item.update came
+    back as ONCRMDYNAMICITEMUPDATE)."""
+    d = linked.deals[0]
+    idle(linked)  # the first invoice read, not part of the payment
+    before = requests_at_portal(linked)
+    linked.pay(d["amount"], f"Оплата по счету № {d['number']} от 14.01.2026", payerInn=d["inn"], payerName=d["company"])
+    sync.request_sync(linked.ctx, portal_row(linked).id)
+    idle(linked)
+    assert linked.rest("crm.item.get", {"entityTypeId": 31, "id": d["invoice_id"]})["result"]["item"]["stageId"] == PAID
+    assert requests_at_portal(linked) - before == 2 + 1   # + the test's own check just above
+    inv = cached(linked, d["invoice_id"])
+    assert inv.stage_id == PAID and inv.stage_semantics == "S"   # the cache follows our update's answer
+    with linked.ctx.db.session() as s:
+        assert s.scalar(select(InvoiceRefresh)) is None           # the echo was recognised and dropped
+        assert {i.status for i in s.scalars(select(OutboxItem))} == {"done"}
+
+
+def test_another_users_change_after_ours_is_read_even_if_our_echo_was_lost(linked):
+    """Bitrix24 loses our echo; a manager (user 2) changes the amount in the same second: never taken for ours."""
+    d = linked.deals[1]
+    portal = pay_and_decide(linked, d)
+    outbox.deliver(linked.ctx, portal)
+    with linked.ctx.db.session() as s:   # the echo never arrives
+        s.query(InvoiceRefresh).delete()
+    manager = token_of(linked, 2)
+    as_user(linked, manager, "crm.item.update", {"entityTypeId": 31, "id": d["invoice_id"],
+                                                   "fields": {"opportunity": 50000, "accountNumber": "СЧ-00999"}})
+    with linked.ctx.db.session() as s:
+        [row] = s.scalars(select(InvoiceRefresh))
+        assert row.event_user == 2 and row.event_ts is not None
+    invoices.refresh_requested(linked.ctx, portal)
+    inv = cached(linked, d["invoice_id"])
+    assert inv.amount == Decimal("50000.00") and inv.number == "СЧ-00999"
+
+
+def test_a_second_event_after_our_echo_is_read(linked):
+    """The portal's admin (the very user our app acts as) changes the invoice right after our update, before the
+    worker looked at the echo: two events for one invoice are never one echo."""
+    d = linked.deals[0]
+    portal = pay_and_decide(linked, d)
+    outbox.deliver(linked.ctx, portal)
+    linked.rest("crm.item.update", {"entityTypeId": 31, "id": d["invoice_id"], "fields": {"stageId": "DT31_2:D"}})
+    before = requests_at_portal(linked)
+    invoices.refresh_requested(linked.ctx, portal)
+    assert requests_at_portal(linked) > before
+    inv = cached(linked, d["invoice_id"])
+    assert inv.stage_id == "DT31_2:D" and inv.stage_semantics == "F"
+
+
+def test_a_change_after_our_echo_was_recognised_is_read(linked):
+    """Our echo is recognised (no request); the admin's change in the same second afterwards is read."""
+    d = linked.deals[0]
+    portal = pay_and_decide(linked, d)
+    outbox.deliver(linked.ctx, portal)
+    before = requests_at_portal(linked)
+    invoices.refresh_requested(linked.ctx, portal)
+    assert requests_at_portal(linked) == before   # the echo: nothing read
+    linked.rest("crm.item.update", {"entityTypeId": 31, "id": d["invoice_id"], "fields": {"opportunity": 13000}})
+    invoices.refresh_requested(linked.ctx, portal)
+    assert cached(linked, d["invoice_id"]).amount == Decimal("13000.00")
+
+
+@pytest.mark.parametrize("stamp", [{"ts": None}, {"auth[user_id]": None}, {"auth[user_id]": "2"},
+                                   {"ts": "+1700000000"}, {"auth[user_id]": "0"}])
+def test_an_event_without_our_stamp_is_read(linked, stamp):
+    """Our echo was lost; an event in the same second without auth[user_id] (a robot or workflow changed the
+    invoice), with another user, or with a malformed stamp is read, never taken for our echo."""
+    d = linked.deals[0]
+    portal = pay_and_decide(linked, d)
+    outbox.deliver(linked.ctx, portal)
+    with linked.ctx.db.session() as s:   # the echo never arrives
+        s.query(InvoiceRefresh).delete()
+    own = cached(linked, d["invoice_id"])
+    [app] = [a for a in linked.portal_state()["installed_apps"] if a["client_id"] == APP_CLIENT_ID]
+    form = {"event": "ONCRMDYNAMICITEMUPDATE", "data[FIELDS][ID]": str(d["invoice_id"]),
+            "data[FIELDS][ENTITY_TYPE_ID]": "31", "ts": str(int(own.own_update_time.timestamp())),
+            "auth[user_id]": str(own.own_update_by), "auth[member_id]": linked.member_id(),
+            "auth[application_token]": app["application_token"]}
+    form.update(stamp)
+    r = httpx.post(f"{linked.app_url}/events/crm", data={k: v for k, v in form.items() if v is not None}, timeout=30)
+    assert r.status_code == 200, r.text
+    before = requests_at_portal(linked)
+    invoices.refresh_requested(linked.ctx, portal)
+    assert requests_at_portal(linked) > before
+
+
+def test_our_echo_with_its_stamp_is_not_read(linked):
+    """The control for the test above: the same event with our update's stamp costs nothing."""
+    d = linked.deals[0]
+    portal = pay_and_decide(linked, d)
+    outbox.deliver(linked.ctx, portal)
+    own = cached(linked, d["invoice_id"])
+    with linked.ctx.db.session() as s:
+        [row] = s.scalars(select(InvoiceRefresh))
+        assert row.event_user == own.own_update_by and row.event_ts == own.own_update_time
+    before = requests_at_portal(linked)
+    invoices.refresh_requested(linked.ctx, portal)
+    assert requests_at_portal(linked) == before
+    with linked.ctx.db.session() as s:
+        assert s.scalar(select(InvoiceRefresh)) is None
