@@ -170,3 +170,75 @@ def test_our_echo_with_its_stamp_is_not_read(linked):
     assert requests_at_portal(linked) == before
     with linked.ctx.db.session() as s:
         assert s.scalar(select(InvoiceRefresh)) is None
+
+
+def test_the_next_lone_payment_is_one_write_batch(linked):
+    """Once the funnel's stage list has been read, an invoice that is open in the cache, with no event about it
+    waiting, moves to paid without a read: the whole payment is one request."""
+    first, second = linked.deals[0], linked.deals[3]
+    portal = pay_and_decide(linked, first)
+    outbox.deliver(linked.ctx, portal)
+    invoices.refresh_requested(linked.ctx, portal)   # our echo: nothing read
+    portal = pay_and_decide(linked, second)
+    before = requests_at_portal(linked)
+    assert outbox.deliver(linked.ctx, portal)["sent"] == 4
+    assert requests_at_portal(linked) - before == 1
+    invoices.refresh_requested(linked.ctx, portal)
+    assert requests_at_portal(linked) - before == 1
+    assert item_stage(linked, second["invoice_id"]) == PAID
+
+
+def item_stage(stack, invoice_id) -> str:
+    return stack.rest("crm.item.get", {"entityTypeId": 31, "id": invoice_id})["result"]["item"]["stageId"]
+
+
+def test_a_change_whose_event_waits_is_read_before_moving_the_invoice(linked):
+    """A manager declines the invoice after the payment was decided; the event is there, not yet read: the move
+    to paid reads Bitrix24 first and leaves the invoice declined."""
+    first, second = linked.deals[0], linked.deals[3]
+    portal = pay_and_decide(linked, first)
+    outbox.deliver(linked.ctx, portal)               # the stage list is known from here on
+    invoices.refresh_requested(linked.ctx, portal)
+    portal = pay_and_decide(linked, second)
+    linked.rest("crm.item.update", {"entityTypeId": 31, "id": second["invoice_id"], "fields": {"stageId": "DT31_2:D"}})
+    outbox.deliver(linked.ctx, portal)
+    assert item_stage(linked, second["invoice_id"]) == "DT31_2:D"
+    with linked.ctx.db.session() as s:
+        [paid] = s.scalars(select(OutboxItem).where(OutboxItem.kind == "invoice_paid",
+                                                    OutboxItem.payload["invoice_id"].as_integer() == second["invoice_id"]))
+        assert paid.status == "skipped"
+
+
+def test_a_crash_after_the_write_on_the_one_request_path_is_still_exactly_once(linked):
+    """The worker dies after the write batch of a payment sent without a read; whoever takes the effects over
+    reads Bitrix24 (the attempt was interrupted) and sends nothing twice."""
+    from collections import Counter
+    first, second = linked.deals[0], linked.deals[3]
+    portal = pay_and_decide(linked, first)
+    outbox.deliver(linked.ctx, portal)
+    invoices.refresh_requested(linked.ctx, portal)
+    portal = pay_and_decide(linked, second)
+    before = requests_at_portal(linked)
+    real_finish = outbox._finish
+    outbox._finish = lambda *a, **k: None   # the process dies right after the batch call
+    try:
+        outbox.deliver(linked.ctx, portal)
+    finally:
+        outbox._finish = real_finish
+    assert requests_at_portal(linked) - before == 1      # it was the one-request path
+    sent_once = linked.portal_state()
+    with linked.ctx.db.session() as s:
+        for i in s.scalars(select(OutboxItem).where(OutboxItem.status == "sending")):
+            i.lease_until = linked.ctx.clock.now()    # its leases run out
+    idle(linked)                                      # another worker takes over
+    after = linked.portal_state()
+    assert item_stage(linked, second["invoice_id"]) == PAID
+    assert len(after["timeline_comments"]) == len(sent_once["timeline_comments"]) == 2
+    assert len(after["trigger_executions"]) == len(sent_once["trigger_executions"]) == 2
+    visible = Counter(n["user_id"] for n in after["notifications"] if not n.get("replaced_by"))
+    assert sum(visible.values()) == 2
+    with linked.ctx.db.session() as s:
+        assert {i.status for i in s.scalars(select(OutboxItem))} <= {"done", "skipped"}
+        moved = s.scalar(select(OutboxItem).where(OutboxItem.kind == "invoice_paid",
+                                                  OutboxItem.payload["invoice_id"].as_integer() == second["invoice_id"]))
+        assert moved.status == "skipped" and "final stage" in moved.result["why"]
