@@ -243,3 +243,25 @@ def test_a_crash_after_the_write_on_the_one_request_path_is_still_exactly_once(l
         moved = s.scalar(select(OutboxItem).where(OutboxItem.kind == "invoice_paid",
                                                   OutboxItem.payload["invoice_id"].as_integer() == second["invoice_id"]))
         assert moved.status == "skipped" and "final stage" in moved.result["why"]
+
+
+def test_edits_made_in_bitrix24_during_a_run_reach_the_cache(linked):
+    """The threaded worker runs and pays invoices; right after one is paid, the admin renumbers it and changes its
+    amount, and a manager declines another: the cache shows all of it within seconds (events → re-read), and
+    no edit is taken for the echo of our own update."""
+    from conftest import wait_for
+    paid, declined = linked.deals[0], linked.deals[1]
+    linked.start_worker()
+    try:
+        linked.pay(paid["amount"], f"Оплата по счету № {paid['number']}", payerInn=paid["inn"])
+        wait_for(lambda: item_stage(linked, paid["invoice_id"]) == PAID, timeout=30)
+        linked.rest("crm.item.update", {"entityTypeId": 31, "id": paid["invoice_id"],
+                                        "fields": {"accountNumber": "1207-К", "opportunity": 12500}})
+        manager = token_of(linked, 2)
+        as_user(linked, manager, "crm.item.update", {"entityTypeId": 31, "id": declined["invoice_id"],
+                                                       "fields": {"stageId": "DT31_2:D"}})
+        wait_for(lambda: (cached(linked, paid["invoice_id"]).number, cached(linked, paid["invoice_id"]).amount,
+                          cached(linked, declined["invoice_id"]).stage_id)
+                 == ("1207-К", Decimal("12500.00"), "DT31_2:D"), timeout=10)
+    finally:
+        linked.stop_worker()
