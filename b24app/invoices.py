@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .bitrix.client import BitrixClient
@@ -18,18 +18,75 @@ ITEM_SELECT = ["id", "title", "accountNumber", "opportunity", "currencyId", "sta
                "parentId2", "assignedById", "companyId", "mycompanyId", "createdTime"]
 
 
-def request_refresh(ctx, member_id: str, entity: str, entity_id: int) -> None:
-    """Remember that Bitrix24 said this invoice/deal changed (deduplicated by primary key)."""
+ECHO_WINDOW = timedelta(seconds=2)  # an event's `ts` vs the updatedTime our own update was answered with
+
+
+def request_refresh(ctx, member_id: str, entity: str, entity_id: int, *, event_ts: datetime | None = None,
+                    event_user: int | None = None) -> None:
+    """Remember that Bitrix24 said this invoice/deal changed (deduplicated by primary key).
+
+    `event_ts`/`event_user` (an ONCRMDYNAMICITEMUPDATE's `ts` and `auth[user_id]`) let the worker tell the echo
+    of our own crm.item.update from anybody else's change; a second event for a queued row makes it a plain
+    re-read, so two changes are never taken for one echo."""
     portal = ctx.portals.find(member_id)
     if portal is None:
         return
+    now = ctx.clock.now()
+    single = event_ts is not None and event_user is not None
     try:
         with ctx.db.session() as s:
             if s.get(InvoiceRefresh, (portal.id, entity, entity_id)) is None:
-                s.add(InvoiceRefresh(portal_id=portal.id, entity=entity, entity_id=entity_id,
-                                     requested_at=ctx.clock.now()))
+                s.add(InvoiceRefresh(portal_id=portal.id, entity=entity, entity_id=entity_id, requested_at=now,
+                                     event_ts=event_ts if single else None, event_user=event_user if single else None))
+                return
     except IntegrityError:
-        pass  # already queued by a concurrent event
+        pass  # queued by a concurrent event: that makes two
+    with ctx.db.session() as s:  # a newer requested_at also keeps a read already under way from deleting it
+        s.execute(update(InvoiceRefresh).where(
+            InvoiceRefresh.portal_id == portal.id, InvoiceRefresh.entity == entity,
+            InvoiceRefresh.entity_id == entity_id).values(requested_at=now, event_ts=None, event_user=None))
+
+
+def record_own_updates(ctx, portal_id: int, answers: list[tuple[dict, str]], semantics: dict[str, str | None]) -> int:
+    """Put what Bitrix24 answered to our crm.item.update (the whole item) into the cache, and remember its
+    updatedTime/updatedBy so that its echo event costs no re-read. `answers`: (answer, stage we wrote).
+    An answer that does not show our stage, or a changed client company (its INN is not in the answer),
+    leaves the echo to be read like any other event."""
+    items = {}
+    for answer, wrote in answers:
+        item = answer.get("item") if isinstance(answer, dict) else None
+        if isinstance(item, dict) and item.get("id") and str(item.get("stageId")) == wrote:
+            items[int(item["id"])] = item
+    if not items:
+        return 0
+    now = ctx.clock.now()
+    with ctx.db.session() as s:
+        rows = list(s.scalars(select(Invoice).where(Invoice.portal_id == portal_id, Invoice.b24_id.in_(sorted(items)))))
+        for inv in rows:
+            item = items[inv.b24_id]
+            same_company = _int(item.get("companyId")) == inv.company_id
+            apply_item(inv, item, semantics, {})
+            inv.refreshed_at = now
+            when, by = _dt(item.get("updatedTime")), _int(item.get("updatedBy"))
+            inv.own_update_time, inv.own_update_by = (when, by) if same_company and when and by else (None, None)
+    return len(rows)
+
+
+def _own_echoes(ctx, portal_id: int, rows: list[InvoiceRefresh]) -> set[int]:
+    """The invoice refreshes that are exactly the echo of our own last update: one event, by the user our
+    update was answered with, stamped within ECHO_WINDOW after its updatedTime. Each own update excuses one."""
+    single = {r.entity_id: r for r in rows if r.entity == "invoice" and r.event_ts and r.event_user is not None}
+    if not single:
+        return set()
+    echoes = set()
+    with ctx.db.session() as s:
+        for inv in s.scalars(select(Invoice).where(Invoice.portal_id == portal_id, Invoice.b24_id.in_(sorted(single)),
+                                                   Invoice.own_update_time.is_not(None))):
+            r = single[inv.b24_id]
+            if r.event_user == inv.own_update_by and inv.own_update_time <= r.event_ts <= inv.own_update_time + ECHO_WINDOW:
+                inv.own_update_time = inv.own_update_by = None  # consumed: a second such event is read
+                echoes.add(inv.b24_id)
+    return echoes
 
 
 def stage_semantics(client: BitrixClient, category_ids: set[int]) -> dict[str, str | None]:
@@ -144,6 +201,11 @@ def refresh_requested(ctx, portal: Portal, limit: int = 200) -> int:
         rows = list(s.scalars(select(InvoiceRefresh).where(InvoiceRefresh.portal_id == portal.id).limit(limit)))
     if not rows:
         return 0
+    echoes = _own_echoes(ctx, portal.id, rows)
+    _forget(ctx, [r for r in rows if r.entity == "invoice" and r.entity_id in echoes])
+    rows = [r for r in rows if not (r.entity == "invoice" and r.entity_id in echoes)]
+    if not rows:
+        return len(echoes)
     inv_ids = sorted({r.entity_id for r in rows if r.entity == "invoice"})
     deal_ids = sorted({r.entity_id for r in rows if r.entity == "deal"})
     client = ctx.bitrix(portal.member_id)
@@ -159,11 +221,19 @@ def refresh_requested(ctx, portal: Portal, limit: int = 200) -> int:
     with ctx.db.session() as s:
         if gone:
             s.execute(delete(Invoice).where(Invoice.portal_id == portal.id, Invoice.b24_id.in_(sorted(gone))))
+    _forget(ctx, rows)
+    return len(rows) + len(echoes)
+
+
+def _forget(ctx, rows: list[InvoiceRefresh]) -> None:
+    """Drop handled refresh rows, unless an event came again meanwhile (it moved requested_at)."""
+    if not rows:
+        return
+    with ctx.db.session() as s:
         for r in rows:
             s.execute(delete(InvoiceRefresh).where(
                 InvoiceRefresh.portal_id == r.portal_id, InvoiceRefresh.entity == r.entity,
                 InvoiceRefresh.entity_id == r.entity_id, InvoiceRefresh.requested_at == r.requested_at))
-    return len(rows)
 
 
 def _decimal(value) -> Decimal:

@@ -207,6 +207,9 @@ class Invoice(Base):
     payer_inn: Mapped[str | None] = mapped_column(String(12))
     created: Mapped[datetime | None] = mapped_column(UTCDateTime)
     refreshed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    # Our last crm.item.update as Bitrix24 answered it (updatedTime, updatedBy): its echo event costs no re-read.
+    own_update_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    own_update_by: Mapped[int | None] = mapped_column(Integer)
     __table_args__ = (UniqueConstraint("portal_id", "b24_id", name="uq_invoice"),)
 
 
@@ -283,3 +286,6 @@ class InvoiceRefresh(Base):
     entity: Mapped[str] = mapped_column(String(8), primary_key=True)  # invoice | deal
     entity_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    # The one event behind this row (its `ts` and acting user), to tell our own echo; NULL: read it anyway.
+    event_ts: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    event_user: Mapped[int | None] = mapped_column(Integer)

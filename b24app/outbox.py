@@ -11,15 +11,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from . import invoices
 from .bitrix.client import BATCH_LIMIT
 from .bitrix.errors import AccessDenied, BitrixError, NotFound, OperationTimeLimit, PortalGone
-from .models import Invoice, OutboxItem, Portal
+from .models import Invoice, InvoiceRefresh, OutboxItem, Portal
 
 log = logging.getLogger("b24app.outbox")
 MAX_ATTEMPTS = 8
@@ -147,7 +150,10 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
         return {"sent": 0}
     client = ctx.bitrix(portal.member_id)
     try:
-        reads = _read_state(client, claimed, _cached_categories(ctx, portal.id, claimed))
+        categories, known, lists = _from_cache(ctx, portal, claimed)
+        reads = _read_state(client, claimed, categories, known, lists)
+        _keep_stage_lists(portal.member_id, {k: v for k, v in reads.items()
+                                             if k.startswith("st") and v is not lists.get(int(k[2:]))})
         _remember_deal_success_stages(ctx, portal.id, reads)
     except PortalGone as exc:
         for item, _ in claimed:
@@ -200,6 +206,7 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
     interrupted = {item.id for item, uncertain in claimed if uncertain}
     keys = list(commands)
     retry = 0
+    own: list[tuple[dict, str]] = []
     for start in range(0, len(keys), BATCH_LIMIT):
         chunk = keys[start:start + BATCH_LIMIT]
         try:
@@ -225,13 +232,19 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
                 note_trigger_access(ctx, portal.id, False, f"{res.errors[key].code}: {res.errors[key].description}")
                 _finish(ctx, item.id, owner, "skipped", result={"why": NEEDS_ADMIN, "needs_admin": True})
             elif key in res.errors:
+                if item.kind in ("invoice_paid", "invoice_reopen"):
+                    _forget_stage_lists(portal.member_id)  # a stage gone since: read the lists again
                 failed += 1
                 _retry_or_die(ctx, item, owner, f"{res.errors[key].code}: {res.errors[key].description}"[:500],
                               unsure=item.id in interrupted)
             else:
                 sent += 1
                 _finish(ctx, item.id, owner, "done", result={**info, "result": _small(res.results.get(key))})
-                _cache_stage(ctx, portal.id, item, info)
+                _cache_stage(ctx, portal.id, item, info)  # our copy follows the stage even without an item answer
+                if item.kind in ("invoice_paid", "invoice_reopen"):
+                    own.append((res.results.get(key), info["to_stage"]))
+    if own:  # the answers carry the whole item: the cache follows, and their echo events cost no re-read
+        invoices.record_own_updates(ctx, portal.id, own, _semantics(reads))
     out = {"sent": sent, "skipped": skipped, "failed": failed}
     if deferred:
         out["deferred"] = deferred
@@ -336,29 +349,83 @@ def _small(value):
 
 
 # -- reading Bitrix24's current state --------------------------------------------------------------------
-def _cached_categories(ctx, portal_id: int, claimed: list[tuple[OutboxItem, bool]]) -> set[int]:
-    """The categories (funnels) our invoice cache puts the claimed invoices in: their stage lists can be read
-    in the same batch as the invoices themselves."""
+STAGE_LIST_TTL = 300.0  # seconds a funnel's stage list is trusted without reading it again
+_stage_lists: dict[tuple[str, int], tuple[float, list]] = {}  # (member_id, category) -> (monotonic, rows)
+_stage_lock = threading.Lock()
+
+
+def _keep_stage_lists(member_id: str, read: dict) -> None:
+    """Remember the stage lists just read from Bitrix24 (`st<category>` keys)."""
+    now = time.monotonic()
+    with _stage_lock:
+        for key, rows in read.items():
+            if isinstance(rows, list):
+                _stage_lists[(member_id, int(key[2:]))] = (now, rows)
+
+
+def _forget_stage_lists(member_id: str) -> None:
+    with _stage_lock:
+        for key in [k for k in _stage_lists if k[0] == member_id]:
+            del _stage_lists[key]
+
+
+def _fresh_stage_list(member_id: str, category: int) -> list | None:
+    with _stage_lock:
+        got = _stage_lists.get((member_id, category))
+    return got[1] if got and time.monotonic() - got[0] < STAGE_LIST_TTL else None
+
+
+def _from_cache(ctx, portal: Portal, claimed: list[tuple[OutboxItem, bool]]
+                ) -> tuple[set[int], dict[int, dict], dict[int, list]]:
+    """The categories (funnels) our invoice cache puts the claimed invoices in (their stage lists are read in
+    the same batch as the invoices), and the invoices whose move to paid needs no read at all: a first
+    attempt, the invoice open in our cache, no event about it (or its deal) waiting to be read, and its
+    funnel's stage list read less than STAGE_LIST_TTL ago. Those are decided from the cache, which every
+    event of a change keeps as fresh as a read (the decision to pay them came from the same cache); an
+    interrupted attempt is always checked in Bitrix24. Third: the stage lists read lately, by category."""
     ids = {int(item.payload["invoice_id"]) for item, _ in claimed if item.kind in ("invoice_paid", "invoice_reopen")}
+    first = {int(item.payload["invoice_id"]) for item, uncertain in claimed
+             if item.kind == "invoice_paid" and not uncertain}
     if not ids:
-        return set()
+        return set(), {}, {}
     with ctx.db.session() as s:
-        return {int(c) for c in s.scalars(select(Invoice.category_id).distinct().where(
-            Invoice.portal_id == portal_id, Invoice.b24_id.in_(ids), Invoice.category_id.is_not(None)))}
+        rows = list(s.execute(select(Invoice.b24_id, Invoice.category_id, Invoice.stage_id, Invoice.stage_semantics,
+                                     Invoice.deal_id).where(Invoice.portal_id == portal.id, Invoice.b24_id.in_(ids))))
+        waiting = {(e, int(i)) for e, i in s.execute(select(InvoiceRefresh.entity, InvoiceRefresh.entity_id).where(
+            InvoiceRefresh.portal_id == portal.id))}
+    categories = {int(r.category_id) for r in rows if r.category_id is not None}
+    lists = {c: rows_ for c in categories if (rows_ := _fresh_stage_list(portal.member_id, c)) is not None}
+    known = {}
+    for r in rows:
+        if (r.b24_id in first and r.category_id in lists and r.stage_semantics is None and r.stage_id
+                and ("invoice", r.b24_id) not in waiting and ("deal", r.deal_id or 0) not in waiting):
+            known[r.b24_id] = {"id": r.b24_id, "stageId": r.stage_id, "categoryId": int(r.category_id)}
+    return categories, known, lists
+
+
+def _semantics(reads: dict) -> dict[str, str | None]:
+    """stageId -> 'S' | 'F' | None from the stage lists read with the invoices."""
+    return {row["STATUS_ID"]: row.get("SEMANTICS") or None
+            for key, rows in reads.items() if key.startswith("st") for row in rows or []}
 
 
 def _stage_list(category: int) -> tuple[str, dict]:
     return "crm.status.list", {"filter": {"ENTITY_ID": f"SMART_INVOICE_STAGE_{category}"}}
 
 
-def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[int] = frozenset()) -> dict:
+def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[int] = frozenset(),
+                known: dict[int, dict] | None = None, lists: dict[int, list] | None = None) -> dict:
     """What Bitrix24 shows now for the claimed items: one batch with the invoices, deals, timelines and tasks
     to check and the stage lists of the invoices' categories as cached; a second batch only for a category
-    the cache did not know (an invoice moved to another funnel since)."""
+    the cache did not know (an invoice moved to another funnel since). `known` invoices and the stage `lists`
+    read lately (see _from_cache) come from the cache: with nothing else to check there is no request."""
     cmds: dict[str, tuple[str, dict]] = {}
+    reads: dict = {}
     for item, uncertain in claimed:
         p = item.payload
-        if item.kind in ("invoice_paid", "invoice_reopen"):
+        if item.kind == "invoice_paid" and not uncertain and int(p["invoice_id"]) in (known or {}):
+            reads[f"inv{p['invoice_id']}"] = {"item": known[int(p["invoice_id"])]}
+        elif item.kind in ("invoice_paid", "invoice_reopen"):
             cmds[f"inv{p['invoice_id']}"] = ("crm.item.get", {"entityTypeId": INVOICE_TYPE, "id": p["invoice_id"]})
         elif item.kind in ("deal_stage", "deal_reopen"):
             cmds[f"deal{p['deal_id']}"] = ("crm.deal.get", {"id": p["deal_id"]})
@@ -375,12 +442,16 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
         # token is the installer's, whose rights can be taken away: ask first (api-reference/common/users/
         # user-admin.md) instead of failing every trigger.
         cmds["admin"] = ("user.admin", {})
-    if not cmds:
-        return {}
+    reading = any(k.startswith("inv") for k in cmds)  # then the lists come along in the same request
     for c in sorted(categories):
-        cmds[f"st{c}"] = _stage_list(c)
+        if c in (lists or {}) and not reading:
+            reads[f"st{c}"] = lists[c]
+        else:
+            cmds[f"st{c}"] = _stage_list(c)
+    if not cmds:
+        return reads
     first = client.batch(cmds)
-    reads = dict(first.results)
+    reads.update(first.results)
     for key, err in first.errors.items():
         if key.startswith("st"):
             raise err  # a stage list that cannot be read: nothing about invoices can be decided
@@ -394,7 +465,7 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
         reads[key] = None
     wanted = {int(reads[k].get("item", {}).get("categoryId") or 0)
               for k in reads if k.startswith("inv") and isinstance(reads[k], dict)}
-    missing = wanted - set(categories)
+    missing = wanted - {int(k[2:]) for k in reads if k.startswith("st")}
     more = {f"st{c}": _stage_list(c) for c in sorted(missing)}
     more.update(_deal_stage_lists(claimed, reads))
     if more:
@@ -415,6 +486,9 @@ def _read_key(item: OutboxItem, uncertain: bool) -> str | None:
         return f"tl{p['deal_id']}"
     if item.kind == "task" and uncertain:
         return f"task{item.id}"
+    return None
+
+
 def _deal_stage_lists(claimed: list[tuple[OutboxItem, bool]], reads: dict) -> dict[str, tuple[str, dict]]:
     """Stage lists of the deals' pipelines whose success stage the payload left to be found here (the portal's
     pipeline cache did not know them when the payment was reconciled). crm.status.list: ENTITY_ID DEAL_STAGE

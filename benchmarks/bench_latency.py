@@ -1,6 +1,6 @@
 """Payment to paid: from `POST {bank}/sandbox/operations` to the invoice being paid in the portal sandbox.
 
-    .venv/bin/python -m benchmarks.bench_latency [--full] [--payments N] [--gap S] [--json PATH]
+    .venv/bin/python -m benchmarks.bench_latency [--full] [--payments N] [--gap S] [--latency-ms MS] [--json PATH]
 
 The stack is the one `b24app demo` runs (portal and bank sandboxes, the app, the threaded worker, sync
 interval 5 s), installed and linked through the real flows, with the portal's real limit (2 req/s,
@@ -12,7 +12,8 @@ each payment costs about 6 portal requests, and the portal refills 2 per second,
 payments would measure the rate limit instead). For each payment we time, from the POST:
   paid     the invoice's stage in the portal is the paid stage (read from the sandbox's memory, no REST);
   notified the responsible manager's notification exists (the last effect of the batch).
-Quick: 20 payments; --full: 50.
+Quick: 20 payments; --full: 50. `--latency-ms` makes both sandboxes answer every API call that much later
+(`POST /sandbox/config {"latency_ms": N}`, set after seeding): realistic network delay.
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def _notifications(stack) -> int:
         return len(portal.notifications)
 
 
-def run(full: bool = False, payments: int | None = None, gap: float = 3.5, sync_interval: int = 5) -> Report:
+def run(full: bool = False, payments: int | None = None, gap: float = 3.5, sync_interval: int = 5,
+        latency_ms: float = 0) -> Report:
     from b24app.sandbox.stack import link_bank, start_stack
 
     count = payments or (50 if full else 20)
@@ -45,6 +47,10 @@ def run(full: bool = False, payments: int | None = None, gap: float = 3.5, sync_
         stack.start_worker()
         settle(stack, 120)
         time.sleep(5)  # let the portal's bucket drain a little after seeding and the first invoice read
+        if latency_ms:
+            import httpx
+            for url in (stack.sandbox_url, stack.bank_url):
+                httpx.post(f"{url}/sandbox/config", json={"latency_ms": latency_ms}, timeout=30).raise_for_status()
         state, portal = portal_of(stack)
         for inv in invoices:
             started = time.monotonic()
@@ -68,13 +74,15 @@ def run(full: bool = False, payments: int | None = None, gap: float = 3.5, sync_
     finally:
         stack.stop()
 
-    table = Table(f"POST /sandbox/operations → invoice paid in the portal, {count} payments, one every {gap:g} s",
+    table = Table(f"POST /sandbox/operations → invoice paid in the portal, {count} payments, one every {gap:g} s"
+                  + (f", {latency_ms:g} ms per API request" if latency_ms else ""),
                   ["measure", "median", "p95", "min", "max"])
     for name, values in (("invoice paid", paid), ("manager notified", notified)):
         table.add(name, f"{fmt(median(values), 2)} s", f"{fmt(percentile(values, 95), 2)} s",
                   f"{fmt(min(values), 2)} s", f"{fmt(max(values), 2)} s")
     report = Report("bench_latency", [table], {"paid_s": paid, "notified_s": notified, "calls_seen": calls,
-                                               "gap_s": gap, "sync_interval": sync_interval})
+                                               "gap_s": gap, "sync_interval": sync_interval,
+                                               "latency_ms": latency_ms})
     report.notes.append(f"demo stack: sync interval {sync_interval} s, worker idle poll 0.5 s, portal 2 req/s burst 50; "
                         f"portal requests seen per payment window: median {fmt(median(calls), 0)}")
     report.notes.append("goal: seconds, not minutes: " + ("met" if percentile(paid, 95) < 10 else "NOT met"))
@@ -86,9 +94,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--full", action="store_true", help="50 payments instead of 20")
     parser.add_argument("--payments", type=int, default=None)
     parser.add_argument("--gap", type=float, default=3.5, help="seconds between payment starts")
+    parser.add_argument("--latency-ms", type=float, default=0, help="sandboxes answer every API call this late")
     parser.add_argument("--json", help="also write the raw results here")
     args = parser.parse_args(argv)
-    emit(run(args.full, args.payments, args.gap), args.json)
+    emit(run(args.full, args.payments, args.gap, latency_ms=args.latency_ms), args.json)
 
 
 if __name__ == "__main__":

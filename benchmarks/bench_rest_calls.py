@@ -12,7 +12,8 @@ every effect (invoice to paid, timeline comment, notification, automation trigge
 Single payment: the worker is running, one payment arrives (bank webhook → sync → match → effects).
 Statement of N: the worker is stopped, N payments arrive, the worker starts and reads them in one
 statement. The measured part ends when every invoice is paid, nothing is pending and the portal has
-seen no request for 3 s.
+seen no request for 3 s. "All paid after" counts from the first payment posted (posting 500 takes a while),
+"after the worker started" from the moment the worker was started again.
 """
 from __future__ import annotations
 
@@ -40,9 +41,11 @@ def _measure(stack, log: RestCallLog, invoices, *, stop_worker_first: bool, time
     posted = time.monotonic() - started
     if stop_worker_first:
         stack.start_worker()
+    worker_started = time.monotonic()  # the worker runs already for a single payment: then right after it
     ids = [inv.invoice_id for inv in invoices]
     wait_until(lambda: all(s == PAID_STAGE for s in stages(stack, ids).values()), timeout)
     all_paid = time.monotonic() - started
+    paid_after_start = time.monotonic() - worker_started
     settle(stack, timeout)
     after, limited_after = requests_so_far(stack)
     methods, commands = log.snapshot()
@@ -50,7 +53,7 @@ def _measure(stack, log: RestCallLog, invoices, *, stop_worker_first: bool, time
     calls = after - before
     return {"payments": len(invoices), "calls": calls, "per_payment": calls / len(invoices),
             "rate_limited": limited_after - limited_before, "methods": dict(methods), "commands": dict(commands),
-            "post_s": posted, "all_paid_s": all_paid}
+            "post_s": posted, "all_paid_s": all_paid, "paid_after_start_s": paid_after_start}
 
 
 def run(full: bool = False, payments: int = 500) -> Report:
@@ -87,13 +90,13 @@ def run(full: bool = False, payments: int = 500) -> Report:
 
     table = Table("Bitrix24 REST calls per reconciled payment (counted at the portal sandbox)",
                   ["scenario", "worker calls", "calls / payment", "rate-limited (503)", "all paid after",
-                   "requests by method", "commands (batches opened)"])
+                   "all paid after the worker started", "requests by method", "commands (batches opened)"])
     def by_count(counts: dict) -> str:
         return ", ".join(f"{m} {n}" for m, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
     for name, r in (("single payment", single), (f"statement of {payments} payments", statement)):
         table.add(name, r["calls"], fmt(r["per_payment"], 3), r["rate_limited"], f"{fmt(r['all_paid_s'], 1)} s",
-                  by_count(r["methods"]), by_count(r["commands"]))
+                  f"{fmt(r['paid_after_start_s'], 1)} s", by_count(r["methods"]), by_count(r["commands"]))
     seeding = Table("Calls that are not the worker's (excluded above)",
                     ["part", "requests"])
     seeding.add("install (the app's install page and ONAPPINSTALL, binding events and placements)", after_install)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime, timezone
 
 from flask import Blueprint, jsonify, request
 
@@ -19,6 +20,8 @@ bp = Blueprint("events", __name__, url_prefix="/events")
 CSRF_EXEMPT = True  # server-to-server; application_token is the credential
 log = logging.getLogger("b24app.events")
 ENTITY_ID = re.compile(r"[0-9]{1,18}")  # ASCII digits only, and within a database integer
+UNIX_TS = re.compile(r"[0-9]{9,10}")
+USER_ID = re.compile(r"[1-9][0-9]{0,8}")
 
 
 def _payload() -> dict:
@@ -87,6 +90,16 @@ def app_lifecycle():
     return _refuse(400, "unknown_event")
 
 
+def _event_stamp(body: dict, auth: dict) -> tuple[datetime | None, int | None]:
+    """When and by whom: the event's `ts` (unix seconds, api-reference/events/index.md) and `auth[user_id]`
+    (the acting user; absent when a robot or workflow made the change, _includes/auth-params-in-events.md).
+    Anything odd gives (None, None): the change is re-read."""
+    ts, user = body.get("ts"), auth.get("user_id")
+    if not (isinstance(ts, str) and UNIX_TS.fullmatch(ts) and isinstance(user, str) and USER_ID.fullmatch(user)):
+        return None, None
+    return datetime.fromtimestamp(int(ts), tz=timezone.utc), int(user)
+
+
 @bp.post("/crm")
 def crm_changed():
     """Invoice or deal changed in Bitrix24: queue a re-read (the event is a hint, REST is the truth)."""
@@ -108,7 +121,8 @@ def crm_changed():
     if event.startswith("ONCRMDYNAMICITEM"):
         if str(fields.get("ENTITY_TYPE_ID", "")) != "31":
             return jsonify({"ok": True, "ignored": "not a smart invoice"})
-        request_refresh(ctx, member_id, "invoice", int(entity_id))
+        echo = _event_stamp(body, auth) if event.startswith("ONCRMDYNAMICITEMUPDATE") else (None, None)
+        request_refresh(ctx, member_id, "invoice", int(entity_id), event_ts=echo[0], event_user=echo[1])
     elif event.startswith("ONCRMDEAL"):
         request_refresh(ctx, member_id, "deal", int(entity_id))
     else:
