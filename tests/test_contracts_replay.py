@@ -162,6 +162,27 @@ def test_documented_item_list_fills_an_invoice(client):
     assert inv.number == documented[0]["accountNumber"] and inv.deal_id == documented[0]["parentId2"]
 
 
+def test_documented_users_give_names(client, tmp_path):
+    """user.get through the batch the tab sends (web/people.py): each documented user by name."""
+    from types import SimpleNamespace
+
+    from b24app.db import Base, Database
+    from b24app.models import Portal
+    from b24app.web import people
+
+    db = Database(f"sqlite:///{tmp_path / 'names.sqlite3'}")
+    Base.metadata.create_all(db.engine)
+    with db.session() as s:
+        s.add(Portal(member_id="m", domain="d", client_endpoint="https://d/rest/", server_endpoint="https://o/rest/",
+                     settings={}))
+    with db.session() as s:
+        portal = s.query(Portal).one()
+    res = client.batch(people.command([1, 3]))
+    names = people.remember(SimpleNamespace(db=db), portal, dict(res.results))
+    documented = CONTRACTS["user.get"].response["result"]
+    assert names == {u["ID"]: f"{u['NAME']} {u['LAST_NAME']}" for u in documented}
+
+
 def test_documented_oauth_refresh_gives_a_grant(documented):
     doc = CONTRACTS["oauth/token refresh"].response
     with httpx.Client(timeout=10) as http:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import time
 from dataclasses import replace
 from urllib.parse import urlsplit
 
@@ -86,8 +87,15 @@ def frame_form(st, path: str, user: int = 1) -> tuple[str, dict]:
 
 
 def open_frame(st, action: str, fields: dict):
+    """POST the frame as Bitrix24 would. Seeding two portals fills their request buckets: a 503 ("Bitrix24 is
+    busy, try again", with Retry-After) is waited out, as a person reloading the tab would."""
     url = urlsplit(action)
-    return st.flask_app.test_client().post(f"{url.path}?{url.query}", data=fields)
+    deadline = time.monotonic() + 30
+    while True:
+        resp = st.flask_app.test_client().post(f"{url.path}?{url.query}", data=fields)
+        if resp.status_code != 503 or time.monotonic() > deadline:
+            return resp
+        time.sleep(min(5, int(resp.headers.get("Retry-After", "1"))))
 
 
 def config_token(resp) -> str | None:

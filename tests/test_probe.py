@@ -92,7 +92,7 @@ def test_probe_tbank_member_id_is_all_ok_and_prints_no_token(linked):
 
 
 def test_probe_tbank_static_token_against_the_sandbox(linked):
-    token = httpx.post(f"{linked.bank_url}/sandbox/static-tokens", json={"inn": "7701234567", "kpp": "770101001"},
+    token = httpx.post(f"{linked.bank_url}/sandbox/static-tokens", json={"inn": "7701234560", "kpp": "770101001"},
                        timeout=30).json()
     token = token.get("token") or token.get("access_token")
     result = CliRunner().invoke(main, ["probe", "tbank", "--token", token, "--base-url", linked.settings.tbank_api_url])
