@@ -175,10 +175,10 @@ def store_link(ctx, portal_id: int, user_id: int, kind: str, inn: str, kpp: str,
                scopes: list[str], *, checked: str) -> int:
     owner_tmp = f"bank:{portal_id}:{inn}:{kpp}"
     with ctx.db.session() as s:
-        link = s.scalar(select(BankLink).where(BankLink.portal_id == portal_id, BankLink.inn == inn,
-                                               BankLink.kpp == kpp).with_for_update())
+        link = s.scalar(select(BankLink).where(BankLink.portal_id == portal_id, BankLink.provider == "tbank",
+                                               BankLink.inn == inn, BankLink.kpp == kpp).with_for_update())
         if link is None:
-            link = BankLink(portal_id=portal_id, inn=inn, kpp=kpp, kind=kind)
+            link = BankLink(portal_id=portal_id, provider="tbank", inn=inn, kpp=kpp, kind=kind)
             s.add(link)
         link.kind, link.status, link.scopes, link.linked_by, link.last_error = kind, "active", scopes, user_id, None
         link.inn_check = checked
