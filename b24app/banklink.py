@@ -388,7 +388,7 @@ def _release_of(ctx, link: BankLink) -> Release | None:
 
 def _forget(link: BankLink) -> None:
     link.access_token_enc = link.refresh_token_enc = link.webhook_secret_enc = None
-    link.webhook_id = None
+    link.webhook_id = link.consent_id_enc = None  # consent_id_enc: a Tochka link's consent
     link.status = "unlinked"
 
 

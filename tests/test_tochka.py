@@ -203,3 +203,44 @@ def test_a_revoked_consent_asks_for_linking_again(tochka):
     with pytest.raises(Exception):
         sync_account(tochka.ctx, acc_id)
     assert _link(tochka).status == "needs_consent"
+
+
+def test_the_worker_polls_tochka_accounts_when_no_webhook_comes(tochka):
+    from b24app.invoices import refresh_all
+
+    refresh_all(tochka.ctx, tochka.ctx.portals.find(tochka.member_id()))
+    httpx.post(f"{tochka.tochka_url}/sandbox/faults", json={"webhook_drop": 5}).raise_for_status()
+    tochka.start_worker(idle_sleep=0.05)
+    tochka.pay_tochka("12000.00", "Оплата по счету № 1207 от 14.01.2026")
+    wait_for(lambda: _invoice_stage(tochka, INVOICE).endswith(":P"), timeout=20)  # the stack polls every 2 s
+    assert tochka.tochka_state()["deliveries"] == [] and len(_ops(tochka)) == 1
+
+
+def test_an_expired_access_token_is_refreshed_and_the_rotated_pair_kept(tochka):
+    from datetime import timedelta
+
+    from b24app.sync import sync_account
+
+    link = _link(tochka)
+    with tochka.ctx.db.session() as s:
+        row = s.get(BankLink, link.id)
+        row.access_expires_at = tochka.ctx.clock.now() - timedelta(seconds=1)
+        acc_id = s.scalar(select(BankAccount.id).where(BankAccount.link_id == link.id))
+    tochka.pay_tochka("3000.00", "Оплата по счету № 1208")
+    assert sync_account(tochka.ctx, acc_id)["new"] == 1
+    after = _link(tochka)
+    assert after.token_generation == link.token_generation + 1 and after.refresh_token_enc != link.refresh_token_enc
+    assert after.access_expires_at > tochka.ctx.clock.now()
+
+
+def test_unlinking_tochka_forgets_the_tokens_and_its_webhooks_then_do_nothing(tochka):
+    from b24app import banklink
+
+    link = _link(tochka)
+    assert banklink.unlink(tochka.ctx, link.portal_id, link.id)
+    after = _link(tochka)
+    assert after.status == "unlinked" and after.access_token_enc is None and after.refresh_token_enc is None
+    assert after.consent_id_enc is None
+    token = sign_jwt(_incoming(), tochka.tochka_app.extensions["tochka_sandbox"].key)
+    r = _post(tochka, token)
+    assert r.status_code == 200 and r.json()["accounts"] == 0
