@@ -10,7 +10,7 @@ from flask import Blueprint, abort, g, jsonify, redirect, render_template, reque
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import func, select
 
-from .. import banklink
+from .. import banklink, tochkalink
 from ..bank.errors import BankError
 from ..banklink import LinkFailed
 from ..models import BankAccount, BankLink
@@ -102,7 +102,7 @@ def start():
             except LinkFailed as exc:
                 log.info("bank link needs confirmation", extra={"reason": exc.reason, "user_id": data["u"]})
                 return _page("bank/start.html", 409, ticket=ticket, error=exc.reason, inn=inn, kpp=kpp,
-                             is_admin=True, confirm=True)
+                             is_admin=True, confirm=True, tochka=tochkalink.enabled(ctx))
             nonce = secrets.token_urlsafe(24)
             session[NONCE_KEY] = nonce
             session[LANG_KEY] = current_lang()
@@ -110,7 +110,7 @@ def start():
                                       checked=checked)
             return redirect(url, code=303)
     return _page("bank/start.html", 400 if error else 200, ticket=ticket, error=error, inn=inn, kpp=kpp,
-                 is_admin=True, confirm=False)
+                 is_admin=True, confirm=False, tochka=tochkalink.enabled(ctx))
 
 
 @bp.get("/callback")
