@@ -12,7 +12,7 @@ restructure may move each bank behind this protocol completely.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
 from .bank.errors import MalformedOperation
 from .bank.operations import BankOperation
@@ -20,6 +20,7 @@ from .bank.operations import BankOperation
 OnMalformed = Callable[[MalformedOperation, Any], None]
 
 
+@runtime_checkable
 class BankSource(Protocol):
     provider: str   # BankLink.provider
     source: str     # Operation.source of what it reads

@@ -244,3 +244,65 @@ def test_unlinking_tochka_forgets_the_tokens_and_its_webhooks_then_do_nothing(to
     token = sign_jwt(_incoming(), tochka.tochka_app.extensions["tochka_sandbox"].key)
     r = _post(tochka, token)
     assert r.status_code == 200 and r.json()["accounts"] == 0
+
+
+def test_a_tochka_payment_and_the_same_payment_in_tochkas_1c_export_are_one_payment(tochka, tmp_path):
+    from b24app.bank.operations import MSK
+    from b24app.statement_import import import_statement
+    from b24app.sync import sync_account
+    from onec_samples import Doc, statement_bytes
+
+    tx = tochka.pay_tochka("12000.00", "Оплата по счету № 1207 от 14.01.2026", document_number="815",
+                           payer_inn="7712345678", payer_account="40702810500000000077")
+    with tochka.ctx.db.session() as s:
+        acc_id = s.scalar(select(BankAccount.id).where(BankAccount.account_number == ACCOUNT))
+    assert sync_account(tochka.ctx, acc_id)["new"] == 1
+    day = tochka.ctx.clock.now().astimezone(MSK).strftime("%d.%m.%Y")
+    assert tx["documentProcessDate"] == tochka.ctx.clock.now().astimezone(MSK).date().isoformat()
+    path = tmp_path / "tochka-1c.txt"
+    path.write_bytes(statement_bytes(ACCOUNT, [Doc("815", day, "12000.00", "Оплата по счету № 1207 от 14.01.2026 г.",
+                                                   ACCOUNT, payer_inn="7712345678",
+                                                   payer_account="40702810500000000077")]))
+    result = import_statement(tochka.ctx, _link(tochka).portal_id, path)
+    assert (result.new, result.known) == (0, 1)
+    ops = _ops(tochka)
+    assert len(ops) == 1 and ops[0].source == "tochka"
+
+
+def test_a_malformed_statement_item_is_quarantined_and_the_rest_stored(tochka):
+    from b24app.models import QuarantinedOperation
+    from b24app.sync import sync_account
+
+    state = tochka.tochka_app.extensions["tochka_sandbox"]
+    tochka.pay_tochka("3000.00", "Оплата по счету № 1208")
+    good = state.transactions[f"{ACCOUNT}/044525104"][0]
+    with state.lock:  # the bank sends garbage next to a good item (hostile input, straight into the statement)
+        state.transactions[f"{ACCOUNT}/044525104"].append({**good, "transactionId": "bad-1",
+                                                          "Amount": {"amount": "NaN", "currency": "RUB"}})
+    with tochka.ctx.db.session() as s:
+        acc_id = s.scalar(select(BankAccount.id).where(BankAccount.account_number == ACCOUNT))
+    counts = sync_account(tochka.ctx, acc_id)
+    assert counts["new"] == 1 and counts["malformed"] == 1
+    with tochka.ctx.db.session() as s:
+        q = s.scalar(select(QuarantinedOperation))
+        assert "bad-1" in q.raw and "Amount.amount" in q.reason
+
+
+def test_both_banks_are_bank_sources_and_sync_reads_each_through_its_own(tochka):
+    from b24app.banksource import SOURCES, BankSource, TBankSource, TochkaSource, source_for
+    from b24app.sandbox.stack import link_bank
+    from b24app.sync import sync_account
+
+    assert all(isinstance(src, BankSource) for src in SOURCES.values())
+    assert 'id="link-ok"' in link_bank(tochka).text
+    with tochka.ctx.db.session() as s:
+        links = {l.provider: l for l in s.scalars(select(BankLink))}
+        accounts = {p: s.scalar(select(BankAccount.id).where(BankAccount.link_id == l.id,
+                                                            BankAccount.watched.is_(True)))
+                    for p, l in links.items()}
+    assert isinstance(source_for(links["tbank"]), TBankSource) and isinstance(source_for(links["tochka"]), TochkaSource)
+    tochka.pay("500.00", "Оплата по счету № 1208 частично")           # into the T-Bank account
+    tochka.pay_tochka("700.00", "Оплата по счету № 1208 частично")    # into the Tochka account
+    assert sync_account(tochka.ctx, accounts["tbank"])["new"] == 1
+    assert sync_account(tochka.ctx, accounts["tochka"])["new"] == 1
+    assert sorted((o.source, str(o.amount)) for o in _ops(tochka)) == [("tbank", "500.00"), ("tochka", "700.00")]
