@@ -306,3 +306,21 @@ def test_both_banks_are_bank_sources_and_sync_reads_each_through_its_own(tochka)
     assert sync_account(tochka.ctx, accounts["tbank"])["new"] == 1
     assert sync_account(tochka.ctx, accounts["tochka"])["new"] == 1
     assert sorted((o.source, str(o.amount)) for o in _ops(tochka)) == [("tbank", "500.00"), ("tochka", "700.00")]
+
+
+def test_rotate_keys_reencrypts_the_consent_id_too(tochka):
+    from cryptography.fernet import Fernet
+
+    from b24app.context import AppContext
+    from b24app.crypto import TokenCipherError
+    from b24app.keyrotation import rotate_all
+
+    old, new = tochka.settings.token_keys[0], Fernet.generate_key().decode()
+    rotate_all(AppContext(tochka.settings.with_overrides(token_keys=(new, old)), db=tochka.ctx.db))
+    only_new = AppContext(tochka.settings.with_overrides(token_keys=(new,)), db=tochka.ctx.db)
+    link = _link(tochka)
+    owner = f"bank:{link.portal_id}:{link.inn}:{link.kpp}"
+    assert only_new.cipher.decrypt(owner, link.consent_id_enc) in tochka.tochka_state()["consents"]
+    with pytest.raises(TokenCipherError):
+        AppContext(tochka.settings.with_overrides(token_keys=(old,)), db=tochka.ctx.db).cipher.decrypt(
+            owner, link.consent_id_enc)
