@@ -287,9 +287,14 @@ def load_accounts(ctx, link_id: int) -> int:
     return len(accounts)
 
 
-def set_watched(ctx, portal_id: int, watched_ids: set[int]) -> None:
+def set_watched(ctx, portal_id: int, watched_ids: set[int], *, link_ids: set[int] | None = None) -> None:
+    """Watch exactly `watched_ids` among the accounts of `link_ids` (all the portal's links when None): a page
+    that shows one bank's accounts must not unwatch another bank's."""
     with ctx.db.session() as s:
-        for acc in s.scalars(select(BankAccount).where(BankAccount.portal_id == portal_id)):
+        q = select(BankAccount).where(BankAccount.portal_id == portal_id)
+        if link_ids is not None:
+            q = q.where(BankAccount.link_id.in_(link_ids))
+        for acc in s.scalars(q):
             was = acc.watched
             acc.watched = acc.id in watched_ids
             if acc.watched and not was:

@@ -324,3 +324,26 @@ def test_rotate_keys_reencrypts_the_consent_id_too(tochka):
     with pytest.raises(TokenCipherError):
         AppContext(tochka.settings.with_overrides(token_keys=(old,)), db=tochka.ctx.db).cipher.decrypt(
             owner, link.consent_id_enc)
+
+
+def test_saving_the_watch_list_of_one_bank_leaves_the_other_banks_accounts_watched(tochka):
+    """The admin page lists one link's accounts; its save must not unwatch the other bank's (both linked)."""
+    from b24app.sandbox.stack import link_bank
+    from b24app.web.security import Frame, issue_frame_token
+
+    assert 'id="link-ok"' in link_bank(tochka).text  # T-Bank linked after Tochka: the page shows T-Bank's
+    with tochka.ctx.db.session() as s:
+        tbank = s.scalar(select(BankLink).where(BankLink.provider == "tbank"))
+        tbank_accounts = list(s.scalars(select(BankAccount).where(BankAccount.link_id == tbank.id)))
+        tochka_acc = s.scalar(select(BankAccount).where(BankAccount.account_number == ACCOUNT))
+    assert tochka_acc.watched
+    with tochka.flask_app.test_request_context():
+        token = issue_frame_token(Frame(tochka.member_id(), 1, True, "DEFAULT", None, "ru"))
+    keep = [a.id for a in tbank_accounts][:1]
+    r = tochka.flask_app.test_client().post("/bank/accounts", json={"watched": keep},
+                                            headers={"X-Frame-Token": token})
+    assert r.status_code == 200
+    with tochka.ctx.db.session() as s:
+        assert s.get(BankAccount, tochka_acc.id).watched  # the other bank's account stays watched
+        assert sorted(a.id for a in s.scalars(select(BankAccount).where(BankAccount.link_id == tbank.id,
+                                                                        BankAccount.watched.is_(True)))) == keep

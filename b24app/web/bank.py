@@ -15,7 +15,7 @@ from ..bank.errors import BankError
 from ..banklink import LinkFailed
 from ..models import BankAccount, BankLink
 from ..sync import request_sync
-from ..views import mask_account
+from ..views import bank_state, mask_account
 from .actions import OUR_ID_MAX, id_field, json_body, json_errors
 from .factory import csrf, get_ctx
 from .i18n import current_lang, set_lang
@@ -229,7 +229,13 @@ def choose_accounts():
     ids = body.get("watched") if isinstance(body, dict) else None
     if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids) or len(ids) > 1000:
         return jsonify({"error": "watched must be a list of account ids"}), 400
-    banklink.set_watched(ctx, portal.id, set(ids))
+    with ctx.db.session() as s:
+        # The admin page shows one link's accounts (views.bank_state): only that link, and the links of the
+        # accounts ticked, are changed, so saving one bank's list leaves another bank's accounts watched.
+        shown = bank_state(s, portal.id).link_id
+        scope = set(s.scalars(select(BankAccount.link_id).where(BankAccount.portal_id == portal.id,
+                                                                BankAccount.id.in_(ids)))) if ids else set()
+    banklink.set_watched(ctx, portal.id, set(ids), link_ids=scope | ({shown} if shown else set()))
     return jsonify({"ok": True})
 
 
