@@ -195,11 +195,10 @@ class TochkaAPI:
             number = a["accountId"].split("/", 1)[0]
             if not number.isdigit() or len(number) > 22:
                 continue
+            details = a.get("accountDetails") if isinstance(a.get("accountDetails"), dict) else {}
+            name = details.get("name") or a.get("name") or ""
             out.append(TochkaAccount(a["accountId"], number, currency_alpha(a.get("currency") or "RUB"),
-                                     str(a.get("customerCode") or ""),
-                                     str(a.get("accountDetails", {}).get("name") if isinstance(
-                                         a.get("accountDetails"), dict) else a.get("name") or ""),
-                                     str(a.get("status") or "")))
+                                     str(a.get("customerCode") or ""), str(name)[:255], str(a.get("status") or "")))
         return out
 
     def statement(self, account_id: str, since: datetime, until: datetime, *,
