@@ -347,3 +347,18 @@ def test_saving_the_watch_list_of_one_bank_leaves_the_other_banks_accounts_watch
         assert s.get(BankAccount, tochka_acc.id).watched  # the other bank's account stays watched
         assert sorted(a.id for a in s.scalars(select(BankAccount).where(BankAccount.link_id == tbank.id,
                                                                         BankAccount.watched.is_(True)))) == keep
+
+
+def test_a_duplicated_webhook_and_rate_limits_still_store_the_payment_once(tochka):
+    from b24app.invoices import refresh_all
+
+    refresh_all(tochka.ctx, tochka.ctx.portals.find(tochka.member_id()))
+    httpx.post(f"{tochka.tochka_url}/sandbox/faults", json={"webhook_duplicate": 1, "api_429": 2}).raise_for_status()
+    tochka.start_worker(idle_sleep=0.05)
+    tochka.pay_tochka("12000.00", "Оплата по счету № 1207 от 14.01.2026")
+    wait_for(lambda: _invoice_stage(tochka, INVOICE).endswith(":P"), timeout=20)
+    statuses = [d["status"] for d in wait_for(lambda: [d for d in tochka.tochka_state()["deliveries"]
+                                                       if d["status"] == 409])]
+    assert statuses and 200 in [d["status"] for d in tochka.tochka_state()["deliveries"]]  # one acted on
+    assert tochka.tochka_state()["faults"]["api_429"] == 0  # the client was slowed down, and retried
+    assert len(_ops(tochka)) == 1

@@ -173,6 +173,8 @@ def create_tochka_sandbox(*, redirect_uris=(), config: Config | None = None) -> 
         grant = state.tokens.get(auth[7:]) if auth.startswith("Bearer ") else None
         if grant is None or (kind and grant["kind"] != kind):
             abort(api_error(401, "Unauthorized"))
+        if state.fault("api_429"):  # Tochka's limits and their answer are not documented in what we read
+            abort(api_error(429, "Too Many Requests"))
         return grant
 
     def consent_of(grant, permission: str):
