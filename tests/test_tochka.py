@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, select
 
 from b24app.models import BankAccount, BankLink, Operation
-from b24app.sandbox.stack import link_tochka
+from b24app.sandbox.stack import DEMO_INN, link_tochka
 from b24app.sandbox.tochka_state import DEMO_CUSTOMER_CODE, b64url, sign_jwt
 from tests.conftest import wait_for
 
@@ -62,7 +62,7 @@ def test_consent_flow_links_tochka_and_keeps_the_consent_encrypted(tochka):
     consent_id, consent = next(iter(state["consents"].items()))
     assert consent["status"] == "Authorised" and consent["customer_codes"] == [DEMO_CUSTOMER_CODE]
     assert link.status == "active" and link.kind == "tochka" and link.customer_code == DEMO_CUSTOMER_CODE
-    assert link.inn == "7701234567" and link.inn_check == "own_company"
+    assert link.inn == DEMO_INN and link.inn_check == "own_company"
     # the consent id and the tokens are stored encrypted, bound to the link's owner
     owner = f"bank:{link.portal_id}:{link.inn}:{link.kpp}"
     assert consent_id not in (link.consent_id_enc or "")

@@ -199,7 +199,8 @@ def start_stack(*, base_port: int = 0, data_dir: str | None = None, database_url
                                    redirect_uris=[f"{app_url}/bank/callback"])
     portal_server = serve_in_thread(portal_app, sock=socks[1])
     bank_server = serve_in_thread(bank_app, sock=socks[2])
-    tochka_app = create_tochka_sandbox(redirect_uris=[f"{app_url}/bank/tochka/callback"])
+    tochka_app = create_tochka_sandbox(redirect_uris=[f"{app_url}/bank/tochka/callback"],
+                                       demo_company={"inn": DEMO_INN, "kpp": DEMO_KPP, "phone": DEMO_PHONE})
     tochka_server = serve_in_thread(tochka_app, sock=socks[3])
 
     settings = finalize(Settings(

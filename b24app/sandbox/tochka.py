@@ -34,11 +34,13 @@ def _page(title: str, body: str, status: int = 200):
     return PAGE.format(title=escape(title), body=body), status, {"Content-Type": "text/html; charset=utf-8"}
 
 
-def create_tochka_sandbox(*, redirect_uris=(), config: Config | None = None) -> Flask:
+def create_tochka_sandbox(*, redirect_uris=(), config: Config | None = None, demo_company: dict | None = None
+                          ) -> Flask:
+    """A fresh sandbox with the demo application and the demo customer (`demo_company`: inn, kpp, phone)."""
     app = Flask(__name__)
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     state = TochkaState(clients={DEMO_CLIENT_ID: {"secret": DEMO_CLIENT_SECRET, "redirect_uris": list(redirect_uris)}},
-                        config=config)
+                        config=config, **(demo_company or {}))
     app.extensions["tochka_sandbox"] = state
 
     @app.before_request

@@ -64,7 +64,8 @@ class Config:
 
 
 class TochkaState:
-    def __init__(self, *, clients: dict[str, dict], config: Config | None = None):
+    def __init__(self, *, clients: dict[str, dict], config: Config | None = None, inn: str = "7701234567",
+                 kpp: str = "770101001", phone: str = "+79990000001"):
         self.lock = threading.RLock()
         self.stop_event = threading.Event()
         self.config = config or Config()
@@ -84,8 +85,7 @@ class TochkaState:
         self.requests: list[dict] = []
         self.threads: list[threading.Thread] = []
         self._doc = 0
-        self.add_customer(Customer(DEMO_CUSTOMER_CODE, "7701234567", "770101001", "ООО «Демо»", "+79990000001"),
-                          ["40702810900000000001"])
+        self.add_customer(Customer(DEMO_CUSTOMER_CODE, inn, kpp, "ООО «Демо»", phone), ["40702810900000000001"])
 
     # -- data ---------------------------------------------------------------------------------------------
     def add_customer(self, customer: Customer, numbers: list[str]) -> Customer:

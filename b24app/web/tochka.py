@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 
 from flask import Blueprint, abort, g, jsonify, redirect, render_template, request, session
@@ -10,7 +11,7 @@ from .. import banklink, tochkalink
 from ..bank.tochka import WebhookRejected
 from ..banklink import LinkFailed
 from ..sync import request_sync
-from .bank import CONFIRM_FIELD, INN_RE, KPP_RE, LANG_KEY, _admin_ticket, _watched
+from .bank import CONFIRM_FIELD, LANG_KEY, _admin_ticket, _watched
 from .factory import csrf, get_ctx
 from .i18n import current_lang, set_lang
 from .security import script_origin
@@ -19,6 +20,8 @@ bp = Blueprint("tochka", __name__, url_prefix="/bank/tochka")
 log = logging.getLogger("b24app.tochka")
 NONCE_KEY = "tochka_link_nonce"
 WEBHOOK_MAX = 64 * 1024  # a webhook JWT is a few kilobytes
+INN_RE = re.compile(r"^(\d{10}|\d{12})$")
+KPP_RE = re.compile(r"^(0|\d{9})$")
 
 
 def _page(template: str, status: int = 200, **kw):
