@@ -222,10 +222,10 @@ def store_link(ctx, portal_id: int, user_id: int, kind: str, inn: str, kpp: str,
                scopes: list[str], *, checked: str) -> int:
     owner_tmp = f"bank:{portal_id}:{inn}:{kpp}"
     with ctx.db.session() as s:
-        link = s.scalar(select(BankLink).where(BankLink.portal_id == portal_id, BankLink.inn == inn,
-                                               BankLink.kpp == kpp).with_for_update())
+        link = s.scalar(select(BankLink).where(BankLink.portal_id == portal_id, BankLink.provider == "tbank",
+                                               BankLink.inn == inn, BankLink.kpp == kpp).with_for_update())
         if link is None:
-            link = BankLink(portal_id=portal_id, inn=inn, kpp=kpp, kind=kind)
+            link = BankLink(portal_id=portal_id, provider="tbank", inn=inn, kpp=kpp, kind=kind)
             s.add(link)
         link.kind, link.status, link.scopes, link.linked_by, link.last_error = kind, "active", scopes, user_id, None
         link.inn_check = checked
@@ -335,9 +335,14 @@ def load_accounts(ctx, link_id: int) -> int:
     return len(accounts)
 
 
-def set_watched(ctx, portal_id: int, watched_ids: set[int]) -> None:
+def set_watched(ctx, portal_id: int, watched_ids: set[int], *, link_ids: set[int] | None = None) -> None:
+    """Watch exactly `watched_ids` among the accounts of `link_ids` (all the portal's links when None): a page
+    that shows one bank's accounts must not unwatch another bank's."""
     with ctx.db.session() as s:
-        for acc in s.scalars(select(BankAccount).where(BankAccount.portal_id == portal_id)):
+        q = select(BankAccount).where(BankAccount.portal_id == portal_id)
+        if link_ids is not None:
+            q = q.where(BankAccount.link_id.in_(link_ids))
+        for acc in s.scalars(q):
             was = acc.watched
             acc.watched = acc.id in watched_ids
             if acc.watched and not was:
@@ -436,7 +441,7 @@ def _release_of(ctx, link: BankLink) -> Release | None:
 
 def _forget(link: BankLink) -> None:
     link.access_token_enc = link.refresh_token_enc = link.webhook_secret_enc = None
-    link.webhook_id = None
+    link.webhook_id = link.consent_id_enc = None  # consent_id_enc: a Tochka link's consent
     link.status = "unlinked"
 
 

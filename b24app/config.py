@@ -38,6 +38,13 @@ class Settings:
     # about the webhook itself, which only the people running this deployment can fix. Empty: no webhook,
     # the statement is polled (the admin page says so).
     operator_email: str = ""
+    # Tochka Bank (second live bank, docs/banks/tochka.md): the application registered in Tochka's internet bank
+    # («Интеграции и API»); empty client id = Tochka linking is off.
+    tochka_client_id: str = ""
+    tochka_client_secret: str = ""
+    tochka_auth_url: str = "https://enter.tochka.com/connect"
+    tochka_api_url: str = "https://enter.tochka.com/uapi"
+    tochka_webhook_key_url: str = "https://enter.tochka.com/doc/openapi/static/keys/public"
     sync_interval: int = 60
     invoice_refresh_interval: int = 900
     worker_concurrency: int = 32  # threads per worker; they mostly wait on the bank and Bitrix24

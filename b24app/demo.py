@@ -1,4 +1,4 @@
-"""`b24app demo`: the whole product on a laptop, on ports N (app), N+1 (Bitrix24 portal), N+2 (T-Bank)."""
+"""`b24app demo`: the whole product on a laptop, on ports N (app), N+1 (Bitrix24 portal), N+2 (T-Bank), N+3 (Tochka)."""
 from __future__ import annotations
 
 import signal
@@ -11,7 +11,7 @@ import click
 from .domain.formatting import format_money
 from .sandbox.portal import sandbox_state
 from .sandbox.portal_crm import stage_semantics
-from .sandbox.stack import DEMO_INN, DEMO_PHONE, PortInUse, link_bank, seed_crm, start_stack
+from .sandbox.stack import DEMO_INN, DEMO_PHONE, PortInUse, link_bank, link_tochka, seed_crm, start_stack
 
 
 def _the_client_pays(stack, deals: list[dict]) -> None:
@@ -60,8 +60,8 @@ def run_demo(*, base_port: int = 5000, data_dir: str | None = None, sync_interva
         other = base_port + 100
         raise click.ClickException(
             f"port {exc.port} is already in use (another `b24app demo`, or another program). The demo needs "
-            f"{base_port}, {base_port + 1} and {base_port + 2}; pick other ports with --base-port, e.g. "
-            f"`b24app demo --base-port {other}` (uses {other}, {other + 1}, {other + 2}).") from None
+            f"{base_port} to {base_port + 3}; pick other ports with --base-port, e.g. "
+            f"`b24app demo --base-port {other}` (uses {other} to {other + 3}).") from None
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -69,11 +69,17 @@ def run_demo(*, base_port: int = 5000, data_dir: str | None = None, sync_interva
         click.echo(f"app            {stack.app_url}")
         click.echo(f"portal sandbox {stack.portal_url}  (Bitrix24 stand-in)")
         click.echo(f"bank sandbox   {stack.bank_url}  (T-Bank stand-in)")
+        click.echo(f"bank sandbox   {stack.tochka_url}  (Tochka stand-in)")
         result = stack.install()
         click.echo(f"installed into the portal: install page {result.get('install_status')}, "
                    f"installFinish {'seen' if result.get('install_finish') else 'NOT seen'}")
         deals = seed_crm(stack)
         click.echo(f"seeded {len(deals)} deals with smart invoices")
+        # Tochka first, then T-Bank: the admin page shows the most recent link (T-Bank), both are watched.
+        page = link_tochka(stack)
+        if page.status_code != 200 or 'id="link-ok"' not in page.text:
+            raise click.ClickException(f"Tochka link failed: HTTP {page.status_code}")
+        click.echo(f"Tochka linked by its consent flow (company INN {DEMO_INN}, phone {DEMO_PHONE}, SMS code)")
         page = link_bank(stack)
         if page.status_code != 200 or 'id="link-ok"' not in page.text:
             raise click.ClickException(f"bank link failed: HTTP {page.status_code}")
@@ -91,6 +97,10 @@ def run_demo(*, base_port: int = 5000, data_dir: str | None = None, sync_interva
         click.echo(f"  curl -s -X POST {stack.bank_url}/sandbox/operations -H 'Content-Type: application/json' \\")
         click.echo(f"       -d '{{\"amount\": \"{first['amount']}\", \"payPurpose\": \"Оплата по счету № {first['number']} "
                    f"от 14.01.2026\", \"payerInn\": \"{first['inn']}\", \"payerName\": \"{first['company']}\"}}'")
+        click.echo("…or into the company's Tochka account (a signed incomingPayment webhook follows):")
+        click.echo(f"  curl -s -X POST {stack.tochka_url}/sandbox/operations -H 'Content-Type: application/json' \\")
+        click.echo(f"       -d '{{\"amount\": \"{first['amount']}\", \"purpose\": \"Оплата по счету № {first['number']} "
+                   f"от 14.01.2026\", \"payer_inn\": \"{first['inn']}\", \"payer_name\": \"{first['company']}\"}}'")
         click.echo("demo ready", color=False)
         if exit_after_ready:
             return

@@ -7,7 +7,7 @@ from .models import BankLink, OAuthState, Portal
 
 COLUMNS = {
     Portal: ("access_token_enc", "refresh_token_enc"),
-    BankLink: ("access_token_enc", "refresh_token_enc", "webhook_secret_enc"),
+    BankLink: ("access_token_enc", "refresh_token_enc", "webhook_secret_enc", "consent_id_enc"),
     OAuthState: ("data_enc",),
 }
 

@@ -72,7 +72,8 @@ class BankLink(Base):
     __tablename__ = "bank_links"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     portal_id: Mapped[int] = mapped_column(ForeignKey("portals.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # tid | static
+    kind: Mapped[str] = mapped_column(String(16))  # tid | static (T-Bank) | tochka
+    provider: Mapped[str] = mapped_column(String(16), default="tbank", server_default="tbank")  # tbank | tochka
     status: Mapped[str] = mapped_column(String(24), default="active")  # active | needs_consent | unlinked
     inn: Mapped[str] = mapped_column(String(12))
     kpp: Mapped[str] = mapped_column(String(9), default="0")
@@ -84,6 +85,10 @@ class BankLink(Base):
     token_generation: Mapped[int] = mapped_column(Integer, default=0)
     webhook_secret_enc: Mapped[str | None] = mapped_column(Text)
     webhook_id: Mapped[str | None] = mapped_column(String(128))
+    # Tochka (kind "tochka"): the signed consent's id, encrypted like the tokens, and the company's customerCode
+    # (Tochka's webhooks name the company by it).
+    consent_id_enc: Mapped[str | None] = mapped_column(Text)
+    customer_code: Mapped[str | None] = mapped_column(String(32), index=True)
     linked_by: Mapped[int | None] = mapped_column(Integer)
     # How the INN was vetted when an admin linked it: own_company (among the portal's "my company"
     # requisites) or confirmed (the admin ticked "not one of our companies, link anyway"; when: below).
@@ -92,7 +97,7 @@ class BankLink(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, onupdate=now_utc)
-    __table_args__ = (UniqueConstraint("portal_id", "inn", "kpp", name="uq_bank_link_company"),)
+    __table_args__ = (UniqueConstraint("portal_id", "provider", "inn", "kpp", name="uq_bank_link_company"),)
 
 
 class BankAccount(Base):
@@ -103,6 +108,7 @@ class BankAccount(Base):
     link_id: Mapped[int] = mapped_column(ForeignKey("bank_links.id", ondelete="CASCADE"), index=True)
     portal_id: Mapped[int] = mapped_column(ForeignKey("portals.id", ondelete="CASCADE"), index=True)
     account_number: Mapped[str] = mapped_column(String(22))
+    external_id: Mapped[str | None] = mapped_column(String(64))  # the bank's own id (Tochka: "number/BIC")
     currency: Mapped[str] = mapped_column(String(3), default="RUB")
     name: Mapped[str | None] = mapped_column(String(255))
     account_type: Mapped[str | None] = mapped_column(String(32))
@@ -133,7 +139,7 @@ class Operation(Base):
     account_id: Mapped[int] = mapped_column(ForeignKey("bank_accounts.id", ondelete="CASCADE"))
     operation_id: Mapped[str] = mapped_column(String(128))  # unique per source: 1C file rows get "1c:…" ids
     fingerprint: Mapped[str] = mapped_column(String(64))
-    source: Mapped[str] = mapped_column(String(16), default="tbank", server_default="tbank")  # tbank | 1c
+    source: Mapped[str] = mapped_column(String(16), default="tbank", server_default="tbank")  # tbank | 1c | tochka
     # BankOperation.content_key: the same payment seen through another source (API and a 1C file) is this row.
     content_key: Mapped[str | None] = mapped_column(String(64))
     bank_status: Mapped[str] = mapped_column(String(16))  # Transaction | Authorization
@@ -174,6 +180,14 @@ class QuarantinedOperation(Base):
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     seen_count: Mapped[int] = mapped_column(Integer, default=1)
     __table_args__ = (UniqueConstraint("account_id", "item_key", name="uq_quarantined_item"),)
+
+
+class TochkaWebhookReceipt(Base):
+    """A Tochka webhook JWT we acted on (sha256 of the token): the same token again is a replay and is refused."""
+
+    __tablename__ = "tochka_webhook_receipts"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class OperationAlias(Base):

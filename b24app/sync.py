@@ -12,7 +12,8 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from .bank.errors import MalformedOperation
 from .bank.operations import BankOperation
-from .banklink import LinkNeedsConsent, bank_api
+from .banklink import LinkNeedsConsent
+from .banksource import source_for
 from .db import UTCDateTime
 from .models import BankAccount, BankLink, Operation, OperationAlias, Portal, QuarantinedOperation
 from .rules import load_rules
@@ -103,6 +104,7 @@ def _release(acc: BankAccount, lease_owner: str | None, delay: float, now) -> No
 _A, _L, _P = BankAccount.__table__, BankLink.__table__, Portal.__table__
 _POLL_READ = (
     select(_A.c.account_number.label("account_number"), _A.c.synced_until.label("account_synced_until"),
+           _A.c.external_id.label("account_external_id"), _L.c.provider,
            _A.c.watched.label("account_watched"), _P.c.settings.label("portal_settings"),
            # the link's columns under their own names: LinkTokens reads this row like a BankLink
            _L.c.id, _L.c.portal_id, _L.c.kind, _L.c.status, _L.c.inn, _L.c.kpp, _L.c.access_token_enc,
@@ -134,7 +136,7 @@ def sync_account(ctx, account_id: int, *, lease_owner: str | None = None) -> dic
     since = (link.account_synced_until or now - FIRST_SYNC) - OVERLAP
     interval = interval_for(ctx, link.portal_settings)
     account_number, portal_id = link.account_number, link.portal_id
-    api = bank_api(ctx, link.id, link)
+    bank = source_for(link)  # T-Bank or Tochka: both yield BankOperations, stored the same way below
     counts = {"new": 0, "same": 0, "reidentified": 0, "settled": 0}
     malformed: list[str] = []
     refused: list[tuple[object, str]] = []
@@ -148,7 +150,7 @@ def sync_account(ctx, account_id: int, *, lease_owner: str | None = None) -> dic
                                                           "error": f"MalformedOperation: {exc}"[:300]})
 
     batch: list[BankOperation] = []
-    for op in api.statement(account_number, since, now, status="All", on_malformed=refuse):
+    for op in bank.read_operations(ctx, link, account_number, link.account_external_id, since, now, refuse):
         if op.account_number != account_number:
             continue
         batch.append(op)

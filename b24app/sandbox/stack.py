@@ -27,6 +27,7 @@ APP_CLIENT_SECRET = "demo-b24-secret-0123456789"
 BANK_CLIENT_ID = "b24app-demo"
 BANK_CLIENT_SECRET = "demo-secret"
 DEMO_INN, DEMO_KPP, DEMO_PHONE = "7701234560", "770101001", "+79990000001"
+TOCHKA_CLIENT_ID, TOCHKA_CLIENT_SECRET = "b24app-tochka-demo", "tochka-demo-secret"
 
 
 class PortInUse(Exception):
@@ -37,10 +38,10 @@ class PortInUse(Exception):
         self.port = port
 
 
-def _bind_three(base_port: int) -> list:
-    """Sockets for the app, the portal and the bank on base_port, +1, +2 (free ports when 0)."""
+def _bind_all(base_port: int, count: int = 4) -> list:
+    """Sockets for the app, the portal, T-Bank and Tochka on base_port, +1, +2, +3 (free ports when 0)."""
     socks = []
-    for n in range(3):
+    for n in range(count):
         port = base_port + n if base_port else 0
         try:
             socks.append(listening_socket(port=port))
@@ -66,6 +67,8 @@ class Stack:
     worker: object | None = None
     worker_thread: threading.Thread | None = None
     _tmp: object | None = field(default=None, repr=False)
+    tochka_server: RunningServer | None = None
+    tochka_app: object | None = None
 
     @property
     def app_url(self) -> str:
@@ -116,6 +119,20 @@ class Stack:
     def portal_state(self) -> dict:
         return self.portal_http("GET", "/sandbox/state").json()
 
+    @property
+    def tochka_url(self) -> str:
+        return self.tochka_server.url
+
+    def tochka_state(self) -> dict:
+        return httpx.get(f"{self.tochka_url}/sandbox/state", timeout=30).json()
+
+    def pay_tochka(self, amount, purpose: str, **kw) -> dict:
+        """An incoming payment into the demo company's Tochka account (in the statement, and pushed)."""
+        r = httpx.post(f"{self.tochka_url}/sandbox/operations",
+                       json={"amount": str(Decimal(str(amount))), "purpose": purpose, **kw}, timeout=30)
+        r.raise_for_status()
+        return r.json()
+
     def bank_state(self) -> dict:
         return httpx.get(f"{self.bank_url}/sandbox/state", timeout=30).json()
 
@@ -147,7 +164,10 @@ class Stack:
                 "B24APP_SYNC_INTERVAL": str(s.sync_interval), "B24APP_LEASE_SECONDS": str(s.lease_seconds),
                 "B24APP_INVOICE_REFRESH_INTERVAL": str(s.invoice_refresh_interval),
                 "B24APP_BITRIX_RATE": str(s.bitrix_rate), "B24APP_BITRIX_BURST": str(s.bitrix_burst),
-                "B24APP_OPERATOR_EMAIL": s.operator_email}
+                "B24APP_OPERATOR_EMAIL": s.operator_email,
+                "B24APP_TOCHKA_CLIENT_ID": s.tochka_client_id, "B24APP_TOCHKA_CLIENT_SECRET": s.tochka_client_secret,
+                "B24APP_TOCHKA_AUTH_URL": s.tochka_auth_url, "B24APP_TOCHKA_API_URL": s.tochka_api_url,
+                "B24APP_TOCHKA_WEBHOOK_KEY_URL": s.tochka_webhook_key_url}
 
     def start_worker(self, **kw) -> None:
         from ..worker import Worker
@@ -164,8 +184,11 @@ class Stack:
 
     def stop(self) -> None:
         self.stop_worker()
-        for server in (self.app_server, self.portal_server, self.bank_server):
-            server.stop()
+        if self.tochka_app is not None:
+            self.tochka_app.extensions["tochka_sandbox"].stop()
+        for server in (self.app_server, self.portal_server, self.bank_server, self.tochka_server):
+            if server is not None:
+                server.stop()
         self.ctx.close()
         if self._tmp is not None:
             self._tmp.cleanup()
@@ -182,15 +205,16 @@ def start_stack(*, base_port: int = 0, data_dir: str | None = None, database_url
     from ..migrate import upgrade
     from .bank import create_bank_sandbox
     from .portal import create_portal_sandbox
+    from .tochka import create_tochka_sandbox
 
     tmp = None
     if data_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="b24app-")
         data_dir = tmp.name
     # Bound before anything starts: each server must know the others' addresses.
-    socks = _bind_three(base_port)
+    socks = _bind_all(base_port)
     ports = [sock.getsockname()[1] for sock in socks]
-    app_url, sandbox_url, bank_url = (f"http://127.0.0.1:{p}" for p in ports)
+    app_url, sandbox_url, bank_url, tochka_url = (f"http://127.0.0.1:{p}" for p in ports)
 
     portal_app = create_portal_sandbox(access_ttl=access_ttl, rate=rate, burst=burst, event_delivery=event_delivery,
                                        apps=[{"client_id": APP_CLIENT_ID, "client_secret": APP_CLIENT_SECRET,
@@ -200,6 +224,9 @@ def start_stack(*, base_port: int = 0, data_dir: str | None = None, database_url
                                    redirect_uris=[f"{app_url}/bank/callback"])
     portal_server = serve_in_thread(portal_app, sock=socks[1])
     bank_server = serve_in_thread(bank_app, sock=socks[2])
+    tochka_app = create_tochka_sandbox(redirect_uris=[f"{app_url}/bank/tochka/callback"],
+                                       demo_company={"inn": DEMO_INN, "kpp": DEMO_KPP, "phone": DEMO_PHONE})
+    tochka_server = serve_in_thread(tochka_app, sock=socks[3])
 
     settings = finalize(Settings(
         mode=mode, data_dir=data_dir, database_url=database_url or "", public_url=app_url,
@@ -208,13 +235,16 @@ def start_stack(*, base_port: int = 0, data_dir: str | None = None, database_url
         tbank_client_id=BANK_CLIENT_ID, tbank_client_secret=BANK_CLIENT_SECRET,
         tbank_id_url=bank_url, tbank_api_url=f"{bank_url}/openapi", sync_interval=sync_interval,
         invoice_refresh_interval=300, lease_seconds=30, bitrix_rate=rate, bitrix_burst=burst,
-        operator_email=operator_email))
+        operator_email=operator_email, tochka_client_id=TOCHKA_CLIENT_ID, tochka_client_secret=TOCHKA_CLIENT_SECRET,
+        tochka_auth_url=f"{tochka_url}/connect", tochka_api_url=f"{tochka_url}/uapi",
+        tochka_webhook_key_url=f"{tochka_url}/doc/openapi/static/keys/public"))
     upgrade(settings.database_url)
     ctx = AppContext.for_worker(settings, clock=clock, pacer=pacer)  # the demo's worker runs in this process
     flask_app = create_app(settings, context=ctx)
     app_server = serve_in_thread(flask_app, sock=socks[0])
     return Stack(settings=settings, portal_server=portal_server, bank_server=bank_server, app_server=app_server,
-                 ctx=ctx, flask_app=flask_app, data_dir=Path(data_dir), _tmp=tmp)
+                 ctx=ctx, flask_app=flask_app, data_dir=Path(data_dir), _tmp=tmp, tochka_server=tochka_server,
+                 tochka_app=tochka_app)
 
 
 # -- seeding the portal like a sales team would ---------------------------------------------------------
@@ -346,3 +376,28 @@ def link_bank(stack: Stack, *, inn: str = DEMO_INN, kpp: str = DEMO_KPP, phone: 
         parser.feed(page.text)
         scopes = [v for k, v in parser.forms[0]["fields"] if k == "scope" and not any(u in v for u in untick)]
         return submit_form(browser, page, {"scope": scopes}, button="allow")  # → app callback
+
+
+def link_tochka(stack: Stack, *, inn: str = DEMO_INN, kpp: str = DEMO_KPP, phone: str = DEMO_PHONE,
+                untick: tuple[str, ...] = (), deny: bool = False, own_company: bool = True) -> httpx.Response:
+    """Link the demo company's Tochka account through Tochka's consent flow over HTTP, as the portal's admin:
+    the INN page, Tochka's sign-in (phone), the SMS code, the permissions page; returns the app's last page."""
+    if own_company:
+        ensure_own_company(stack, inn, kpp)
+    with httpx.Client(follow_redirects=True, timeout=30) as browser:
+        page = browser.get(f"{stack.app_url}/bank/tochka/start", params={"ticket": link_ticket(stack)})
+        page.raise_for_status()
+        page = submit_form(browser, page, {"inn": inn, "kpp": kpp})   # → Tochka sign-in page
+        if page.status_code != 200 or "/connect/" not in str(page.url):
+            return page
+        page = submit_form(browser, page, {"phone": phone})             # → SMS code page
+        code = re.search(r'id="sms-code">(\d{4})<', page.text)
+        if not code:
+            raise AssertionError("no SMS code on the Tochka sandbox page")
+        page = submit_form(browser, page, {"code": code.group(1)})      # → permissions page
+        if deny:
+            return submit_form(browser, page, {}, button="deny")
+        parser = _Forms()
+        parser.feed(page.text)
+        perms = [v for k, v in parser.forms[0]["fields"] if k == "permission" and v not in untick]
+        return submit_form(browser, page, {"permission": perms}, button="allow")  # → app callback

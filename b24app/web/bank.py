@@ -11,14 +11,14 @@ from flask_babel import gettext as _
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import func, select
 
-from .. import banklink
+from .. import banklink, tochkalink
 from ..bank.errors import BankError
 from ..banklink import LinkFailed
 from ..domain.formatting import visible_text
 from ..domain.requisites import inn_problem, kpp_problem
 from ..models import BankAccount, BankLink
 from ..sync import request_sync
-from ..views import mask_account
+from ..views import bank_state, mask_account
 from .actions import OUR_ID_MAX, id_field, json_body, json_errors
 from .factory import csrf, get_ctx
 from .i18n import current_lang, set_lang
@@ -104,7 +104,7 @@ def start():
             except LinkFailed as exc:
                 log.info("bank link needs confirmation", extra={"reason": exc.reason, "user_id": data["u"]})
                 return _page("bank/start.html", 409, ticket=ticket, errors={}, inn=inn, kpp=kpp, is_admin=True,
-                             confirm=True, confirm_reason=exc.reason)
+                             confirm=True, confirm_reason=exc.reason, tochka=tochkalink.enabled(ctx))
             nonce = secrets.token_urlsafe(24)
             session[NONCE_KEY] = nonce
             session[LANG_KEY] = current_lang()
@@ -112,7 +112,7 @@ def start():
                                       checked=checked)
             return redirect(url, code=303)
     return _page("bank/start.html", 400 if errors else 200, ticket=ticket, errors=errors, inn=inn, kpp=kpp,
-                 is_admin=True, confirm=False)
+                 is_admin=True, confirm=False, tochka=tochkalink.enabled(ctx))
 
 
 def _requisite(value: str) -> str:
@@ -304,7 +304,13 @@ def choose_accounts():
     ids = body.get("watched") if isinstance(body, dict) else None
     if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids) or len(ids) > 1000:
         return jsonify({"error": "watched must be a list of account ids"}), 400
-    banklink.set_watched(ctx, portal.id, set(ids))
+    with ctx.db.session() as s:
+        # The admin page shows one link's accounts (views.bank_state): only that link, and the links of the
+        # accounts ticked, are changed, so saving one bank's list leaves another bank's accounts watched.
+        shown = bank_state(s, portal.id).link_id
+        scope = set(s.scalars(select(BankAccount.link_id).where(BankAccount.portal_id == portal.id,
+                                                                BankAccount.id.in_(ids)))) if ids else set()
+    banklink.set_watched(ctx, portal.id, set(ids), link_ids=scope | ({shown} if shown else set()))
     return jsonify({"ok": True})
 
 

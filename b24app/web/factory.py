@@ -36,12 +36,12 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     configure_logging(settings)
     csrf.init_app(app)
 
-    from . import admin, bank, events, health, i18n, install, placement, security, throttle
+    from . import admin, bank, events, health, i18n, install, placement, security, throttle, tochka
 
     i18n.init_app(app)
     security.init_app(app)
     throttle.init_app(app, settings)
-    for module in (install, events, placement, admin, bank, health):
+    for module in (install, events, placement, admin, bank, tochka, health):
         app.register_blueprint(module.bp)
         if getattr(module, "CSRF_EXEMPT", False):
             csrf.exempt(module.bp)
