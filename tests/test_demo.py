@@ -25,7 +25,7 @@ def test_demo_on_a_busy_port_says_which_and_how_to_pick_another(tmp_path):
     busy.listen(1)
     port = busy.getsockname()[1]
     try:
-        result = CliRunner().invoke(main, ["demo", "--base-port", str(port - 1), "--data-dir", str(tmp_path),
+        result = CliRunner().invoke(main, ["demo", "--base-port", str(port), "--data-dir", str(tmp_path),
                                            "--exit-after-ready"])
     finally:
         busy.close()
