@@ -142,6 +142,7 @@ class Operation(Base):
     payer_name: Mapped[str | None] = mapped_column(String(512))
     payer_inn: Mapped[str | None] = mapped_column(String(12))
     document_number: Mapped[str | None] = mapped_column(String(64))
+    category: Mapped[str | None] = mapped_column(String(64))  # T-Bank's `category` (e.g. incomePeople), if given
     # new -> matched | review | unmatched | ignored ; the worker picks up `new` Transaction credits.
     state: Mapped[str] = mapped_column(String(16), default="new", index=True)
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)

@@ -16,7 +16,7 @@ from .domain import (IncomingPayment, InvoiceIndex, OpenInvoice, Outcome, extrac
                      normalize_invoice_number)
 from .domain.explain import explain_reason
 from .domain.formatting import format_money
-from .models import Allocation, BankAccount, Decision, Invoice, Operation, OutboxItem, Portal
+from .models import Allocation, BankAccount, BankLink, Decision, Invoice, Operation, OutboxItem, Portal
 from .notices import bbcode_escape, text
 from .outbox import enqueue
 from .rules import Rules, load_rules
@@ -87,6 +87,8 @@ def reconcile_portal(ctx, portal: Portal, *, limit: int = 500) -> dict:
         index_rows = open_invoices(s, portal.id)
         paid_rows = paid_invoices(s, portal.id, [op.purpose for op in ops])
         accounts = {a.id: a for a in s.scalars(select(BankAccount).where(BankAccount.portal_id == portal.id))}
+        # Our own companies (every bank link, also unlinked ones): money from them is a transfer, not a payment.
+        own_inns = set(s.scalars(select(BankLink.inn).where(BankLink.portal_id == portal.id)))
     rules = load_rules(portal.settings)
     index = InvoiceIndex.from_invoices(index_rows, paid=paid_rows)
     by_id = {inv.id: inv for inv in index_rows}
@@ -94,8 +96,8 @@ def reconcile_portal(ctx, portal: Portal, *, limit: int = 500) -> dict:
         account = accounts.get(op.account_id)
         payment = IncomingPayment(amount=op.amount, currency=op.currency, purpose=op.purpose or "",
                                   payer_inn=op.payer_inn or None, payer_name=op.payer_name,
-                                  mycompany_id=account.mycompany_id if account else None)
-        decision = match_payment(payment, index)
+                                  mycompany_id=account.mycompany_id if account else None, category=op.category)
+        decision = match_payment(payment, index, own_inns=own_inns, ignore_categories=rules.ignore_categories)
         outcome = _record(ctx, portal, op.id, decision, rules, actor=None)
         counts[outcome] += 1
         if outcome in ("paid", "underpaid", "overpaid"):
@@ -117,12 +119,14 @@ def _record(ctx, portal: Portal, op_pk: int, decision, rules: Rules, actor: int 
             return "already"
         if s.scalar(select(Decision.id).where(Decision.operation_pk == op_pk, Decision.superseded_at.is_(None))):
             return "already"
-        apply = decision.auto_apply
-        outcome = decision.outcome.value if apply or decision.outcome in (Outcome.REVIEW, Outcome.UNMATCHED) \
-            else Outcome.REVIEW.value
+        medium = rules.apply_medium and decision.medium_proposal
+        apply = decision.auto_apply or medium
+        outcome = decision.outcome.value if apply or decision.outcome in (
+            Outcome.REVIEW, Outcome.UNMATCHED, Outcome.IGNORED) else Outcome.REVIEW.value
+        reasons = reasons_json(decision) + ([{"code": "applied_medium", "params": {}}] if medium else [])
         d = Decision(portal_id=portal.id, operation_pk=op_pk, outcome=outcome,
                      confidence=decision.confidence.value, numbers=list(decision.numbers),
-                     candidates=list(decision.candidates), reasons=reasons_json(decision),
+                     candidates=list(decision.candidates), reasons=reasons,
                      actor_user_id=actor, created_at=now)
         s.add(d)
         s.flush()
@@ -135,6 +139,8 @@ def _record(ctx, portal: Portal, op_pk: int, decision, rules: Rules, actor: int 
                                                getattr(a, "overpaid_by", Decimal("0"))) for a in decision.allocations],
                      rules)
             op.state = "overpaid" if any(a.outcome == Outcome.OVERPAID for a in decision.allocations) else "matched"
+        elif outcome == Outcome.IGNORED.value:
+            op.state = "ignored"  # our own transfer or an excluded category: no invoice, nobody to tell
         else:
             op.state = "unmatched" if outcome == Outcome.UNMATCHED.value else "review"
             if rules.review_notify and op.state == "review":
@@ -274,12 +280,76 @@ def assign_manually(ctx, portal_id: int, operation_pk: int, invoice_b24_id: int,
         return d
 
 
+#: Reasons of a decision that carry a proposal (`invoice_ids`) a person may accept with one click.
+PROPOSAL_CODES = ("inn_amount_unique", "inn_amount_combination", "inn_combination_unconfirmed")
+
+
+def proposal_of(reasons) -> list[int]:
+    """The invoices a decision proposes to pay in full (the INN and amount fallback), else []."""
+    for r in reasons or []:
+        if isinstance(r, dict) and r.get("code") in PROPOSAL_CODES:
+            ids = (r.get("params") or {}).get("invoice_ids")
+            if isinstance(ids, list) and ids and all(isinstance(i, int) for i in ids):
+                return ids
+    return []
+
+
+def accept_proposal(ctx, portal_id: int, operation_pk: int, user_id: int) -> Decision:
+    """A person accepts the app's proposal for a payment in review: the proposed invoices are paid in full.
+    Checked again now: every invoice still open, in the payment's currency, and what is due on them together
+    still equals the payment exactly (else `proposal_stale`: nothing is applied)."""
+    with ctx.db.session() as s:
+        portal = s.get(Portal, portal_id)
+        op = s.get(Operation, operation_pk)
+        if portal is None or op is None or op.portal_id != portal_id:
+            raise ReconcileError("not_found")
+        if op.state not in ("review", "unmatched"):
+            raise ReconcileError("not_in_review")
+        if not (op.is_credit and op.bank_status == "Transaction"):
+            raise ReconcileError("not_a_settled_credit")
+        current = _current(s, op)
+        ids = proposal_of(current.reasons if current else [])
+        if not ids:
+            raise ReconcileError("no_proposal")
+        invoices = {i.b24_id: i for i in s.scalars(select(Invoice).where(Invoice.portal_id == portal_id,
+                                                                         Invoice.b24_id.in_(ids)))}
+        paid = _paid_by_invoice(s, portal_id)
+        due: list[tuple[Invoice, Decimal]] = []
+        for inv_id in ids:
+            inv = invoices.get(inv_id)
+            if inv is None or inv.stage_semantics is not None or inv.currency != op.currency:
+                raise ReconcileError("proposal_stale")
+            remaining = inv.amount - paid.get(inv_id, Decimal("0"))
+            if remaining <= 0:
+                raise ReconcileError("proposal_stale")
+            due.append((inv, remaining))
+        if sum(r for _, r in due) != op.amount:
+            raise ReconcileError("proposal_stale")
+        now = ctx.clock.now()
+        current.superseded_at = now
+        s.flush()
+        d = Decision(portal_id=portal_id, operation_pk=op.id, outcome="paid", confidence="manual",
+                     numbers=list(current.numbers or []), candidates=ids, actor_user_id=user_id, created_at=now,
+                     reasons=[{"code": "accepted_proposal", "params": {"user_id": user_id}}]
+                     + _carried(current.reasons))
+        s.add(d)
+        s.flush()
+        for inv, remaining in due:
+            s.add(Allocation(portal_id=portal_id, decision_id=d.id, operation_pk=op.id, invoice_b24_id=inv.b24_id,
+                             amount=remaining, outcome="paid", created_at=now))
+        _effects(s, ctx, portal, op, d, [(inv.b24_id, "paid", r, Decimal("0"), Decimal("0")) for inv, r in due],
+                 load_rules(portal.settings))
+        op.state = "matched"
+        op.reconciled_at = now
+        return d
+
+
 REVIEW_STATES = ("review", "unmatched")
 #: How a person closes a review item that pays no invoice -> the operation's (and decision's) new state.
 CLOSE_ACTIONS = {"ignore": "ignored", "refund": "refund", "credit": "credit"}
 CLOSED_STATES = tuple(CLOSE_ACTIONS.values())
 # Reasons people add; the machine's reasons are carried over below them so that none is ever lost.
-_PEOPLE_CODES = ("undone", "reopened", "closed_ignored", "closed_refund", "closed_credit")
+_PEOPLE_CODES = ("undone", "reopened", "closed_ignored", "closed_refund", "closed_credit", "accepted_proposal")
 # Effects a later decision cannot take back in Bitrix24 (a sent message stays sent).
 _IRREVERSIBLE = ("notify", "timeline", "task", "trigger")
 # Effects that move money state in Bitrix24; undo moves them back once they are known to have happened.

@@ -22,6 +22,12 @@ class Rules:
     # overpaid and review
     overpaid_notify: bool = True
     review_notify: bool = True
+    # no number in the purpose (#15): a MEDIUM match by the payer's INN and the amount (one invoice, or the one
+    # set of 2-5) is applied only when this is on; else it waits in review with the proposal pre-filled
+    apply_medium: bool = False
+    # T-Bank statement categories that are never a client's payment (the operation's `category`). T-Bank's docs
+    # name `incomePeople` and `fee` only; no list of values is published, so the default is empty.
+    ignore_categories: list = field(default_factory=list)
     # any outcome
     fire_trigger: bool = True
     sync_interval: int = 0                   # seconds; 0 = the deployment's B24APP_SYNC_INTERVAL
@@ -43,10 +49,26 @@ def load_rules(portal_settings: dict | None) -> Rules:
     stages = raw.get("paid_deal_stage")
     if isinstance(stages, dict):
         kw["paid_deal_stage"] = {str(k): str(v) for k, v in stages.items() if v}
+    cats = raw.get("ignore_categories")
+    if isinstance(cats, list):
+        try:
+            kw["ignore_categories"] = _categories(cats)
+        except ValueError:
+            pass
     interval = raw.get("sync_interval")
     if isinstance(interval, int) and (interval == 0 or 10 <= interval <= 86400):
         kw["sync_interval"] = interval
     return Rules(**kw)
+
+
+def _categories(value) -> list:
+    """Bank category codes: a list or a comma-separated string of up to 50 Latin words; else ValueError."""
+    if isinstance(value, str):
+        value = [v for v in (x.strip() for x in value.split(",")) if v]
+    if not isinstance(value, list) or len(value) > 50 or not all(
+            isinstance(v, str) and 0 < len(v) <= 64 and v.isascii() and v.isalnum() for v in value):
+        raise ValueError("ignore_categories")
+    return sorted(set(value))
 
 
 def parse_rules(data: dict) -> Rules:
@@ -66,6 +88,8 @@ def parse_rules(data: dict) -> Rules:
                 str(k).isdigit() and isinstance(v, str) and len(v) <= 64 for k, v in stages.items()):
             raise ValueError("paid_deal_stage")
         kw["paid_deal_stage"] = {str(k): v for k, v in stages.items() if v}
+    if "ignore_categories" in data:
+        kw["ignore_categories"] = _categories(data["ignore_categories"])
     if "sync_interval" in data:
         try:
             interval = int(data["sync_interval"])

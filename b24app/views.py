@@ -88,6 +88,18 @@ class ReviewLine:
     reasons: tuple[Any, ...]
     candidates: tuple[int, ...]
     numbers: tuple[str, ...]
+    proposal: tuple[str, ...] = ()  # invoice numbers the app proposes (INN and amount), one click to accept
+
+
+def _proposal(reasons) -> tuple[str, ...]:
+    """Numbers of the invoices a decision proposes to pay (see reconcile.PROPOSAL_CODES)."""
+    for r in reasons or ():
+        if isinstance(r, dict) and r.get("code") in ("inn_amount_unique", "inn_amount_combination",
+                                                     "inn_combination_unconfirmed"):
+            params = r.get("params") or {}
+            numbers = params.get("invoices") or ([params["invoice"]] if params.get("invoice") else [])
+            return tuple(str(n) for n in numbers)
+    return ()
 
 
 @dataclass(frozen=True)
@@ -370,7 +382,8 @@ def _review_lines(s: Session, portal_id: int, *, limit: int, search: str = "",
             amount=_dec(op.amount), currency=op.currency, purpose=op.purpose or "", state=op.state,
             outcome=(dec.outcome if dec else op.state), reasons=tuple(dec.reasons or ()) if dec else (),
             candidates=candidate_ids(dec.candidates) if dec else (),
-            numbers=tuple(str(n) for n in (dec.numbers or ())) if dec else ()))
+            numbers=tuple(str(n) for n in (dec.numbers or ())) if dec else (),
+            proposal=_proposal(dec.reasons) if dec and op.state in REVIEW_STATES else ()))
     return lines
 
 

@@ -303,6 +303,14 @@
           if (res.status === 200) { flash(res.data.message, 'success'); reloadAll(); }
         });
     };
+    admin.accept = function (button) {   // the app's proposal (INN and amount), one click
+      busy(button, true);
+      api('POST', cfg.urls.accept, {operation: parseInt(button.getAttribute('data-operation'), 10)})
+        .then(function (res) {
+          busy(button, false);
+          if (res.status === 200) { flash(res.data.message, 'success'); refresh(true); }
+        });
+    };
     admin.search = function (form) { loadInto(cfg.urls.review, 'review-list', formParams(form)); };
     admin.history = function (form) { loadInto(cfg.urls.history, 'history-list', formParams(form)); };
     admin.more = function (button) {

@@ -132,6 +132,14 @@ class BankOperation:
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
+    def category(self) -> str | None:
+        """T-Bank's `category` of the operation (e.g. incomePeople, fee), when it is a short word."""
+        value = self.raw.get("category") if isinstance(self.raw, Mapping) else None
+        if not isinstance(value, str):
+            return None
+        return value.strip()[:64] or None
+
+    @property
     def is_transaction(self) -> bool:
         return self.status == "Transaction"
 

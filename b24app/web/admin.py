@@ -141,6 +141,7 @@ def _urls(frame: Frame) -> dict:
     urls = {"review": url_for("admin.api_review"), "history": url_for("admin.api_history"),
             "bank": url_for("admin.api_bank"), "assign": url_for("admin.api_assign"),
             "undo": url_for("admin.api_undo"), "close": url_for("admin.api_close"), "rules": url_for("admin.api_rules"),
+            "accept": url_for("admin.api_accept"),
             "sync": url_for("admin.api_sync"), "stages": url_for("admin.api_stages"),
             "link": url_for("admin.api_link"), "accounts": url_for("bank.choose_accounts"),
             "unlink": url_for("bank.unlink")}
@@ -250,6 +251,19 @@ def api_close():
     return actions.close(frame, portal.id, op_pk, action, reason)
 
 
+@bp.post("/app/api/accept")
+@frame_required
+def api_accept():
+    """Accept the app's proposal for a payment in review (INN and amount, #15): {operation}."""
+    frame, portal = _admin()
+    op_pk = id_field(json_body(), "operation")
+    with get_ctx().db.session() as s:
+        op = s.get(Operation, op_pk)
+        if op is None or op.portal_id != portal.id:
+            abort(404)
+    return actions.accept(frame, portal.id, op_pk)
+
+
 @bp.post("/app/api/undo")
 @frame_required
 def api_undo():
@@ -272,7 +286,7 @@ def api_rules():
     body = json_body()
     allowed = {"paid_invoice_stage", "paid_deal_stage", "paid_timeline", "paid_notify", "underpaid_notify",
                "underpaid_task", "underpaid_timeline", "overpaid_notify", "review_notify", "fire_trigger",
-               "sync_interval"}
+               "sync_interval", "apply_medium", "ignore_categories"}
     data = {k: v for k, v in body.items() if k in allowed}
     stages = data.get("paid_deal_stage")
     if stages is not None:
