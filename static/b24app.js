@@ -335,6 +335,8 @@
       form.querySelectorAll('select[data-pipeline]').forEach(function (sel) {
         data.paid_deal_stage[sel.getAttribute('data-pipeline')] = sel.value;
       });
+      var cats = form.querySelector('[name="ignore_categories"]');
+      if (cats) data.ignore_categories = cats.value;
       var interval = form.querySelector('[name="sync_interval"]');
       if (interval) data.sync_interval = interval.value.trim() === '' ? 0 : parseInt(interval.value, 10);
       var button = form.querySelector('button[type="submit"]');

@@ -71,7 +71,13 @@ def test_accept_refuses_a_proposal_the_invoices_no_longer_fit(linked):
 
 def test_medium_applied_automatically_when_the_rules_say_so(linked):
     vector = linked.deals[0]
-    save_rules(linked.ctx, portal_of(linked).id, {"apply_medium": True})
+    page = open_app(linked, user=1, lang="ru")
+    assert 'name="apply_medium"' in page.get_data(as_text=True)
+    token = token_of(page)
+    r = api(linked, "POST", "/app/api/rules", token, {"apply_medium": True, "ignore_categories": "incomeLoan, x y"})
+    assert r.status_code == 400 and r.get_json()["error"] == "ignore_categories"
+    r = api(linked, "POST", "/app/api/rules", token, {"apply_medium": True, "ignore_categories": "incomeLoan"})
+    assert r.status_code == 200 and r.get_json()["rules"]["ignore_categories"] == ["incomeLoan"]
     linked.pay("3000.00", "За консультации в январе", payerInn=vector["inn"], payerName=vector["company"])
     sync_now(linked)
     op = op_by_purpose(linked, "За консультации в январе")
