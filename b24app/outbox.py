@@ -28,6 +28,9 @@ DEAL_TYPE = 2
 # which crm.automation.trigger.* require (crm-automation-trigger-execute.md); the admin page shows it.
 TRIGGER_ACCESS_KEY = "trigger_access"
 NEEDS_ADMIN = "needs admin: the user who installed the app is not a Bitrix24 administrator any more"
+# Kinds that read and move a smart invoice's stage; `invoice_partial` moves an underpaid one to the stage the
+# admin chose for "partly paid" in its funnel (b24app/partial.py, #15).
+_INVOICE_KINDS = ("invoice_paid", "invoice_reopen", "invoice_partial")
 
 
 def tag_for(key: str) -> str:
@@ -76,7 +79,7 @@ def _claim(ctx, portal_id: int, owner: str, limit: int) -> list[tuple[OutboxItem
                 or_(and_(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now),
                     and_(OutboxItem.status == "sending", OutboxItem.lease_until < now)))
             # Money state first: invoices and deals move before chat, comments and triggers go out.
-            .order_by(case((OutboxItem.kind.in_(("invoice_paid", "invoice_reopen", "deal_stage", "deal_reopen")), 0),
+            .order_by(case((OutboxItem.kind.in_((*_INVOICE_KINDS, "deal_stage", "deal_reopen")), 0),
                            else_=1),
                       OutboxItem.id)
             .limit(limit).with_for_update(skip_locked=True)))
@@ -213,7 +216,7 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
     return out
 
 
-_STAGE_KINDS = ("invoice_paid", "deal_stage")
+_STAGE_KINDS = ("invoice_paid", "deal_stage", "invoice_partial")
 
 
 def _note_planned(ctx, owner: str, items: list[tuple[OutboxItem, dict]]) -> None:
@@ -241,6 +244,8 @@ def _cache_stage(ctx, portal_id: int, item: OutboxItem, info: dict) -> None:
         stage, semantics = info["to_stage"], "S"
     elif item.kind == "invoice_reopen" and info.get("to_stage"):
         stage, semantics = info["to_stage"], info.get("to_semantics") or None
+    elif item.kind == "invoice_partial" and info.get("to_stage"):
+        stage, semantics = info["to_stage"], None
     else:
         return
     with ctx.db.session() as s:
@@ -312,7 +317,7 @@ def _small(value):
 def _cached_categories(ctx, portal_id: int, claimed: list[tuple[OutboxItem, bool]]) -> set[int]:
     """The categories (funnels) our invoice cache puts the claimed invoices in: their stage lists can be read
     in the same batch as the invoices themselves."""
-    ids = {int(item.payload["invoice_id"]) for item, _ in claimed if item.kind in ("invoice_paid", "invoice_reopen")}
+    ids = {int(item.payload["invoice_id"]) for item, _ in claimed if item.kind in _INVOICE_KINDS}
     if not ids:
         return set()
     with ctx.db.session() as s:
@@ -331,7 +336,7 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
     cmds: dict[str, tuple[str, dict]] = {}
     for item, uncertain in claimed:
         p = item.payload
-        if item.kind in ("invoice_paid", "invoice_reopen"):
+        if item.kind in _INVOICE_KINDS:
             cmds[f"inv{p['invoice_id']}"] = ("crm.item.get", {"entityTypeId": INVOICE_TYPE, "id": p["invoice_id"]})
         elif item.kind in ("deal_stage", "deal_reopen"):
             cmds[f"deal{p['deal_id']}"] = ("crm.deal.get", {"id": p["deal_id"]})
@@ -378,7 +383,7 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
 def _read_key(item: OutboxItem, uncertain: bool) -> str | None:
     """Which read of `_read_state` this item's plan depends on (None: it needs none)."""
     p = item.payload
-    if item.kind in ("invoice_paid", "invoice_reopen"):
+    if item.kind in _INVOICE_KINDS:
         return f"inv{p['invoice_id']}"
     if item.kind == "deal_stage":
         return f"deal{p['deal_id']}"
@@ -408,6 +413,26 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
                        if s.get("SEMANTICS") == "S"), None)
         if target is None:
             return None, {"why": "no success stage in the invoice's category"}
+        return ("crm.item.update", {"entityTypeId": INVOICE_TYPE, "id": p["invoice_id"],
+                                    "fields": {"stageId": target}}), {"from_stage": current["stageId"], "to_stage": target}
+    if kind == "invoice_partial":
+        current = (reads.get(f"inv{p['invoice_id']}") or {}).get("item")
+        if not current:
+            return None, {"why": "invoice deleted"}
+        target = (p.get("stages") or {}).get(str(current.get("categoryId")))
+        if not target:
+            return None, {"why": "no partly-paid stage chosen for this funnel"}
+        stages = reads.get(f"st{current.get('categoryId')}") or []
+        semantics = {s["STATUS_ID"]: s.get("SEMANTICS") for s in stages}
+        if target not in semantics or semantics[target] in ("S", "F"):
+            return None, {"why": f"stage {target} is not an in-progress stage of the funnel"}
+        if semantics.get(current["stageId"]) in ("S", "F"):
+            return None, {"why": f"invoice already in final stage {current['stageId']}"}
+        if current["stageId"] == target:
+            before = _sent_before(item, uncertain, target)
+            if before:
+                return None, {"why": "moved by an interrupted attempt", **before}
+            return None, {"why": "invoice already there"}
         return ("crm.item.update", {"entityTypeId": INVOICE_TYPE, "id": p["invoice_id"],
                                     "fields": {"stageId": target}}), {"from_stage": current["stageId"], "to_stage": target}
     if kind == "invoice_reopen":

@@ -182,6 +182,9 @@ def _effects(s, ctx, portal: Portal, op: Operation, d: Decision, allocs, rules: 
                 enqueue(s, portal.id, f"{key}:notify", "notify", {"user_id": manager, "message": msg}, op.id,
                         now=d.created_at)
         elif outcome == "underpaid":
+            if rules.partial_invoice_stage:  # the "partly paid" stage of the invoice's funnel (#15)
+                enqueue(s, portal.id, f"{key}:invoice_partial", "invoice_partial",
+                        {"invoice_id": inv_id, "stages": rules.partial_invoice_stage}, op.id, now=d.created_at)
             values = dict(number=number, received=fmt(paid_total), due=fmt(inv.amount), remaining=fmt(remaining),
                           payer=payer, amount=fmt(amount), date=date, purpose=bbcode_escape(op.purpose or ""))
             if rules.underpaid_notify and manager:
@@ -353,7 +356,7 @@ _PEOPLE_CODES = ("undone", "reopened", "closed_ignored", "closed_refund", "close
 # Effects a later decision cannot take back in Bitrix24 (a sent message stays sent).
 _IRREVERSIBLE = ("notify", "timeline", "task", "trigger")
 # Effects that move money state in Bitrix24; undo moves them back once they are known to have happened.
-_MONEY_STATE = ("invoice_paid", "deal_stage")
+_MONEY_STATE = ("invoice_paid", "deal_stage", "invoice_partial")
 
 
 def _carried(reasons) -> list[dict]:
@@ -472,7 +475,7 @@ def undo(ctx, portal_id: int, operation_pk: int, user_id: int) -> Decision:
                 not_reverted.append(item.kind)  # a message on its way to Bitrix24 right now
             elif item.status not in ("done", "skipped"):  # skipped: may still have moved it (interrupted)
                 continue
-            elif item.kind == "invoice_paid" and result.get("from_stage"):
+            elif item.kind in ("invoice_paid", "invoice_partial") and result.get("from_stage"):
                 reverse.append((f"inv{item.payload['invoice_id']}", "invoice_reopen", {
                     "invoice_id": item.payload["invoice_id"], "paid_stage": result["to_stage"],
                     "to_stage": result["from_stage"]}))

@@ -19,6 +19,8 @@ class Rules:
     underpaid_notify: bool = True
     underpaid_task: bool = False
     underpaid_timeline: bool = True
+    # invoice funnel id (str) -> the stage an underpaid invoice moves to ("partly paid"); empty = stays where it is
+    partial_invoice_stage: dict = field(default_factory=dict)
     # overpaid and review
     overpaid_notify: bool = True
     review_notify: bool = True
@@ -49,6 +51,9 @@ def load_rules(portal_settings: dict | None) -> Rules:
     stages = raw.get("paid_deal_stage")
     if isinstance(stages, dict):
         kw["paid_deal_stage"] = {str(k): str(v) for k, v in stages.items() if v}
+    partial = raw.get("partial_invoice_stage")
+    if isinstance(partial, dict):
+        kw["partial_invoice_stage"] = {str(k): str(v) for k, v in partial.items() if v}
     cats = raw.get("ignore_categories")
     if isinstance(cats, list):
         try:
@@ -88,6 +93,12 @@ def parse_rules(data: dict) -> Rules:
                 str(k).isdigit() and isinstance(v, str) and len(v) <= 64 for k, v in stages.items()):
             raise ValueError("paid_deal_stage")
         kw["paid_deal_stage"] = {str(k): v for k, v in stages.items() if v}
+    if "partial_invoice_stage" in data:
+        stages = data["partial_invoice_stage"]
+        if not isinstance(stages, dict) or not all(
+                str(k).isdigit() and isinstance(v, str) and len(v) <= 64 for k, v in stages.items()):
+            raise ValueError("partial_invoice_stage")
+        kw["partial_invoice_stage"] = {str(k): v for k, v in stages.items() if v}
     if "ignore_categories" in data:
         kw["ignore_categories"] = _categories(data["ignore_categories"])
     if "sync_interval" in data:

@@ -311,6 +311,19 @@
           if (res.status === 200) { flash(res.data.message, 'success'); refresh(true); }
         });
     };
+    admin.partial = function () {   // the invoice funnels, to choose the "partly paid" stage (#15)
+      loadInto(cfg.urls.partial, 'partial-stages', {});
+    };
+    admin.partialCreate = function (button) {
+      busy(button, true);
+      api('POST', cfg.urls.partial_create, {category_id: parseInt(button.getAttribute('data-funnel'), 10)})
+        .then(function (res) {
+          busy(button, false);
+          if (res.status === 200 && res.data) {
+            document.getElementById('partial-stages').innerHTML = res.data.html; flash(T.saved, 'success'); fit();
+          }
+        });
+    };
     admin.search = function (form) { loadInto(cfg.urls.review, 'review-list', formParams(form)); };
     admin.history = function (form) { loadInto(cfg.urls.history, 'history-list', formParams(form)); };
     admin.more = function (button) {
@@ -335,6 +348,11 @@
       form.querySelectorAll('select[data-pipeline]').forEach(function (sel) {
         data.paid_deal_stage[sel.getAttribute('data-pipeline')] = sel.value;
       });
+      var funnels = form.querySelectorAll('select[data-invoice-funnel]');
+      if (funnels.length) {
+        data.partial_invoice_stage = {};
+        funnels.forEach(function (sel) { data.partial_invoice_stage[sel.getAttribute('data-invoice-funnel')] = sel.value; });
+      }
       var cats = form.querySelector('[name="ignore_categories"]');
       if (cats) data.ignore_categories = cats.value;
       var interval = form.querySelector('[name="sync_interval"]');

@@ -141,7 +141,8 @@ def _urls(frame: Frame) -> dict:
     urls = {"review": url_for("admin.api_review"), "history": url_for("admin.api_history"),
             "bank": url_for("admin.api_bank"), "assign": url_for("admin.api_assign"),
             "undo": url_for("admin.api_undo"), "close": url_for("admin.api_close"), "rules": url_for("admin.api_rules"),
-            "accept": url_for("admin.api_accept"),
+            "accept": url_for("admin.api_accept"), "partial": url_for("admin.api_partial_stages"),
+            "partial_create": url_for("admin.api_partial_create"),
             "sync": url_for("admin.api_sync"), "stages": url_for("admin.api_stages"),
             "link": url_for("admin.api_link"), "accounts": url_for("bank.choose_accounts"),
             "unlink": url_for("bank.unlink")}
@@ -286,7 +287,7 @@ def api_rules():
     body = json_body()
     allowed = {"paid_invoice_stage", "paid_deal_stage", "paid_timeline", "paid_notify", "underpaid_notify",
                "underpaid_task", "underpaid_timeline", "overpaid_notify", "review_notify", "fire_trigger",
-               "sync_interval", "apply_medium", "ignore_categories"}
+               "sync_interval", "apply_medium", "ignore_categories", "partial_invoice_stage"}
     data = {k: v for k, v in body.items() if k in allowed}
     stages = data.get("paid_deal_stage")
     if stages is not None:
@@ -297,6 +298,21 @@ def api_rules():
         for pipeline, stage in stages.items():
             if stage and (str(pipeline) not in known or stage not in known[str(pipeline)]):
                 return jsonify({"error": "paid_deal_stage", "message": _("Choose a stage of that pipeline.")}), 400
+    partial = data.get("partial_invoice_stage")
+    if partial is not None:
+        from ..partial import invoice_funnels, valid_choice
+
+        if not isinstance(partial, dict):
+            abort(400, description="partial_invoice_stage must map invoice funnels to stages")
+        if any(partial.values()):
+            try:
+                funnels = invoice_funnels(get_ctx(), portal.member_id)
+            except BitrixError:
+                return jsonify({"error": "bitrix_unavailable",
+                                "message": _("Bitrix24 did not answer; try again later.")}), 502
+            if not valid_choice(funnels, partial):
+                return jsonify({"error": "partial_invoice_stage",
+                                "message": _("Choose an in-progress stage of that invoice funnel.")}), 400
     try:
         rules = save_rules(get_ctx(), portal.id, data)
     except ValueError as exc:
@@ -340,6 +356,53 @@ def api_stages():
     html = render_template("admin/_stages.html", pipelines=pipelines, rules=load_rules(portal.settings),
                            stages_fetched_at=fetched_at, stages_ok=ok, frame=g.frame)
     return jsonify({"html": html, "pipelines": pipelines})
+
+
+def _partial_html(ctx, portal, note: str = ""):
+    from ..partial import invoice_funnels
+    from ..rules import load_rules
+
+    try:
+        funnels = invoice_funnels(ctx, portal.member_id)
+    except BitrixError:
+        return jsonify({"error": "bitrix_unavailable", "message": _("Bitrix24 did not answer; try again later.")}), 502
+    portal = ctx.portals.find(portal.member_id)
+    html = render_template("admin/_partial.html", funnels=funnels, rules=load_rules(portal.settings), frame=g.frame,
+                           note=note)
+    return jsonify({"html": html, "funnels": funnels})
+
+
+@bp.get("/app/api/partial_stages")
+@frame_required
+def api_partial_stages():
+    """The invoice funnels and their stages, to choose the "partly paid" stage of each (#15)."""
+    _frame_unused, portal = _admin()
+    return _partial_html(get_ctx(), portal)
+
+
+@bp.post("/app/api/partial_stages/create")
+@frame_required
+def api_partial_create():
+    """Create «Частично оплачен» / "Partly paid" in one invoice funnel (crm.status.add) and choose it: {category_id}."""
+    from ..partial import PartialStageError, create_partial_stage
+    from ..rules import load_rules, save_rules
+
+    frame, portal = _admin()
+    category = id_field(json_body(), "category_id")
+    ctx = get_ctx()
+    try:
+        stage = create_partial_stage(ctx, portal.member_id, category, frame.lang or portal.lang or "ru")
+    except PartialStageError as exc:
+        texts = {"unknown_funnel": _("This invoice funnel was not found."),
+                 "no_room": _("There is no room for a stage before the paid stage: change the stage order in Bitrix24."),
+                 "access_denied": _("Bitrix24 allows this to CRM administrators only: ask one to create the stage."),
+                 "bitrix_error": _("Bitrix24 did not create the stage; try again later.")}
+        return jsonify({"error": exc.reason, "message": texts[exc.reason]}), 409
+    current = load_rules(ctx.portals.find(portal.member_id).settings).partial_invoice_stage
+    save_rules(ctx, portal.id, {"partial_invoice_stage": {**current, str(category): stage}})
+    log.info("partly-paid stage created", extra={"member_id": frame.member_id, "user_id": frame.user_id,
+                                                 "stage": stage})
+    return _partial_html(ctx, portal, note=_("The stage has been created and chosen."))
 
 
 @bp.post("/app/api/link")
