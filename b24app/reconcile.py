@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from .domain import (IncomingPayment, InvoiceIndex, OpenInvoice, Outcome, extract_invoice_numbers, match_payment,
                      normalize_invoice_number)
 from .domain.explain import explain_reason
+from . import credit
 from .domain.formatting import format_money
 from .models import Allocation, BankAccount, BankLink, Decision, Invoice, Operation, OutboxItem, Portal
 from .notices import bbcode_escape, text
@@ -35,7 +36,10 @@ def _paid_by_invoice(s, portal_id: int) -> dict[int, Decimal]:
     rows = s.execute(select(Allocation.invoice_b24_id, func.sum(Allocation.amount))
                      .where(Allocation.portal_id == portal_id, Allocation.revoked_at.is_(None))
                      .group_by(Allocation.invoice_b24_id))
-    return {int(i): Decimal(v) for i, v in rows}
+    paid = {int(i): Decimal(v) for i, v in rows}
+    for inv_id, put in credit.applied_by_invoice(s, portal_id).items():  # the client's credit put on it (#15)
+        paid[inv_id] = paid.get(inv_id, Decimal("0")) + put
+    return paid
 
 
 def open_invoices(s, portal_id: int) -> list[OpenInvoice]:
@@ -82,13 +86,14 @@ def reconcile_portal(ctx, portal: Portal, *, limit: int = 500) -> dict:
     with ctx.db.session() as s:
         ops = list(s.scalars(select(Operation).where(Operation.portal_id == portal.id, Operation.state == "new")
                              .order_by(Operation.operation_date, Operation.id).limit(limit)))
-        if not ops:
-            return {}
-        index_rows = open_invoices(s, portal.id)
-        paid_rows = paid_invoices(s, portal.id, [op.purpose for op in ops])
-        accounts = {a.id: a for a in s.scalars(select(BankAccount).where(BankAccount.portal_id == portal.id))}
-        # Our own companies (every bank link, also unlinked ones): money from them is a transfer, not a payment.
-        own_inns = set(s.scalars(select(BankLink.inn).where(BankLink.portal_id == portal.id)))
+        if ops:
+            index_rows = open_invoices(s, portal.id)
+            paid_rows = paid_invoices(s, portal.id, [op.purpose for op in ops])
+            accounts = {a.id: a for a in s.scalars(select(BankAccount).where(BankAccount.portal_id == portal.id))}
+            # Our own companies (every bank link, also unlinked ones): money from them is a transfer, not a payment.
+            own_inns = set(s.scalars(select(BankLink.inn).where(BankLink.portal_id == portal.id)))
+    if not ops:
+        return _auto_credit(ctx, portal, {})  # outside the session: it takes the portal's row lock
     rules = load_rules(portal.settings)
     index = InvoiceIndex.from_invoices(index_rows, paid=paid_rows)
     by_id = {inv.id: inv for inv in index_rows}
@@ -107,7 +112,16 @@ def reconcile_portal(ctx, portal: Portal, *, limit: int = 500) -> dict:
                 if inv is not None:
                     by_id[inv.id] = inv = replace(inv, paid=inv.paid + alloc.amount)
                     index.replace(inv)
-    return dict(counts)
+    return _auto_credit(ctx, portal, dict(counts))
+
+
+def _auto_credit(ctx, portal: Portal, counts: dict) -> dict:
+    """With the rule on, the clients' credit goes onto their open invoices, oldest first (#15)."""
+    if load_rules(portal.settings).credit_auto_apply:
+        applied = credit.apply_due(ctx, portal)
+        if applied:
+            counts["credit_applied"] = applied
+    return counts
 
 
 def _record(ctx, portal: Portal, op_pk: int, decision, rules: Rules, actor: int | None) -> str:
@@ -135,9 +149,10 @@ def _record(ctx, portal: Portal, op_pk: int, decision, rules: Rules, actor: int 
                 s.add(Allocation(portal_id=portal.id, decision_id=d.id, operation_pk=op_pk,
                                  invoice_b24_id=alloc.invoice_id, amount=alloc.amount,
                                  outcome=alloc.outcome.value, created_at=now))
-            _effects(s, ctx, portal, op, d, [(a.invoice_id, a.outcome.value, a.amount, a.remaining,
-                                               getattr(a, "overpaid_by", Decimal("0"))) for a in decision.allocations],
-                     rules)
+            allocs = [(a.invoice_id, a.outcome.value, a.amount, a.remaining, getattr(a, "overpaid_by", Decimal("0")))
+                      for a in decision.allocations]
+            _effects(s, ctx, portal, op, d, allocs, rules)
+            credit.keep_surplus(s, ctx, portal, op, d, allocs)
             op.state = "overpaid" if any(a.outcome == Outcome.OVERPAID for a in decision.allocations) else "matched"
         elif outcome == Outcome.IGNORED.value:
             op.state = "ignored"  # our own transfer or an excluded category: no invoice, nobody to tell
@@ -278,6 +293,7 @@ def assign_manually(ctx, portal_id: int, operation_pk: int, invoice_b24_id: int,
         s.add(Allocation(portal_id=portal_id, decision_id=d.id, operation_pk=op.id, invoice_b24_id=inv.b24_id,
                          amount=op.amount, outcome=outcome, created_at=now))
         _effects(s, ctx, portal, op, d, [(inv.b24_id, outcome, op.amount, left, excess)], load_rules(portal.settings))
+        credit.keep_surplus(s, ctx, portal, op, d, [(inv.b24_id, outcome, op.amount, left, excess)])
         op.state = "overpaid" if outcome == "overpaid" else "matched"
         op.reconciled_at = now
         return d
@@ -430,6 +446,8 @@ def close_review(ctx, portal_id: int, operation_pk: int, user_id: int, action: s
                 enqueue(s, portal_id, f"op{op.id}:d{d.id}:refund:u{m}", "notify", {"user_id": m, "message": msg},
                         op.id, now=now)
             portal.work_due_at = now
+        if state == "credit":
+            credit.keep_payment(s, op, d)  # the client's credit by INN, in the ledger (#15)
         op.state = state
         op.reconciled_at = now
         return d
@@ -460,6 +478,7 @@ def undo(ctx, portal_id: int, operation_pk: int, user_id: int) -> Decision:
             # be checked first): where it ends up is not known yet, so it could not be moved back reliably.
             raise ReconcileError("effects_in_flight")
         now = ctx.clock.now()
+        credit.revoke_for(s, op, undone_ids, now)  # the surplus kept as credit goes with it (unless it is in use)
         lang = portal.lang or "ru"
         current = _current(s, op)
         if current is not None:
@@ -517,6 +536,7 @@ def _reopen(s, ctx, portal: Portal, op: Operation, user_id: int) -> Decision:
     was = (closed.get("params") or {}).get("from_state")
     not_reverted = []
     if current is not None:
+        credit.revoke_for(s, op, [current.id], now)  # a payment kept as credit: taken out of the ledger
         for item in s.scalars(select(OutboxItem).where(OutboxItem.portal_id == portal.id,
                                                        OutboxItem.operation_pk == op.id)):
             if not item.key.startswith(f"op{op.id}:d{current.id}:"):

@@ -30,6 +30,9 @@ class Rules:
     # T-Bank statement categories that are never a client's payment (the operation's `category`). T-Bank's docs
     # name `incomePeople` and `fee` only; no list of values is published, so the default is empty.
     ignore_categories: list = field(default_factory=list)
+    # the surplus of an overpayment is the payer's credit (by INN): False = it waits for a person (default),
+    # True = it is put on the same payer's next open invoice, oldest first
+    credit_auto_apply: bool = False
     # any outcome
     fire_trigger: bool = True
     sync_interval: int = 0                   # seconds; 0 = the deployment's B24APP_SYNC_INTERVAL

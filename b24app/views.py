@@ -16,7 +16,9 @@ from .domain.explain import explain_reason
 from .domain.formatting import format_money, language
 from .domain.matching import Reason
 from .domain.numbers import normalize_invoice_number
-from .models import Allocation, BankAccount, BankLink, Decision, Invoice, Operation, OutboxItem, QuarantinedOperation
+from . import credit
+from .models import (Allocation, BankAccount, BankLink, Credit, Decision, Invoice, Operation, OutboxItem,
+                     QuarantinedOperation)
 
 ZERO = Decimal("0.00")
 REVIEW_STATES = ("review", "unmatched")          # operation states a person may assign
@@ -44,6 +46,7 @@ class PaymentLine:
     manual: bool
     decided_at: datetime
     state: str
+    credit_id: int | None = None  # the client's credit put on the invoice (#15): undone on the admin page
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,7 @@ class WidgetData:
     totals: tuple[Totals, ...]
     owner_ids: frozenset[int] = field(default_factory=frozenset)
     selected: dict = field(default_factory=dict)  # review operation -> the invoice to pre-select (related only)
+    credit: tuple = ()  # (INN, currency, credit left) of the clients of these invoices (#15)
 
 
 @dataclass(frozen=True)
@@ -311,6 +315,7 @@ def widget_data(s: Session, portal_id: int, *, deal_id: int | None = None, invoi
                 operation_amount=_dec(op_amount), currency=currency, purpose=purpose or "",
                 outcome=alloc_outcome or outcome, reasons=tuple(reasons or ()), manual=actor is not None,
                 decided_at=decided_at, state=state))
+    _credit_payments(s, portal_id, ids, payments)
     review = review_for(s, portal_id, invoices, limit=review_limit)
     flagged = {c for r in review for c in r.candidates}
     lines = []
@@ -329,9 +334,26 @@ def widget_data(s: Session, portal_id: int, *, deal_id: int | None = None, invoi
     selected = {r.operation_pk: next((i.b24_id for i in invoices if i.b24_id in r.candidates and related(i, r)
                                       and status[i.b24_id] not in ("paid", "overpaid", "cancelled")), None)
                 for r in review}
+    inns = {i.payer_inn for i in invoices if i.payer_inn}
+    left = tuple((inn, cur, bal) for (inn, cur), bal in sorted(credit.balances(s, portal_id, inns).items()) if bal > 0)
     return WidgetData(kind=kind, entity_id=entity, deal_id=deal_id, invoices=tuple(lines), review=tuple(review),
                       bank=bank_state(s, portal_id), totals=totals(lines),
-                      owner_ids=frozenset(i.assigned_by_id for i in invoices if i.assigned_by_id), selected=selected)
+                      owner_ids=frozenset(i.assigned_by_id for i in invoices if i.assigned_by_id), selected=selected,
+                      credit=left)
+
+
+def _credit_payments(s: Session, portal_id: int, ids: list[int], payments: dict) -> None:
+    """The client's credit put on these invoices, as payment lines (#15)."""
+    if not ids:
+        return
+    rows = s.scalars(select(Credit).where(Credit.portal_id == portal_id, Credit.kind == "applied",
+                                          Credit.revoked_at.is_(None), Credit.invoice_b24_id.in_(ids)))
+    for c in rows:
+        payments[int(c.invoice_b24_id)].append(PaymentLine(
+            operation_pk=c.operation_pk, date=c.created_at, payer_name="", payer_inn=c.inn, amount=_dec(-c.amount),
+            operation_amount=_dec(-c.amount), currency=c.currency, purpose="", outcome="credit",
+            reasons=tuple(c.reasons or ()), manual=c.actor_user_id is not None, decided_at=c.created_at,
+            state="credit", credit_id=c.id))
 
 
 def totals(lines: Iterable[InvoiceLine]) -> tuple[Totals, ...]:
@@ -444,7 +466,10 @@ def paid_amounts(s: Session, portal_id: int, ids: Iterable[int]) -> dict[int, De
     rows = s.execute(select(Allocation.invoice_b24_id, func.sum(Allocation.amount))
                      .where(Allocation.portal_id == portal_id, Allocation.revoked_at.is_(None),
                             Allocation.invoice_b24_id.in_(ids)).group_by(Allocation.invoice_b24_id))
-    return {int(i): _dec(v) for i, v in rows}
+    out = {int(i): _dec(v) for i, v in rows}
+    for inv_id, put in credit.applied_by_invoice(s, portal_id, ids).items():
+        out[inv_id] = out.get(inv_id, ZERO) + put
+    return out
 
 
 def is_paid(inv: Invoice, paid: Decimal) -> bool:

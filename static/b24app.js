@@ -324,6 +324,24 @@
           }
         });
     };
+    admin.credits = function () { loadInto(cfg.urls.credits, 'credits-list', {}); };   // the clients' credit (#15)
+    var creditPost = function (button, url, body) {
+      busy(button, true);
+      api('POST', url, body).then(function (res) {
+        busy(button, false);
+        if (res.status === 200 && res.data) {
+          document.getElementById('credits-list').innerHTML = res.data.html;
+          flash(res.data.message, 'success'); fit();
+        }
+      });
+    };
+    admin.creditApply = function (button) {
+      creditPost(button, cfg.urls.credit_apply, {inn: button.getAttribute('data-inn'),
+                                                 currency: button.getAttribute('data-currency')});
+    };
+    admin.creditUndo = function (button) {
+      creditPost(button, cfg.urls.credit_undo, {credit: parseInt(button.getAttribute('data-credit'), 10)});
+    };
     admin.search = function (form) { loadInto(cfg.urls.review, 'review-list', formParams(form)); };
     admin.history = function (form) { loadInto(cfg.urls.history, 'history-list', formParams(form)); };
     admin.more = function (button) {

@@ -7,7 +7,7 @@ from .matching import MatchDecision, Reason
 __all__ = ["explain", "explain_reason"]
 
 # Money-valued params, formatted with the reason's "currency".
-_MONEY_PARAMS = ("amount", "due", "difference", "excess", "invoice_amount", "total_due", "remaining")
+_MONEY_PARAMS = ("amount", "due", "difference", "excess", "invoice_amount", "total_due", "remaining", "left")
 # Clauses that continue the previous sentence after "; " instead of starting a new one.
 _CONTINUATIONS = frozenset(
     {"amount_equals_due", "amount_less_than_due", "amount_exceeds_due", "inn_match"}
@@ -51,6 +51,11 @@ _TEMPLATES: dict[str, dict[str, str]] = {
         "combination_search_bounded": "поиск набора счетов остановлен на пределе {budget} шагов",
         "applied_medium": "совпадение средней уверенности применено автоматически по правилам",
         "accepted_proposal": "пользователь {user_id} принял предложение приложения",
+        "credit_surplus": "переплата сохранена как аванс клиента",
+        "credit_kept": "платёж сохранён как аванс клиента",
+        "credit_applied": "аванс клиента с ИНН {inn} зачтён в счёт {invoice} автоматически, по правилам: {amount}; осталось оплатить {remaining}, остаток аванса {left}",
+        "credit_applied_by": "пользователь {user_id} зачёл аванс клиента с ИНН {inn} в счёт {invoice}: {amount}; осталось оплатить {remaining}, остаток аванса {left}",
+        "credit_undone": "пользователь {user_id} отменил зачёт аванса",
     },
     "en": {
         "number_found": "number «{number}» in the payment purpose matches invoice {invoice}",
@@ -89,6 +94,11 @@ _TEMPLATES: dict[str, dict[str, str]] = {
         "combination_search_bounded": "the search for a set of invoices stopped at its limit of {budget} steps",
         "applied_medium": "a medium-confidence match applied automatically, as the rules say",
         "accepted_proposal": "user {user_id} accepted the app's proposal",
+        "credit_surplus": "the surplus is kept as the client's credit",
+        "credit_kept": "the payment is kept as the client's credit",
+        "credit_applied": "the credit of the client with INN {inn} was applied to invoice {invoice} automatically, as the rules say: {amount}; still to pay {remaining}, credit left {left}",
+        "credit_applied_by": "user {user_id} applied the credit of the client with INN {inn} to invoice {invoice}: {amount}; still to pay {remaining}, credit left {left}",
+        "credit_undone": "user {user_id} undid the application of the credit",
     },
 }
 

@@ -61,6 +61,7 @@ def refusal(reason: str) -> str:
         "reason_required": _("Say why this is not an invoice payment."),
         "no_payer_inn": _("The payer's INN is unknown: the payment cannot be kept as the client's credit."),
         "no_proposal": _("The app has no proposal for this payment."),
+        "credit_in_use": _("Part of this credit is already on an invoice: undo that application first."),
         "proposal_stale": _("The proposal no longer fits: the invoices changed since. Choose an invoice."),
     }
     return texts.get(reason, _("The action was refused: %(reason)s", reason=reason))

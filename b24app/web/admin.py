@@ -142,7 +142,8 @@ def _urls(frame: Frame) -> dict:
             "bank": url_for("admin.api_bank"), "assign": url_for("admin.api_assign"),
             "undo": url_for("admin.api_undo"), "close": url_for("admin.api_close"), "rules": url_for("admin.api_rules"),
             "accept": url_for("admin.api_accept"), "partial": url_for("admin.api_partial_stages"),
-            "partial_create": url_for("admin.api_partial_create"),
+            "partial_create": url_for("admin.api_partial_create"), "credits": url_for("admin.api_credits"),
+            "credit_apply": url_for("admin.api_credit_apply"), "credit_undo": url_for("admin.api_credit_undo"),
             "sync": url_for("admin.api_sync"), "stages": url_for("admin.api_stages"),
             "link": url_for("admin.api_link"), "accounts": url_for("bank.choose_accounts"),
             "unlink": url_for("bank.unlink")}
@@ -287,7 +288,7 @@ def api_rules():
     body = json_body()
     allowed = {"paid_invoice_stage", "paid_deal_stage", "paid_timeline", "paid_notify", "underpaid_notify",
                "underpaid_task", "underpaid_timeline", "overpaid_notify", "review_notify", "fire_trigger",
-               "sync_interval", "apply_medium", "ignore_categories", "partial_invoice_stage"}
+               "sync_interval", "apply_medium", "ignore_categories", "partial_invoice_stage", "credit_auto_apply"}
     data = {k: v for k, v in body.items() if k in allowed}
     stages = data.get("paid_deal_stage")
     if stages is not None:
@@ -403,6 +404,71 @@ def api_partial_create():
     log.info("partly-paid stage created", extra={"member_id": frame.member_id, "user_id": frame.user_id,
                                                  "stage": stage})
     return _partial_html(ctx, portal, note=_("The stage has been created and chosen."))
+
+
+def _credits_html(portal_id: int, note: str = "", **extra):
+    from ..credit import credit_lines
+
+    with get_ctx().db.session() as s:
+        lines = credit_lines(s, portal_id)
+        html = render_template("admin/_credits.html", credits=lines, frame=g.frame)
+    return jsonify({"html": html, "message": note, "credits": [
+        {"inn": c["inn"], "currency": c["currency"], "balance": str(c["balance"])} for c in lines], **extra})
+
+
+@bp.get("/app/api/credits")
+@frame_required
+def api_credits():
+    """The clients' credit by INN (#15)."""
+    _frame_unused, portal = _frame()
+    return _credits_html(portal.id)
+
+
+def _credit_refusal(reason: str):
+    texts = {"not_found": _("This credit was not found."), "nothing_to_undo": _("This has been undone already."),
+             "effects_in_flight": actions.refusal("effects_in_flight")}
+    return jsonify({"error": reason, "message": texts.get(reason, actions.refusal(reason))}), 409
+
+
+@bp.post("/app/api/credits/apply")
+@frame_required
+def api_credit_apply():
+    """Put a client's credit on its oldest open invoices: {inn, currency}."""
+    from ..credit import CreditError, apply_credit
+
+    frame, portal = _admin()
+    body = json_body()
+    inn, currency = body.get("inn"), body.get("currency", "RUB")
+    if not (isinstance(inn, str) and inn.isdigit() and len(inn) in (10, 12)) or not (
+            isinstance(currency, str) and len(currency) == 3 and currency.isalpha()):
+        abort(400, description="inn must be 10 or 12 digits, currency a 3-letter code")
+    try:
+        made = apply_credit(get_ctx(), portal.id, inn, currency.upper(), user_id=frame.user_id)
+    except CreditError as exc:
+        return _credit_refusal(exc.reason)
+    log.info("credit applied", extra={"member_id": frame.member_id, "user_id": frame.user_id, "rows": len(made)})
+    if not made:
+        return jsonify({"error": "nothing_applied", "message": _("No credit or no open invoice of this client.")}), 409
+    return _credits_html(portal.id, _("The credit has been applied."))
+
+
+@bp.post("/app/api/credits/undo")
+@frame_required
+def api_credit_undo():
+    """Take one application of credit back: {credit}."""
+    from ..credit import CreditError, undo_credit
+
+    frame, portal = _admin()
+    credit_id = id_field(json_body(), "credit")
+    try:
+        kinds = undo_credit(get_ctx(), portal.id, credit_id, frame.user_id)
+    except CreditError as exc:
+        return _credit_refusal(exc.reason)
+    log.info("credit application undone", extra={"member_id": frame.member_id, "user_id": frame.user_id,
+                                                 "credit": credit_id})
+    done = _("The application of the credit has been undone.")
+    message = f"{done} {actions.not_reverted_text(kinds)}".strip()
+    return _credits_html(portal.id, message, not_reverted=kinds)
 
 
 @bp.post("/app/api/link")
