@@ -52,29 +52,16 @@ def applied_by_invoice(s, portal_id: int, ids=None) -> dict[int, Decimal]:
 
 
 def keep_surplus(s, ctx, portal: Portal, op: Operation, d, allocs) -> None:
-    """Inside the decision's transaction: the surplus of each overpaid allocation becomes the payer's credit, and
-    the managers of those invoices are told. Without a payer INN there is nobody to keep it for: nothing kept."""
+    """Inside the decision's transaction: the surplus of each overpaid allocation becomes the payer's credit.
+    Without a payer INN there is nobody to keep it for: nothing kept."""
     if not op.payer_inn:
         return
-    kept = []
     for inv_id, outcome, _amount, _remaining, excess in allocs:
         if outcome == "overpaid" and Decimal(excess) > 0:
             s.add(Credit(portal_id=portal.id, inn=op.payer_inn, currency=op.currency, amount=Decimal(excess),
                          kind="surplus", operation_pk=op.id, decision_id=d.id, created_at=d.created_at,
                          reasons=[{"code": "credit_surplus", "params": {"invoice_id": inv_id}}]))
-            kept.append((inv_id, Decimal(excess)))
-    if not kept:
-        return
-    s.flush()
-    lang = portal.lang or "ru"
-    balance = balances(s, portal.id, [op.payer_inn]).get((op.payer_inn, op.currency), ZERO)
-    managers = sorted({m for m in s.scalars(select(Invoice.assigned_by_id).where(
-        Invoice.portal_id == portal.id, Invoice.b24_id.in_([i for i, _ in kept]))) if m})
-    for m in managers:
-        enqueue(s, portal.id, f"op{op.id}:d{d.id}:credit:u{m}", "notify", {"user_id": m, "message": text(
-            "credit_kept", lang, excess=format_money(sum(x for _, x in kept), op.currency, lang),
-            payer=op.payer_name or op.payer_inn, inn=op.payer_inn,
-            balance=format_money(balance, op.currency, lang))}, op.id, now=d.created_at)
+    # The manager hears of it in the overpayment message itself (notices "overpaid_credit", reconcile._effects).
 
 
 def keep_payment(s, op: Operation, d) -> None:
@@ -138,7 +125,8 @@ def apply_credit(ctx, portal_id: int, inn: str, currency: str, user_id: int | No
                       "user_id": user_id}
             row = Credit(portal_id=portal_id, inn=inn, currency=currency, amount=-put, kind="applied",
                          operation_pk=source, invoice_b24_id=inv.b24_id, actor_user_id=user_id, created_at=now,
-                         reasons=[{"code": "credit_applied" if user_id is None else "credit_applied_by", "params": params}])
+                         reasons=[{"code": "credit_applied" if user_id is None else "credit_applied_by",
+                                   "params": params}])
             s.add(row)
             s.flush()
             made.append(row.id)

@@ -434,7 +434,8 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
                 return None, {"why": "moved by an interrupted attempt", **before}
             return None, {"why": "invoice already there"}
         return ("crm.item.update", {"entityTypeId": INVOICE_TYPE, "id": p["invoice_id"],
-                                    "fields": {"stageId": target}}), {"from_stage": current["stageId"], "to_stage": target}
+                                    "fields": {"stageId": target}}), {"from_stage": current["stageId"],
+                                                                      "to_stage": target}
     if kind == "invoice_reopen":
         current = (reads.get(f"inv{p['invoice_id']}") or {}).get("item")
         if not current or current.get("stageId") != p["paid_stage"]:

@@ -60,8 +60,8 @@ def create_partial_stage(ctx, member_id: str, category_id: int, lang: str) -> st
     if found:
         return found["id"]
     success = min((s["sort"] for s in funnel["stages"] if s["semantics"] == "S"), default=None)
-    before = max((s["sort"] for s in funnel["stages"] if not s["semantics"] and (success is None or s["sort"] < success)),
-                 default=0)
+    before = max((s["sort"] for s in funnel["stages"]
+                  if not s["semantics"] and (success is None or s["sort"] < success)), default=0)
     if success is not None and success - before < 2:
         raise PartialStageError("no_room")  # "Cannot create an intermediate stage after success"
     sort = (before + success) // 2 if success is not None else before + 10

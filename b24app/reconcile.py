@@ -192,8 +192,8 @@ def _effects(s, ctx, portal: Portal, op: Operation, d: Decision, allocs, rules: 
                     purpose=bbcode_escape(op.purpose or ""))}, op.id, now=d.created_at)
             if manager and (rules.paid_notify if outcome == "paid" else rules.overpaid_notify):
                 msg = text("paid", lang, number=number, amount=fmt(amount), payer=payer) if outcome == "paid" else \
-                    text("overpaid", lang, number=number, received=fmt(paid_total + Decimal(excess)),
-                         due=fmt(inv.amount), excess=fmt(excess))
+                    text("overpaid_credit" if op.payer_inn else "overpaid", lang, number=number, inn=op.payer_inn,
+                         received=fmt(paid_total + Decimal(excess)), due=fmt(inv.amount), excess=fmt(excess))
                 enqueue(s, portal.id, f"{key}:notify", "notify", {"user_id": manager, "message": msg}, op.id,
                         now=d.created_at)
         elif outcome == "underpaid":
