@@ -13,6 +13,7 @@ from decimal import Decimal
 
 from sqlalchemy import func, select
 
+from . import paidfield
 from .domain.formatting import format_money
 from .models import Credit, Invoice, Operation, OutboxItem, Portal
 from .notices import text
@@ -149,6 +150,7 @@ def _effects(s, portal_id, row: Credit, inv: Invoice, put, remaining, left, rule
     elif rules.partial_invoice_stage:
         enqueue(s, portal_id, f"{key}:invoice_partial", "invoice_partial",
                 {"invoice_id": inv.b24_id, "stages": rules.partial_invoice_stage}, op_pk, now=now)
+    paidfield.enqueue_sum(s, portal_id, rules, inv.deal_id, key, op_pk, now)
     values = dict(inn=row.inn, number=number, amount=fmt(put), remaining=fmt(remaining), balance=fmt(left))
     if inv.deal_id:
         enqueue(s, portal_id, f"{key}:timeline", "timeline",
@@ -202,6 +204,11 @@ def undo_credit(ctx, portal_id: int, credit_id: int, user_id: int) -> list[str]:
                     "to_stage": result["from_stage"]}, row.operation_pk, now=now)
         row.revoked_at = now
         row.reasons = list(row.reasons or []) + [{"code": "credit_undone", "params": {"user_id": user_id}}]
+        deal_id = s.scalar(select(Invoice.deal_id).where(Invoice.portal_id == portal_id,
+                                                         Invoice.b24_id == row.invoice_b24_id))
+        portal = s.get(Portal, portal_id)
+        paidfield.enqueue_sum(s, portal_id, load_rules(portal.settings), deal_id, f"undo:credit{row.id}",
+                              row.operation_pk, now)
         s.execute(Portal.__table__.update().where(Portal.id == portal_id).values(work_due_at=now))
         return sorted(set(not_reverted))
 

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from .bitrix.client import BATCH_LIMIT
 from .bitrix.errors import AccessDenied, BitrixError, NotFound, OperationTimeLimit, PortalGone
 from .models import Invoice, OutboxItem, Portal
+from .paidfield import same_money
 
 log = logging.getLogger("b24app.outbox")
 MAX_ATTEMPTS = 8
@@ -31,6 +32,8 @@ NEEDS_ADMIN = "needs admin: the user who installed the app is not a Bitrix24 adm
 # Kinds that read and move a smart invoice's stage; `invoice_partial` moves an underpaid one to the stage the
 # admin chose for "partly paid" in its funnel (b24app/partial.py, #15).
 _INVOICE_KINDS = ("invoice_paid", "invoice_reopen", "invoice_partial")
+# Kinds that read the deal first; `deal_paid_sum` sets the deal's «Оплачено» money field (b24app/paidfield.py, #15).
+_DEAL_KINDS = ("deal_stage", "deal_reopen", "deal_paid_sum")
 
 
 def tag_for(key: str) -> str:
@@ -139,6 +142,7 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
     is_admin = reads.get("admin")  # user.admin of the installer, read when triggers are due (None: unknown)
     if isinstance(is_admin, bool):
         note_trigger_access(ctx, portal.id, is_admin, None if is_admin else "user.admin: false")
+    _fill_paid_sums(ctx, portal.id, claimed)
     for item, uncertain in claimed:
         if item.kind == "trigger" and is_admin is False:
             _finish(ctx, item.id, owner, "skipped", result={"why": NEEDS_ADMIN, "needs_admin": True})
@@ -217,6 +221,18 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
 
 
 _STAGE_KINDS = ("invoice_paid", "deal_stage", "invoice_partial")
+
+
+def _fill_paid_sums(ctx, portal_id: int, claimed: list[tuple[OutboxItem, bool]]) -> None:
+    """The «Оплачено» value is computed when it is sent, from our records as they are now (never an older total)."""
+    items = [item for item, _ in claimed if item.kind == "deal_paid_sum"]
+    if not items:
+        return
+    from .paidfield import deal_paid_value  # noqa: PLC0415  (paidfield's enqueue_sum imports this module)
+
+    with ctx.db.session() as s:
+        for item in items:
+            item.payload = {**item.payload, "value": deal_paid_value(s, portal_id, int(item.payload["deal_id"]))}
 
 
 def _note_planned(ctx, owner: str, items: list[tuple[OutboxItem, dict]]) -> None:
@@ -338,7 +354,7 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
         p = item.payload
         if item.kind in _INVOICE_KINDS:
             cmds[f"inv{p['invoice_id']}"] = ("crm.item.get", {"entityTypeId": INVOICE_TYPE, "id": p["invoice_id"]})
-        elif item.kind in ("deal_stage", "deal_reopen"):
+        elif item.kind in _DEAL_KINDS:
             cmds[f"deal{p['deal_id']}"] = ("crm.deal.get", {"id": p["deal_id"]})
         elif item.kind == "timeline" and uncertain:
             cmds[f"tl{p['deal_id']}"] = ("crm.timeline.comment.list", {
@@ -385,7 +401,7 @@ def _read_key(item: OutboxItem, uncertain: bool) -> str | None:
     p = item.payload
     if item.kind in _INVOICE_KINDS:
         return f"inv{p['invoice_id']}"
-    if item.kind == "deal_stage":
+    if item.kind in ("deal_stage", "deal_paid_sum"):
         return f"deal{p['deal_id']}"
     if item.kind == "timeline" and uncertain:
         return f"tl{p['deal_id']}"
@@ -459,6 +475,15 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
             return None, {"why": "deal already there or closed"}
         return ("crm.deal.update", {"id": p["deal_id"], "fields": {"STAGE_ID": target}}), {
             "from_stage": deal.get("STAGE_ID"), "to_stage": target}
+    if kind == "deal_paid_sum":
+        deal = reads.get(f"deal{p['deal_id']}")
+        if not deal:
+            return None, {"why": "deal deleted"}
+        if "value" not in p:
+            return None, {"why": "nothing to set"}
+        if same_money(deal.get(p["field"]), p["value"]):
+            return None, {"why": f"the field already shows {p['value']}", "value": p["value"]}
+        return ("crm.deal.update", {"id": p["deal_id"], "fields": {p["field"]: p["value"]}}), {"value": p["value"]}
     if kind == "deal_reopen":
         deal = reads.get(f"deal{p['deal_id']}")
         if not deal:

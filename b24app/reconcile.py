@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from .domain import (IncomingPayment, InvoiceIndex, OpenInvoice, Outcome, extract_invoice_numbers, match_payment,
                      normalize_invoice_number)
 from .domain.explain import explain_reason
-from . import credit
+from . import credit, paidfield
 from .domain.formatting import format_money
 from .models import Allocation, BankAccount, BankLink, Decision, Invoice, Operation, OutboxItem, Portal
 from .notices import bbcode_escape, text
@@ -213,6 +213,7 @@ def _effects(s, ctx, portal: Portal, op: Operation, d: Decision, allocs, rules: 
                 enqueue(s, portal.id, f"{key}:timeline", "timeline",
                         {"deal_id": deal_id, "comment": text("timeline_underpaid", lang, **values)}, op.id,
                         now=d.created_at)
+        paidfield.enqueue_sum(s, portal.id, rules, deal_id, key, op.id, d.created_at)  # the «Оплачено» field
         if rules.fire_trigger and deal_id:
             trig = ctx.manifest.automation_triggers[0]["code"] if ctx.manifest.automation_triggers else None
             if trig:
@@ -513,9 +514,12 @@ def undo(ctx, portal_id: int, operation_pk: int, user_id: int) -> Decision:
         s.flush()
         for suffix, kind, payload in reverse:
             enqueue(s, portal_id, f"undo:d{d.id}:{suffix}", kind, payload, op.id, now=now)
+        rules = load_rules(portal.settings)
         for a in allocs:
             a.revoked_at = now
             inv = s.scalar(select(Invoice).where(Invoice.portal_id == portal_id, Invoice.b24_id == a.invoice_b24_id))
+            if inv is not None:
+                paidfield.enqueue_sum(s, portal_id, rules, inv.deal_id, f"undo:d{d.id}:inv{inv.b24_id}", op.id, now)
             if inv is not None and inv.deal_id:
                 enqueue(s, portal_id, f"undo:d{d.id}:inv{a.invoice_b24_id}:timeline", "timeline", {
                     "deal_id": inv.deal_id, "comment": text(

@@ -33,6 +33,8 @@ class Rules:
     # the surplus of an overpayment is the payer's credit (by INN): False = it waits for a person (default),
     # True = it is put on the same payer's next open invoice, oldest first
     credit_auto_apply: bool = False
+    # the deal's money userfield kept equal to what was applied («Оплачено», created when the admin asks); "" = off
+    deal_paid_field: str = ""
     # any outcome
     fire_trigger: bool = True
     sync_interval: int = 0                   # seconds; 0 = the deployment's B24APP_SYNC_INTERVAL
@@ -63,6 +65,8 @@ def load_rules(portal_settings: dict | None) -> Rules:
             kw["ignore_categories"] = _categories(cats)
         except ValueError:
             pass
+    if isinstance(raw.get("deal_paid_field"), str) and raw["deal_paid_field"].startswith("UF_CRM_"):
+        kw["deal_paid_field"] = raw["deal_paid_field"][:64]
     interval = raw.get("sync_interval")
     if isinstance(interval, int) and (interval == 0 or 10 <= interval <= 86400):
         kw["sync_interval"] = interval
@@ -104,6 +108,12 @@ def parse_rules(data: dict) -> Rules:
         kw["partial_invoice_stage"] = {str(k): v for k, v in stages.items() if v}
     if "ignore_categories" in data:
         kw["ignore_categories"] = _categories(data["ignore_categories"])
+    if "deal_paid_field" in data:
+        value = data["deal_paid_field"]
+        if not (value == "" or (isinstance(value, str) and value.startswith("UF_CRM_") and len(value) <= 64
+                                and value.replace("_", "").isalnum() and value.isascii())):
+            raise ValueError("deal_paid_field")
+        kw["deal_paid_field"] = value
     if "sync_interval" in data:
         try:
             interval = int(data["sync_interval"])

@@ -335,6 +335,13 @@
         }
       });
     };
+    admin.paidField = function (button) {   // the deal's «Оплачено» money field (#15)
+      busy(button, true);
+      api('POST', cfg.urls.paid_field, {}).then(function (res) {
+        busy(button, false);
+        if (res.status === 200 && res.data) { flash(res.data.message, 'success'); button.remove(); }
+      });
+    };
     admin.creditApply = function (button) {
       creditPost(button, cfg.urls.credit_apply, {inn: button.getAttribute('data-inn'),
                                                  currency: button.getAttribute('data-currency')});

@@ -273,12 +273,62 @@ def _apply_deal_fields(ctx: CallContext, deal: dict[str, Any], fields: dict[str,
     for key, value in fields.items():
         if key in ("ID", "CATEGORY_ID", "STAGE_ID", "DATE_CREATE", "DATE_MODIFY", "STAGE_SEMANTIC_ID", "CLOSED"):
             continue
-        if key == "OPPORTUNITY":
+        if key.startswith("UF_CRM_"):
+            uf = ctx.portal.deal_userfields.get(key)
+            if uf is None:
+                continue  # not a field of this portal: ignored
+            deal[key] = _money_uf(value) if uf["USER_TYPE_ID"] == "money" else value
+        elif key == "OPPORTUNITY":
             deal[key] = money(value)
         elif key in ("ASSIGNED_BY_ID", "COMPANY_ID", "CONTACT_ID"):
             deal[key] = _int_or(value, 0)
         else:
             deal[key] = value
+
+
+_MONEY_UF = re.compile(r"(\d+)(?:\.(\d+))?\|([A-Z]{3})")
+
+
+def _money_uf(value: Any) -> str:
+    """A money userfield's value: `1700|RUB` (tutorials/crm/how-to-edit-crm-objects/how-to-set-paid-sum-to-deal.md:
+    a dot before the fraction, the currency in three capital letters; `1700,00|RUB` or `1700.00|руб` is answered
+    with success and leaves the field empty; `1700.00` is kept as `1700`, `1750.25` unchanged)."""
+    m = _MONEY_UF.fullmatch(str(value or ""))
+    if not m:
+        return ""
+    whole, fraction, currency = m.groups()
+    fraction = (fraction or "").rstrip("0")
+    return f"{int(whole)}{'.' + fraction if fraction else ''}|{currency}"
+
+
+_UF_TYPES = ("string", "integer", "double", "boolean", "datetime", "date", "money", "url", "address", "enumeration",
+             "file", "employee", "crm_status", "iblock_section", "iblock_element", "crm")
+
+
+@method("crm.deal.userfield.add", scope="crm", admin_only=True)
+def deal_userfield_add(ctx: CallContext, params: dict[str, Any]) -> int:
+    """api-reference/crm/deals/user-defined-fields/crm-deal-userfield-add.md: CRM administrators; FIELD_NAME unique,
+    A-Z 0-9 _, prefixed with UF_CRM_, 20 characters at most; USER_TYPE_ID one of the documented types; returns
+    the field's integer id. The page lists no error codes: ERROR_CORE with a plain message is an assumption."""
+    fields = arg(params, "fields")
+    if not isinstance(fields, dict):
+        raise RestError("ERROR_CORE", "fields is required", 400)
+    name = str(fields.get("FIELD_NAME") or "")
+    kind = str(fields.get("USER_TYPE_ID") or "")
+    if not name or not re.fullmatch(r"[A-Z0-9_]+", name):
+        raise RestError("ERROR_CORE", "FIELD_NAME is required: A-Z, 0-9 and _", 400)
+    if not name.startswith("UF_CRM_"):
+        name = "UF_CRM_" + name
+    if len(name) > 20:
+        raise RestError("ERROR_CORE", "FIELD_NAME is longer than 20 characters", 400)
+    if kind not in _UF_TYPES:
+        raise RestError("ERROR_CORE", "USER_TYPE_ID is not a known type", 400)
+    if name in ctx.portal.deal_userfields:
+        raise RestError("ERROR_CORE", f"A field named {name} exists already", 400)
+    field_id = 6000 + len(ctx.portal.deal_userfields) + 1
+    ctx.portal.deal_userfields[name] = {"ID": field_id, "USER_TYPE_ID": kind,
+                                        "MULTIPLE": "Y" if fields.get("MULTIPLE") == "Y" else "N"}
+    return field_id
 
 
 @method("crm.deal.add", scope="crm")

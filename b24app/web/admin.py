@@ -15,6 +15,7 @@ from ..banklink import webhook_off_reason
 from ..bitrix.errors import BitrixError
 from ..models import BankLink, Invoice, Operation, Portal
 from ..outbox import TRIGGER_ACCESS_KEY
+from ..paidfield import FIELD_NAME as PAID_FIELD
 from ..reconcile import CLOSE_ACTIONS
 from ..sync import interval_for
 from .bank import issue_link_ticket
@@ -144,6 +145,7 @@ def _urls(frame: Frame) -> dict:
             "accept": url_for("admin.api_accept"), "partial": url_for("admin.api_partial_stages"),
             "partial_create": url_for("admin.api_partial_create"), "credits": url_for("admin.api_credits"),
             "credit_apply": url_for("admin.api_credit_apply"), "credit_undo": url_for("admin.api_credit_undo"),
+            "paid_field": url_for("admin.api_paid_field"),
             "sync": url_for("admin.api_sync"), "stages": url_for("admin.api_stages"),
             "link": url_for("admin.api_link"), "accounts": url_for("bank.choose_accounts"),
             "unlink": url_for("bank.unlink")}
@@ -288,7 +290,8 @@ def api_rules():
     body = json_body()
     allowed = {"paid_invoice_stage", "paid_deal_stage", "paid_timeline", "paid_notify", "underpaid_notify",
                "underpaid_task", "underpaid_timeline", "overpaid_notify", "review_notify", "fire_trigger",
-               "sync_interval", "apply_medium", "ignore_categories", "partial_invoice_stage", "credit_auto_apply"}
+               "sync_interval", "apply_medium", "ignore_categories", "partial_invoice_stage", "credit_auto_apply",
+               "deal_paid_field"}
     data = {k: v for k, v in body.items() if k in allowed}
     stages = data.get("paid_deal_stage")
     if stages is not None:
@@ -299,6 +302,8 @@ def api_rules():
         for pipeline, stage in stages.items():
             if stage and (str(pipeline) not in known or stage not in known[str(pipeline)]):
                 return jsonify({"error": "paid_deal_stage", "message": _("Choose a stage of that pipeline.")}), 400
+    if data.get("deal_paid_field") not in (None, "", PAID_FIELD):  # only off, or the field the app created
+        abort(400, description="deal_paid_field can only be turned off here")
     partial = data.get("partial_invoice_stage")
     if partial is not None:
         from ..partial import invoice_funnels, valid_choice
@@ -404,6 +409,27 @@ def api_partial_create():
     log.info("partly-paid stage created", extra={"member_id": frame.member_id, "user_id": frame.user_id,
                                                  "stage": stage})
     return _partial_html(ctx, portal, note=_("The stage has been created and chosen."))
+
+
+@bp.post("/app/api/paid_field")
+@frame_required
+def api_paid_field():
+    """Create the deal's «Оплачено» money field (crm.deal.userfield.add) and keep it up to date from now on (#15)."""
+    from ..paidfield import create_field
+    from ..rules import save_rules
+
+    frame, portal = _admin()
+    ctx = get_ctx()
+    try:
+        name = create_field(ctx, portal.member_id)
+    except BitrixError as exc:
+        log.warning("paid field not created", extra={"member_id": frame.member_id, "code": exc.code})
+        return jsonify({"error": "bitrix_error", "message": _(
+            "Bitrix24 did not create the field (only CRM administrators may): %(error)s", error=exc.code)}), 409
+    rules = save_rules(ctx, portal.id, {"deal_paid_field": name})
+    log.info("paid field created", extra={"member_id": frame.member_id, "user_id": frame.user_id})
+    return jsonify({"ok": True, "field": name, "rules": rules.to_dict(),
+                    "message": _("The field “Paid” has been added to deals.")})
 
 
 def _credits_html(portal_id: int, note: str = "", **extra):
