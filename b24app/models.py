@@ -151,6 +151,7 @@ class Operation(Base):
     payer_name: Mapped[str | None] = mapped_column(String(512))
     payer_inn: Mapped[str | None] = mapped_column(String(12))
     document_number: Mapped[str | None] = mapped_column(String(64))
+    category: Mapped[str | None] = mapped_column(String(64))  # T-Bank's `category` (e.g. incomePeople), if given
     # new -> matched | review | unmatched | ignored ; the worker picks up `new` Transaction credits.
     state: Mapped[str] = mapped_column(String(16), default="new", index=True)
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
@@ -265,6 +266,28 @@ class Allocation(Base):
         Index("uq_allocation_current", "operation_pk", "invoice_b24_id", unique=True,
               sqlite_where=text("revoked_at IS NULL"), postgresql_where=text("revoked_at IS NULL")),
     )
+
+
+class Credit(Base):
+    """The client's credit by payer INN (#15), as a ledger: + the surplus of an overpayment (`surplus`) or a payment
+    kept whole as credit (`kept`); − credit put on an invoice (`applied`, a decision of its own with `reasons`).
+    Balance = the sum of rows not revoked. Undo revokes, never deletes."""
+
+    __tablename__ = "credits"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    portal_id: Mapped[int] = mapped_column(ForeignKey("portals.id", ondelete="CASCADE"), index=True)
+    inn: Mapped[str] = mapped_column(String(12))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount: Mapped[Decimal] = mapped_column(Money)
+    kind: Mapped[str] = mapped_column(String(16))  # surplus | kept | applied
+    operation_pk: Mapped[int] = mapped_column(ForeignKey("operations.id", ondelete="CASCADE"))
+    decision_id: Mapped[int | None] = mapped_column(ForeignKey("decisions.id", ondelete="CASCADE"))
+    invoice_b24_id: Mapped[int | None] = mapped_column(BigInteger)
+    reasons: Mapped[list] = mapped_column(JSON, default=list)
+    actor_user_id: Mapped[int | None] = mapped_column(Integer)  # None = the app
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    __table_args__ = (Index("ix_credits_inn", "portal_id", "inn", "currency"),)
 
 
 class OutboxItem(Base):

@@ -28,6 +28,12 @@ T = {
                       "en": "Payment {amount} from {payer} was unlinked from invoice {number} (user {user})."},
     "task_title": {"ru": "Доплата по счёту {number}: осталось {remaining}",
                    "en": "Invoice {number} is underpaid: {remaining} remaining"},
+    "overpaid_credit": {"ru": "Переплата {excess} по счёту {number} сохранена как аванс клиента (ИНН {inn}): поступило {received} при сумме к оплате {due}.",
+                        "en": "The surplus of {excess} on invoice {number} is kept as the client's credit (INN {inn}): received {received} against {due} due."},
+    "credit_applied": {"ru": "Аванс клиента (ИНН {inn}) зачтён в счёт {number}: {amount}. Осталось оплатить {remaining}; остаток аванса {balance}.",
+                       "en": "The client's credit (INN {inn}) was applied to invoice {number}: {amount}. Still to pay: {remaining}; credit left: {balance}."},
+    "timeline_credit": {"ru": "Зачтён аванс клиента (ИНН {inn}) по счёту {number}: {amount}. Осталось {remaining}.",
+                        "en": "The client's credit (INN {inn}) applied to invoice {number}: {amount}. Remaining: {remaining}."},
     "needs_consent": {"ru": "Т-Банк больше не даёт доступ к выписке компании с ИНН {inn}. Откройте приложение «Оплаты Т-Банка» и подключите банк заново (вход по номеру телефона и коду из СМС).",
                       "en": "T-Bank no longer grants access to the statement of the company with INN {inn}. Open the T-Bank payments app and link the bank again (phone number and SMS code)."},
 }

@@ -23,6 +23,7 @@ from . import invoices
 from .bitrix.client import BATCH_LIMIT
 from .bitrix.errors import AccessDenied, BitrixError, NotFound, OperationTimeLimit, PortalGone
 from .models import Invoice, InvoiceRefresh, OutboxItem, Portal
+from .paidfield import same_money
 
 log = logging.getLogger("b24app.outbox")
 MAX_ATTEMPTS = 8
@@ -32,6 +33,11 @@ DEAL_TYPE = 2
 # which crm.automation.trigger.* require (crm-automation-trigger-execute.md); the admin page shows it.
 TRIGGER_ACCESS_KEY = "trigger_access"
 NEEDS_ADMIN = "needs admin: the user who installed the app is not a Bitrix24 administrator any more"
+# Kinds that read and move a smart invoice's stage; `invoice_partial` moves an underpaid one to the stage the
+# admin chose for "partly paid" in its funnel (b24app/partial.py, #15).
+_INVOICE_KINDS = ("invoice_paid", "invoice_reopen", "invoice_partial")
+# Kinds that read the deal first; `deal_paid_sum` sets the deal's «Оплачено» money field (b24app/paidfield.py, #15).
+_DEAL_KINDS = ("deal_stage", "deal_reopen", "deal_paid_sum")
 
 
 def tag_for(key: str) -> str:
@@ -105,7 +111,7 @@ def _claim(ctx, portal_id: int, owner: str, limit: int) -> list[tuple[OutboxItem
                 or_(and_(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now),
                     and_(OutboxItem.status == "sending", OutboxItem.lease_until < now)))
             # Money state first: invoices and deals move before chat, comments and triggers go out.
-            .order_by(case((OutboxItem.kind.in_(("invoice_paid", "invoice_reopen", "deal_stage", "deal_reopen")), 0),
+            .order_by(case((OutboxItem.kind.in_((*_INVOICE_KINDS, "deal_stage", "deal_reopen")), 0),
                            else_=1),
                       OutboxItem.id)
             .limit(limit).with_for_update(skip_locked=True)))
@@ -169,6 +175,7 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
     is_admin = reads.get("admin")  # user.admin of the installer, read when triggers are due (None: unknown)
     if isinstance(is_admin, bool):
         note_trigger_access(ctx, portal.id, is_admin, None if is_admin else "user.admin: false")
+    _fill_paid_sums(ctx, portal.id, claimed)
     for item, uncertain in claimed:
         if item.kind == "trigger" and is_admin is False:
             _finish(ctx, item.id, owner, "skipped", result={"why": NEEDS_ADMIN, "needs_admin": True})
@@ -232,7 +239,7 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
                 note_trigger_access(ctx, portal.id, False, f"{res.errors[key].code}: {res.errors[key].description}")
                 _finish(ctx, item.id, owner, "skipped", result={"why": NEEDS_ADMIN, "needs_admin": True})
             elif key in res.errors:
-                if item.kind in ("invoice_paid", "invoice_reopen"):
+                if item.kind in _INVOICE_KINDS:
                     _forget_stage_lists(portal.member_id)  # a stage gone since: read the lists again
                 failed += 1
                 _retry_or_die(ctx, item, owner, f"{res.errors[key].code}: {res.errors[key].description}"[:500],
@@ -241,7 +248,7 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
                 sent += 1
                 _finish(ctx, item.id, owner, "done", result={**info, "result": _small(res.results.get(key))})
                 _cache_stage(ctx, portal.id, item, info)  # our copy follows the stage even without an item answer
-                if item.kind in ("invoice_paid", "invoice_reopen"):
+                if item.kind in _INVOICE_KINDS:
                     own.append((res.results.get(key), info["to_stage"]))
     if own:  # the answers carry the whole item: the cache follows, and their echo events cost no re-read
         invoices.record_own_updates(ctx, portal.id, own, _semantics(reads))
@@ -253,7 +260,19 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
     return out
 
 
-_STAGE_KINDS = ("invoice_paid", "deal_stage")
+_STAGE_KINDS = ("invoice_paid", "deal_stage", "invoice_partial")
+
+
+def _fill_paid_sums(ctx, portal_id: int, claimed: list[tuple[OutboxItem, bool]]) -> None:
+    """The «Оплачено» value is computed when it is sent, from our records as they are now (never an older total)."""
+    items = [item for item, _ in claimed if item.kind == "deal_paid_sum"]
+    if not items:
+        return
+    from .paidfield import deal_paid_value  # noqa: PLC0415  (paidfield's enqueue_sum imports this module)
+
+    with ctx.db.session() as s:
+        for item in items:
+            item.payload = {**item.payload, "value": deal_paid_value(s, portal_id, int(item.payload["deal_id"]))}
 
 
 def _note_planned(ctx, owner: str, items: list[tuple[OutboxItem, dict]]) -> None:
@@ -281,6 +300,8 @@ def _cache_stage(ctx, portal_id: int, item: OutboxItem, info: dict) -> None:
         stage, semantics = info["to_stage"], "S"
     elif item.kind == "invoice_reopen" and info.get("to_stage"):
         stage, semantics = info["to_stage"], info.get("to_semantics") or None
+    elif item.kind == "invoice_partial" and info.get("to_stage"):
+        stage, semantics = info["to_stage"], None
     else:
         return
     with ctx.db.session() as s:
@@ -383,7 +404,7 @@ def _from_cache(ctx, portal: Portal, claimed: list[tuple[OutboxItem, bool]]
     funnel's stage list read less than STAGE_LIST_TTL ago. Those are decided from the cache, which every
     event of a change keeps as fresh as a read (the decision to pay them came from the same cache); an
     interrupted attempt is always checked in Bitrix24. Third: the stage lists read lately, by category."""
-    ids = {int(item.payload["invoice_id"]) for item, _ in claimed if item.kind in ("invoice_paid", "invoice_reopen")}
+    ids = {int(item.payload["invoice_id"]) for item, _ in claimed if item.kind in _INVOICE_KINDS}
     first = {int(item.payload["invoice_id"]) for item, uncertain in claimed
              if item.kind == "invoice_paid" and not uncertain}
     if not ids:
@@ -425,9 +446,9 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
         p = item.payload
         if item.kind == "invoice_paid" and not uncertain and int(p["invoice_id"]) in (known or {}):
             reads[f"inv{p['invoice_id']}"] = {"item": known[int(p["invoice_id"])]}
-        elif item.kind in ("invoice_paid", "invoice_reopen"):
+        elif item.kind in _INVOICE_KINDS:
             cmds[f"inv{p['invoice_id']}"] = ("crm.item.get", {"entityTypeId": INVOICE_TYPE, "id": p["invoice_id"]})
-        elif item.kind in ("deal_stage", "deal_reopen"):
+        elif item.kind in _DEAL_KINDS:
             cmds[f"deal{p['deal_id']}"] = ("crm.deal.get", {"id": p["deal_id"]})
         elif item.kind == "timeline" and uncertain:
             cmds[f"tl{p['deal_id']}"] = ("crm.timeline.comment.list", {
@@ -478,9 +499,9 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
 def _read_key(item: OutboxItem, uncertain: bool) -> str | None:
     """Which read of `_read_state` this item's plan depends on (None: it needs none)."""
     p = item.payload
-    if item.kind in ("invoice_paid", "invoice_reopen"):
+    if item.kind in _INVOICE_KINDS:
         return f"inv{p['invoice_id']}"
-    if item.kind == "deal_stage":
+    if item.kind in ("deal_stage", "deal_paid_sum"):
         return f"deal{p['deal_id']}"
     if item.kind == "timeline" and uncertain:
         return f"tl{p['deal_id']}"
@@ -551,6 +572,27 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
             return None, {"why": "no success stage in the invoice's category"}
         return ("crm.item.update", {"entityTypeId": INVOICE_TYPE, "id": p["invoice_id"],
                                     "fields": {"stageId": target}}), {"from_stage": current["stageId"], "to_stage": target}
+    if kind == "invoice_partial":
+        current = (reads.get(f"inv{p['invoice_id']}") or {}).get("item")
+        if not current:
+            return None, {"why": "invoice deleted"}
+        target = (p.get("stages") or {}).get(str(current.get("categoryId")))
+        if not target:
+            return None, {"why": "no partly-paid stage chosen for this funnel"}
+        stages = reads.get(f"st{current.get('categoryId')}") or []
+        semantics = {s["STATUS_ID"]: s.get("SEMANTICS") for s in stages}
+        if target not in semantics or semantics[target] in ("S", "F"):
+            return None, {"why": f"stage {target} is not an in-progress stage of the funnel"}
+        if semantics.get(current["stageId"]) in ("S", "F"):
+            return None, {"why": f"invoice already in final stage {current['stageId']}"}
+        if current["stageId"] == target:
+            before = _sent_before(item, uncertain, target)
+            if before:
+                return None, {"why": "moved by an interrupted attempt", **before}
+            return None, {"why": "invoice already there"}
+        return ("crm.item.update", {"entityTypeId": INVOICE_TYPE, "id": p["invoice_id"],
+                                    "fields": {"stageId": target}}), {"from_stage": current["stageId"],
+                                                                      "to_stage": target}
     if kind == "invoice_reopen":
         current = (reads.get(f"inv{p['invoice_id']}") or {}).get("item")
         if not current or current.get("stageId") != p["paid_stage"]:
@@ -577,6 +619,15 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
             return None, {"why": "deal already there or closed"}
         return ("crm.deal.update", {"id": p["deal_id"], "fields": {"STAGE_ID": target}}), {
             "from_stage": deal.get("STAGE_ID"), "to_stage": target}
+    if kind == "deal_paid_sum":
+        deal = reads.get(f"deal{p['deal_id']}")
+        if not deal:
+            return None, {"why": "deal deleted"}
+        if "value" not in p:
+            return None, {"why": "nothing to set"}
+        if same_money(deal.get(p["field"]), p["value"]):
+            return None, {"why": f"the field already shows {p['value']}", "value": p["value"]}
+        return ("crm.deal.update", {"id": p["deal_id"], "fields": {p["field"]: p["value"]}}), {"value": p["value"]}
     if kind == "deal_reopen":
         deal = reads.get(f"deal{p['deal_id']}")
         if not deal:

@@ -14,8 +14,8 @@ from .bitrix.errors import PortalGone
 from .clock import Clock
 from .crypto import TokenCipher
 from .db import Database
-from .models import (Allocation, BankAccount, BankLink, Decision, Invoice, InvoiceRefresh, OAuthState, Operation,
-                     OperationAlias, OutboxItem, Portal, QuarantinedOperation, RateBucket)
+from .models import (Allocation, BankAccount, BankLink, Credit, Decision, Invoice, InvoiceRefresh, OAuthState,
+                     Operation, OperationAlias, OutboxItem, Portal, QuarantinedOperation, RateBucket)
 
 
 def token_hash(token: str) -> str:
@@ -177,7 +177,7 @@ class PortalStore:
                 return False
             if clean:
                 pid = portal.id
-                for model in (OutboxItem, Allocation, Decision, OperationAlias, Operation, QuarantinedOperation,
+                for model in (OutboxItem, Credit, Allocation, Decision, OperationAlias, Operation, QuarantinedOperation,
                               Invoice, InvoiceRefresh, BankAccount, BankLink, OAuthState, RateBucket):
                     if model is OperationAlias:
                         s.execute(delete(OperationAlias).where(OperationAlias.account_id.in_(

@@ -16,8 +16,9 @@ from .bank.operations import MSK
 from .domain import (IncomingPayment, InvoiceIndex, OpenInvoice, Outcome, extract_invoice_numbers, match_payment,
                      normalize_invoice_number)
 from .domain.explain import explain_reason
+from . import credit, paidfield
 from .domain.formatting import format_money
-from .models import Allocation, BankAccount, Decision, Invoice, Operation, OutboxItem, Portal
+from .models import Allocation, BankAccount, BankLink, Decision, Invoice, Operation, OutboxItem, Portal
 from .notices import bbcode_escape, text
 from .outbox import enqueue
 from .rules import Rules, deal_stage_targets, load_rules
@@ -36,7 +37,10 @@ def _paid_by_invoice(s, portal_id: int) -> dict[int, Decimal]:
     rows = s.execute(select(Allocation.invoice_b24_id, func.sum(Allocation.amount))
                      .where(Allocation.portal_id == portal_id, Allocation.revoked_at.is_(None))
                      .group_by(Allocation.invoice_b24_id))
-    return {int(i): Decimal(v) for i, v in rows}
+    paid = {int(i): Decimal(v) for i, v in rows}
+    for inv_id, put in credit.applied_by_invoice(s, portal_id).items():  # the client's credit put on it (#15)
+        paid[inv_id] = paid.get(inv_id, Decimal("0")) + put
+    return paid
 
 
 def open_invoices(s, portal_id: int) -> list[OpenInvoice]:
@@ -83,11 +87,14 @@ def reconcile_portal(ctx, portal: Portal, *, limit: int = 500) -> dict:
     with ctx.db.session() as s:
         ops = list(s.scalars(select(Operation).where(Operation.portal_id == portal.id, Operation.state == "new")
                              .order_by(Operation.operation_date, Operation.id).limit(limit)))
-        if not ops:
-            return {}
-        index_rows = open_invoices(s, portal.id)
-        paid_rows = paid_invoices(s, portal.id, [op.purpose for op in ops])
-        accounts = {a.id: a for a in s.scalars(select(BankAccount).where(BankAccount.portal_id == portal.id))}
+        if ops:
+            index_rows = open_invoices(s, portal.id)
+            paid_rows = paid_invoices(s, portal.id, [op.purpose for op in ops])
+            accounts = {a.id: a for a in s.scalars(select(BankAccount).where(BankAccount.portal_id == portal.id))}
+            # Our own companies (every bank link, also unlinked ones): money from them is a transfer, not a payment.
+            own_inns = set(s.scalars(select(BankLink.inn).where(BankLink.portal_id == portal.id)))
+    if not ops:
+        return _auto_credit(ctx, portal, {})  # outside the session: it takes the portal's row lock
     rules = load_rules(portal.settings)
     index = InvoiceIndex.from_invoices(index_rows, paid=paid_rows)
     by_id = {inv.id: inv for inv in index_rows}
@@ -95,8 +102,8 @@ def reconcile_portal(ctx, portal: Portal, *, limit: int = 500) -> dict:
         account = accounts.get(op.account_id)
         payment = IncomingPayment(amount=op.amount, currency=op.currency, purpose=op.purpose or "",
                                   payer_inn=op.payer_inn or None, payer_name=op.payer_name,
-                                  mycompany_id=account.mycompany_id if account else None)
-        decision = match_payment(payment, index)
+                                  mycompany_id=account.mycompany_id if account else None, category=op.category)
+        decision = match_payment(payment, index, own_inns=own_inns, ignore_categories=rules.ignore_categories)
         outcome = _record(ctx, portal, op.id, decision, rules, actor=None)
         counts[outcome] += 1
         if outcome in ("paid", "underpaid", "overpaid"):
@@ -106,7 +113,16 @@ def reconcile_portal(ctx, portal: Portal, *, limit: int = 500) -> dict:
                 if inv is not None:
                     by_id[inv.id] = inv = replace(inv, paid=inv.paid + alloc.amount)
                     index.replace(inv)
-    return dict(counts)
+    return _auto_credit(ctx, portal, dict(counts))
+
+
+def _auto_credit(ctx, portal: Portal, counts: dict) -> dict:
+    """With the rule on, the clients' credit goes onto their open invoices, oldest first (#15)."""
+    if load_rules(portal.settings).credit_auto_apply:
+        applied = credit.apply_due(ctx, portal)
+        if applied:
+            counts["credit_applied"] = applied
+    return counts
 
 
 def _record(ctx, portal: Portal, op_pk: int, decision, rules: Rules, actor: int | None) -> str:
@@ -118,12 +134,14 @@ def _record(ctx, portal: Portal, op_pk: int, decision, rules: Rules, actor: int 
             return "already"
         if s.scalar(select(Decision.id).where(Decision.operation_pk == op_pk, Decision.superseded_at.is_(None))):
             return "already"
-        apply = decision.auto_apply
-        outcome = decision.outcome.value if apply or decision.outcome in (Outcome.REVIEW, Outcome.UNMATCHED) \
-            else Outcome.REVIEW.value
+        medium = rules.apply_medium and decision.medium_proposal
+        apply = decision.auto_apply or medium
+        outcome = decision.outcome.value if apply or decision.outcome in (
+            Outcome.REVIEW, Outcome.UNMATCHED, Outcome.IGNORED) else Outcome.REVIEW.value
+        reasons = reasons_json(decision) + ([{"code": "applied_medium", "params": {}}] if medium else [])
         d = Decision(portal_id=portal.id, operation_pk=op_pk, outcome=outcome,
                      confidence=decision.confidence.value, numbers=list(decision.numbers),
-                     candidates=list(decision.candidates), reasons=reasons_json(decision),
+                     candidates=list(decision.candidates), reasons=reasons,
                      actor_user_id=actor, created_at=now)
         s.add(d)
         s.flush()
@@ -132,10 +150,13 @@ def _record(ctx, portal: Portal, op_pk: int, decision, rules: Rules, actor: int 
                 s.add(Allocation(portal_id=portal.id, decision_id=d.id, operation_pk=op_pk,
                                  invoice_b24_id=alloc.invoice_id, amount=alloc.amount,
                                  outcome=alloc.outcome.value, created_at=now))
-            _effects(s, ctx, portal, op, d, [(a.invoice_id, a.outcome.value, a.amount, a.remaining,
-                                               getattr(a, "overpaid_by", Decimal("0"))) for a in decision.allocations],
-                     rules)
+            allocs = [(a.invoice_id, a.outcome.value, a.amount, a.remaining, getattr(a, "overpaid_by", Decimal("0")))
+                      for a in decision.allocations]
+            _effects(s, ctx, portal, op, d, allocs, rules)
+            credit.keep_surplus(s, ctx, portal, op, d, allocs)
             op.state = "overpaid" if any(a.outcome == Outcome.OVERPAID for a in decision.allocations) else "matched"
+        elif outcome == Outcome.IGNORED.value:
+            op.state = "ignored"  # our own transfer or an excluded category: no invoice, nobody to tell
         else:
             op.state = "unmatched" if outcome == Outcome.UNMATCHED.value else "review"
             if rules.review_notify and op.state == "review":
@@ -174,11 +195,14 @@ def _effects(s, ctx, portal: Portal, op: Operation, d: Decision, allocs, rules: 
                     purpose=bbcode_escape(op.purpose or ""))}, op.id, now=d.created_at)
             if manager and (rules.paid_notify if outcome == "paid" else rules.overpaid_notify):
                 msg = text("paid", lang, number=number, amount=fmt(amount), payer=payer) if outcome == "paid" else \
-                    text("overpaid", lang, number=number, received=fmt(paid_total + Decimal(excess)),
-                         due=fmt(inv.amount), excess=fmt(excess))
+                    text("overpaid_credit" if op.payer_inn else "overpaid", lang, number=number, inn=op.payer_inn,
+                         received=fmt(paid_total + Decimal(excess)), due=fmt(inv.amount), excess=fmt(excess))
                 enqueue(s, portal.id, f"{key}:notify", "notify", {"user_id": manager, "message": msg}, op.id,
                         now=d.created_at)
         elif outcome == "underpaid":
+            if rules.partial_invoice_stage:  # the "partly paid" stage of the invoice's funnel (#15)
+                enqueue(s, portal.id, f"{key}:invoice_partial", "invoice_partial",
+                        {"invoice_id": inv_id, "stages": rules.partial_invoice_stage}, op.id, now=d.created_at)
             values = dict(number=number, received=fmt(paid_total), due=fmt(inv.amount), remaining=fmt(remaining),
                           payer=payer, amount=fmt(amount), date=date, purpose=bbcode_escape(op.purpose or ""))
             if rules.underpaid_notify and manager:
@@ -192,6 +216,7 @@ def _effects(s, ctx, portal: Portal, op: Operation, d: Decision, allocs, rules: 
                 enqueue(s, portal.id, f"{key}:timeline", "timeline",
                         {"deal_id": deal_id, "lang": lang, "comment": text("timeline_underpaid", lang, **values)}, op.id,
                         now=d.created_at)
+        paidfield.enqueue_sum(s, portal.id, rules, deal_id, key, op.id, d.created_at)  # the «Оплачено» field
         if rules.fire_trigger and deal_id:
             trig = ctx.manifest.automation_triggers[0]["code"] if ctx.manifest.automation_triggers else None
             if trig:
@@ -272,7 +297,72 @@ def assign_manually(ctx, portal_id: int, operation_pk: int, invoice_b24_id: int,
         s.add(Allocation(portal_id=portal_id, decision_id=d.id, operation_pk=op.id, invoice_b24_id=inv.b24_id,
                          amount=op.amount, outcome=outcome, created_at=now))
         _effects(s, ctx, portal, op, d, [(inv.b24_id, outcome, op.amount, left, excess)], load_rules(portal.settings))
+        credit.keep_surplus(s, ctx, portal, op, d, [(inv.b24_id, outcome, op.amount, left, excess)])
         op.state = "overpaid" if outcome == "overpaid" else "matched"
+        op.reconciled_at = now
+        return d
+
+
+#: Reasons of a decision that carry a proposal (`invoice_ids`) a person may accept with one click.
+PROPOSAL_CODES = ("inn_amount_unique", "inn_amount_combination", "inn_combination_unconfirmed")
+
+
+def proposal_of(reasons) -> list[int]:
+    """The invoices a decision proposes to pay in full (the INN and amount fallback), else []."""
+    for r in reasons or []:
+        if isinstance(r, dict) and r.get("code") in PROPOSAL_CODES:
+            ids = (r.get("params") or {}).get("invoice_ids")
+            if isinstance(ids, list) and ids and all(isinstance(i, int) for i in ids):
+                return ids
+    return []
+
+
+def accept_proposal(ctx, portal_id: int, operation_pk: int, user_id: int) -> Decision:
+    """A person accepts the app's proposal for a payment in review: the proposed invoices are paid in full.
+    Checked again now: every invoice still open, in the payment's currency, and what is due on them together
+    still equals the payment exactly (else `proposal_stale`: nothing is applied)."""
+    with ctx.db.session() as s:
+        portal = s.get(Portal, portal_id)
+        op = s.get(Operation, operation_pk)
+        if portal is None or op is None or op.portal_id != portal_id:
+            raise ReconcileError("not_found")
+        if op.state not in ("review", "unmatched"):
+            raise ReconcileError("not_in_review")
+        if not (op.is_credit and op.bank_status == "Transaction"):
+            raise ReconcileError("not_a_settled_credit")
+        current = _current(s, op)
+        ids = proposal_of(current.reasons if current else [])
+        if not ids:
+            raise ReconcileError("no_proposal")
+        invoices = {i.b24_id: i for i in s.scalars(select(Invoice).where(Invoice.portal_id == portal_id,
+                                                                         Invoice.b24_id.in_(ids)))}
+        paid = _paid_by_invoice(s, portal_id)
+        due: list[tuple[Invoice, Decimal]] = []
+        for inv_id in ids:
+            inv = invoices.get(inv_id)
+            if inv is None or inv.stage_semantics is not None or inv.currency != op.currency:
+                raise ReconcileError("proposal_stale")
+            remaining = inv.amount - paid.get(inv_id, Decimal("0"))
+            if remaining <= 0:
+                raise ReconcileError("proposal_stale")
+            due.append((inv, remaining))
+        if sum(r for _, r in due) != op.amount:
+            raise ReconcileError("proposal_stale")
+        now = ctx.clock.now()
+        current.superseded_at = now
+        s.flush()
+        d = Decision(portal_id=portal_id, operation_pk=op.id, outcome="paid", confidence="manual",
+                     numbers=list(current.numbers or []), candidates=ids, actor_user_id=user_id, created_at=now,
+                     reasons=[{"code": "accepted_proposal", "params": {"user_id": user_id}}]
+                     + _carried(current.reasons))
+        s.add(d)
+        s.flush()
+        for inv, remaining in due:
+            s.add(Allocation(portal_id=portal_id, decision_id=d.id, operation_pk=op.id, invoice_b24_id=inv.b24_id,
+                             amount=remaining, outcome="paid", created_at=now))
+        _effects(s, ctx, portal, op, d, [(inv.b24_id, "paid", r, Decimal("0"), Decimal("0")) for inv, r in due],
+                 load_rules(portal.settings))
+        op.state = "matched"
         op.reconciled_at = now
         return d
 
@@ -282,11 +372,11 @@ REVIEW_STATES = ("review", "unmatched")
 CLOSE_ACTIONS = {"ignore": "ignored", "refund": "refund", "credit": "credit"}
 CLOSED_STATES = tuple(CLOSE_ACTIONS.values())
 # Reasons people add; the machine's reasons are carried over below them so that none is ever lost.
-_PEOPLE_CODES = ("undone", "reopened", "closed_ignored", "closed_refund", "closed_credit")
+_PEOPLE_CODES = ("undone", "reopened", "closed_ignored", "closed_refund", "closed_credit", "accepted_proposal")
 # Effects a later decision cannot take back in Bitrix24 (a sent message stays sent).
 _IRREVERSIBLE = ("notify", "timeline", "task", "trigger")
 # Effects that move money state in Bitrix24; undo moves them back once they are known to have happened.
-_MONEY_STATE = ("invoice_paid", "deal_stage")
+_MONEY_STATE = ("invoice_paid", "deal_stage", "invoice_partial")
 
 
 def _carried(reasons) -> list[dict]:
@@ -360,6 +450,8 @@ def close_review(ctx, portal_id: int, operation_pk: int, user_id: int, action: s
                 enqueue(s, portal_id, f"op{op.id}:d{d.id}:refund:u{m}", "notify", {"user_id": m, "message": msg},
                         op.id, now=now)
             portal.work_due_at = now
+        if state == "credit":
+            credit.keep_payment(s, op, d)  # the client's credit by INN, in the ledger (#15)
         op.state = state
         op.reconciled_at = now
         return d
@@ -390,6 +482,7 @@ def undo(ctx, portal_id: int, operation_pk: int, user_id: int) -> Decision:
             # be checked first): where it ends up is not known yet, so it could not be moved back reliably.
             raise ReconcileError("effects_in_flight")
         now = ctx.clock.now()
+        credit.revoke_for(s, op, undone_ids, now)  # the surplus kept as credit goes with it (unless it is in use)
         lang = portal.lang or "ru"
         current = _current(s, op)
         if current is not None:
@@ -405,7 +498,7 @@ def undo(ctx, portal_id: int, operation_pk: int, user_id: int) -> Decision:
                 not_reverted.append(item.kind)  # a message on its way to Bitrix24 right now
             elif item.status not in ("done", "skipped"):  # skipped: may still have moved it (interrupted)
                 continue
-            elif item.kind == "invoice_paid" and result.get("from_stage"):
+            elif item.kind in ("invoice_paid", "invoice_partial") and result.get("from_stage"):
                 reverse.append((f"inv{item.payload['invoice_id']}", "invoice_reopen", {
                     "invoice_id": item.payload["invoice_id"], "paid_stage": result["to_stage"],
                     "to_stage": result["from_stage"]}))
@@ -424,9 +517,12 @@ def undo(ctx, portal_id: int, operation_pk: int, user_id: int) -> Decision:
         s.flush()
         for suffix, kind, payload in reverse:
             enqueue(s, portal_id, f"undo:d{d.id}:{suffix}", kind, payload, op.id, now=now)
+        rules = load_rules(portal.settings)
         for a in allocs:
             a.revoked_at = now
             inv = s.scalar(select(Invoice).where(Invoice.portal_id == portal_id, Invoice.b24_id == a.invoice_b24_id))
+            if inv is not None:
+                paidfield.enqueue_sum(s, portal_id, rules, inv.deal_id, f"undo:d{d.id}:inv{inv.b24_id}", op.id, now)
             if inv is not None and inv.deal_id:
                 enqueue(s, portal_id, f"undo:d{d.id}:inv{a.invoice_b24_id}:timeline", "timeline", {
                     "deal_id": inv.deal_id, "lang": lang, "comment": text(
@@ -447,6 +543,7 @@ def _reopen(s, ctx, portal: Portal, op: Operation, user_id: int) -> Decision:
     was = (closed.get("params") or {}).get("from_state")
     not_reverted = []
     if current is not None:
+        credit.revoke_for(s, op, [current.id], now)  # a payment kept as credit: taken out of the ledger
         for item in s.scalars(select(OutboxItem).where(OutboxItem.portal_id == portal.id,
                                                        OutboxItem.operation_pk == op.id)):
             if not item.key.startswith(f"op{op.id}:d{current.id}:"):

@@ -20,9 +20,22 @@ class Rules:
     underpaid_notify: bool = True
     underpaid_task: bool = False
     underpaid_timeline: bool = True
+    # invoice funnel id (str) -> the stage an underpaid invoice moves to ("partly paid"); empty = stays where it is
+    partial_invoice_stage: dict = field(default_factory=dict)
     # overpaid and review
     overpaid_notify: bool = True
     review_notify: bool = True
+    # no number in the purpose (#15): a MEDIUM match by the payer's INN and the amount (one invoice, or the one
+    # set of 2-5) is applied only when this is on; else it waits in review with the proposal pre-filled
+    apply_medium: bool = False
+    # T-Bank statement categories that are never a client's payment (the operation's `category`). T-Bank's docs
+    # name `incomePeople` and `fee` only; no list of values is published, so the default is empty.
+    ignore_categories: list = field(default_factory=list)
+    # the surplus of an overpayment is the payer's credit (by INN): False = it waits for a person (default),
+    # True = it is put on the same payer's next open invoice, oldest first
+    credit_auto_apply: bool = False
+    # the deal's money userfield kept equal to what was applied («Оплачено», created when the admin asks); "" = off
+    deal_paid_field: str = ""
     # any outcome
     fire_trigger: bool = True
     sync_interval: int = 0                   # seconds; 0 = the deployment's B24APP_SYNC_INTERVAL
@@ -44,6 +57,17 @@ def load_rules(portal_settings: dict | None) -> Rules:
     stages = raw.get("paid_deal_stage")
     if isinstance(stages, dict):
         kw["paid_deal_stage"] = {str(k): str(v or "") for k, v in stages.items()}
+    partial = raw.get("partial_invoice_stage")
+    if isinstance(partial, dict):
+        kw["partial_invoice_stage"] = {str(k): str(v) for k, v in partial.items() if v}
+    cats = raw.get("ignore_categories")
+    if isinstance(cats, list):
+        try:
+            kw["ignore_categories"] = _categories(cats)
+        except ValueError:
+            pass
+    if isinstance(raw.get("deal_paid_field"), str) and raw["deal_paid_field"].startswith("UF_CRM_"):
+        kw["deal_paid_field"] = raw["deal_paid_field"][:64]
     interval = raw.get("sync_interval")
     if isinstance(interval, int) and (interval == 0 or 10 <= interval <= 86400):
         kw["sync_interval"] = interval
@@ -70,6 +94,16 @@ def rules_saved(portal_settings: dict | None) -> bool:
     return isinstance((portal_settings or {}).get("rules"), dict)
 
 
+def _categories(value) -> list:
+    """Bank category codes: a list or a comma-separated string of up to 50 Latin words; else ValueError."""
+    if isinstance(value, str):
+        value = [v for v in (x.strip() for x in value.split(",")) if v]
+    if not isinstance(value, list) or len(value) > 50 or not all(
+            isinstance(v, str) and 0 < len(v) <= 64 and v.isascii() and v.isalnum() for v in value):
+        raise ValueError("ignore_categories")
+    return sorted(set(value))
+
+
 def parse_rules(data: dict) -> Rules:
     """Validate a submitted rules form/JSON; raises ValueError with a field name on bad input."""
     kw: dict = {}
@@ -87,6 +121,20 @@ def parse_rules(data: dict) -> Rules:
                 str(k).isdigit() and isinstance(v, str) and len(v) <= 64 for k, v in stages.items()):
             raise ValueError("paid_deal_stage")
         kw["paid_deal_stage"] = {str(k): v for k, v in stages.items()}
+    if "partial_invoice_stage" in data:
+        stages = data["partial_invoice_stage"]
+        if not isinstance(stages, dict) or not all(
+                str(k).isdigit() and isinstance(v, str) and len(v) <= 64 for k, v in stages.items()):
+            raise ValueError("partial_invoice_stage")
+        kw["partial_invoice_stage"] = {str(k): v for k, v in stages.items() if v}
+    if "ignore_categories" in data:
+        kw["ignore_categories"] = _categories(data["ignore_categories"])
+    if "deal_paid_field" in data:
+        value = data["deal_paid_field"]
+        if not (value == "" or (isinstance(value, str) and value.startswith("UF_CRM_") and len(value) <= 64
+                                and value.replace("_", "").isalnum() and value.isascii())):
+            raise ValueError("deal_paid_field")
+        kw["deal_paid_field"] = value
     if "sync_interval" in data:
         try:
             interval = int(data["sync_interval"])

@@ -48,7 +48,7 @@ def store_operation(s, account: BankAccount, op: BankOperation) -> tuple[Operati
                         amount=op.amount, currency=op.currency, operation_date=op.operation_date,
                         purpose=clean_text(op.purpose, 4000) or "", payer_name=clean_text(op.payer_name, 512),
                         payer_inn=clean_text(op.payer_inn, 12), document_number=clean_text(op.document_number, 64),
-                        state=_initial_state(op))
+                        category=clean_text(op.category, 64), state=_initial_state(op))
         with s.begin_nested():
             s.add(row)
             s.flush()

@@ -16,7 +16,8 @@ from .domain.explain import explain_reason
 from .domain.formatting import format_money, language
 from .domain.matching import Reason
 from .domain.numbers import normalize_invoice_number
-from .models import (Allocation, BankAccount, BankLink, Decision, Invoice, Operation, OutboxItem, Portal,
+from . import credit
+from .models import (Allocation, BankAccount, BankLink, Credit, Decision, Invoice, Operation, OutboxItem, Portal,
                      QuarantinedOperation)
 
 ZERO = Decimal("0.00")
@@ -46,6 +47,7 @@ class PaymentLine:
     decided_at: datetime
     state: str
     actor_user_id: int | None = None
+    credit_id: int | None = None  # the client's credit put on the invoice (#15): undone on the admin page
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,18 @@ class ReviewLine:
     reasons: tuple[Any, ...]
     candidates: tuple[int, ...]
     numbers: tuple[str, ...]
+    proposal: tuple[str, ...] = ()  # invoice numbers the app proposes (INN and amount), one click to accept
+
+
+def _proposal(reasons) -> tuple[str, ...]:
+    """Numbers of the invoices a decision proposes to pay (see reconcile.PROPOSAL_CODES)."""
+    for r in reasons or ():
+        if isinstance(r, dict) and r.get("code") in ("inn_amount_unique", "inn_amount_combination",
+                                                     "inn_combination_unconfirmed"):
+            params = r.get("params") or {}
+            numbers = params.get("invoices") or ([params["invoice"]] if params.get("invoice") else [])
+            return tuple(str(n) for n in numbers)
+    return ()
 
 
 @dataclass(frozen=True)
@@ -171,6 +185,7 @@ class WidgetData:
     totals: tuple[Totals, ...]
     owner_ids: frozenset[int] = field(default_factory=frozenset)
     selected: dict = field(default_factory=dict)  # review operation -> the invoice to pre-select (related only)
+    credit: tuple = ()  # (INN, currency, credit left) of the clients of these invoices (#15)
 
 
 @dataclass(frozen=True)
@@ -313,6 +328,7 @@ def widget_data(s: Session, portal_id: int, *, deal_id: int | None = None, invoi
                 operation_amount=_dec(op_amount), currency=currency, purpose=purpose or "",
                 outcome=alloc_outcome or outcome, reasons=tuple(reasons or ()), manual=actor is not None,
                 decided_at=decided_at, state=state, actor_user_id=actor))
+    _credit_payments(s, portal_id, ids, payments)
     review = review_for(s, portal_id, invoices, limit=review_limit)
     flagged = {c for r in review for c in r.candidates}
     applied: dict[int, Decimal] = defaultdict(lambda: ZERO)  # per payment: how much went to invoices
@@ -337,9 +353,26 @@ def widget_data(s: Session, portal_id: int, *, deal_id: int | None = None, invoi
     selected = {r.operation_pk: next((i.b24_id for i in invoices if i.b24_id in r.candidates and related(i, r)
                                       and status[i.b24_id] not in ("paid", "overpaid", "cancelled")), None)
                 for r in review}
+    inns = {i.payer_inn for i in invoices if i.payer_inn}
+    left = tuple((inn, cur, bal) for (inn, cur), bal in sorted(credit.balances(s, portal_id, inns).items()) if bal > 0)
     return WidgetData(kind=kind, entity_id=entity, deal_id=deal_id, invoices=tuple(lines), review=tuple(review),
                       bank=bank_state(s, portal_id), totals=totals(lines),
-                      owner_ids=frozenset(i.assigned_by_id for i in invoices if i.assigned_by_id), selected=selected)
+                      owner_ids=frozenset(i.assigned_by_id for i in invoices if i.assigned_by_id), selected=selected,
+                      credit=left)
+
+
+def _credit_payments(s: Session, portal_id: int, ids: list[int], payments: dict) -> None:
+    """The client's credit put on these invoices, as payment lines (#15)."""
+    if not ids:
+        return
+    rows = s.scalars(select(Credit).where(Credit.portal_id == portal_id, Credit.kind == "applied",
+                                          Credit.revoked_at.is_(None), Credit.invoice_b24_id.in_(ids)))
+    for c in rows:
+        payments[int(c.invoice_b24_id)].append(PaymentLine(
+            operation_pk=c.operation_pk, date=c.created_at, payer_name="", payer_inn=c.inn, amount=_dec(-c.amount),
+            operation_amount=_dec(-c.amount), currency=c.currency, purpose="", outcome="credit",
+            reasons=tuple(c.reasons or ()), manual=c.actor_user_id is not None, decided_at=c.created_at,
+            state="credit", credit_id=c.id))
 
 
 def totals(lines: Iterable[InvoiceLine]) -> tuple[Totals, ...]:
@@ -390,7 +423,8 @@ def _review_lines(s: Session, portal_id: int, *, limit: int, search: str = "",
             amount=_dec(op.amount), currency=op.currency, purpose=op.purpose or "", state=op.state,
             outcome=(dec.outcome if dec else op.state), reasons=tuple(dec.reasons or ()) if dec else (),
             candidates=candidate_ids(dec.candidates) if dec else (),
-            numbers=tuple(str(n) for n in (dec.numbers or ())) if dec else ()))
+            numbers=tuple(str(n) for n in (dec.numbers or ())) if dec else (),
+            proposal=_proposal(dec.reasons) if dec and op.state in REVIEW_STATES else ()))
     return lines
 
 
@@ -451,7 +485,10 @@ def paid_amounts(s: Session, portal_id: int, ids: Iterable[int]) -> dict[int, De
     rows = s.execute(select(Allocation.invoice_b24_id, func.sum(Allocation.amount))
                      .where(Allocation.portal_id == portal_id, Allocation.revoked_at.is_(None),
                             Allocation.invoice_b24_id.in_(ids)).group_by(Allocation.invoice_b24_id))
-    return {int(i): _dec(v) for i, v in rows}
+    out = {int(i): _dec(v) for i, v in rows}
+    for inv_id, put in credit.applied_by_invoice(s, portal_id, ids).items():
+        out[inv_id] = out.get(inv_id, ZERO) + put
+    return out
 
 
 def is_paid(inv: Invoice, paid: Decimal) -> bool:

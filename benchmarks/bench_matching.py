@@ -7,6 +7,11 @@ the dev corpus (plain numbers, `СЧ-00412`, `INV-2025-0042`, `19-685`, `106/3-6
 VAT tails, contract numbers as traps). The payment mix: 60 % pay one invoice in full, 10 % underpay,
 10 % pay two invoices of the same client, 10 % write a number that does not exist, 10 % write no
 number at all (the INN/amount fallback). Both paths decide the same payments and must reach identical decisions.
+
+A second mix, run side by side with the first (issue #15), has no invoice number in any purpose: 30 % pay one
+invoice of the payer exactly (INN fallback), 30 % pay 2-5 invoices of the payer together, 20 % come from a payer
+with 40 open invoices (over the 30-invoice cap: sets of two among the oldest, or an amount no set gives), 20 %
+an amount that fits nothing of that payer (the worst case: the whole bounded set search runs).
 Repeats alternate index and naive passes so machine noise hits both alike; the speed-up is the
 ratio of the medians. Parsing alone (`extract_invoice_numbers`) is timed too, to show where the
 index path spends its time.
@@ -100,6 +105,49 @@ def make_payments(count: int, invoices: list[OpenInvoice], rng: random.Random) -
     return out
 
 
+HEAVY_INN = "7799999999"
+
+
+def add_heavy_payer(invoices: list[OpenInvoice], rng: random.Random, count: int = 40) -> list[OpenInvoice]:
+    """The invoices plus `count` open invoices of one payer (more than the fallback's 30-invoice cap)."""
+    start = datetime(2024, 6, 1, tzinfo=timezone.utc)
+    first = len(invoices) + 1
+    return invoices + [OpenInvoice(id=first + i, number=f"H-{first + i}", currency="RUB", payer_inn=HEAVY_INN,
+                                   amount=Decimal(rng.randint(10_000, 5_000_000)) / 100,
+                                   created=start + timedelta(hours=i)) for i in range(count)]
+
+
+def make_payments_no_number(count: int, invoices: list[OpenInvoice], rng: random.Random) -> list[IncomingPayment]:
+    """Payments whose purpose names no invoice: the INN fallback, 2-5 invoice sets, the heavy payer (#15)."""
+    by_client: dict[str, list[OpenInvoice]] = {}
+    for inv in invoices:
+        by_client.setdefault(inv.payer_inn, []).append(inv)
+    heavy = sorted(by_client.get(HEAVY_INN, []), key=lambda i: i.created)
+    clients = [c for c, invs in by_client.items() if c != HEAVY_INN]
+    multi = [c for c in clients if len(by_client[c]) >= 2]
+    out = []
+    for _ in range(count):
+        roll = rng.random()
+        purpose = rng.choice(PURPOSES_NONE).format(c=f"{rng.randint(1, 999)}/24-П", d="01.02.2025",
+                                                   vat=f"{rng.randint(100, 9999)}.00")
+        if roll < 0.3:
+            inv = rng.choice(invoices)
+            inn, amount = inv.payer_inn, inv.amount
+        elif roll < 0.6:
+            inn = rng.choice(multi)
+            own = by_client[inn]
+            amount = sum((i.amount for i in rng.sample(own, rng.randint(2, min(5, len(own))))), Decimal(0))
+        elif roll < 0.8 and heavy:
+            inn = HEAVY_INN
+            pair = rng.sample(heavy[:30], 2)
+            amount = pair[0].amount + pair[1].amount if rng.random() < 0.5 else Decimal("1.01")
+        else:
+            inn = rng.choice(multi)
+            amount = Decimal(rng.randint(50_000_000, 150_000_000)) / 100  # fits no set: the full bounded search
+        out.append(IncomingPayment(amount=amount, currency="RUB", purpose=purpose, payer_inn=inn))
+    return out
+
+
 def _timed_pass(decide, payments) -> tuple[float, list[float], list]:
     """Total seconds, per-payment seconds and decisions for one pass."""
     each, decisions = [], []
@@ -112,9 +160,14 @@ def _timed_pass(decide, payments) -> tuple[float, list[float], list]:
     return clock() - started, each, decisions
 
 
-def measure(size: int, index_payments: int, naive_payments: int, repeats: int, rng: random.Random) -> dict:
+def measure(size: int, index_payments: int, naive_payments: int, repeats: int, rng: random.Random,
+            mix: str = "today") -> dict:
     invoices = make_invoices(size, rng)
-    payments = make_payments(index_payments, invoices, rng)
+    if mix == "no number":
+        invoices = add_heavy_payer(invoices, rng)
+        payments = make_payments_no_number(index_payments, invoices, rng)
+    else:
+        payments = make_payments(index_payments, invoices, rng)
     builds = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -139,7 +192,7 @@ def measure(size: int, index_payments: int, naive_payments: int, repeats: int, r
     for d in decisions:
         outcomes[d.outcome.value] = outcomes.get(d.outcome.value, 0) + 1
     return {
-        "invoices": size, "index_payments": len(payments), "naive_payments": len(naive_sample),
+        "mix": mix, "invoices": size, "index_payments": len(payments), "naive_payments": len(naive_sample),
         "repeats": repeats, "build_s_median": median(builds),
         "index_per_s_median": median(idx_rates), "naive_per_s_median": median(naive_rates),
         "parse_per_s_median": median(parse_rates),
@@ -150,30 +203,34 @@ def measure(size: int, index_payments: int, naive_payments: int, repeats: int, r
     }
 
 
-def run(full: bool = False, sizes: tuple[int, ...] = (10_000, 100_000)) -> Report:
+def run(full: bool = False, sizes: tuple[int, ...] = (10_000, 100_000),
+        mixes: tuple[str, ...] = ("today", "no number"), index_payments: int | None = None,
+        repeats: int | None = None) -> Report:
     rng = random.Random(SEED)
     results = []
     for size in sizes:
         # The naive scan costs O(invoices) per lookup: fewer payments keep the quick run short.
         naive = max(10, (200_000 if full else 400_000) // size) if size >= 1000 else 200
-        results.append(measure(size, index_payments=5000 if full else 2000, naive_payments=min(naive, 2000),
-                               repeats=7 if full else 5, rng=rng))
-    table = Table("Matching throughput (payments/s), index vs naive scan, same run",
-                  ["open invoices", "index build", "index pay/s", "naive pay/s", "speed-up",
+        for mix in mixes:
+            results.append(measure(size, index_payments=index_payments or (5000 if full else 2000),
+                                   naive_payments=min(naive, 2000), repeats=repeats or (7 if full else 5), rng=rng,
+                                   mix=mix))
+    table = Table("Matching throughput (payments/s), index vs naive scan, both mixes in the same run",
+                  ["mix", "open invoices", "index build", "index pay/s", "naive pay/s", "speed-up",
                    "index p50 / p95 per payment", "naive p50 / p95 per payment", "parse only pay/s",
                    "same decisions"])
     for r in results:
-        table.add(f"{r['invoices']:,}", f"{fmt(r['build_s_median'] * 1000, 0)} ms", fmt(r["index_per_s_median"], 0),
+        table.add(r["mix"], f"{r['invoices']:,}", f"{fmt(r['build_s_median'] * 1000, 0)} ms", fmt(r["index_per_s_median"], 0),
                   fmt(r["naive_per_s_median"], 2), f"{fmt(r['speedup'], 0)}×",
                   f"{fmt(r['index_us_p50'], 0)} / {fmt(r['index_us_p95'], 0)} µs",
                   f"{fmt(r['naive_ms_p50'], 1)} / {fmt(r['naive_ms_p95'], 1)} ms",
                   fmt(r["parse_per_s_median"], 0), "yes" if r["identical_decisions"] else "NO")
     report = Report("bench_matching", [table], {"results": results})
-    mix = results[0]["outcomes"] if results else {}
     report.notes.append(f"payments per pass: index {results[0]['index_payments'] if results else 0}, naive "
                         f"{', '.join(str(r['naive_payments']) for r in results)}; repeats "
-                        f"{results[0]['repeats'] if results else 0}, medians of alternating passes; "
-                        f"outcome mix at {results[0]['invoices'] if results else 0:,}: {mix}")
+                        f"{results[0]['repeats'] if results else 0}, medians of alternating passes")
+    for r in results:
+        report.notes.append(f"outcomes, {r['mix']} at {r['invoices']:,}: {r['outcomes']}")
     return report
 
 
@@ -181,9 +238,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="more payments and repeats")
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated open-invoice counts")
+    parser.add_argument("--mixes", default="today,no number", help="comma-separated: today, no number")
+    parser.add_argument("--payments", type=int, help="payments per index pass (default 2000, --full 5000)")
+    parser.add_argument("--repeats", type=int, help="alternating passes (default 5, --full 7)")
     parser.add_argument("--json", help="also write the raw results here")
     args = parser.parse_args(argv)
-    emit(run(args.full, tuple(int(s) for s in args.sizes.split(","))), args.json)
+    emit(run(args.full, tuple(int(s) for s in args.sizes.split(",")), tuple(args.mixes.split(",")),
+             args.payments, args.repeats), args.json)
 
 
 if __name__ == "__main__":

@@ -351,6 +351,52 @@
       });
     }
 
+    admin.accept = function (button) {   // the app's proposal (INN and amount), one click
+      busy(button, true);
+      api('POST', cfg.urls.accept, {operation: parseInt(button.getAttribute('data-operation'), 10)})
+        .then(function (res) {
+          busy(button, false);
+          if (res.status === 200) { flash(res.data.message, 'success'); refresh(true); }
+        });
+    };
+    admin.partial = function () {   // the invoice funnels, to choose the "partly paid" stage (#15)
+      loadInto(cfg.urls.partial, 'partial-stages', {});
+    };
+    admin.partialCreate = function (button) {
+      busy(button, true);
+      api('POST', cfg.urls.partial_create, {category_id: parseInt(button.getAttribute('data-funnel'), 10)})
+        .then(function (res) {
+          busy(button, false);
+          if (res.status === 200 && res.data) {
+            document.getElementById('partial-stages').innerHTML = res.data.html; flash(T.saved, 'success'); fit();
+          }
+        });
+    };
+    admin.credits = function () { loadInto(cfg.urls.credits, 'credits-list', {}); };   // the clients' credit (#15)
+    var creditPost = function (button, url, body) {
+      busy(button, true);
+      api('POST', url, body).then(function (res) {
+        busy(button, false);
+        if (res.status === 200 && res.data) {
+          document.getElementById('credits-list').innerHTML = res.data.html;
+          flash(res.data.message, 'success'); fit();
+        }
+      });
+    };
+    admin.paidField = function (button) {   // the deal's «Оплачено» money field (#15)
+      busy(button, true);
+      api('POST', cfg.urls.paid_field, {}).then(function (res) {
+        busy(button, false);
+        if (res.status === 200 && res.data) { flash(res.data.message, 'success'); button.remove(); }
+      });
+    };
+    admin.creditApply = function (button) {
+      creditPost(button, cfg.urls.credit_apply, {inn: button.getAttribute('data-inn'),
+                                                 currency: button.getAttribute('data-currency')});
+    };
+    admin.creditUndo = function (button) {
+      creditPost(button, cfg.urls.credit_undo, {credit: parseInt(button.getAttribute('data-credit'), 10)});
+    };
     admin.search = function (form) { loadInto(cfg.urls.review, 'review-list', formParams(form)); };
     admin.history = function (form) { loadInto(cfg.urls.history, 'history-list', formParams(form)); };
     admin.more = function (button) {
@@ -375,6 +421,13 @@
       form.querySelectorAll('select[data-pipeline]').forEach(function (sel) {
         data.paid_deal_stage[sel.getAttribute('data-pipeline')] = sel.value;
       });
+      var funnels = form.querySelectorAll('select[data-invoice-funnel]');
+      if (funnels.length) {
+        data.partial_invoice_stage = {};
+        funnels.forEach(function (sel) { data.partial_invoice_stage[sel.getAttribute('data-invoice-funnel')] = sel.value; });
+      }
+      var cats = form.querySelector('[name="ignore_categories"]');
+      if (cats) data.ignore_categories = cats.value;
       var interval = form.querySelector('[name="sync_interval"]');
       if (interval) data.sync_interval = interval.value.trim() === '' ? 0 : parseInt(interval.value, 10);
       var button = form.querySelector('button[type="submit"]');

@@ -133,6 +133,14 @@ class BankOperation:
     source: str = "tbank"  # where it was read: tbank (the API) | 1c (a statement file); operation_id is per source
 
     @property
+    def category(self) -> str | None:
+        """T-Bank's `category` of the operation (e.g. incomePeople, fee), when it is a short word."""
+        value = self.raw.get("category") if isinstance(self.raw, Mapping) else None
+        if not isinstance(value, str):
+            return None
+        return value.strip()[:64] or None
+
+    @property
     def is_transaction(self) -> bool:
         return self.status == "Transaction"
 

@@ -7,7 +7,7 @@ from .matching import MatchDecision, Reason
 __all__ = ["explain", "explain_reason"]
 
 # Money-valued params, formatted with the reason's "currency".
-_MONEY_PARAMS = ("amount", "due", "difference", "excess", "invoice_amount", "total_due", "remaining")
+_MONEY_PARAMS = ("amount", "due", "difference", "excess", "invoice_amount", "total_due", "remaining", "left")
 # Clauses that continue the previous sentence after "; " instead of starting a new one.
 _CONTINUATIONS = frozenset(
     {"amount_equals_due", "amount_less_than_due", "amount_exceeds_due", "inn_match"}
@@ -41,6 +41,21 @@ _TEMPLATES: dict[str, dict[str, str]] = {
         "inn_hint": "у плательщика с ИНН {inn} есть открытые счета: {count}",
         "inn_and_amount_hint": "у плательщика с ИНН {inn} есть открытые счета с остатком {amount}: {count}",
         "nothing_found": "подходящих открытых счетов не найдено",
+        "own_transfer": "плательщик с ИНН {inn} — наша собственная компания: это перевод между своими счетами, он не сопоставляется",
+        "ignored_category": "банк отнёс операцию к категории «{category}», которая по правилам не сопоставляется со счетами",
+        "inn_amount_unique": "по ИНН плательщика {inn} найден единственный открытый счёт с остатком, равным сумме {amount}: {invoice} (совпали ИНН и сумма)",
+        "inn_amount_combination": "по ИНН плательщика {inn} сумма {amount} в точности равна общему остатку {count} открытых счетов ({invoices}), и другого такого набора нет (совпали ИНН и сумма набора счетов)",
+        "inn_combination_unconfirmed": "по ИНН плательщика {inn} сумма {amount} равна общему остатку счетов {invoices}, но единственность набора не проверена, нужна проверка",
+        "inn_combinations_ambiguous": "у плательщика с ИНН {inn} сумму {amount} дают несколько разных наборов открытых счетов, нужно выбрать",
+        "inn_candidates_capped": "у плательщика с ИНН {inn} открытых счетов {count}; наборы искались только среди {cap} самых старых",
+        "combination_search_bounded": "поиск набора счетов остановлен на пределе {budget} шагов",
+        "applied_medium": "совпадение средней уверенности применено автоматически по правилам",
+        "accepted_proposal": "пользователь {user_id} принял предложение приложения",
+        "credit_surplus": "переплата сохранена как аванс клиента",
+        "credit_kept": "платёж сохранён как аванс клиента",
+        "credit_applied": "аванс клиента с ИНН {inn} зачтён в счёт {invoice} автоматически, по правилам: {amount}; осталось оплатить {remaining}, остаток аванса {left}",
+        "credit_applied_by": "пользователь {user_id} зачёл аванс клиента с ИНН {inn} в счёт {invoice}: {amount}; осталось оплатить {remaining}, остаток аванса {left}",
+        "credit_undone": "пользователь {user_id} отменил зачёт аванса",
     },
     "en": {
         "number_found": "number «{number}» in the payment purpose matches invoice {invoice}",
@@ -69,6 +84,21 @@ _TEMPLATES: dict[str, dict[str, str]] = {
         "inn_hint": "the payer with INN {inn} has open invoices: {count}",
         "inn_and_amount_hint": "the payer with INN {inn} has open invoices with {amount} due: {count}",
         "nothing_found": "no suitable open invoice was found",
+        "own_transfer": "the payer with INN {inn} is one of our own companies: a transfer between our own accounts, not matched",
+        "ignored_category": "the bank put this operation in category «{category}», which the rules never match to invoices",
+        "inn_amount_unique": "the payer's INN {inn} leads to exactly one open invoice whose amount due equals {amount}: {invoice} (INN and amount matched)",
+        "inn_amount_combination": "by the payer's INN {inn}, {amount} equals exactly what is due on {count} open invoices ({invoices}), and no other set does (INN and the sum of a set of invoices matched)",
+        "inn_combination_unconfirmed": "by the payer's INN {inn}, {amount} equals what is due on invoices {invoices}, but that no other set does was not checked, please review",
+        "inn_combinations_ambiguous": "for the payer with INN {inn}, several different sets of open invoices add up to {amount}: please choose",
+        "inn_candidates_capped": "the payer with INN {inn} has {count} open invoices; sets were searched among the {cap} oldest only",
+        "combination_search_bounded": "the search for a set of invoices stopped at its limit of {budget} steps",
+        "applied_medium": "a medium-confidence match applied automatically, as the rules say",
+        "accepted_proposal": "user {user_id} accepted the app's proposal",
+        "credit_surplus": "the surplus is kept as the client's credit",
+        "credit_kept": "the payment is kept as the client's credit",
+        "credit_applied": "the credit of the client with INN {inn} was applied to invoice {invoice} automatically, as the rules say: {amount}; still to pay {remaining}, credit left {left}",
+        "credit_applied_by": "user {user_id} applied the credit of the client with INN {inn} to invoice {invoice}: {amount}; still to pay {remaining}, credit left {left}",
+        "credit_undone": "user {user_id} undid the application of the credit",
     },
 }
 

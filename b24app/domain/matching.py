@@ -16,6 +16,13 @@ Policy details beyond the brief:
 - if some numbers of the purpose were not found among the candidates, the decision stays HIGH only when
   the amount equals exactly what is due on the invoices that were found;
 - exact-number hits are resolved before suffix hits, so «№ 00412 (СЧ-00412)» is one exact hit.
+
+When the purpose names no invoice (issue #15), the payer's INN leads to that client's open invoices: exactly one
+whose remaining amount equals the payment, or exactly one set of 2-5 of them whose remaining amounts sum to it,
+is a MEDIUM proposal (PAID outcome, never applied unless the rules say so); anything else is REVIEW with the
+candidates. The set search looks at the oldest `MAX_INN_CANDIDATES` invoices only and examines at most
+`COMBINATION_BUDGET` partial sets (meet in the middle over pair sums); when either bound cuts the search the
+decision says so and stays a review. Payments from our own INN and bank categories the rules exclude are IGNORED.
 """
 from __future__ import annotations
 
@@ -33,11 +40,18 @@ from .purposes import extract_invoice_numbers
 
 __all__ = [
     "Allocation", "Confidence", "IncomingPayment", "InvoiceIndex", "MatchDecision", "OpenInvoice",
-    "Outcome", "Reason", "match_payment", "naive_match", "MAX_HINT_CANDIDATES",
+    "Outcome", "Reason", "match_payment", "naive_match", "MAX_HINT_CANDIDATES", "MAX_INN_CANDIDATES",
+    "COMBINATION_BUDGET", "find_combinations",
 ]
 
 #: At most this many invoices are offered as LOW-confidence hints for one payment.
 MAX_HINT_CANDIDATES = 20
+#: The INN fallback searches sets among at most this many open invoices of one payer (the oldest).
+MAX_INN_CANDIDATES = 30
+#: Sets of 2..MAX_COMBINATION invoices are considered.
+MAX_COMBINATION = 5
+#: At most this many partial sets are examined per payment (the bound of `find_combinations`).
+COMBINATION_BUDGET = 50_000
 _ZERO = Decimal("0.00")
 
 
@@ -47,6 +61,7 @@ class Outcome(str, Enum):
     OVERPAID = "overpaid"
     REVIEW = "review"
     UNMATCHED = "unmatched"
+    IGNORED = "ignored"      # not a client's payment at all (our own transfer, an excluded bank category)
 
 
 class Confidence(str, Enum):
@@ -120,6 +135,7 @@ class IncomingPayment:
     payer_inn: str | None = None
     payer_name: str | None = None
     mycompany_id: int | None = None
+    category: str | None = None  # T-Bank's statement `category` (e.g. incomePeople), when given
 
     def __post_init__(self) -> None:
         amount = _amount(self.amount, "payment amount", InvalidPaymentError)
@@ -166,6 +182,13 @@ class MatchDecision:
     def auto_apply(self) -> bool:
         """True only when a machine may apply the allocations without a human."""
         return self.confidence is Confidence.HIGH and self.outcome in (
+            Outcome.PAID, Outcome.UNDERPAID, Outcome.OVERPAID,
+        )
+
+    @property
+    def medium_proposal(self) -> bool:
+        """A MEDIUM match by INN and amount: applied only when the rules say so, else a one-click review."""
+        return self.confidence is Confidence.MEDIUM and self.outcome in (
             Outcome.PAID, Outcome.UNDERPAID, Outcome.OVERPAID,
         )
 
@@ -277,15 +300,32 @@ class _LinearLookup:
         return [i for i in self._invoices if i.currency == currency and i.remaining == remaining]
 
 
-def match_payment(payment: IncomingPayment, index: InvoiceIndex) -> MatchDecision:
-    """The decision for one payment against an index of open invoices."""
-    return _decide(payment, index)
+def match_payment(payment: IncomingPayment, index: InvoiceIndex, *, own_inns: Iterable[str] = (),
+                  ignore_categories: Iterable[str] = ()) -> MatchDecision:
+    """The decision for one payment against an index of open invoices. `own_inns`: our companies' INNs (a payment
+    from one is a transfer between our own accounts); `ignore_categories`: bank categories that are never a client's
+    payment."""
+    return _excluded(payment, own_inns, ignore_categories) or _decide(payment, index)
 
 
 def naive_match(payment: IncomingPayment, invoices: list[OpenInvoice],
-                paid: Sequence[OpenInvoice] = ()) -> MatchDecision:
+                paid: Sequence[OpenInvoice] = (), *, own_inns: Iterable[str] = (),
+                ignore_categories: Iterable[str] = ()) -> MatchDecision:
     """Same rules as `match_payment` with a linear scan per lookup (only for benchmarks and tests)."""
-    return _decide(payment, _LinearLookup(invoices, paid))
+    return _excluded(payment, own_inns, ignore_categories) or _decide(payment, _LinearLookup(invoices, paid))
+
+
+def _excluded(payment: IncomingPayment, own_inns: Iterable[str], ignore_categories: Iterable[str]
+              ) -> MatchDecision | None:
+    """IGNORED when the payment is not a client's: from one of our own INNs, or in an excluded bank category."""
+    inn = payment.payer_inn
+    if inn and inn in {_clean_inn(i) for i in own_inns}:
+        return MatchDecision(Outcome.IGNORED, Confidence.NONE, reasons=(Reason("own_transfer", {"inn": inn}),))
+    category = (payment.category or "").strip()
+    if category and category.lower() in {str(c).strip().lower() for c in ignore_categories}:
+        return MatchDecision(Outcome.IGNORED, Confidence.NONE,
+                             reasons=(Reason("ignored_category", {"category": category}),))
+    return None
 
 
 # --- the rules ---
@@ -480,7 +520,8 @@ def _allocate(
 def _fallback(
     payment: IncomingPayment, lookup: _Lookup, numbers: tuple[str, ...], reasons: list[Reason]
 ) -> MatchDecision:
-    """No usable number: amount and INN only give LOW-confidence hints for a human."""
+    """No usable number: the payer's INN leads to its open invoices; one exact remaining amount, or exactly one
+    set of 2-5 invoices summing to the payment, is a MEDIUM proposal. Everything else is a hint for a human."""
     if not numbers:
         reasons.append(Reason("no_number", {}))
     amount, currency, inn = payment.amount, payment.currency, payment.payer_inn
@@ -490,12 +531,48 @@ def _fallback(
     ) if inn else []
     chosen: list[OpenInvoice] = []
     both = [inv for inv in by_inn if inv.remaining == amount]
+    if len(both) == 1:
+        inv = both[0]
+        reasons.append(Reason("inn_amount_unique", {
+            "inn": inn, "invoice": inv.number, "invoice_id": inv.id, "amount": amount, "currency": currency,
+            "invoice_ids": [inv.id],
+        }))
+        return MatchDecision(Outcome.PAID, Confidence.MEDIUM,
+                             (Allocation(inv.id, inv.number, amount, Outcome.PAID),), (inv.id,), numbers,
+                             tuple(reasons))
     if both:
         chosen = both[:MAX_HINT_CANDIDATES]
         reasons.append(Reason("inn_and_amount_hint", {
             "inn": inn, "count": len(both), "amount": amount, "currency": currency,
         }))
-    else:
+    elif len(by_inn) >= 2:
+        pool = by_inn[:MAX_INN_CANDIDATES]
+        if len(by_inn) > MAX_INN_CANDIDATES:
+            reasons.append(Reason("inn_candidates_capped", {"inn": inn, "count": len(by_inn),
+                                                            "cap": MAX_INN_CANDIDATES}))
+        found, complete = find_combinations([inv.remaining for inv in pool], amount)
+        if not complete:
+            reasons.append(Reason("combination_search_bounded", {"budget": COMBINATION_BUDGET}))
+        sure = complete and len(by_inn) <= MAX_INN_CANDIDATES
+        if len(found) == 1:
+            invs = sorted((pool[i] for i in found[0]), key=_age_order)
+            params = {"inn": inn, "count": len(invs), "invoices": [i.number for i in invs],
+                      "invoice_ids": [i.id for i in invs], "amount": amount, "currency": currency}
+            allocations = tuple(Allocation(i.id, i.number, i.remaining, Outcome.PAID) for i in invs)
+            cands = tuple(i.id for i in invs)
+            if sure:
+                reasons.append(Reason("inn_amount_combination", params))
+                return MatchDecision(Outcome.PAID, Confidence.MEDIUM, allocations, cands, numbers, tuple(reasons))
+            # The search did not see every invoice of this payer: propose, but a person confirms.
+            reasons.append(Reason("inn_combination_unconfirmed", params))
+            return MatchDecision(Outcome.REVIEW, Confidence.LOW, allocations, cands, numbers, tuple(reasons))
+        if len(found) > 1:
+            seen: list[OpenInvoice] = []
+            for combo in found:
+                seen.extend(pool[i] for i in combo if pool[i] not in seen)
+            chosen = sorted(seen, key=_age_order)[:MAX_HINT_CANDIDATES]
+            reasons.append(Reason("inn_combinations_ambiguous", {"inn": inn, "amount": amount, "currency": currency}))
+    if not chosen:
         by_amount = [
             inv for inv in _eligible(payment, lookup.by_remaining(currency, amount), None, None)
             if inv.remaining > 0
@@ -515,3 +592,63 @@ def _fallback(
         return MatchDecision(Outcome.UNMATCHED, Confidence.NONE, (), (), numbers, tuple(reasons))
     candidates = tuple(inv.id for inv in chosen[:MAX_HINT_CANDIDATES])
     return MatchDecision(Outcome.REVIEW, Confidence.LOW, (), candidates, numbers, tuple(reasons))
+
+
+def find_combinations(amounts: Sequence[Decimal], target: Decimal, *, limit: int = 2,
+                      budget: int = COMBINATION_BUDGET) -> tuple[list[tuple[int, ...]], bool]:
+    """Index sets of 2..MAX_COMBINATION `amounts` summing exactly to `target`; stops at `limit` sets.
+
+    Meet in the middle: every pair sum is tabled once (n(n-1)/2 entries, 435 for 30 amounts); a set of 2 is one
+    lookup, 3 is a single plus a later pair, 4 a pair plus a later pair, 5 a pair, a single and a later pair. Each
+    lookup of the 5-set loop and each candidate looked at costs one unit of `budget`, so the work per payment is
+    at most the pair table (n(n-1)/2), n + n(n-1)/2 lookups for 3- and 4-sets, and `budget` steps, whatever the
+    amounts (n <= MAX_INN_CANDIDATES = 30: under 1,000 + 50,000 steps). Returns (sets, complete): complete is
+    False when the budget ran out before the search ended (then the sets found are not known to be all)."""
+    cents = [int(a * 100) for a in amounts]
+    goal = int(target * 100)
+    keep = [i for i, c in enumerate(cents) if 0 < c < goal]
+    pairs: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for x, i in enumerate(keep):
+        for j in keep[x + 1:]:
+            s = cents[i] + cents[j]
+            if s <= goal:
+                pairs[s].append((i, j))
+    found: list[tuple[int, ...]] = []
+    spent = 0
+
+    def take(combo: tuple[int, ...]) -> bool:
+        found.append(combo)
+        return len(found) >= limit
+
+    for pair in pairs.get(goal, ()):  # two
+        spent += 1
+        if take(pair):
+            return found, True
+    for k in keep:  # three: a single and a pair after it
+        for i, j in pairs.get(goal - cents[k], ()):
+            spent += 1
+            if spent > budget:
+                return found, False
+            if i > k and take((k, i, j)):
+                return found, True
+    flat = [(s, p) for s, ps in pairs.items() for p in ps]
+    for s, (a, b) in flat:  # four: a pair and a pair after it
+        for c, d in pairs.get(goal - s, ()):
+            spent += 1
+            if spent > budget:
+                return found, False
+            if c > b and take((a, b, c, d)):
+                return found, True
+    for s, (a, b) in flat:  # five: a pair, a single after it, a pair after that
+        rest = goal - s
+        for k in keep:
+            if k <= b or cents[k] >= rest:
+                continue
+            spent += 1  # the lookup itself
+            for c, d in pairs.get(rest - cents[k], ()):
+                spent += 1
+                if spent > budget:
+                    return found, False
+                if c > k and take((a, b, k, c, d)):
+                    return found, True
+    return found, True

@@ -102,7 +102,8 @@ def build_operation(state: BankSandboxState, spec: dict[str, Any]) -> OpRecord:
         "accountNumber": account.number,
         "bic": TBANK_BIC,
         "typeOfOperation": kind,
-        "category": ("incomeLegal" if is_credit else "paymentLegal"),
+        # `category`: T-Bank documents incomePeople and fee only (shared/reference/tbank.md); a test may set any.
+        "category": str(spec.get("category") or ("incomeLegal" if is_credit else "paymentLegal"))[:64],
         "authorizationDate": when,
         "docDate": iso_z(doc_date),
         "documentNumber": document_number,

@@ -36,16 +36,22 @@ INVOICE_STAGES = [(f"{_P}:N", "Новый", 10, None, "#22B9FF"),
                   (f"{_P}:D", "Не оплачен", 40, "F", "#FF5752")]
 
 
-def stage_semantics(stage_id: str) -> str | None:
-    for stages in [*DEAL_STAGES.values(), INVOICE_STAGES]:
+def invoice_stages(portal: Portal | None = None) -> list[tuple[str, str, int, str | None, str]]:
+    """The invoice funnel's stages: the built-in ones and those the portal added (crm.status.add), by SORT."""
+    extra = portal.extra_invoice_stages if portal is not None else []
+    return sorted([*INVOICE_STAGES, *extra], key=lambda st: st[2])
+
+
+def stage_semantics(stage_id: str, portal: Portal | None = None) -> str | None:
+    for stages in [*DEAL_STAGES.values(), invoice_stages(portal)]:
         for sid, _name, _sort, sem, _color in stages:
             if sid == stage_id:
                 return sem
     return None
 
 
-def stage_name(stage_id: str) -> str:
-    for stages in [*DEAL_STAGES.values(), INVOICE_STAGES]:
+def stage_name(stage_id: str, portal: Portal | None = None) -> str:
+    for stages in [*DEAL_STAGES.values(), invoice_stages(portal)]:
         for sid, name, *_ in stages:
             if sid == stage_id:
                 return name
@@ -267,12 +273,62 @@ def _apply_deal_fields(ctx: CallContext, deal: dict[str, Any], fields: dict[str,
     for key, value in fields.items():
         if key in ("ID", "CATEGORY_ID", "STAGE_ID", "DATE_CREATE", "DATE_MODIFY", "STAGE_SEMANTIC_ID", "CLOSED"):
             continue
-        if key == "OPPORTUNITY":
+        if key.startswith("UF_CRM_"):
+            uf = ctx.portal.deal_userfields.get(key)
+            if uf is None:
+                continue  # not a field of this portal: ignored
+            deal[key] = _money_uf(value) if uf["USER_TYPE_ID"] == "money" else value
+        elif key == "OPPORTUNITY":
             deal[key] = money(value)
         elif key in ("ASSIGNED_BY_ID", "COMPANY_ID", "CONTACT_ID"):
             deal[key] = _int_or(value, 0)
         else:
             deal[key] = value
+
+
+_MONEY_UF = re.compile(r"(\d+)(?:\.(\d+))?\|([A-Z]{3})")
+
+
+def _money_uf(value: Any) -> str:
+    """A money userfield's value: `1700|RUB` (tutorials/crm/how-to-edit-crm-objects/how-to-set-paid-sum-to-deal.md:
+    a dot before the fraction, the currency in three capital letters; `1700,00|RUB` or `1700.00|руб` is answered
+    with success and leaves the field empty; `1700.00` is kept as `1700`, `1750.25` unchanged)."""
+    m = _MONEY_UF.fullmatch(str(value or ""))
+    if not m:
+        return ""
+    whole, fraction, currency = m.groups()
+    fraction = (fraction or "").rstrip("0")
+    return f"{int(whole)}{'.' + fraction if fraction else ''}|{currency}"
+
+
+_UF_TYPES = ("string", "integer", "double", "boolean", "datetime", "date", "money", "url", "address", "enumeration",
+             "file", "employee", "crm_status", "iblock_section", "iblock_element", "crm")
+
+
+@method("crm.deal.userfield.add", scope="crm", admin_only=True)
+def deal_userfield_add(ctx: CallContext, params: dict[str, Any]) -> int:
+    """api-reference/crm/deals/user-defined-fields/crm-deal-userfield-add.md: CRM administrators; FIELD_NAME unique,
+    A-Z 0-9 _, prefixed with UF_CRM_, 20 characters at most; USER_TYPE_ID one of the documented types; returns
+    the field's integer id. The page lists no error codes: ERROR_CORE with a plain message is an assumption."""
+    fields = arg(params, "fields")
+    if not isinstance(fields, dict):
+        raise RestError("ERROR_CORE", "fields is required", 400)
+    name = str(fields.get("FIELD_NAME") or "")
+    kind = str(fields.get("USER_TYPE_ID") or "")
+    if not name or not re.fullmatch(r"[A-Z0-9_]+", name):
+        raise RestError("ERROR_CORE", "FIELD_NAME is required: A-Z, 0-9 and _", 400)
+    if not name.startswith("UF_CRM_"):
+        name = "UF_CRM_" + name
+    if len(name) > 20:
+        raise RestError("ERROR_CORE", "FIELD_NAME is longer than 20 characters", 400)
+    if kind not in _UF_TYPES:
+        raise RestError("ERROR_CORE", "USER_TYPE_ID is not a known type", 400)
+    if name in ctx.portal.deal_userfields:
+        raise RestError("ERROR_CORE", f"A field named {name} exists already", 400)
+    field_id = 6000 + len(ctx.portal.deal_userfields) + 1
+    ctx.portal.deal_userfields[name] = {"ID": field_id, "USER_TYPE_ID": kind,
+                                        "MULTIPLE": "Y" if fields.get("MULTIPLE") == "Y" else "N"}
+    return field_id
 
 
 @method("crm.deal.add", scope="crm")
@@ -448,7 +504,7 @@ def type_list(ctx: CallContext, params: dict[str, Any]) -> ListResult:
     return ListResult({"types": []}, 0, None)
 
 
-def _status_rows() -> list[dict[str, Any]]:
+def _status_rows(portal: Portal | None = None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     counter = 0
     extra_sem = {None: "process", "S": "success", "F": "failure"}
@@ -466,13 +522,68 @@ def _status_rows() -> list[dict[str, Any]]:
                      "STATUS_ID": sid, "NAME": name, "NAME_INIT": name, "SORT": str(sort),
                      "SYSTEM": "Y", "CATEGORY_ID": str(INVOICE_CATEGORY_ID), "COLOR": color,
                      "SEMANTICS": sem})
+    for n, (sid, name, sort, sem, color) in enumerate(portal.extra_invoice_stages if portal else []):
+        rows.append({"ID": str(_EXTRA_STATUS_ID + n), "ENTITY_ID": f"SMART_INVOICE_STAGE_{INVOICE_CATEGORY_ID}",
+                     "STATUS_ID": sid, "NAME": name, "NAME_INIT": "", "SORT": str(sort),
+                     "SYSTEM": "N", "CATEGORY_ID": str(INVOICE_CATEGORY_ID), "COLOR": color,
+                     "SEMANTICS": sem})
     return rows
+
+
+_EXTRA_STATUS_ID = 700
+_STATUS_COLOR = re.compile(r"#[0-9A-Fa-f]{6}")
+
+
+@method("crm.status.add", scope="crm", admin_only=True)
+def status_add(ctx: CallContext, params: dict[str, Any]) -> int:
+    """api-reference/crm/status/crm-status-add.md: CRM administrators only; returns the new element's integer
+    id. A stage of a funnel gets the funnel's prefix (for smart invoices `DT31_<category>:`) unless STATUS_ID has
+    it; a duplicate STATUS_ID and an in-progress stage sorted after the success stage are refused. The sandbox
+    keeps directories for smart-invoice stages only (other ENTITY_IDs: "Specified entity type is not
+    supported."). The docs give the messages but no error code per row: ERROR_CORE here is an assumption."""
+    fields = arg(params, "fields")
+    if not isinstance(fields, dict):
+        raise RestError("ERROR_CORE", "Invalid parameters.", 400)
+    entity = str(fields.get("ENTITY_ID") or "")
+    status_id = str(fields.get("STATUS_ID") or "")
+    name = str(fields.get("NAME") or "").strip()
+    if not entity:
+        raise RestError("ERROR_CORE", "The field ENTITY_ID is required.", 400)
+    if not status_id:
+        raise RestError("ERROR_CORE", "The field STATUS_ID is required.", 400)
+    if entity != f"SMART_INVOICE_STAGE_{INVOICE_CATEGORY_ID}":
+        raise RestError("ERROR_CORE", "Specified entity type is not supported.", 400)
+    if not name:
+        raise RestError("ERROR_CORE", 'The required field "Title" is not filled', 400)
+    prefix = f"{_P}:"
+    if not status_id.startswith(prefix):
+        status_id = prefix + status_id
+    if len(status_id) > 50:  # "For other ENTITY_IDs, the maximum length of STATUS_ID is 50 characters"
+        raise RestError("ERROR_CORE", "Invalid parameters.", 400)
+    semantics = fields.get("SEMANTICS") or None
+    if semantics not in (None, "S", "F"):
+        raise RestError("ERROR_CORE", "Invalid parameters.", 400)
+    sort = _int_or(fields.get("SORT"), 10) if fields.get("SORT") not in (None, "") else 10
+    color = str(fields.get("COLOR") or "#ACE9FB")
+    if not _STATUS_COLOR.fullmatch(color):
+        raise RestError("ERROR_CORE", "Invalid parameters.", 400)
+    stages = invoice_stages(ctx.portal)
+    if any(st[0] == status_id for st in stages):
+        raise RestError("ERROR_CORE", "Duplicate STATUS_ID.", 400)
+    success = min((st[2] for st in stages if st[3] == "S"), default=None)
+    if semantics is None and success is not None and sort >= success:
+        # "Cannot create an intermediate stage after success" (the docs leave its message blank)
+        raise RestError("ERROR_CORE", "Cannot create an intermediate stage after success", 400)
+    if semantics == "S":
+        raise RestError("ERROR_CORE", "Invalid parameters.", 400)  # the sandbox keeps one success stage
+    ctx.portal.extra_invoice_stages.append((status_id, name, sort, semantics, color))
+    return _EXTRA_STATUS_ID + len(ctx.portal.extra_invoice_stages) - 1
 
 
 @method("crm.status.list", scope="crm")
 def status_list(ctx: CallContext, params: dict[str, Any]) -> ListResult:
     flt = arg(params, "filter") or {}
-    rows = [r for r in _status_rows() if matches(r, flt if isinstance(flt, dict) else {})]
+    rows = [r for r in _status_rows(ctx.portal) if matches(r, flt if isinstance(flt, dict) else {})]
     order = arg(params, "order") or {"SORT": "ASC"}
     rows = _sort(rows, order)
     return ListResult(rows, len(rows), None)
@@ -519,7 +630,7 @@ def _apply_item_fields(ctx: CallContext, item: dict[str, Any], fields: dict[str,
     normalized = {camel(str(k)): v for k, v in fields.items()}
     if "categoryId" in normalized and _int_or(normalized["categoryId"], -1) != INVOICE_CATEGORY_ID:
         raise RestError("CATEGORY_NOT_FOUND", "Pipeline not found", 400)
-    stages = [s[0] for s in INVOICE_STAGES]
+    stages = [s[0] for s in invoice_stages(ctx.portal)]
     if "stageId" in normalized and normalized["stageId"] not in ("", None):
         if normalized["stageId"] not in stages:
             raise RestError("CRM_FIELD_ERROR_VALUE_NOT_VALID",

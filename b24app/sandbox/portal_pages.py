@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify, render_template, request
 
-from .portal_crm import INVOICE_STAGES, stage_name, stage_semantics
+from .portal_crm import invoice_stages, stage_name, stage_semantics
 from .portal_install import ensure_installation, frame_fields
 from .portal_state import Portal, SandboxState
 
@@ -80,7 +80,7 @@ def register_pages(app: Flask, state: SandboxState) -> None:
                       "amount": _amount(d.get("OPPORTUNITY")), "currency": d.get("CURRENCY_ID")}
                      for d in portal.deals.values()]
             invoices = [{"id": i["id"], "number": i.get("accountNumber"), "title": i.get("title"),
-                         "stage": stage_name(i["stageId"]), "amount": _amount(i.get("opportunity"))}
+                         "stage": stage_name(i["stageId"], portal), "amount": _amount(i.get("opportunity"))}
                         for i in portal.invoices.values()]
             apps = [{"client_id": a.client_id, "installed": bool(portal.installations.get(a.client_id)
                                                                   and portal.installations[a.client_id].installed)}
@@ -113,15 +113,15 @@ def register_pages(app: Flask, state: SandboxState) -> None:
                         "company": company.get("TITLE") if company else "—"}
                 related = [{"id": i["id"], "number": i.get("accountNumber"), "title": i.get("title"),
                             "amount": _amount(i.get("opportunity")), "currency": i.get("currencyId"),
-                            "stage": stage_name(i["stageId"]), "stage_id": i["stageId"],
+                            "stage": stage_name(i["stageId"], portal), "stage_id": i["stageId"],
                             "sem": stage_semantics(i["stageId"])}
                            for i in portal.invoices.values() if i.get("parentId2") == entity_id]
             else:
                 responsible = portal.users.get(int(record.get("assignedById") or 0))
                 company = portal.companies.get(int(record.get("companyId") or 0))
                 card = {"title": record.get("title") or f"Счёт #{entity_id}", "kind": "Счёт",
-                        "number": record.get("accountNumber"), "stage": stage_name(record["stageId"]),
-                        "stage_id": record["stageId"], "sem": stage_semantics(record["stageId"]),
+                        "number": record.get("accountNumber"), "stage": stage_name(record["stageId"], portal),
+                        "stage_id": record["stageId"], "sem": stage_semantics(record["stageId"], portal),
                         "amount": _amount(record.get("opportunity")),
                         "currency": record.get("currencyId"),
                         "responsible": responsible.full_name if responsible else "—",
@@ -140,7 +140,7 @@ def register_pages(app: Flask, state: SandboxState) -> None:
             open_tab = None
         return render_template("portal_card.html", portal=portal, card=card, related=related, tabs=tabs,
                                open_tab=open_tab, user=portal.users[user_id], user_id=user_id,
-                               entity_kind=kind, entity_id=entity_id, invoice_stages=INVOICE_STAGES)
+                               entity_kind=kind, entity_id=entity_id, invoice_stages=invoice_stages(portal))
 
     @app.route("/p/<code>/crm/deal/details/<int:deal_id>/")
     def deal_page(code: str, deal_id: int) -> Any:

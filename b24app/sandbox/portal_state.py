@@ -211,6 +211,10 @@ class Portal:
     deliveries: list[Delivery] = field(default_factory=list)
     deals: dict[int, dict[str, Any]] = field(default_factory=dict)
     invoices: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # invoice stages added with crm.status.add: (STATUS_ID, NAME, SORT, SEMANTICS, COLOR), beside the built-in ones
+    extra_invoice_stages: list[tuple[str, str, int, str | None, str]] = field(default_factory=list)
+    # deal userfields added with crm.deal.userfield.add: FIELD_NAME -> {"ID", "USER_TYPE_ID", "MULTIPLE"}
+    deal_userfields: dict[str, dict[str, Any]] = field(default_factory=dict)
     companies: dict[int, dict[str, Any]] = field(default_factory=dict)
     requisites: dict[int, dict[str, Any]] = field(default_factory=dict)
     timeline_comments: list[dict[str, Any]] = field(default_factory=list)

@@ -60,6 +60,9 @@ def refusal(reason: str) -> str:
         "effects_in_flight": _("The app is updating this invoice in Bitrix24 right now. Try again in a minute."),
         "reason_required": _("Say why this is not an invoice payment."),
         "no_payer_inn": _("The payer's INN is unknown: the payment cannot be kept as the client's credit."),
+        "no_proposal": _("The app has no proposal for this payment."),
+        "credit_in_use": _("Part of this credit is already on an invoice: undo that application first."),
+        "proposal_stale": _("The proposal no longer fits: the invoices changed since. Choose an invoice."),
     }
     return texts.get(reason, _("The action was refused: %(reason)s", reason=reason))
 
@@ -81,6 +84,16 @@ def assign(frame: Frame, portal_id: int, op_pk: int, inv_id: int, *, pay_over: b
     log.info("payment assigned", extra={"member_id": frame.member_id, "operation": op_pk, "invoice": inv_id,
                                         "user_id": frame.user_id})
     return jsonify({"ok": True, "outcome": decision.outcome, "message": _("The payment has been assigned.")})
+
+
+def accept(frame: Frame, portal_id: int, op_pk: int):
+    """Accept the app's proposal after the caller checked ownership and rights; the JSON answer either way."""
+    try:
+        decision = reconcile.accept_proposal(get_ctx(), portal_id, op_pk, frame.user_id)
+    except reconcile.ReconcileError as exc:
+        return jsonify({"error": exc.reason, "message": refusal(exc.reason)}), 409
+    log.info("proposal accepted", extra={"member_id": frame.member_id, "operation": op_pk, "user_id": frame.user_id})
+    return jsonify({"ok": True, "outcome": decision.outcome, "message": _("The proposal has been accepted.")})
 
 
 def not_reverted_text(kinds) -> str:

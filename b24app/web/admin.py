@@ -16,6 +16,7 @@ from ..bitrix.errors import BitrixError
 from ..domain.formatting import visible_text
 from ..models import BankLink, Invoice, Operation, Portal
 from ..outbox import TRIGGER_ACCESS_KEY
+from ..paidfield import FIELD_NAME as PAID_FIELD
 from ..reconcile import CLOSE_ACTIONS
 from ..sync import interval_for
 from .bank import issue_link_ticket
@@ -154,6 +155,10 @@ def _urls(frame: Frame) -> dict:
     urls = {"review": url_for("admin.api_review"), "history": url_for("admin.api_history"),
             "bank": url_for("admin.api_bank"), "assign": url_for("admin.api_assign"),
             "undo": url_for("admin.api_undo"), "close": url_for("admin.api_close"), "rules": url_for("admin.api_rules"),
+            "accept": url_for("admin.api_accept"), "partial": url_for("admin.api_partial_stages"),
+            "partial_create": url_for("admin.api_partial_create"), "credits": url_for("admin.api_credits"),
+            "credit_apply": url_for("admin.api_credit_apply"), "credit_undo": url_for("admin.api_credit_undo"),
+            "paid_field": url_for("admin.api_paid_field"),
             "sync": url_for("admin.api_sync"), "stages": url_for("admin.api_stages"),
             "link": url_for("admin.api_link"), "accounts": url_for("bank.choose_accounts"),
             "invoices": url_for("admin.api_invoices"),
@@ -294,6 +299,19 @@ def api_close():
     return actions.close(frame, portal.id, op_pk, action, reason)
 
 
+@bp.post("/app/api/accept")
+@frame_required
+def api_accept():
+    """Accept the app's proposal for a payment in review (INN and amount, #15): {operation}."""
+    frame, portal = _admin()
+    op_pk = id_field(json_body(), "operation")
+    with get_ctx().db.session() as s:
+        op = s.get(Operation, op_pk)
+        if op is None or op.portal_id != portal.id:
+            abort(404)
+    return actions.accept(frame, portal.id, op_pk)
+
+
 @bp.post("/app/api/undo")
 @frame_required
 def api_undo():
@@ -316,7 +334,8 @@ def api_rules():
     body = json_body()
     allowed = {"paid_invoice_stage", "paid_deal_stage", "paid_timeline", "paid_notify", "underpaid_notify",
                "underpaid_task", "underpaid_timeline", "overpaid_notify", "review_notify", "fire_trigger",
-               "sync_interval"}
+               "sync_interval", "apply_medium", "ignore_categories", "partial_invoice_stage", "credit_auto_apply",
+               "deal_paid_field"}
     data = {k: v for k, v in body.items() if k in allowed}
     stages = data.get("paid_deal_stage")
     if stages is not None:
@@ -327,6 +346,23 @@ def api_rules():
         for pipeline, stage in stages.items():
             if stage and (str(pipeline) not in known or stage not in known[str(pipeline)]):
                 return jsonify({"error": "paid_deal_stage", "message": _("Choose a stage of that pipeline.")}), 400
+    if data.get("deal_paid_field") not in (None, "", PAID_FIELD):  # only off, or the field the app created
+        abort(400, description="deal_paid_field can only be turned off here")
+    partial = data.get("partial_invoice_stage")
+    if partial is not None:
+        from ..partial import invoice_funnels, valid_choice
+
+        if not isinstance(partial, dict):
+            abort(400, description="partial_invoice_stage must map invoice funnels to stages")
+        if any(partial.values()):
+            try:
+                funnels = invoice_funnels(get_ctx(), portal.member_id)
+            except BitrixError:
+                return jsonify({"error": "bitrix_unavailable",
+                                "message": _("Bitrix24 did not answer; try again later.")}), 502
+            if not valid_choice(funnels, partial):
+                return jsonify({"error": "partial_invoice_stage",
+                                "message": _("Choose an in-progress stage of that invoice funnel.")}), 400
     try:
         rules = save_rules(get_ctx(), portal.id, data)
     except ValueError as exc:
@@ -378,6 +414,139 @@ def api_stages():
                            rules_saved=rules_saved(portal.settings),
                            stages_fetched_at=fetched_at, stages_ok=ok, frame=g.frame)
     return jsonify({"html": html, "pipelines": pipelines})
+
+
+def _partial_html(ctx, portal, note: str = ""):
+    from ..partial import invoice_funnels
+    from ..rules import load_rules
+
+    try:
+        funnels = invoice_funnels(ctx, portal.member_id)
+    except BitrixError:
+        return jsonify({"error": "bitrix_unavailable", "message": _("Bitrix24 did not answer; try again later.")}), 502
+    portal = ctx.portals.find(portal.member_id)
+    html = render_template("admin/_partial.html", funnels=funnels, rules=load_rules(portal.settings), frame=g.frame,
+                           note=note)
+    return jsonify({"html": html, "funnels": funnels})
+
+
+@bp.get("/app/api/partial_stages")
+@frame_required
+def api_partial_stages():
+    """The invoice funnels and their stages, to choose the "partly paid" stage of each (#15)."""
+    _frame_unused, portal = _admin()
+    return _partial_html(get_ctx(), portal)
+
+
+@bp.post("/app/api/partial_stages/create")
+@frame_required
+def api_partial_create():
+    """Create «Частично оплачен» / "Partly paid" in one invoice funnel (crm.status.add) and choose it: {category_id}."""
+    from ..partial import PartialStageError, create_partial_stage
+    from ..rules import load_rules, save_rules
+
+    frame, portal = _admin()
+    category = id_field(json_body(), "category_id")
+    ctx = get_ctx()
+    try:
+        stage = create_partial_stage(ctx, portal.member_id, category, frame.lang or portal.lang or "ru")
+    except PartialStageError as exc:
+        texts = {"unknown_funnel": _("This invoice funnel was not found."),
+                 "no_room": _("There is no room for a stage before the paid stage: change the stage order in Bitrix24."),
+                 "access_denied": _("Bitrix24 allows this to CRM administrators only: ask one to create the stage."),
+                 "bitrix_error": _("Bitrix24 did not create the stage; try again later.")}
+        return jsonify({"error": exc.reason, "message": texts[exc.reason]}), 409
+    current = load_rules(ctx.portals.find(portal.member_id).settings).partial_invoice_stage
+    save_rules(ctx, portal.id, {"partial_invoice_stage": {**current, str(category): stage}})
+    log.info("partly-paid stage created", extra={"member_id": frame.member_id, "user_id": frame.user_id,
+                                                 "stage": stage})
+    return _partial_html(ctx, portal, note=_("The stage has been created and chosen."))
+
+
+@bp.post("/app/api/paid_field")
+@frame_required
+def api_paid_field():
+    """Create the deal's «Оплачено» money field (crm.deal.userfield.add) and keep it up to date from now on (#15)."""
+    from ..paidfield import create_field
+    from ..rules import save_rules
+
+    frame, portal = _admin()
+    ctx = get_ctx()
+    try:
+        name = create_field(ctx, portal.member_id)
+    except BitrixError as exc:
+        log.warning("paid field not created", extra={"member_id": frame.member_id, "code": exc.code})
+        return jsonify({"error": "bitrix_error", "message": _(
+            "Bitrix24 did not create the field (only CRM administrators may): %(error)s", error=exc.code)}), 409
+    rules = save_rules(ctx, portal.id, {"deal_paid_field": name})
+    log.info("paid field created", extra={"member_id": frame.member_id, "user_id": frame.user_id})
+    return jsonify({"ok": True, "field": name, "rules": rules.to_dict(),
+                    "message": _("The field “Paid” has been added to deals.")})
+
+
+def _credits_html(portal_id: int, note: str = "", **extra):
+    from ..credit import credit_lines
+
+    with get_ctx().db.session() as s:
+        lines = credit_lines(s, portal_id)
+        html = render_template("admin/_credits.html", credits=lines, frame=g.frame)
+    return jsonify({"html": html, "message": note, "credits": [
+        {"inn": c["inn"], "currency": c["currency"], "balance": str(c["balance"])} for c in lines], **extra})
+
+
+@bp.get("/app/api/credits")
+@frame_required
+def api_credits():
+    """The clients' credit by INN (#15)."""
+    _frame_unused, portal = _frame()
+    return _credits_html(portal.id)
+
+
+def _credit_refusal(reason: str):
+    texts = {"not_found": _("This credit was not found."), "nothing_to_undo": _("This has been undone already."),
+             "effects_in_flight": actions.refusal("effects_in_flight")}
+    return jsonify({"error": reason, "message": texts.get(reason, actions.refusal(reason))}), 409
+
+
+@bp.post("/app/api/credits/apply")
+@frame_required
+def api_credit_apply():
+    """Put a client's credit on its oldest open invoices: {inn, currency}."""
+    from ..credit import CreditError, apply_credit
+
+    frame, portal = _admin()
+    body = json_body()
+    inn, currency = body.get("inn"), body.get("currency", "RUB")
+    if not (isinstance(inn, str) and inn.isdigit() and len(inn) in (10, 12)) or not (
+            isinstance(currency, str) and len(currency) == 3 and currency.isalpha()):
+        abort(400, description="inn must be 10 or 12 digits, currency a 3-letter code")
+    try:
+        made = apply_credit(get_ctx(), portal.id, inn, currency.upper(), user_id=frame.user_id)
+    except CreditError as exc:
+        return _credit_refusal(exc.reason)
+    log.info("credit applied", extra={"member_id": frame.member_id, "user_id": frame.user_id, "rows": len(made)})
+    if not made:
+        return jsonify({"error": "nothing_applied", "message": _("No credit or no open invoice of this client.")}), 409
+    return _credits_html(portal.id, _("The credit has been applied."))
+
+
+@bp.post("/app/api/credits/undo")
+@frame_required
+def api_credit_undo():
+    """Take one application of credit back: {credit}."""
+    from ..credit import CreditError, undo_credit
+
+    frame, portal = _admin()
+    credit_id = id_field(json_body(), "credit")
+    try:
+        kinds = undo_credit(get_ctx(), portal.id, credit_id, frame.user_id)
+    except CreditError as exc:
+        return _credit_refusal(exc.reason)
+    log.info("credit application undone", extra={"member_id": frame.member_id, "user_id": frame.user_id,
+                                                 "credit": credit_id})
+    done = _("The application of the credit has been undone.")
+    message = f"{done} {actions.not_reverted_text(kinds)}".strip()
+    return _credits_html(portal.id, message, not_reverted=kinds)
 
 
 @bp.post("/app/api/link")
