@@ -15,19 +15,25 @@ from .sandbox.stack import DEMO_INN, DEMO_PHONE, PortInUse, link_bank, link_toch
 
 
 def _the_client_pays(stack, deals: list[dict]) -> None:
-    """The main job, once, as it happens: one invoice paid in full, one underpaid; print what the app did."""
+    """The main job, once, as it happens: one invoice paid in full and one underpaid through T-Bank, one paid in
+    full through Tochka (its signed webhook); print what the app did."""
     state = sandbox_state(stack.portal_server.app)
     portal = state.portals[stack.portal_code]
-    full, part = deals[0], deals[1]
+    full, part, other = deals[0], deals[1], deals[3]
     partial = (Decimal(part["amount"]) * Decimal("0.8")).quantize(Decimal("1"))
     click.echo("")
-    click.echo("The client pays (bank transfers into the linked account):")
-    for deal, amount, purpose in ((full, Decimal(full["amount"]), f"Оплата по счету № {full['number']} от 14.01.2026"),
-                                  (part, partial, f"Оплата по сч. {part['number']} частично")):
+    click.echo("The client pays (bank transfers into the linked accounts):")
+    for bank, deal, amount, purpose in (
+            ("T-Bank", full, Decimal(full["amount"]), f"Оплата по счету № {full['number']} от 14.01.2026"),
+            ("T-Bank", part, partial, f"Оплата по сч. {part['number']} частично"),
+            ("Tochka", other, Decimal(other["amount"]), f"Оплата по счету № {other['number']} от 15.01.2026")):
         with state.lock:
             notes_before = sum(1 for n in portal.notifications if n["user_id"] == deal["user"])
         started = time.monotonic()
-        stack.pay(amount, purpose, payerInn=deal["inn"], payerName=deal["company"])
+        if bank == "Tochka":
+            stack.pay_tochka(amount, purpose, payer_inn=deal["inn"], payer_name=deal["company"])
+        else:
+            stack.pay(amount, purpose, payerInn=deal["inn"], payerName=deal["company"])
 
         def told() -> bool:
             with state.lock:
@@ -40,7 +46,7 @@ def _the_client_pays(stack, deals: list[dict]) -> None:
         seconds = time.monotonic() - started
         user = portal.users.get(deal["user"])
         manager = f"{user.name} {user.last_name}" if user else f"user {deal['user']}"
-        shown = f"  {format_money(amount, 'RUB')} «{purpose}» →"
+        shown = f"  {bank}: {format_money(amount, 'RUB')} «{purpose}» →"
         if not told():
             click.echo(f"{shown} nothing yet after {seconds:.0f} s (see the admin page's history)")
         elif stage_semantics(stage) == "S":  # the invoice is in its funnel's success stage

@@ -10,6 +10,7 @@ def test_demo_pays_one_invoice_in_full_and_one_partly_and_says_so(tmp_path, caps
     assert "installFinish seen" in out and "T-Bank linked by SMS" in out and "Tochka linked by its consent flow" in out
     assert "→ invoice 1207 paid after" in out and "the manager (Борис Менеджеров) notified" in out
     assert "СЧ-00412 частично» → underpaid, 9\u00a0700,00\u00a0₽ still due" in out and "the invoice stays open" in out
+    assert "Tochka: 3\u00a0000,00\u00a0₽ «Оплата по счету № 1208 от 15.01.2026» → invoice 1208 paid after" in out
     assert "Pay invoice INV-2025-0042 (deal 3) yourself" in out and "/crm/deal/details/1/" in out and out.rstrip().endswith("stopping…")
 
 
