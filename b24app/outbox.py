@@ -204,23 +204,30 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
     # Chunk by chunk (50 commands per request), so that a failure knows what already went out: the chunks
     # before it are done, the chunk itself may or may not have reached Bitrix24, the rest never left.
     interrupted = {item.id for item, uncertain in claimed if uncertain}
-    keys = list(commands)
+    chunks = _chunks(commands, plan)
     retry = 0
     own: list[tuple[dict, str]] = []
-    for start in range(0, len(keys), BATCH_LIMIT):
-        chunk = keys[start:start + BATCH_LIMIT]
+    own_deals: dict[int, str] = {}   # deal id -> the stage we moved it to
+    deals_seen: list[dict] = []      # the same deals as read right after the moves, in the same batch
+    for n, chunk in enumerate(chunks):
+        cmds = {k: commands[k] for k in chunk}
+        moved = sorted({int(plan[k][0].payload["deal_id"]) for k in chunk if plan[k][0].kind in _DEAL_KINDS})
+        if moved:  # batch commands run in order (how-to-call-rest-api/batch.md): this reads after the moves
+            cmds[DEAL_STAMPS] = ("crm.deal.list", {"filter": {"@ID": moved}, "select": invoices.DEAL_STAMP_SELECT})
         try:
-            res = client.batch({k: commands[k] for k in chunk})
+            res = client.batch(cmds)
         except BitrixError as exc:
             for k in chunk:
                 item = plan[k][0]
                 _retry_or_die(ctx, item, owner, f"batch failed: {exc.code}",
                               unsure=exc.may_have_run or item.id in interrupted)
-            for k in keys[start + BATCH_LIMIT:]:
+            for k in [k for later in chunks[n + 1:] for k in later]:
                 item = plan[k][0]
                 _retry_or_die(ctx, item, owner, "not sent: an earlier batch failed", unsure=item.id in interrupted)
-            retry = len(keys) - start
+            retry = sum(len(c) for c in chunks[n:])
             break
+        if isinstance(res.results.get(DEAL_STAMPS), list):
+            deals_seen.extend(res.results[DEAL_STAMPS])
         for key in chunk:
             item, info = plan[key]
             if isinstance(res.errors.get(key), OperationTimeLimit):
@@ -243,8 +250,12 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
                 _cache_stage(ctx, portal.id, item, info)  # our copy follows the stage even without an item answer
                 if item.kind in ("invoice_paid", "invoice_reopen"):
                     own.append((res.results.get(key), info["to_stage"]))
+                elif item.kind in _DEAL_KINDS:
+                    own_deals[int(item.payload["deal_id"])] = info["to_stage"]
     if own:  # the answers carry the whole item: the cache follows, and their echo events cost no re-read
         invoices.record_own_updates(ctx, portal.id, own, _semantics(reads))
+    if own_deals:  # neither do the echoes of our deal moves, when the read after them shows exactly ours
+        invoices.record_own_deal_updates(ctx, portal.id, portal.installed_by, own_deals, deals_seen)
     out = {"sent": sent, "skipped": skipped, "failed": failed}
     if deferred:
         out["deferred"] = deferred
@@ -254,6 +265,25 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
 
 
 _STAGE_KINDS = ("invoice_paid", "deal_stage")
+_DEAL_KINDS = ("deal_stage", "deal_reopen")   # crm.deal.update of STAGE_ID only
+DEAL_STAMPS = "deals"  # the write batch's own read of the deals it moved (not an outbox item's key: those are i<id>)
+
+
+def _chunks(commands: dict, plan: dict) -> list[list[str]]:
+    """The write batches: 50 commands each, one of them kept for the read after the deal moves when a batch
+    holds any (the claim puts stage moves first, so these are the first batches)."""
+    out: list[list[str]] = []
+    chunk: list[str] = []
+    for key in commands:
+        deal = plan[key][0].kind in _DEAL_KINDS
+        has_deal = any(plan[k][0].kind in _DEAL_KINDS for k in chunk)
+        if len(chunk) + 1 + (1 if (deal or has_deal) else 0) > BATCH_LIMIT:
+            out.append(chunk)
+            chunk = []
+        chunk.append(key)
+    if chunk:
+        out.append(chunk)
+    return out
 
 
 def _note_planned(ctx, owner: str, items: list[tuple[OutboxItem, dict]]) -> None:
@@ -442,6 +472,16 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
         # token is the installer's, whose rights can be taken away: ask first (api-reference/common/users/
         # user-admin.md) instead of failing every trigger.
         cmds["admin"] = ("user.admin", {})
+    if any(item.kind == "deal_stage" and item.payload.get("default") == "success"
+           and (item.payload.get("stages") or {}).get("0") is None for item, _ in claimed):
+        # The pipeline whose success stage the move needs is known only once the deal is read. Most deals are
+        # in the general one: its stage list comes along now, not in a second request after the deal (the
+        # first payment would cost 3). A batch reference cannot pick it: `$result[deal][CATEGORY_ID]` fills a
+        # value in, but the list's ENTITY_ID is DEAL_STAGE for pipeline 0 and DEAL_STAGE_<id> for the others
+        # (crm/status/crm-status-list.md); crm.dealcategory.stage.list takes the id, but it is deprecated
+        # (crm/outdated/category-old/crm-deal-category-stage-list.md) and documents no fields, SEMANTICS
+        # among them. Another pipeline is read after the deal, once, and remembered like this one.
+        cmds["dst0"] = _deal_stage_list("0")
     reading = any(k.startswith("inv") for k in cmds)  # then the lists come along in the same request
     for c in sorted(categories):
         if c in (lists or {}) and not reading:
@@ -455,6 +495,8 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
     for key, err in first.errors.items():
         if key.startswith("st"):
             raise err  # a stage list that cannot be read: nothing about invoices can be decided
+        if key.startswith("dst"):
+            continue  # asked for again after the deals are read, where a failure stops the round
         if isinstance(err, OperationTimeLimit):
             reads[key] = err  # only the items that needed this read wait for the method's reset
             continue
@@ -500,10 +542,14 @@ def _deal_stage_lists(claimed: list[tuple[OutboxItem, bool]], reads: dict) -> di
             continue
         deal = reads.get(f"deal{p['deal_id']}") or {}
         cat = str(deal.get("CATEGORY_ID") or 0)
-        if deal and (p.get("stages") or {}).get(cat) is None:
-            out[f"dst{cat}"] = ("crm.status.list", {"filter": {"ENTITY_ID": "DEAL_STAGE" if cat == "0" else
-                                                               f"DEAL_STAGE_{cat}"}, "order": {"SORT": "ASC"}})
+        if deal and (p.get("stages") or {}).get(cat) is None and f"dst{cat}" not in reads:
+            out[f"dst{cat}"] = _deal_stage_list(cat)
     return out
+
+
+def _deal_stage_list(cat: str) -> tuple[str, dict]:
+    return "crm.status.list", {"filter": {"ENTITY_ID": "DEAL_STAGE" if cat == "0" else f"DEAL_STAGE_{cat}"},
+                               "order": {"SORT": "ASC"}}
 
 
 DEAL_SUCCESS_KEY = "deal_success_stages"  # on Portal.settings: pipeline id -> its S stage, as the outbox read it
