@@ -451,6 +451,7 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
     read lately (see _from_cache) come from the cache: with nothing else to check there is no request."""
     cmds: dict[str, tuple[str, dict]] = {}
     reads: dict = {}
+    deals: set[int] = set()
     for item, uncertain in claimed:
         p = item.payload
         if item.kind == "invoice_paid" and not uncertain and int(p["invoice_id"]) in (known or {}):
@@ -458,7 +459,7 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
         elif item.kind in ("invoice_paid", "invoice_reopen"):
             cmds[f"inv{p['invoice_id']}"] = ("crm.item.get", {"entityTypeId": INVOICE_TYPE, "id": p["invoice_id"]})
         elif item.kind in ("deal_stage", "deal_reopen"):
-            cmds[f"deal{p['deal_id']}"] = ("crm.deal.get", {"id": p["deal_id"]})
+            deals.add(int(p["deal_id"]))
         elif item.kind == "timeline" and uncertain:
             cmds[f"tl{p['deal_id']}"] = ("crm.timeline.comment.list", {
                 "filter": {"ENTITY_ID": p["deal_id"], "ENTITY_TYPE": "deal"}, "order": {"ID": "DESC"}})
@@ -467,6 +468,11 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
             cmds[f"task{item.id}"] = ("tasks.task.list", {"filter": {"RESPONSIBLE_ID": p["responsible_id"],
                                                                       "TITLE": f"%{marker_for(item.key)}%"},
                                                            "select": ["ID", "TITLE"]})
+    # 50 deals per command, as crm.deal.list pages (crm/deals/crm-deal-list.md: `@ID` takes an array), not one
+    # crm.deal.get each: a statement's deals are a few commands of one request instead of a request per 50.
+    ids = sorted(deals)
+    for n in range(0, len(ids), 50):
+        cmds[f"deals{n}"] = ("crm.deal.list", {"filter": {"@ID": ids[n:n + 50]}, "select": DEAL_READ_SELECT})
     if any(item.kind == "trigger" and not uncertain for item, uncertain in claimed):
         # crm.automation.trigger.execute needs an administrator (crm-automation-trigger-execute.md); the
         # token is the installer's, whose rights can be taken away: ask first (api-reference/common/users/
@@ -497,6 +503,12 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
             raise err  # a stage list that cannot be read: nothing about invoices can be decided
         if key.startswith("dst"):
             continue  # asked for again after the deals are read, where a failure stops the round
+        if key.startswith("deals"):
+            if not isinstance(err, OperationTimeLimit):
+                raise err  # a list answers no NotFound: anything else is not an answer about the deals
+            n = int(key[5:])
+            reads.update({f"deal{i}": err for i in ids[n:n + 50]})
+            continue
         if isinstance(err, OperationTimeLimit):
             reads[key] = err  # only the items that needed this read wait for the method's reset
             continue
@@ -505,6 +517,10 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
         if not isinstance(err, NotFound):
             raise err
         reads[key] = None
+    for n in range(0, len(ids), 50):
+        if f"deals{n}" in first.results:
+            rows = {str(r.get("ID")): r for r in first.results[f"deals{n}"] or [] if isinstance(r, dict)}
+            reads.update({f"deal{i}": rows.get(str(i)) for i in ids[n:n + 50]})   # not listed: deleted
     wanted = {int(reads[k].get("item", {}).get("categoryId") or 0)
               for k in reads if k.startswith("inv") and isinstance(reads[k], dict)}
     missing = wanted - {int(k[2:]) for k in reads if k.startswith("st")}
@@ -540,9 +556,11 @@ def _deal_stage_lists(claimed: list[tuple[OutboxItem, bool]], reads: dict) -> di
         p = item.payload
         if item.kind != "deal_stage" or p.get("default") != "success":
             continue
-        deal = reads.get(f"deal{p['deal_id']}") or {}
+        deal = reads.get(f"deal{p['deal_id']}")
+        if not isinstance(deal, dict):
+            continue  # deleted, or its read is blocked (OperationTimeLimit): the item waits for the reset
         cat = str(deal.get("CATEGORY_ID") or 0)
-        if deal and (p.get("stages") or {}).get(cat) is None and f"dst{cat}" not in reads:
+        if (p.get("stages") or {}).get(cat) is None and f"dst{cat}" not in reads:
             out[f"dst{cat}"] = _deal_stage_list(cat)
     return out
 
@@ -552,6 +570,7 @@ def _deal_stage_list(cat: str) -> tuple[str, dict]:
                                "order": {"SORT": "ASC"}}
 
 
+DEAL_READ_SELECT = ["ID", "CATEGORY_ID", "STAGE_ID", "CLOSED"]  # what _plan decides a deal move on
 DEAL_SUCCESS_KEY = "deal_success_stages"  # on Portal.settings: pipeline id -> its S stage, as the outbox read it
 
 

@@ -381,3 +381,32 @@ def test_a_deal_event_without_our_stamp_is_read(linked, stamp):
     before = requests_at_portal(linked)
     invoices.refresh_requested(linked.ctx, portal)
     assert requests_at_portal(linked) == before
+
+
+def test_a_blocked_deal_read_delays_only_the_deal_move(linked):
+    """The deals are read 50 per crm.deal.list command; when Bitrix24 blocks that method (OPERATION_TIME_LIMIT,
+    limits.md), only the deal move waits for the reset: the invoice moves and the notice goes out, nothing is
+    lost, and the deal moves after the reset."""
+    import time
+    from test_fidelity_operating import WINDOW, rounds
+    httpx.post(f"{linked.sandbox_url}/sandbox/config", json={"operating_window": WINDOW}).raise_for_status()
+    first, d = linked.deals[0], linked.deals[3]
+    outbox.deliver(linked.ctx, pay_and_decide(linked, first))   # crm.deal.list answered: its reset is known
+    portal = pay_and_decide(linked, d)
+    blocked = linked.portal_http("POST", "/sandbox/operating", json={"client_id": APP_CLIENT_ID,
+                                                                     "method": "crm.deal.list", "seconds": 500}).json()
+    assert blocked["blocked"]
+    outbox.deliver(linked.ctx, portal)
+    assert item_stage(linked, d["invoice_id"]) == PAID and deal_stage_of(linked, d["deal_id"]) != "WON"
+    with linked.ctx.db.session() as s:
+        waiting = s.scalar(select(OutboxItem).where(OutboxItem.kind == "deal_stage",
+                                                    OutboxItem.payload["deal_id"].as_integer() == d["deal_id"]))
+        assert waiting.status == "pending" and "OPERATION_TIME_LIMIT" in waiting.last_error and waiting.attempts == 0
+        assert {i.status for i in s.scalars(select(OutboxItem).where(OutboxItem.kind != "deal_stage"))} == {"done"}
+        due = waiting.next_attempt_at.timestamp()
+    assert abs(due - blocked["operating_reset_at"]) <= 1.0, (due, blocked)
+    time.sleep(max(0.0, blocked["operating_reset_at"] - time.time()) + 0.5)
+    rounds(linked)
+    assert deal_stage_of(linked, d["deal_id"]) == "WON"
+    with linked.ctx.db.session() as s:
+        assert {i.status for i in s.scalars(select(OutboxItem))} == {"done"}
