@@ -628,7 +628,7 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
     if kind == "deal_stage":
         deal = reads.get(f"deal{p['deal_id']}")
         if not deal:
-            return None, {"why": "deal deleted"}
+            return None, {"why": "deal not found (deleted, or not readable by the app's user)"}
         cat = str(deal.get("CATEGORY_ID") or 0)
         target = (p.get("stages") or {}).get(cat)
         if target is None and p.get("default") == "success":
@@ -645,7 +645,7 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
     if kind == "deal_reopen":
         deal = reads.get(f"deal{p['deal_id']}")
         if not deal:
-            return None, {"why": "deal deleted"}
+            return None, {"why": "deal not found (deleted, or not readable by the app's user)"}
         if deal.get("STAGE_ID") != p["moved_stage"]:
             return None, {"why": "deal was moved by a person since; left as it is"}
         return ("crm.deal.update", {"id": p["deal_id"], "fields": {"STAGE_ID": p["to_stage"]}}), {
