@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .bitrix.client import BitrixClient
 from .domain import normalize_invoice_number
-from .models import Invoice, InvoiceRefresh, Portal
+from .models import Invoice, InvoiceRefresh, OwnDealUpdate, Portal
 
 log = logging.getLogger("b24app.invoices")
 INVOICE_TYPE = 31
@@ -86,6 +86,60 @@ def _own_echoes(ctx, portal_id: int, rows: list[InvoiceRefresh]) -> set[int]:
             if r.event_user == inv.own_update_by and inv.own_update_time <= r.event_ts <= inv.own_update_time + ECHO_WINDOW:
                 inv.own_update_time = inv.own_update_by = None  # consumed: a second such event is read
                 echoes.add(inv.b24_id)
+    return echoes
+
+
+# The echo of our own deal move. crm.deal.update answers only `true` (crm/deals/crm-deal-update.md) and
+# ONCRMDEALUPDATE carries only FIELDS[ID] (crm/deals/events/on-crm-deal-update.md): neither says what changed.
+# What a deal event costs us is a re-read of the deal's invoices (refresh_requested: crm.item.list by
+# parentId2), for a change made through the deal that reached its invoices without an invoice event. A stage
+# move alone changes nothing our invoice copy holds: no invoice field follows its deal's stage, and whatever
+# an automation rule on the new stage does to an invoice comes as that invoice's own event (and a robot's
+# event has no auth[user_id], so it is always read). So the echo of exactly our move needs no read; the care
+# is in knowing that the event is exactly that. We only ever send STAGE_ID, and the write batch reads the
+# deals right after the moves (crm.deal.list: STAGE_ID, DATE_MODIFY, MODIFY_BY_ID). A move is remembered only
+# when that read shows our stage, changed by the very user our token acts as (the installer); its echo is one
+# event by that user, stamped 0–ECHO_WINDOW after that DATE_MODIFY, and excuses one event. Anybody else's
+# change (another user, a robot without auth[user_id], an event without ts), a second event before the worker
+# looked (a company or contact changed by the installer too), or a change between our move and the read
+# (then DATE_MODIFY/MODIFY_BY_ID or the stage are not ours, or two events come) is read as before.
+DEAL_STAMP_SELECT = ["ID", "STAGE_ID", "DATE_MODIFY", "MODIFY_BY_ID"]
+
+
+def record_own_deal_updates(ctx, portal_id: int, acting_user: int | None, wrote: dict[int, str],
+                            seen: list[dict]) -> int:
+    """Remember our deal moves (`wrote`: deal id -> stage we sent) as the read after them (`seen`) shows them;
+    a move the read does not show as exactly ours forgets any older stamp of that deal."""
+    if not wrote:
+        return 0
+    rows = {_int(r.get("ID")): r for r in seen if isinstance(r, dict)}
+    stamps: dict[int, tuple[datetime, int]] = {}
+    for deal_id, stage in wrote.items():
+        row = rows.get(deal_id) or {}
+        when, by = _dt(row.get("DATE_MODIFY")), _int(row.get("MODIFY_BY_ID"))
+        if str(row.get("STAGE_ID")) == stage and when and by and acting_user and by == acting_user:
+            stamps[deal_id] = (when, by)
+    with ctx.db.session() as s:
+        s.execute(delete(OwnDealUpdate).where(OwnDealUpdate.portal_id == portal_id,
+                                              OwnDealUpdate.deal_id.in_(sorted(wrote))))
+        for deal_id, (when, by) in stamps.items():
+            s.add(OwnDealUpdate(portal_id=portal_id, deal_id=deal_id, update_time=when, update_by=by))
+    return len(stamps)
+
+
+def _own_deal_echoes(ctx, portal_id: int, rows: list[InvoiceRefresh]) -> set[int]:
+    """The deal refreshes that are exactly the echo of our own last move (see above); each move excuses one."""
+    single = {r.entity_id: r for r in rows if r.entity == "deal" and r.event_ts and r.event_user is not None}
+    if not single:
+        return set()
+    echoes = set()
+    with ctx.db.session() as s:
+        for own in s.scalars(select(OwnDealUpdate).where(OwnDealUpdate.portal_id == portal_id,
+                                                         OwnDealUpdate.deal_id.in_(sorted(single)))):
+            r = single[own.deal_id]
+            if r.event_user == own.update_by and own.update_time <= r.event_ts <= own.update_time + ECHO_WINDOW:
+                s.delete(own)  # consumed: a second such event is read
+                echoes.add(own.deal_id)
     return echoes
 
 
@@ -201,9 +255,10 @@ def refresh_requested(ctx, portal: Portal, limit: int = 200) -> int:
         rows = list(s.scalars(select(InvoiceRefresh).where(InvoiceRefresh.portal_id == portal.id).limit(limit)))
     if not rows:
         return 0
-    echoes = _own_echoes(ctx, portal.id, rows)
-    _forget(ctx, [r for r in rows if r.entity == "invoice" and r.entity_id in echoes])
-    rows = [r for r in rows if not (r.entity == "invoice" and r.entity_id in echoes)]
+    echoes = {("invoice", i) for i in _own_echoes(ctx, portal.id, rows)}
+    echoes |= {("deal", i) for i in _own_deal_echoes(ctx, portal.id, rows)}
+    _forget(ctx, [r for r in rows if (r.entity, r.entity_id) in echoes])
+    rows = [r for r in rows if (r.entity, r.entity_id) not in echoes]
     if not rows:
         return len(echoes)
     inv_ids = sorted({r.entity_id for r in rows if r.entity == "invoice"})

@@ -326,3 +326,14 @@ class InvoiceRefresh(Base):
     # The one event behind this row (its `ts` and acting user), to tell our own echo; NULL: read it anyway.
     event_ts: Mapped[datetime | None] = mapped_column(UTCDateTime)
     event_user: Mapped[int | None] = mapped_column(Integer)
+
+
+class OwnDealUpdate(Base):
+    """Our last crm.deal.update of a deal's stage as Bitrix24 showed it right after (DATE_MODIFY, MODIFY_BY_ID,
+    read in the same batch): the ONCRMDEALUPDATE echo of it costs no re-read of the deal's invoices."""
+
+    __tablename__ = "own_deal_updates"
+    portal_id: Mapped[int] = mapped_column(ForeignKey("portals.id", ondelete="CASCADE"), primary_key=True)
+    deal_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    update_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    update_by: Mapped[int] = mapped_column(Integer)

@@ -211,23 +211,30 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
     # Chunk by chunk (50 commands per request), so that a failure knows what already went out: the chunks
     # before it are done, the chunk itself may or may not have reached Bitrix24, the rest never left.
     interrupted = {item.id for item, uncertain in claimed if uncertain}
-    keys = list(commands)
+    chunks = _chunks(commands, plan)
     retry = 0
     own: list[tuple[dict, str]] = []
-    for start in range(0, len(keys), BATCH_LIMIT):
-        chunk = keys[start:start + BATCH_LIMIT]
+    own_deals: dict[int, str] = {}   # deal id -> the stage we moved it to
+    deals_seen: list[dict] = []      # the same deals as read right after the moves, in the same batch
+    for n, chunk in enumerate(chunks):
+        cmds = {k: commands[k] for k in chunk}
+        moved = sorted({int(plan[k][0].payload["deal_id"]) for k in chunk if plan[k][0].kind in _DEAL_MOVES})
+        if moved:  # batch commands run in order (how-to-call-rest-api/batch.md): this reads after the moves
+            cmds[DEAL_STAMPS] = ("crm.deal.list", {"filter": {"@ID": moved}, "select": invoices.DEAL_STAMP_SELECT})
         try:
-            res = client.batch({k: commands[k] for k in chunk})
+            res = client.batch(cmds)
         except BitrixError as exc:
             for k in chunk:
                 item = plan[k][0]
                 _retry_or_die(ctx, item, owner, f"batch failed: {exc.code}",
                               unsure=exc.may_have_run or item.id in interrupted)
-            for k in keys[start + BATCH_LIMIT:]:
+            for k in [k for later in chunks[n + 1:] for k in later]:
                 item = plan[k][0]
                 _retry_or_die(ctx, item, owner, "not sent: an earlier batch failed", unsure=item.id in interrupted)
-            retry = len(keys) - start
+            retry = sum(len(c) for c in chunks[n:])
             break
+        if isinstance(res.results.get(DEAL_STAMPS), list):
+            deals_seen.extend(res.results[DEAL_STAMPS])
         for key in chunk:
             item, info = plan[key]
             if isinstance(res.errors.get(key), OperationTimeLimit):
@@ -250,8 +257,12 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
                 _cache_stage(ctx, portal.id, item, info)  # our copy follows the stage even without an item answer
                 if item.kind in _INVOICE_KINDS:
                     own.append((res.results.get(key), info["to_stage"]))
+                elif item.kind in _DEAL_MOVES:
+                    own_deals[int(item.payload["deal_id"])] = info["to_stage"]
     if own:  # the answers carry the whole item: the cache follows, and their echo events cost no re-read
         invoices.record_own_updates(ctx, portal.id, own, _semantics(reads))
+    if own_deals:  # neither do the echoes of our deal moves, when the read after them shows exactly ours
+        invoices.record_own_deal_updates(ctx, portal.id, portal.installed_by, own_deals, deals_seen)
     out = {"sent": sent, "skipped": skipped, "failed": failed}
     if deferred:
         out["deferred"] = deferred
@@ -261,6 +272,25 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
 
 
 _STAGE_KINDS = ("invoice_paid", "deal_stage", "invoice_partial")
+_DEAL_MOVES = ("deal_stage", "deal_reopen")   # crm.deal.update of STAGE_ID only (their echo is recognised)
+DEAL_STAMPS = "deals"  # the write batch's own read of the deals it moved (not an outbox item's key: those are i<id>)
+
+
+def _chunks(commands: dict, plan: dict) -> list[list[str]]:
+    """The write batches: 50 commands each, one of them kept for the read after the deal moves when a batch
+    holds any (the claim puts stage moves first, so these are the first batches)."""
+    out: list[list[str]] = []
+    chunk: list[str] = []
+    for key in commands:
+        deal = plan[key][0].kind in _DEAL_MOVES
+        has_deal = any(plan[k][0].kind in _DEAL_MOVES for k in chunk)
+        if len(chunk) + 1 + (1 if (deal or has_deal) else 0) > BATCH_LIMIT:
+            out.append(chunk)
+            chunk = []
+        chunk.append(key)
+    if chunk:
+        out.append(chunk)
+    return out
 
 
 def _fill_paid_sums(ctx, portal_id: int, claimed: list[tuple[OutboxItem, bool]]) -> None:
@@ -442,6 +472,7 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
     read lately (see _from_cache) come from the cache: with nothing else to check there is no request."""
     cmds: dict[str, tuple[str, dict]] = {}
     reads: dict = {}
+    deals: set[int] = set()
     for item, uncertain in claimed:
         p = item.payload
         if item.kind == "invoice_paid" and not uncertain and int(p["invoice_id"]) in (known or {}):
@@ -449,7 +480,7 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
         elif item.kind in _INVOICE_KINDS:
             cmds[f"inv{p['invoice_id']}"] = ("crm.item.get", {"entityTypeId": INVOICE_TYPE, "id": p["invoice_id"]})
         elif item.kind in _DEAL_KINDS:
-            cmds[f"deal{p['deal_id']}"] = ("crm.deal.get", {"id": p["deal_id"]})
+            deals.add(int(p["deal_id"]))
         elif item.kind == "timeline" and uncertain:
             cmds[f"tl{p['deal_id']}"] = ("crm.timeline.comment.list", {
                 "filter": {"ENTITY_ID": p["deal_id"], "ENTITY_TYPE": "deal"}, "order": {"ID": "DESC"}})
@@ -458,11 +489,29 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
             cmds[f"task{item.id}"] = ("tasks.task.list", {"filter": {"RESPONSIBLE_ID": p["responsible_id"],
                                                                       "TITLE": f"%{marker_for(item.key)}%"},
                                                            "select": ["ID", "TITLE"]})
+    # 50 deals per command, as crm.deal.list pages (crm/deals/crm-deal-list.md: `@ID` takes an array), not one
+    # crm.deal.get each: a statement's deals are a few commands of one request instead of a request per 50.
+    ids = sorted(deals)
+    # the «Оплачено» fields a deal_paid_sum item compares with what it would set (#15)
+    select = DEAL_READ_SELECT + sorted({str(item.payload["field"]) for item, _ in claimed
+                                        if item.kind == "deal_paid_sum" and item.payload.get("field")})
+    for n in range(0, len(ids), 50):
+        cmds[f"deals{n}"] = ("crm.deal.list", {"filter": {"@ID": ids[n:n + 50]}, "select": select})
     if any(item.kind == "trigger" and not uncertain for item, uncertain in claimed):
         # crm.automation.trigger.execute needs an administrator (crm-automation-trigger-execute.md); the
         # token is the installer's, whose rights can be taken away: ask first (api-reference/common/users/
         # user-admin.md) instead of failing every trigger.
         cmds["admin"] = ("user.admin", {})
+    if any(item.kind == "deal_stage" and item.payload.get("default") == "success"
+           and (item.payload.get("stages") or {}).get("0") is None for item, _ in claimed):
+        # The pipeline whose success stage the move needs is known only once the deal is read. Most deals are
+        # in the general one: its stage list comes along now, not in a second request after the deal (the
+        # first payment would cost 3). A batch reference cannot pick it: `$result[deal][CATEGORY_ID]` fills a
+        # value in, but the list's ENTITY_ID is DEAL_STAGE for pipeline 0 and DEAL_STAGE_<id> for the others
+        # (crm/status/crm-status-list.md); crm.dealcategory.stage.list takes the id, but it is deprecated
+        # (crm/outdated/category-old/crm-deal-category-stage-list.md) and documents no fields, SEMANTICS
+        # among them. Another pipeline is read after the deal, once, and remembered like this one.
+        cmds["dst0"] = _deal_stage_list("0")
     reading = any(k.startswith("inv") for k in cmds)  # then the lists come along in the same request
     for c in sorted(categories):
         if c in (lists or {}) and not reading:
@@ -476,6 +525,14 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
     for key, err in first.errors.items():
         if key.startswith("st"):
             raise err  # a stage list that cannot be read: nothing about invoices can be decided
+        if key.startswith("dst"):
+            continue  # asked for again after the deals are read, where a failure stops the round
+        if key.startswith("deals"):
+            if not isinstance(err, OperationTimeLimit):
+                raise err  # a list answers no NotFound: anything else is not an answer about the deals
+            n = int(key[5:])
+            reads.update({f"deal{i}": err for i in ids[n:n + 50]})
+            continue
         if isinstance(err, OperationTimeLimit):
             reads[key] = err  # only the items that needed this read wait for the method's reset
             continue
@@ -484,6 +541,10 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
         if not isinstance(err, NotFound):
             raise err
         reads[key] = None
+    for n in range(0, len(ids), 50):
+        if f"deals{n}" in first.results:
+            rows = {str(r.get("ID")): r for r in first.results[f"deals{n}"] or [] if isinstance(r, dict)}
+            reads.update({f"deal{i}": rows.get(str(i)) for i in ids[n:n + 50]})   # not listed: deleted
     wanted = {int(reads[k].get("item", {}).get("categoryId") or 0)
               for k in reads if k.startswith("inv") and isinstance(reads[k], dict)}
     missing = wanted - {int(k[2:]) for k in reads if k.startswith("st")}
@@ -519,14 +580,21 @@ def _deal_stage_lists(claimed: list[tuple[OutboxItem, bool]], reads: dict) -> di
         p = item.payload
         if item.kind != "deal_stage" or p.get("default") != "success":
             continue
-        deal = reads.get(f"deal{p['deal_id']}") or {}
+        deal = reads.get(f"deal{p['deal_id']}")
+        if not isinstance(deal, dict):
+            continue  # deleted, or its read is blocked (OperationTimeLimit): the item waits for the reset
         cat = str(deal.get("CATEGORY_ID") or 0)
-        if deal and (p.get("stages") or {}).get(cat) is None:
-            out[f"dst{cat}"] = ("crm.status.list", {"filter": {"ENTITY_ID": "DEAL_STAGE" if cat == "0" else
-                                                               f"DEAL_STAGE_{cat}"}, "order": {"SORT": "ASC"}})
+        if (p.get("stages") or {}).get(cat) is None and f"dst{cat}" not in reads:
+            out[f"dst{cat}"] = _deal_stage_list(cat)
     return out
 
 
+def _deal_stage_list(cat: str) -> tuple[str, dict]:
+    return "crm.status.list", {"filter": {"ENTITY_ID": "DEAL_STAGE" if cat == "0" else f"DEAL_STAGE_{cat}"},
+                               "order": {"SORT": "ASC"}}
+
+
+DEAL_READ_SELECT = ["ID", "CATEGORY_ID", "STAGE_ID", "CLOSED"]  # what _plan decides a deal move on
 DEAL_SUCCESS_KEY = "deal_success_stages"  # on Portal.settings: pipeline id -> its S stage, as the outbox read it
 
 
@@ -605,7 +673,7 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
     if kind == "deal_stage":
         deal = reads.get(f"deal{p['deal_id']}")
         if not deal:
-            return None, {"why": "deal deleted"}
+            return None, {"why": "deal not found (deleted, or not readable by the app's user)"}
         cat = str(deal.get("CATEGORY_ID") or 0)
         target = (p.get("stages") or {}).get(cat)
         if target is None and p.get("default") == "success":
@@ -631,7 +699,7 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
     if kind == "deal_reopen":
         deal = reads.get(f"deal{p['deal_id']}")
         if not deal:
-            return None, {"why": "deal deleted"}
+            return None, {"why": "deal not found (deleted, or not readable by the app's user)"}
         if deal.get("STAGE_ID") != p["moved_stage"]:
             return None, {"why": "deal was moved by a person since; left as it is"}
         return ("crm.deal.update", {"id": p["deal_id"], "fields": {"STAGE_ID": p["to_stage"]}}), {

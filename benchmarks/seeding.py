@@ -88,6 +88,10 @@ def seed_invoices(stack, count: int, *, companies: int = 50, prefix: str = "Б",
 
 
 def _batch(stack, cmd: dict) -> dict:
+    """Each command goes as the string `method?params` (settings/how-to-call-rest-api/batch.md), as the
+    portal sandbox now insists (`$result[...]` references stay in the values)."""
+    from b24app.bitrix.query import build_query
+    cmd = {k: f"{c['method']}?{build_query(c['params'])}" for k, c in cmd.items()}
     body = stack.rest("batch", {"halt": 1, "cmd": cmd})["result"]
     errors = body.get("result_error") or {}
     if errors:

@@ -124,7 +124,10 @@ def crm_changed():
         echo = _event_stamp(body, auth) if event.startswith("ONCRMDYNAMICITEMUPDATE") else (None, None)
         request_refresh(ctx, member_id, "invoice", int(entity_id), event_ts=echo[0], event_user=echo[1])
     elif event.startswith("ONCRMDEAL"):
-        request_refresh(ctx, member_id, "deal", int(entity_id))
+        # ONCRMDEALUPDATE carries only FIELDS[ID] (crm/deals/events/on-crm-deal-update.md): what changed is not
+        # said; the stamp lets the worker tell the echo of our own stage move (invoices._own_deal_echoes).
+        echo = _event_stamp(body, auth) if event == "ONCRMDEALUPDATE" else (None, None)
+        request_refresh(ctx, member_id, "deal", int(entity_id), event_ts=echo[0], event_user=echo[1])
     else:
         return _refuse(400, "unknown_event")
     return jsonify({"ok": True})
