@@ -245,12 +245,19 @@ def _owner(link: BankLink) -> str:
 
 
 class LinkTokens:
-    """`token(force_refresh)` for BankAPI: refresh under a per-link lock, persist the rotated pair first."""
+    """`token(force_refresh)` for a bank client: refresh under a per-link lock, persist the rotated pair first.
+    T-Bank's T-ID by default; a subclass names another bank and its refresh grant (`tochkalink.TochkaTokens`)."""
+
+    bank = "T-Bank"
 
     def __init__(self, ctx, link_id: int, link: BankLink | None = None):
         self.ctx, self.link_id = ctx, link_id
         self._seen_generation: int | None = None
         self._preloaded = link  # a row the caller just read: saves one query on the first call
+
+    def grant(self, refresh_token: str) -> TokenSet:
+        """A new pair for this refresh token (raises InvalidGrant when the bank refuses it)."""
+        return tid_client(self.ctx).refresh(refresh_token)
 
     def __call__(self, force_refresh: bool = False) -> str:
         ctx = self.ctx
@@ -259,7 +266,7 @@ class LinkTokens:
             with ctx.db.session() as s:
                 link = s.get(BankLink, self.link_id)
         if link is None or link.status != "active" or not link.access_token_enc:
-            raise LinkNeedsConsent("the bank link is not active")
+            raise LinkNeedsConsent(f"the {self.bank} link is not active")
         fresh = link.access_expires_at is None or link.access_expires_at - ctx.clock.now() > REFRESH_MARGIN
         if link.kind == "static" or (fresh and not force_refresh):
             self._seen_generation = link.token_generation
@@ -272,13 +279,13 @@ class LinkTokens:
         with ctx.db.session() as s:
             link = s.scalar(select(BankLink).where(BankLink.id == self.link_id).with_for_update())
             if link is None or link.status != "active" or not link.refresh_token_enc:
-                raise LinkNeedsConsent("the bank link is not active")
+                raise LinkNeedsConsent(f"the {self.bank} link is not active")
             if link.token_generation != seen_generation:
                 # Someone refreshed while we waited for the lock: use theirs.
                 self._seen_generation = link.token_generation
                 return ctx.cipher.decrypt(_owner(link), link.access_token_enc)
             try:
-                tokens = tid_client(ctx).refresh(ctx.cipher.decrypt(_owner(link), link.refresh_token_enc))
+                tokens = self.grant(ctx.cipher.decrypt(_owner(link), link.refresh_token_enc))
             except InvalidGrant:
                 link.status, link.last_error = "needs_consent", "invalid_grant"
                 link.access_token_enc = link.refresh_token_enc = None
@@ -296,7 +303,7 @@ class LinkTokens:
         if needs_consent:
             from .notices import notify_needs_consent
             notify_needs_consent(ctx, portal_id, link_id)
-            raise LinkNeedsConsent("T-Bank refused the refresh token; link the account again")
+            raise LinkNeedsConsent(f"{self.bank} refused the refresh token; link the account again")
         return access
 
 
@@ -305,9 +312,14 @@ def bank_api(ctx, link_id: int, link: BankLink | None = None) -> BankAPI:
 
 
 def load_accounts(ctx, link_id: int) -> int:
-    """Read the company's accounts. An account watched before an unlink is watched again (by account number,
-    whichever link row it had); an account never seen is watched by default if it is a RUB current account."""
-    accounts = bank_api(ctx, link_id).accounts()
+    """Read the company's accounts at T-Bank and keep them (`store_accounts`)."""
+    return store_accounts(ctx, link_id, bank_api(ctx, link_id).accounts())
+
+
+def store_accounts(ctx, link_id: int, accounts) -> int:
+    """Keep a link's accounts, whichever bank read them. An account watched before an unlink is watched again
+    (by account number, whichever link row it had); an account never seen is watched by default if it is a
+    RUB current account."""
     now = ctx.clock.now()
     with ctx.db.session() as s:
         link = s.get(BankLink, link_id)
@@ -319,7 +331,7 @@ def load_accounts(ctx, link_id: int) -> int:
         for acc in accounts:
             row = existing.get(acc.account_number)
             if row is None:
-                default = acc.currency == "RUB" and (acc.account_type or "Current") == "Current"
+                default = acc.currency == "RUB" and (getattr(acc, "account_type", None) or "Current") == "Current"
                 row = BankAccount(link_id=link_id, portal_id=link.portal_id, account_number=acc.account_number,
                                   watched=acc.account_number in remembered or (
                                       default and acc.account_number not in known), next_sync_at=now)
@@ -327,7 +339,9 @@ def load_accounts(ctx, link_id: int) -> int:
             elif row.watch_on_relink and not row.watched:
                 row.watched, row.next_sync_at = True, now
             row.watch_on_relink = False
-            row.currency, row.name, row.account_type = acc.currency, acc.name, acc.account_type
+            row.currency, row.name = acc.currency, acc.name or None
+            row.account_type = getattr(acc, "account_type", None)  # T-Bank's Current, Overdraft…; Tochka names none
+            row.external_id = getattr(acc, "account_id", None)     # Tochka's "<number>/<BIC>"; T-Bank needs none
         numbers = {acc.account_number for acc in accounts}
         for a in earlier:
             if a.account_number in numbers:

@@ -251,19 +251,25 @@ def _review_notices(s, ctx, portal: Portal, op: Operation, decision) -> None:
 
 
 # -- people correcting the app ---------------------------------------------------------------------------
+def _reviewable(s, portal_id: int, operation_pk: int) -> tuple[Portal, Operation]:
+    """The portal and a payment of it that waits for a person: settled, incoming, in review or unmatched."""
+    portal = s.get(Portal, portal_id)
+    op = s.get(Operation, operation_pk)
+    if portal is None or op is None or op.portal_id != portal_id:
+        raise ReconcileError("not_found")
+    if op.state not in ("review", "unmatched"):
+        raise ReconcileError("not_in_review")
+    if not (op.is_credit and op.bank_status == "Transaction"):
+        raise ReconcileError("not_a_settled_credit")
+    return portal, op
+
+
 def assign_manually(ctx, portal_id: int, operation_pk: int, invoice_b24_id: int, user_id: int, *,
                     pay_over: bool = False) -> Decision:
     """A person says: this payment is for that invoice. Replaces a review/unmatched decision.
     An invoice that is paid already (nothing due, or in its success stage) takes money only with `pay_over`."""
     with ctx.db.session() as s:
-        portal = s.get(Portal, portal_id)
-        op = s.get(Operation, operation_pk)
-        if portal is None or op is None or op.portal_id != portal_id:
-            raise ReconcileError("not_found")
-        if op.state not in ("review", "unmatched"):
-            raise ReconcileError("not_in_review")
-        if not (op.is_credit and op.bank_status == "Transaction"):
-            raise ReconcileError("not_a_settled_credit")
+        portal, op = _reviewable(s, portal_id, operation_pk)
         inv = s.scalar(select(Invoice).where(Invoice.portal_id == portal_id, Invoice.b24_id == invoice_b24_id))
         if inv is None:
             raise ReconcileError("invoice_not_found")
@@ -322,14 +328,7 @@ def accept_proposal(ctx, portal_id: int, operation_pk: int, user_id: int) -> Dec
     Checked again now: every invoice still open, in the payment's currency, and what is due on them together
     still equals the payment exactly (else `proposal_stale`: nothing is applied)."""
     with ctx.db.session() as s:
-        portal = s.get(Portal, portal_id)
-        op = s.get(Operation, operation_pk)
-        if portal is None or op is None or op.portal_id != portal_id:
-            raise ReconcileError("not_found")
-        if op.state not in ("review", "unmatched"):
-            raise ReconcileError("not_in_review")
-        if not (op.is_credit and op.bank_status == "Transaction"):
-            raise ReconcileError("not_a_settled_credit")
+        portal, op = _reviewable(s, portal_id, operation_pk)
         current = _current(s, op)
         ids = proposal_of(current.reasons if current else [])
         if not ids:

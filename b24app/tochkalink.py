@@ -17,15 +17,15 @@ import httpx
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from .bank.errors import BankError, InvalidGrant
+from .bank.errors import BankError
 from .bank.tochka import (REQUIRED, TochkaAPI, TochkaOAuth, WebhookRejected, public_key_from_jwk,
                           verify_webhook)
-from .banklink import INN_CONFIRMED, INN_OWN, LinkFailed, LinkNeedsConsent, LinkResult, consume_state, issue_state
+from .banklink import (INN_CONFIRMED, INN_OWN, LinkFailed, LinkNeedsConsent, LinkResult, LinkTokens, consume_state,
+                       issue_state, store_accounts)
 from .models import BankAccount, BankLink, TochkaWebhookReceipt
 
 log = logging.getLogger("b24app.tochka")
 PROVIDER = KIND = "tochka"
-REFRESH_MARGIN = timedelta(seconds=60)
 RECEIPT_TTL = timedelta(days=30)      # how long an accepted webhook token is remembered (replays refused)
 
 
@@ -45,10 +45,6 @@ def redirect_uri(ctx) -> str:
 
 def webhook_url(ctx) -> str:
     return ctx.public_url("/bank/tochka/webhook")
-
-
-def _owner(link: BankLink) -> str:
-    return f"bank:{link.portal_id}:{link.inn}:{link.kpp}"  # the same owner as T-Bank's: unlink/uninstall read it
 
 
 # -- the flow -----------------------------------------------------------------------------------------------
@@ -107,7 +103,7 @@ def complete_link(ctx, *, error: str | None, state: str | None, code: str | None
     except BankError as exc:
         raise LinkFailed("exchange_failed", str(exc)) from exc
     link_id = _store(ctx, portal_id, user_id, data, tokens, granted, customer)
-    count = _store_accounts(ctx, link_id, accounts)
+    count = store_accounts(ctx, link_id, accounts)
     subscribe_webhook(ctx, link_id)
     return LinkResult(link_id, portal_id, user_id, count)
 
@@ -135,81 +131,15 @@ def _store(ctx, portal_id: int, user_id: int, data: dict, tokens, granted: list[
         return link.id
 
 
-def _store_accounts(ctx, link_id: int, accounts) -> int:
-    """The company's accounts at Tochka; a RUB account is watched unless an earlier link of the portal had it."""
-    now = ctx.clock.now()
-    with ctx.db.session() as s:
-        link = s.get(BankLink, link_id)
-        existing = {a.account_number: a for a in s.scalars(select(BankAccount).where(BankAccount.link_id == link_id))}
-        earlier = list(s.scalars(select(BankAccount).where(BankAccount.portal_id == link.portal_id,
-                                                           BankAccount.link_id != link_id)))
-        remembered = {a.account_number for a in earlier if a.watch_on_relink}
-        known = {a.account_number for a in earlier}
-        for acc in accounts:
-            row = existing.get(acc.account_number)
-            if row is None:
-                row = BankAccount(link_id=link_id, portal_id=link.portal_id, account_number=acc.account_number,
-                                  watched=acc.account_number in remembered or (
-                                      acc.currency == "RUB" and acc.account_number not in known), next_sync_at=now)
-                s.add(row)
-            elif row.watch_on_relink and not row.watched:
-                row.watched, row.next_sync_at = True, now
-            row.watch_on_relink = False
-            row.external_id, row.currency, row.name = acc.account_id, acc.currency, acc.name or None
-    return len(accounts)
-
-
 # -- tokens -----------------------------------------------------------------------------------------------
-class TochkaTokens:
-    """`token(force_refresh)` for TochkaAPI: refresh under the link's row lock, the rotated pair stored first."""
+class TochkaTokens(LinkTokens):
+    """`token(force_refresh)` for TochkaAPI: the same refresh under the link's row lock as T-Bank's, with
+    Tochka's OAuth grant (Tochka links are never static cabinet tokens)."""
 
-    def __init__(self, ctx, link_id: int, link=None):
-        self.ctx, self.link_id, self._preloaded = ctx, link_id, link
-        self._seen: int | None = None
+    bank = "Tochka"
 
-    def __call__(self, force_refresh: bool = False) -> str:
-        ctx = self.ctx
-        link, self._preloaded = self._preloaded, None
-        if link is None or force_refresh:
-            with ctx.db.session() as s:
-                link = s.get(BankLink, self.link_id)
-        if link is None or link.status != "active" or not link.access_token_enc:
-            raise LinkNeedsConsent("the Tochka link is not active")
-        fresh = link.access_expires_at is None or link.access_expires_at - ctx.clock.now() > REFRESH_MARGIN
-        if fresh and not force_refresh:
-            self._seen = link.token_generation
-            return ctx.cipher.decrypt(_owner(link), link.access_token_enc)
-        return self._refresh(link.token_generation if self._seen is None else self._seen)
-
-    def _refresh(self, seen: int) -> str:
-        ctx = self.ctx
-        with ctx.db.session() as s:
-            link = s.scalar(select(BankLink).where(BankLink.id == self.link_id).with_for_update())
-            if link is None or link.status != "active" or not link.refresh_token_enc:
-                raise LinkNeedsConsent("the Tochka link is not active")
-            if link.token_generation != seen:
-                self._seen = link.token_generation
-                return ctx.cipher.decrypt(_owner(link), link.access_token_enc)
-            try:
-                tokens = oauth(ctx).refresh(ctx.cipher.decrypt(_owner(link), link.refresh_token_enc))
-            except InvalidGrant:
-                link.status, link.last_error = "needs_consent", "invalid_grant"
-                link.access_token_enc = link.refresh_token_enc = None
-                portal_id, link_id, gone = link.portal_id, link.id, True
-            else:
-                gone = False
-                link.access_token_enc = ctx.cipher.encrypt(_owner(link), tokens.access_token)
-                if tokens.refresh_token:
-                    link.refresh_token_enc = ctx.cipher.encrypt(_owner(link), tokens.refresh_token)
-                link.access_expires_at = tokens.expires_at
-                link.token_generation += 1
-                self._seen = link.token_generation
-                access = tokens.access_token
-        if gone:
-            from .notices import notify_needs_consent
-            notify_needs_consent(ctx, portal_id, link_id)
-            raise LinkNeedsConsent("Tochka refused the refresh token; link the account again")
-        return access
+    def grant(self, refresh_token: str):
+        return oauth(self.ctx).refresh(refresh_token)
 
 
 def api(ctx, link_id: int, link=None) -> TochkaAPI:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 
 from flask import Blueprint, abort, g, jsonify, redirect, render_template, request, session
@@ -10,6 +9,7 @@ from flask import Blueprint, abort, g, jsonify, redirect, render_template, reque
 from .. import banklink, tochkalink
 from ..bank.tochka import WebhookRejected
 from ..banklink import LinkFailed
+from ..domain.requisites import inn_problem, kpp_problem
 from ..sync import request_sync
 from .bank import CONFIRM_FIELD, LANG_KEY, _admin_ticket, _watched
 from .factory import csrf, get_ctx
@@ -20,8 +20,6 @@ bp = Blueprint("tochka", __name__, url_prefix="/bank/tochka")
 log = logging.getLogger("b24app.tochka")
 NONCE_KEY = "tochka_link_nonce"
 WEBHOOK_MAX = 64 * 1024  # a webhook JWT is a few kilobytes
-INN_RE = re.compile(r"^(\d{10}|\d{12})$")
-KPP_RE = re.compile(r"^(0|\d{9})$")
 
 
 def _page(template: str, status: int = 200, **kw):
@@ -43,9 +41,9 @@ def start():
     error = None
     inn, kpp = request.form.get("inn", "").strip(), request.form.get("kpp", "").strip() or "0"
     if request.method == "POST":
-        if not INN_RE.match(inn):
+        if inn_problem(inn):          # the same checks as T-Bank's form (check digits, KPP format)
             error = "inn"
-        elif not KPP_RE.match(kpp):
+        elif kpp_problem(kpp, inn):
             error = "kpp"
         else:
             try:
