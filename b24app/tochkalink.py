@@ -190,11 +190,17 @@ class WebhookKeys:
             return list(self._keys)
 
 
-_KEYS: dict[str, WebhookKeys] = {}
+_KEYS_LOCK = threading.Lock()
 
 
 def keys_for(ctx) -> WebhookKeys:
-    return _KEYS.setdefault(ctx.settings.tochka_webhook_key_url, WebhookKeys())
+    """The key cache of this app instance (not of the process: two apps in one process, as in the tests, may
+    name the same URL for different banks)."""
+    with _KEYS_LOCK:
+        keys = getattr(ctx, "_tochka_webhook_keys", None)
+        if keys is None:
+            keys = ctx._tochka_webhook_keys = WebhookKeys()
+        return keys
 
 
 def accept_webhook(ctx, body: str) -> dict[int, list[int]]:
