@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from .bank.errors import BankError
 from .bank.tochka import (REQUIRED, TochkaAPI, TochkaOAuth, WebhookRejected, public_key_from_jwk,
                           verify_webhook)
-from .banklink import (INN_CONFIRMED, INN_OWN, LinkFailed, LinkNeedsConsent, LinkResult, LinkTokens, consume_state,
+from .banklink import (INN_CONFIRMED, INN_OWN, LinkFailed, LinkResult, LinkTokens, consume_state,
                        issue_state, store_accounts)
 from .models import BankAccount, BankLink, TochkaWebhookReceipt
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import re
-from datetime import datetime, timezone
 
 import httpx
 import pytest
@@ -15,7 +14,7 @@ from b24app.bank import BankAPI
 from b24app.models import BankLink
 from b24app.sandbox.bank import DEMO_INN, DEMO_KPP, create_bank_sandbox
 from b24app.sandbox.bank_testing import FakeClock, slot_server
-from b24app.sandbox.stack import APP_CLIENT_ID, link_bank, seed_crm, start_stack
+from b24app.sandbox.stack import APP_CLIENT_ID, link_bank, start_stack
 
 HOOK = {"url": "https://app.example/bank/webhook/1", "email": "ops@example.com", "hasSignature": False,
         "authType": "Bearer", "authSecret": "s"}

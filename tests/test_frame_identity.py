@@ -8,7 +8,6 @@ import httpx
 import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
-from b24app.sandbox.stack import APP_CLIENT_ID
 from b24app.web import security
 from b24app.web.security import FRAME_SALT
 

@@ -10,7 +10,7 @@ from b24app.models import Allocation, Operation
 from b24app.rules import save_rules
 from b24app.sandbox.bank import DEMO_INN
 
-from test_reconcile_e2e import item, notes_for, sync_now
+from test_reconcile_e2e import item, sync_now
 from test_review_money import current_decision, op_by_purpose, portal_of, review_item_html
 from test_web_admin import api, open_app, token_of
 
