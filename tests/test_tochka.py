@@ -362,3 +362,21 @@ def test_a_duplicated_webhook_and_rate_limits_still_store_the_payment_once(tochk
     assert statuses and 200 in [d["status"] for d in tochka.tochka_state()["deliveries"]]  # one acted on
     assert tochka.tochka_state()["faults"]["api_429"] == 0  # the client was slowed down, and retried
     assert len(_ops(tochka)) == 1
+
+
+@pytest.mark.parametrize(("inn", "kpp", "field", "problem"), [
+    ("7701234567", "770101001", "inn", "checksum"),    # one digit off: no such INN
+    ("7701234560", "", "kpp", "required"),
+])
+def test_a_mistyped_inn_or_kpp_is_refused_on_the_tochka_form_before_the_bank(tochka, inn, kpp, field, problem):
+    """The Tochka form checks the INN's check digits and the KPP as T-Bank's does, red at the field, and sends
+    nobody to Tochka's pages."""
+    from b24app.sandbox.stack import link_ticket, submit_form
+
+    consents = len(tochka.tochka_state()["consents"])
+    with httpx.Client(timeout=30) as browser:
+        page = browser.get(f"{tochka.app_url}/bank/tochka/start", params={"ticket": link_ticket(tochka)})
+        answer = submit_form(browser, page, {"inn": inn, "kpp": kpp})
+    assert answer.status_code == 400 and "location" not in answer.headers
+    assert f'id="{field}-error" class="field-error" role="alert" data-error="{problem}"' in answer.text
+    assert len(tochka.tochka_state()["consents"]) == consents   # no consent was created at Tochka

@@ -11,7 +11,7 @@ from ..bank.tochka import WebhookRejected
 from ..banklink import LinkFailed
 from ..domain.requisites import inn_problem, kpp_problem
 from ..sync import request_sync
-from .bank import CONFIRM_FIELD, LANG_KEY, _admin_ticket, _watched
+from .bank import CONFIRM_FIELD, LANG_KEY, _admin_ticket, _requisite, _watched
 from .factory import csrf, get_ctx
 from .i18n import current_lang, set_lang
 from .security import script_origin
@@ -38,20 +38,19 @@ def start():
     portal = ctx.portals.find(data["m"])
     if portal is None or portal.status != "installed":
         abort(403, description="portal not installed")
-    error = None
-    inn, kpp = request.form.get("inn", "").strip(), request.form.get("kpp", "").strip() or "0"
+    errors: dict[str, str] = {}
+    inn, kpp = _requisite(request.form.get("inn", "")), _requisite(request.form.get("kpp", "")).upper() or "0"
     if request.method == "POST":
-        if inn_problem(inn):          # the same checks as T-Bank's form (check digits, KPP format)
-            error = "inn"
-        elif kpp_problem(kpp, inn):
-            error = "kpp"
-        else:
+        # the same checks as T-Bank's form (check digits, KPP format), shown the same way (bank/_requisites.html)
+        errors = {k: v for k, v in (("inn", inn_problem(inn)), ("kpp", None if inn_problem(inn) else
+                                                                        kpp_problem(kpp, inn))) if v}
+        if not errors:
             try:
                 checked = banklink.inn_check(banklink.own_company_inns(ctx, portal.member_id), inn,
                                              request.form.get(CONFIRM_FIELD) == inn)
             except LinkFailed as exc:
-                return _page("bank/tochka_start.html", 409, ticket=ticket, error=exc.reason, inn=inn, kpp=kpp,
-                             confirm=True)
+                return _page("bank/tochka_start.html", 409, ticket=ticket, errors={}, inn=inn, kpp=kpp,
+                             confirm=True, confirm_reason=exc.reason)
             nonce = secrets.token_urlsafe(24)
             session[NONCE_KEY] = nonce
             session[LANG_KEY] = current_lang()
@@ -61,7 +60,7 @@ def start():
                 log.warning("tochka link not started", extra={"reason": exc.reason})
                 return _page("bank/tochka_result.html", 502, ok=False, reason=exc.reason)
             return redirect(url, code=303)
-    return _page("bank/tochka_start.html", 400 if error else 200, ticket=ticket, error=error, inn=inn, kpp=kpp,
+    return _page("bank/tochka_start.html", 400 if errors else 200, ticket=ticket, errors=errors, inn=inn, kpp=kpp,
                  confirm=False)
 
 
