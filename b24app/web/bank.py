@@ -92,10 +92,9 @@ def start():
         abort(403, description="portal not installed")
     session[RETRY_KEY] = {**{k: data.get(k) for k in ("m", "u", "a", "l")}, "t": int(ctx.clock.now().timestamp())}
     errors: dict[str, str] = {}
-    inn, kpp = _requisite(request.form.get("inn", "")), _requisite(request.form.get("kpp", "")).upper() or "0"
+    inn, kpp = posted_requisites()
     if request.method == "POST":
-        errors = {k: v for k, v in (("inn", inn_problem(inn)), ("kpp", None if inn_problem(inn) else
-                                                                        kpp_problem(kpp, inn))) if v}
+        errors = requisite_errors(inn, kpp)
         if not errors:
             # A company that is not one of the portal's own needs a second, explicit step (recorded on the link).
             try:
@@ -118,6 +117,20 @@ def start():
 def _requisite(value: str) -> str:
     """What a person typed or pasted, without the spaces and dashes that come with a copy from a document."""
     return "".join(ch for ch in value[:64] if ch not in " \t-\u00a0")
+
+
+def posted_requisites() -> tuple[str, str]:
+    """The INN and KPP of a link form as typed or pasted (KPP "0" when empty: a sole trader has none)."""
+    return _requisite(request.form.get("inn", "")), _requisite(request.form.get("kpp", "")).upper() or "0"
+
+
+def requisite_errors(inn: str, kpp: str) -> dict[str, str]:
+    """Field -> problem code for a link form (bank/_requisites.html shows each at its field); KPP only once the
+    INN is right, since whether a KPP is needed depends on the INN."""
+    problems = {"inn": inn_problem(inn)}
+    if not problems["inn"]:
+        problems["kpp"] = kpp_problem(kpp, inn)
+    return {k: v for k, v in problems.items() if v}
 
 
 @bp.get("/callback")

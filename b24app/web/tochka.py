@@ -4,14 +4,13 @@ from __future__ import annotations
 import logging
 import secrets
 
-from flask import Blueprint, abort, g, jsonify, redirect, render_template, request, session
+from flask import Blueprint, abort, g, jsonify, redirect, request, session
 
 from .. import banklink, tochkalink
 from ..bank.tochka import WebhookRejected
 from ..banklink import LinkFailed
-from ..domain.requisites import inn_problem, kpp_problem
 from ..sync import request_sync
-from .bank import CONFIRM_FIELD, LANG_KEY, _admin_ticket, _requisite, _watched
+from .bank import CONFIRM_FIELD, LANG_KEY, _admin_ticket, _page, _watched, posted_requisites, requisite_errors
 from .factory import csrf, get_ctx
 from .i18n import current_lang, set_lang
 from .security import script_origin
@@ -20,10 +19,6 @@ bp = Blueprint("tochka", __name__, url_prefix="/bank/tochka")
 log = logging.getLogger("b24app.tochka")
 NONCE_KEY = "tochka_link_nonce"
 WEBHOOK_MAX = 64 * 1024  # a webhook JWT is a few kilobytes
-
-
-def _page(template: str, status: int = 200, **kw):
-    return render_template(template, **kw), status
 
 
 @bp.route("/start", methods=["GET", "POST"])
@@ -39,11 +34,9 @@ def start():
     if portal is None or portal.status != "installed":
         abort(403, description="portal not installed")
     errors: dict[str, str] = {}
-    inn, kpp = _requisite(request.form.get("inn", "")), _requisite(request.form.get("kpp", "")).upper() or "0"
+    inn, kpp = posted_requisites()
     if request.method == "POST":
-        # the same checks as T-Bank's form (check digits, KPP format), shown the same way (bank/_requisites.html)
-        errors = {k: v for k, v in (("inn", inn_problem(inn)), ("kpp", None if inn_problem(inn) else
-                                                                        kpp_problem(kpp, inn))) if v}
+        errors = requisite_errors(inn, kpp)  # the same checks as T-Bank's form, shown the same way
         if not errors:
             try:
                 checked = banklink.inn_check(banklink.own_company_inns(ctx, portal.member_id), inn,
