@@ -117,3 +117,23 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=BROWSER_STEP_MS)
         yield b
         b.close()
+
+
+def open_admin_page(browser, live, *, height: int = 900):
+    """A fresh browser context on the app's admin page, as the portal's administrator, in Russian: (context, page,
+    the app's frame, the page errors seen so far). The caller closes the context."""
+    from b24app.sandbox.stack import APP_CLIENT_ID
+
+    context = browser.new_context(viewport={"width": 1280, "height": height}, locale="ru-RU")
+    context.set_default_timeout(BROWSER_STEP_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(f"{live.portal_url}/marketplace/app/{APP_CLIENT_ID}/?user=1&lang=ru")
+        app = page.frame_locator("#app-frame")
+        app.locator("#b24app[data-page='admin']").wait_for()
+    except BaseException:
+        context.close()
+        raise
+    return context, page, app, errors

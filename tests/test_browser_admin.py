@@ -7,7 +7,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-from conftest import BROWSER_STEP_MS as STEP, start_seeded_stack
+from conftest import BROWSER_STEP_MS as STEP, open_admin_page, start_seeded_stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -45,22 +45,14 @@ def watched(st, account_id: int) -> bool:
 def test_admin_page_actions(browser, live):
     from b24app.models import Operation
     from b24app.rules import load_rules
-    from b24app.sandbox.stack import APP_CLIENT_ID
 
     d = live.deals[2]  # INV-2025-0042, 7 350,50 ₽, ИП Петров
     live.pay("7350.50", "Оплата по договору монтажа", payerInn=d["inn"], payerName=d["company"])
     live.pay("1500.00", "Благотворительный взнос", payerName="Фонд «Рассвет»", payerInn="7700000011")
     wait_until(lambda: count_states(live, ("review", "unmatched")) >= 2)
 
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ru-RU")
-    context.set_default_timeout(STEP)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    context, page, app, errors = open_admin_page(browser, live)
     try:
-        page.goto(f"{live.portal_url}/marketplace/app/{APP_CLIENT_ID}/?user=1&lang=ru")
-        app = page.frame_locator("#app-frame")
-        app.locator("#b24app[data-page='admin']").wait_for()
         assert app.locator("#review-list .b24-review__item").count() == 2
 
         # Search, then assign the payment that is left in one click.
@@ -133,17 +125,8 @@ def test_admin_page_actions(browser, live):
 
 
 def test_admin_page_is_tabs_one_section_at_a_time(browser, live):
-    from b24app.sandbox.stack import APP_CLIENT_ID
-
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ru-RU")
-    context.set_default_timeout(STEP)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    context, page, app, errors = open_admin_page(browser, live)
     try:
-        page.goto(f"{live.portal_url}/marketplace/app/{APP_CLIENT_ID}/?user=1&lang=ru")
-        app = page.frame_locator("#app-frame")
-        app.locator("#b24app[data-page='admin']").wait_for()
         tabs = app.locator("[role=tablist] [role=tab]")
         assert [tabs.nth(i).inner_text().split(" ·")[0] for i in range(tabs.count())] == \
             ["Банк", "Очередь разбора", "Правила", "История"]

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import BROWSER_STEP_MS as STEP, start_seeded_stack
+from conftest import BROWSER_STEP_MS as STEP, open_admin_page, start_seeded_stack
 from test_browser_admin import count_states, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -29,8 +29,6 @@ def state_of(st, op_pk: int) -> str:
 
 
 def test_double_payment_and_closing_a_review_item_in_the_admin_page(browser, live):
-    from b24app.sandbox.stack import APP_CLIENT_ID
-
     d = live.deals[0]  # 1207, 12 000 ₽, ООО «Вектор»
     purpose = f"Оплата по счету № {d['number']}"
     live.pay(d["amount"], purpose, payerInn=d["inn"], payerName=d["company"])
@@ -41,15 +39,8 @@ def test_double_payment_and_closing_a_review_item_in_the_admin_page(browser, liv
     live.pay("1500.00", "Благотворительный взнос", payerName="Фонд «Рассвет»")
     wait_until(lambda: count_states(live, ("review", "unmatched")) >= 2)
 
-    context = browser.new_context(viewport={"width": 1280, "height": 1000}, locale="ru-RU")
-    context.set_default_timeout(STEP)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    context, page, app, errors = open_admin_page(browser, live, height=1000)
     try:
-        page.goto(f"{live.portal_url}/marketplace/app/{APP_CLIENT_ID}/?user=1&lang=ru")
-        app = page.frame_locator("#app-frame")
-        app.locator("#b24app[data-page='admin']").wait_for()
         double = app.locator("#review-list .b24-review__item", has_text="повторная оплата")
         double.wait_for()
         assert "Счёт 1207 уже оплачен — вероятно, повторная оплата" in double.inner_text()
