@@ -119,6 +119,17 @@ def browser():
         b.close()
 
 
+@pytest.fixture
+def page(browser):
+    """A fresh browser page (1280×900, Russian) whose script errors collect in `page.errors`."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ru-RU")
+    context.set_default_timeout(BROWSER_STEP_MS)
+    pg = context.new_page()
+    pg.errors = []
+    pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
+    yield pg
+    context.close()
+
 def open_admin_page(browser, live, *, height: int = 900):
     """A fresh browser context on the app's admin page, as the portal's administrator, in Russian: (context, page,
     the app's frame, the page errors seen so far). The caller closes the context."""

@@ -4,22 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import BROWSER_STEP_MS as STEP, start_seeded_stack
+from conftest import start_seeded_stack
 from test_browser_widget import invoice, open_deal, wait_attr
 
 pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ru-RU")
-    context.set_default_timeout(STEP)
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    pg.errors = errors
-    yield pg
-    context.close()
 
 
 @pytest.fixture

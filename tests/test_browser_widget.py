@@ -18,18 +18,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::Deprecati
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ru-RU")
-    context.set_default_timeout(STEP)
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    pg.errors = errors
-    yield pg
-    context.close()
-
-
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory) -> Path:
     if os.environ.get("B24APP_UPDATE_SCREENSHOTS") == "1":
