@@ -50,10 +50,10 @@ def test_wrong_inn_is_red_next_to_the_field_at_once_and_on_the_servers_answer(pa
     assert not error.is_visible()
 
     # Without the script (the server's own check): the same message, also red.
-    page.evaluate("document.getElementById('requisites').setAttribute('novalidate', '');"
-                  "document.getElementById('inn').value = '7701234567';"
-                  "HTMLFormElement.prototype.submit.call(document.getElementById('requisites'))")
-    page.wait_for_load_state()
+    with page.expect_navigation():  # the server's page replaces this one (not only "loaded": it already was)
+        page.evaluate("document.getElementById('requisites').setAttribute('novalidate', '');"
+                      "document.getElementById('inn').value = '7701234567';"
+                      "HTMLFormElement.prototype.submit.call(document.getElementById('requisites'))")
     error = page.locator("#inn-error")
     assert error.get_attribute("data-error") == "checksum" and error.is_visible()
     assert color(error) == RED
