@@ -13,7 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable
 
-CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "tests" / "contracts"
+from .resources import ResourceMissing, resource_path
 
 
 class ContractError(Exception):
@@ -46,7 +46,13 @@ class Contract:
 
 
 def contracts_dir() -> Path:
-    return Path(os.environ.get("B24APP_CONTRACTS_DIR") or CONTRACTS_DIR)
+    """B24APP_CONTRACTS_DIR, else tests/contracts of a checkout or the copy inside an installed wheel."""
+    if os.environ.get("B24APP_CONTRACTS_DIR"):
+        return Path(os.environ["B24APP_CONTRACTS_DIR"])
+    try:
+        return resource_path("contracts")
+    except ResourceMissing as exc:
+        raise ContractError(f"{exc} (or set B24APP_CONTRACTS_DIR)") from None
 
 
 def load_contracts(directory: Path | None = None) -> dict[str, Contract]:

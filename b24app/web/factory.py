@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from flask import Flask, g
 from flask_wtf.csrf import CSRFProtect
@@ -10,15 +9,16 @@ from flask_wtf.csrf import CSRFProtect
 from ..config import Settings, from_env
 from ..context import AppContext
 from ..logging_setup import configure_logging
+from ..resources import resource_path
 
-ROOT = Path(__file__).resolve().parents[2]
 csrf = CSRFProtect()
 
 
 def create_app(settings: Settings | None = None, *, context: AppContext | None = None, **overrides) -> Flask:
     settings = settings or from_env(**overrides)
     ctx = context or AppContext(settings)
-    app = Flask("b24app", template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"),
+    app = Flask("b24app", template_folder=str(resource_path("templates")),
+                static_folder=str(resource_path("static")),
                 static_url_path="/static")
     app.config.update(
         SECRET_KEY=settings.secret_key,
