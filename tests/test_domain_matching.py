@@ -427,6 +427,7 @@ def _generated(seed: int = 424242, n_invoices: int = 3000, n_payments: int = 150
     return invoices, payments
 
 
+@pytest.mark.slow  # a size/stress check: out of the fast tier, in `make test`
 def test_index_and_naive_scan_give_the_same_decisions() -> None:
     invoices, payments = _generated()
     index = InvoiceIndex.from_invoices(invoices)
@@ -441,6 +442,7 @@ def test_index_and_naive_scan_give_the_same_decisions() -> None:
     assert {c for _, c in seen} == set(Confidence)
 
 
+@pytest.mark.slow  # a size/stress check: out of the fast tier, in `make test`
 def test_index_handles_100k_invoices() -> None:
     invoices = [OpenInvoice(i, f"СЧ-{i:06d}", D(i % 997 + 1), "RUB", payer_inn=str(7700000000 + i % 5000))
                 for i in range(1, 100_001)]
