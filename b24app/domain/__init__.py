@@ -1,6 +1,7 @@
 """Pure matching domain: purpose parsing, invoice-number keys, money, matching and explanations.
 
-Imports nothing outside the Python standard library.
+Imports nothing outside the Python standard library (and no other package of ours): the rest of the app
+imports the domain, never the reverse.
 """
 from __future__ import annotations
 
