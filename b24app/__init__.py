@@ -7,7 +7,8 @@ Where things are: a payment enters in `sync.py` (statement → `operations`), is
 Packages and what they may import (tests/test_import_rules.py checks the rules it names):
 - `domain/`: pure matching and money; imports only the standard library.
 - `bitrix/`, `bank/`: clients of Bitrix24 and the banks; import only themselves, the stdlib and HTTP/crypto libraries.
-- `web/`: the Flask adapter (request parsing, access checks, rendering); imports the services at the root.
+- `web/`: the Flask adapter (request parsing, access checks, rendering); imports the services at the root,
+  never `models` or sqlalchemy.
 - `sandbox/`: stand-ins for Bitrix24 and the banks; never imports the app (`sandbox/stack.py`, which runs the app
   beside them, excepted).
 - the root modules (storage, pipeline, services) import the packages above, never `web/` or `sandbox/`.
