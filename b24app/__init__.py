@@ -11,7 +11,8 @@ Packages and what they may import (tests/test_import_rules.py checks the rules i
   never `models` or sqlalchemy.
 - `sandbox/`: stand-ins for Bitrix24 and the banks; never imports the app (`sandbox/stack.py`, which runs the app
   beside them, excepted).
-- the root modules (storage, pipeline, services) import the packages above, never `web/` or `sandbox/`.
+- the root modules (storage, pipeline, services) import `domain/`, `bitrix/`, `bank/`; only the entry points
+  (`create_app` here, `wsgi.py`, `demo.py`) import `web/` or `sandbox/`.
 Files that are not Python (templates, static files, the manifest) are found with `resources.resource_path`.
 """
 from __future__ import annotations
