@@ -1,0 +1,140 @@
+"""Payment records on the deal (issue #15): the batch commands that leave one paid record per applied amount,
+undo it, and find it again after a crash. Pure: builds commands and reads answers; the outbox sends them.
+
+Docs (bitrix-tools/b24-rest-docs@2ba82021):
+- `crm.item.payment.add {entityTypeId: 2, entityId}` → the new record's id; its sum is not a parameter
+  (api-reference/crm/universal/payment/crm-item-payment-add.md) and `crm.item.payment.update` changes only
+  `paid` and `paySystemId` (crm-item-payment-update.md). The sum and our marker are set with
+  `sale.payment.update {id, fields: {sum, xmlId}}` (api-reference/sale/payment/sale-payment-update.md: scope
+  `sale`, administrators; `xmlId` is the payment's "Внешний идентификатор"). The currency is not among its
+  fields: a record has the deal's currency, so `commands_for` refuses another one.
+- `crm.item.payment.pay` / `unpay` / `delete {id}` (crm-item-payment-pay.md, -unpay.md, -delete.md).
+- A batch command refers to an earlier one's result as `$result[name]` (settings/how-to-call-rest-api/batch.md),
+  so add + sum + pay go in one batch, beside the other effects of the payment: one HTTP request.
+- The re-check: `crm.item.payment.list` of the deal (its answer has no xmlId: crm-item-payment-get.md, the
+  simple shape) and `sale.payment.list` filtered by our xmlId (sale-payment-list.md; its rows carry xmlId), one
+  batch. A record is ours when both name it and its xmlId is exactly our marker (the filter is not trusted).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Iterable
+
+DEAL = 2
+MARKER_PREFIX = "b24app:"
+_MARKER = re.compile(r"[A-Za-z0-9:_.\-]{1,100}")  # the xmlId's length limit is not documented: stay short
+_CURRENCY = re.compile(r"[A-Z]{3}")
+
+Commands = dict[str, tuple[str, dict]]
+
+
+class PaymentRecordError(ValueError):
+    """A payment record cannot be built from these values (bad amount, currency or marker)."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One payment record as `crm.item.payment.list` shows it."""
+
+    id: int
+    account_number: str
+    paid: bool
+    sum: Decimal
+    currency: str
+
+
+def marker(key: str) -> str:
+    """Our external id for the record of one applied amount (e.g. the outbox key of the allocation)."""
+    value = MARKER_PREFIX + str(key)
+    if not _MARKER.fullmatch(value):
+        raise PaymentRecordError(f"marker {value!r}: up to 100 of A-Z a-z 0-9 : _ . -")
+    return value
+
+
+def _amount(value: Any) -> Decimal:
+    try:
+        amount = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        raise PaymentRecordError(f"amount {value!r} is not a number") from None
+    if not amount.is_finite() or amount <= 0:
+        raise PaymentRecordError(f"amount {value!r} must be positive")
+    return amount.quantize(Decimal("0.01"))
+
+
+def commands_for(name: str, deal_id: int, amount: Any, currency: str, mark: str, *,
+                 deal_currency: str | None = None) -> Commands:
+    """add + set sum and marker + pay, for one batch: `{name}_add`, `{name}_sum`, `{name}_pay` (in this order:
+    the sum is set before the record is paid). `deal_currency`, when known, must be `currency`: the record
+    takes the deal's currency and no method changes it."""
+    amount = _amount(amount)
+    currency = str(currency or "").upper()
+    if not _CURRENCY.fullmatch(currency):
+        raise PaymentRecordError(f"currency {currency!r} is not a three-letter code")
+    if deal_currency is not None and deal_currency.upper() != currency:
+        raise PaymentRecordError(f"the deal is in {deal_currency}, the payment in {currency}")
+    if not _MARKER.fullmatch(mark or "") or not mark.startswith(MARKER_PREFIX):
+        raise PaymentRecordError(f"marker {mark!r} is not ours")
+    if int(deal_id) <= 0:
+        raise PaymentRecordError(f"deal id {deal_id!r}")
+    ref = f"$result[{name}_add]"
+    return {
+        f"{name}_add": ("crm.item.payment.add", {"entityTypeId": DEAL, "entityId": int(deal_id)}),
+        f"{name}_sum": ("sale.payment.update", {"id": ref, "fields": {"sum": amount, "xmlId": mark}}),
+        f"{name}_pay": ("crm.item.payment.pay", {"id": ref}),
+    }
+
+
+def repair_commands(name: str, record: Record, amount: Any) -> Commands:
+    """For a record the re-check found: what is still missing (its sum, its paid state); {} when none."""
+    amount = _amount(amount)
+    out: Commands = {}
+    if record.sum != amount:
+        out[f"{name}_sum"] = ("sale.payment.update", {"id": record.id, "fields": {"sum": amount}})
+    if not record.paid:
+        out[f"{name}_pay"] = ("crm.item.payment.pay", {"id": record.id})
+    return out
+
+
+def undo_commands(name: str, payment_id: int, *, delete: bool = True) -> Commands:
+    """Unpay, then (by default) remove the record: `{name}_unpay`, `{name}_delete`."""
+    out: Commands = {f"{name}_unpay": ("crm.item.payment.unpay", {"id": int(payment_id)})}
+    if delete:
+        out[f"{name}_delete"] = ("crm.item.payment.delete", {"id": int(payment_id)})
+    return out
+
+
+def recheck_commands(name: str, deal_id: int, mark: str) -> Commands:
+    """The re-check after a crash: the deal's records and the portal's records carrying our marker."""
+    return {
+        f"{name}_deal": ("crm.item.payment.list", {"entityTypeId": DEAL, "entityId": int(deal_id)}),
+        f"{name}_mark": ("sale.payment.list", {"select": ["id", "xmlId", "sum", "paid", "currency"],
+                                               "filter": {"=xmlId": mark}}),
+    }
+
+
+def records(rows: Any) -> list[Record]:
+    """`crm.item.payment.list`'s result as records (rows that do not parse are skipped)."""
+    out = []
+    for row in rows if isinstance(rows, list) else []:
+        try:
+            out.append(Record(int(row["id"]), str(row.get("accountNumber") or ""), row.get("paid") == "Y",
+                              Decimal(str(row.get("sum") if row.get("sum") is not None else 0)),
+                              str(row.get("currency") or "")))
+        except (KeyError, TypeError, ValueError, InvalidOperation):
+            continue
+    return out
+
+
+def find_ours(deal_rows: Any, marked: Any, mark: str) -> list[Record]:
+    """Our records on the deal: in `crm.item.payment.list` of the deal (`deal_rows`) and, in `sale.payment.list`
+    (`marked`: its result, `{"payments": [...]}`), with xmlId exactly `mark`. Oldest first; more than one
+    means a duplicate the caller removes."""
+    payments = marked.get("payments") if isinstance(marked, dict) else marked
+    ours = {int(p["id"]) for p in _rows(payments) if p.get("xmlId") == mark and str(p.get("id", "")).isdigit()}
+    return sorted((r for r in records(deal_rows) if r.id in ours), key=lambda r: r.id)
+
+
+def _rows(value: Any) -> Iterable[dict]:
+    return [r for r in value if isinstance(r, dict)] if isinstance(value, list) else []
