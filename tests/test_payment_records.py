@@ -218,3 +218,19 @@ def test_a_portal_without_scope_sale_refuses_the_sum(tmp_path):
         assert "p_add" in res.results
     finally:
         st.stop()
+
+
+def test_the_deal_card_shows_the_records_next_to_the_money_field(seeded):
+    st = seeded
+    client = st.ctx.bitrix(st.member_id())
+    deal_id = st.deals[2]["deal_id"]
+    client.call("crm.deal.userfield.add", {"fields": {"FIELD_NAME": "PAYREC_PAID", "USER_TYPE_ID": "money"}})
+    client.call("crm.deal.update", {"id": deal_id, "fields": {"UF_CRM_PAYREC_PAID": "1250.50|RUB"}})
+    res = client.batch({**pr.commands_for("a", deal_id, "1000", "RUB", pr.marker("card-1")),
+                        "b_add": ("crm.item.payment.add", {"entityTypeId": 2, "entityId": deal_id})})
+    page = httpx.get(f"{st.portal_url}/crm/deal/details/{deal_id}/", params={"user": 1}, timeout=30)
+    assert page.status_code == 200
+    assert 'data-money-field="UF_CRM_PAYREC_PAID">1250.5|RUB<' in page.text
+    paid, unpaid = res.results["a_add"], res.results["b_add"]
+    assert f'data-payment-id="{paid}" data-paid="Y"' in page.text and "1\u00a0000,00 RUB" in page.text
+    assert f'data-payment-id="{unpaid}" data-paid="N"' in page.text and "Не оплачено" in page.text

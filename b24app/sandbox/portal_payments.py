@@ -41,11 +41,13 @@ _SALE_DEFAULTS: dict[str, Any] = {
     "psResponseDate": None, "psStatus": "", "psStatusCode": "", "psStatusDescription": "", "psStatusMessage": "",
     "psSum": None, "reasonMarked": "", "responsibleId": None, "updated1c": "N", "version1c": "",
 }
-# sale-payment-update.md, "Параметр fields": what the sandbox lets sale.payment.update change
-_UPDATABLE = ("paySystemId", "paid", "datePaid", "empPaidId", "xmlId", "sum", "comments", "psStatus",
-              "psStatusCode", "psStatusDescription", "psStatusMessage", "psSum", "psCurrency", "psResponseDate",
-              "payVoucherNum", "payVoucherDate", "dateBill", "responsibleId", "psInvoiceId", "marked",
-              "reasonMarked", "id1c")
+# sale-payment-update.md, "Параметр fields": every field the page lists
+_UPDATABLE = ("paySystemId", "paid", "datePaid", "empPaidId", "psStatus", "psStatusCode", "psStatusDescription",
+              "psStatusMessage", "psSum", "psCurrency", "psResponseDate", "payVoucherNum", "payVoucherDate",
+              "datePayBefore", "dateBill", "xmlId", "sum", "companyId", "payReturnNum", "priceCod", "payReturnDate",
+              "empReturnId", "payReturnComment", "responsibleId", "empResponsibleId", "isReturn", "comments",
+              "updated1c", "id1c", "version1c", "externalPayment", "psInvoiceId", "marked", "reasonMarked",
+              "empMarkedId")
 
 
 def _crm_error(description: str) -> RestError:
@@ -267,7 +269,7 @@ def sale_payment_update(ctx: CallContext, params: dict[str, Any]) -> dict[str, A
     if not isinstance(fields, dict) or not fields:
         raise _missing("fields")
     unknown = sorted(k for k in fields if k not in _UPDATABLE)
-    if unknown:  # docs silent on unknown keys; the sandbox refuses them so a typo is caught
+    if unknown:  # docs silent on keys the page does not list; the sandbox refuses them so a typo is caught
         raise RestError(0, f"Unknown fields: {', '.join(unknown)}", 400)
     if "paySystemId" in fields:
         _pay_system(p, fields["paySystemId"], RestError(0, "pay system is not exists", 400))
@@ -282,8 +284,20 @@ def sale_payment_update(ctx: CallContext, params: dict[str, Any]) -> dict[str, A
         p["datePaid"] = fields["datePaid"] or None
     for key in _UPDATABLE:
         if key in fields and key not in ("paySystemId", "sum", "paid", "datePaid"):
-            p[key] = fields[key]
+            p[key] = _typed(key, fields[key])
     return {"payment": full(p)}
+
+
+def _typed(key: str, value: Any) -> Any:
+    """Values inside a batch command arrive as strings; the answer prints ids and psSum as numbers
+    (sale-payment-get.md example)."""
+    if value in (None, ""):
+        return None if key.endswith("Id") or key == "psSum" else value
+    if key == "psSum":
+        return _number(money(value))
+    if key.endswith("Id") and key not in ("xmlId", "id1c") and str(value).strip().isdigit():
+        return int(str(value).strip())
+    return value
 
 
 @method("sale.payment.list", scope="sale")
