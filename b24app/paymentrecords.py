@@ -78,12 +78,36 @@ def commands_for(name: str, deal_id: int, amount: Any, currency: str, mark: str,
         raise PaymentRecordError(f"marker {mark!r} is not ours")
     if int(deal_id) <= 0:
         raise PaymentRecordError(f"deal id {deal_id!r}")
-    ref = f"$result[{name}_add]"
     return {
         f"{name}_add": ("crm.item.payment.add", {"entityTypeId": DEAL, "entityId": int(deal_id)}),
-        f"{name}_sum": ("sale.payment.update", {"id": ref, "fields": {"sum": amount, "xmlId": mark}}),
-        f"{name}_pay": ("crm.item.payment.pay", {"id": ref}),
+        f"{name}_sum": ("sale.payment.update", {"id": f"$result[{name}_add]", "fields": {"sum": amount, "xmlId": mark}}),
+        # the id as sale.payment.update answered it: when setting the sum failed, the reference stays unresolved
+        # and pay fails too, so a record of sum 0 is never marked paid (batch runs on after an error, halt=0)
+        f"{name}_pay": ("crm.item.payment.pay", {"id": f"$result[{name}_sum][payment][id]"}),
     }
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one record's commands left: its id (None when not even added), whether it is complete (sum,
+    marker, paid), and the commands that remove a half-made record (it carries no marker to be found by)."""
+
+    payment_id: int | None
+    complete: bool
+    cleanup: Commands
+
+
+def outcome(name: str, results: dict[str, Any], errors: dict[str, Any]) -> Outcome:
+    """Read the batch answer of `commands_for(name, ...)`."""
+    try:
+        payment_id = int(results[f"{name}_add"]) if f"{name}_add" not in errors else None
+    except (KeyError, TypeError, ValueError):
+        payment_id = None
+    if payment_id is None:
+        return Outcome(None, False, {})
+    if f"{name}_sum" in errors or f"{name}_pay" in errors or results.get(f"{name}_pay") is not True:
+        return Outcome(payment_id, False, undo_commands(f"{name}_cleanup", payment_id))
+    return Outcome(payment_id, True, {})
 
 
 def repair_commands(name: str, record: Record, amount: Any) -> Commands:

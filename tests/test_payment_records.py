@@ -25,7 +25,19 @@ def test_commands_add_then_sum_and_marker_then_pay_in_one_batch():
     assert cmds["r1_add"] == ("crm.item.payment.add", {"entityTypeId": 2, "entityId": 42})
     assert cmds["r1_sum"] == ("sale.payment.update", {"id": "$result[r1_add]",
                                                       "fields": {"sum": Decimal("1500.00"), "xmlId": MARK}})
-    assert cmds["r1_pay"] == ("crm.item.payment.pay", {"id": "$result[r1_add]"})
+    assert cmds["r1_pay"] == ("crm.item.payment.pay", {"id": "$result[r1_sum][payment][id]"})
+
+
+@pytest.mark.parametrize("results, errors, expected", [
+    ({"p_add": 7, "p_sum": {"payment": {"id": 7}}, "p_pay": True}, {}, (7, True, [])),
+    ({}, {"p_add": "e", "p_sum": "e", "p_pay": "e"}, (None, False, [])),
+    ({"p_add": 7}, {"p_sum": "e", "p_pay": "e"}, (7, False, ["p_cleanup_unpay", "p_cleanup_delete"])),
+    ({"p_add": 7, "p_sum": {"payment": {"id": 7}}}, {"p_pay": "e"}, (7, False, ["p_cleanup_unpay", "p_cleanup_delete"])),
+    ({"p_add": "x"}, {}, (None, False, [])),
+])
+def test_outcome_cleans_up_a_half_made_record(results, errors, expected):
+    got = pr.outcome("p", results, errors)
+    assert (got.payment_id, got.complete, list(got.cleanup)) == expected
 
 
 @pytest.mark.parametrize("deal, amount, currency, mark, deal_currency", [
@@ -119,6 +131,7 @@ def test_full_cycle_through_the_client(seeded):
     calls = st.portal_state()["requests"]
     res = client.batch(pr.commands_for("p", deal_id, "1500.00", "RUB", mark))
     assert res.errors == {}, res.errors
+    assert pr.outcome("p", res.results, res.errors) == pr.Outcome(int(res.results["p_add"]), True, {})
     assert st.portal_state()["requests"] == calls + 1  # one HTTP request for the three commands
     pid = int(res.results["p_add"])
     [shown] = [p for p in _payments(st, deal_id) if p["id"] == pid]
@@ -213,9 +226,14 @@ def test_a_portal_without_scope_sale_refuses_the_sum(tmp_path):
         res = client.batch(pr.commands_for("p", deal_id, "10", "RUB", pr.marker("noscope")))
         assert isinstance(res.errors["p_sum"], InsufficientScope)
         assert res.errors["p_sum"].code == "insufficient_scope"
-        # add and pay are crm: the record is there, unmarked and of sum 0, which is why the outbox must not
-        # send these commands to a portal without `sale` (the admin page says so; the field alone is kept)
-        assert "p_add" in res.results
+        # add is crm: the record is there, unmarked, of sum 0 and, since pay refers to the sum's answer, unpaid;
+        # the outcome removes it (the outbox must not send these commands to a portal without `sale`)
+        assert "p_pay" in res.errors
+        [left] = [p for p in _payments(st, deal_id) if p["id"] == int(res.results["p_add"])]
+        assert left["paid"] == "N" and Decimal(left["sum"]) == 0
+        out = pr.outcome("p", res.results, res.errors)
+        assert not out.complete and client.batch(out.cleanup).errors == {}
+        assert _payments(st, deal_id) == []
     finally:
         st.stop()
 
