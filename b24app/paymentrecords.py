@@ -9,8 +9,11 @@ Docs (bitrix-tools/b24-rest-docs@2ba82021):
   `sale`, administrators; `xmlId` is the payment's "Внешний идентификатор"). The currency is not among its
   fields: a record has the deal's currency, so `commands_for` refuses another one.
 - `crm.item.payment.pay` / `unpay` / `delete {id}` (crm-item-payment-pay.md, -unpay.md, -delete.md).
-- A batch command refers to an earlier one's result as `$result[name]` (settings/how-to-call-rest-api/batch.md),
-  so add + sum + pay go in one batch, beside the other effects of the payment: one HTTP request.
+- A batch command refers to an earlier one's result as `$result[name][field]` (settings/how-to-call-rest-api/
+  batch.md), so add + sum + pay go in one batch, beside the other effects of the payment: one HTTP request.
+  Pay refers to the id in sale.payment.update's answer: when the sum failed, pay fails too. What a portal puts
+  in place of a reference to a failed command is not documented (the sandbox leaves the text, which is no id;
+  an empty value would be refused as a missing id): either way no record of sum 0 is paid.
 - The re-check: `crm.item.payment.list` of the deal (its answer has no xmlId: crm-item-payment-get.md, the
   simple shape) and `sale.payment.list` filtered by our xmlId (sale-payment-list.md; its rows carry xmlId), one
   batch. A record is ours when both name it and its xmlId is exactly our marker (the filter is not trusted).

@@ -252,3 +252,23 @@ def test_the_deal_card_shows_the_records_next_to_the_money_field(seeded):
     paid, unpaid = res.results["a_add"], res.results["b_add"]
     assert f'data-payment-id="{paid}" data-paid="Y"' in page.text and "1\u00a0000,00 RUB" in page.text
     assert f'data-payment-id="{unpaid}" data-paid="N"' in page.text and "Не оплачено" in page.text
+
+
+def test_a_user_without_the_right_on_the_deal_gets_the_documented_error(seeded):
+    """crm-item-payment-add.md: "требуется право на изменение объекта CRM"; -get.md: "Оплата не найдена или
+    доступ запрещен" (one answer for both)."""
+    st = seeded
+    deal_id = st.deals[0]["deal_id"]  # assigned to someone else than the new user
+    st.portal_http("POST", "/sandbox/users", json={"id": 77, "name": "Гость", "deal_read": "own"}).raise_for_status()
+    pid = st.ctx.bitrix(st.member_id()).call("crm.item.payment.add", {"entityTypeId": 2, "entityId": deal_id})
+    token = token_of(st, 77)
+    rest = f"{st.portal_url}/rest/"
+    with httpx.Client(timeout=30) as http:
+        with pytest.raises(BitrixError) as err:
+            call_with_token(http, rest, token, "crm.item.payment.add", {"entityTypeId": 2, "entityId": deal_id})
+        assert (str(err.value.code), err.value.description, err.value.status) == ("0", "Недостаточно прав", 400)
+        for method in ("crm.item.payment.get", "crm.item.payment.pay", "crm.item.payment.delete"):
+            with pytest.raises(BitrixError) as err:
+                call_with_token(http, rest, token, method, {"id": pid})
+            assert err.value.description == "Оплата не найдена или доступ запрещен", method
+    assert [p["paid"] for p in _payments(st, deal_id) if p["id"] == pid] == ["N"]
