@@ -20,6 +20,7 @@ Docs (bitrix-tools/b24-rest-docs@2ba82021):
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -49,11 +50,11 @@ class Record:
 
 
 def marker(key: str) -> str:
-    """Our external id for the record of one applied amount (e.g. the outbox key of the allocation)."""
-    value = MARKER_PREFIX + str(key)
-    if not _MARKER.fullmatch(value):
-        raise PaymentRecordError(f"marker {value!r}: up to 100 of A-Z a-z 0-9 : _ . -")
-    return value
+    """Our external id for the record of one applied amount, from its outbox key: the same tag the outbox
+    gives its other effects (outbox.tag_for), short whatever the key."""
+    if not str(key):
+        raise PaymentRecordError("marker of an empty key")
+    return MARKER_PREFIX + hashlib.sha256(str(key).encode()).hexdigest()[:24]
 
 
 def _amount(value: Any) -> Decimal:

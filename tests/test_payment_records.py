@@ -56,12 +56,14 @@ def test_bad_values_are_refused_with_a_clear_error(deal, amount, currency, mark,
         pr.commands_for("r", deal, amount, currency, mark, deal_currency=deal_currency)
 
 
-def test_marker_is_ours_and_short():
-    assert pr.marker("abc-1") == "b24app:abc-1"
+def test_marker_is_the_outbox_tag_of_the_key():
+    from b24app.outbox import tag_for
+
+    key = "op17:d5:inv9:record " + "x" * 200
+    assert pr.marker(key) == tag_for(key) and len(pr.marker(key)) == 31
+    assert pr.marker("a") != pr.marker("b")
     with pytest.raises(pr.PaymentRecordError):
-        pr.marker("x" * 100)
-    with pytest.raises(pr.PaymentRecordError):
-        pr.marker("a b")
+        pr.marker("")
 
 
 def test_undo_unpays_before_deleting():
