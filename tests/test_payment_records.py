@@ -150,6 +150,9 @@ def test_full_cycle_through_the_client(seeded):
     [ours] = pr.find_ours(found.results["c_deal"], found.results["c_mark"], mark)
     assert ours.id == pid and ours.paid and ours.sum == Decimal("1500")
     assert pr.repair_commands("r", ours, "1500") == {}
+    # index.md: crm.item.payment.list filters like sale.payment.list, xmlId included (the app does not rely on it)
+    only = client.call("crm.item.payment.list", {"entityTypeId": 2, "entityId": deal_id, "filter": {"=xmlId": mark}})
+    assert [r["id"] for r in only] == [pid]
 
     # undo: unpaid, then gone; the other record stays
     undo = client.batch(pr.undo_commands("u", pid))
