@@ -229,6 +229,42 @@ def test_a_portal_without_a_bank_link_imports_a_file_of_its_own_company(installe
     tab = open_tab(st, "deal", d0["deal_id"], user=d0["user"], lang="en").get_data(as_text=True)
     assert 'data-bank="file" data-via="file"' in tab
 
+    # the bank card still offers a live link (a file is no bank connection), the sources list shows the file
+    card = httpx.get(f"{st.app_url}/app/api/bank", headers={"X-Frame-Token": token}, timeout=30).json()
+    assert card["linked"] is False
+    page = httpx.post(f"{st.app_url}/app/upload", headers={"X-Frame-Token": token}, timeout=30)  # no file
+    assert page.status_code == 400 and "Choose a 1C statement file" in page.json()["html"]
+    # a file account is never polled: ticking it to watch changes nothing (there is no bank to read)
+    httpx.post(f"{st.app_url}/bank/accounts", json={"watched": [acc.id]}, headers={"X-Frame-Token": token},
+               timeout=30).raise_for_status()
+    with st.ctx.db.session() as s:
+        assert s.get(BankAccount, acc.id).watched is False
+
+
+def test_the_admin_page_lists_each_accounts_sources(linked):
+    token, acc = admin_token(linked), our_account(linked)
+    body = upload(linked, token, statement_bytes(FILE_ONLY, [
+        Doc("1", today(linked), "500.00", "Оплата", FILE_ONLY, recipient_inn="7709876543")])).json()
+    assert do_import(linked, token, body["upload"], [FILE_ONLY]).status_code == 200
+    card = httpx.get(f"{linked.app_url}/app/api/bank", headers={"X-Frame-Token": token}, timeout=30).json()
+    assert card["linked"] is True and "T-ID" in card["html"]  # the T-Bank link, not the newer file "link"
+    page = open_app_page(linked)
+    sources = re.search(r'<ul class="b24-accounts" id="account-sources">(.*?)</ul></li>\s*</ul>', page, re.S).group(1)
+    tbank = re.search(r'data-account="[^"]*%s">.*?</ul>' % acc[-4:], sources, re.S).group(0)
+    assert 'data-source="tbank" data-health="live"' in tbank and 'data-source="file"' not in tbank
+    filed = re.search(r'data-account="[^"]*%s">.*?</ul>' % FILE_ONLY[-4:], sources, re.S).group(0)
+    assert 'data-source="file" data-health="imported"' in filed and "last import" in filed
+
+
+def open_app_page(st) -> str:
+    page = httpx.get(f"{st.portal_url}/marketplace/app/{APP_CLIENT_ID}/", params={"user": 1, "lang": "en"},
+                     timeout=30)
+    m = re.search(r'<form id="app-form-0" method="post" action="([^"]+)"[^>]*>(.*?)</form>', page.text, re.S)
+    fields = {html.unescape(k): html.unescape(v)
+              for k, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', m.group(2))}
+    url = urlsplit(html.unescape(m.group(1)))
+    return httpx.post(f"{st.app_url}{url.path}?{url.query}", data=fields, timeout=30).text
+
 
 def test_a_file_account_of_a_company_not_ours_needs_the_admins_confirmation(installed):
     from b24app.invoices import refresh_all
