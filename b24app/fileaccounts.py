@@ -7,6 +7,7 @@ companies (IS_MY_COMPANY requisites, as the bank link checks it) or an administr
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -15,6 +16,8 @@ from .banklink import INN_CONFIRMED, INN_OWN
 from .models import BankAccount, BankLink
 
 PROVIDER = KIND = "file"
+_ACCOUNT = re.compile(r"\d{20}")     # a Russian settlement account number
+_INN = re.compile(r"\d{10}|\d{12}")
 
 
 @dataclass(frozen=True)
@@ -27,12 +30,13 @@ class Candidate:
 
     @property
     def inn(self) -> str | None:
-        return self.inns[0] if len(self.inns) == 1 else None
+        return self.inns[0] if len(self.inns) == 1 and _INN.fullmatch(self.inns[0]) else None
 
     @property
     def addable(self) -> bool:
-        """Only an account whose owner the file names unambiguously can be added (automatically or confirmed)."""
-        return self.inn is not None
+        """Only a well-formed account whose owner the file names unambiguously can be added (automatically or
+        confirmed)."""
+        return self.inn is not None and _ACCOUNT.fullmatch(self.number) is not None
 
 
 def candidates(unknown: dict[str, list[str]], own_inns: set[str] | None) -> list[Candidate]:

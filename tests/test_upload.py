@@ -192,6 +192,14 @@ def test_another_companys_file_is_refused_unless_confirmed_and_nothing_is_import
     assert stored(linked) == 0
 
 
+def test_an_account_the_file_does_not_name_properly_cannot_be_added(linked):
+    token, odd = admin_token(linked), "4070281050000000077712345"  # 25 digits: no account number
+    body = upload(linked, token, statement_bytes(odd, [Doc("1", today(linked), "500.00", "Оплата", odd)])).json()
+    assert "does not say whose it is" in body["html"] and 'name="confirm"' not in body["html"]
+    assert do_import(linked, token, body["upload"], [odd]).status_code == 400
+    assert stored(linked) == 0 and stored(linked, BankLink) == 1  # the T-Bank link only
+
+
 def test_the_preview_cannot_be_forged_into_another_import(linked):
     admin = admin_token(linked)
     body = upload(linked, admin, pay_d0(linked, our_account(linked))).json()
