@@ -176,6 +176,28 @@ def test_a_file_just_over_the_limit_is_refused_while_reading(linked):
     assert stored(linked, StatementUpload) == 0
 
 
+def test_a_body_of_unknown_length_is_cut_off_at_the_limit(linked):
+    """Chunked, no Content-Length: the limit holds while the body streams."""
+    token, limit = admin_token(linked), linked.ctx.settings.statement_max_bytes
+    head = (b'--b24\r\nContent-Disposition: form-data; name="file"; filename="big.txt"\r\n'
+            b"Content-Type: text/plain\r\n\r\n" + statement_bytes(our_account(linked), []))
+
+    def body():
+        yield head
+        for _ in range(limit // (1024 * 1024) + 2):
+            yield b" " * (1024 * 1024)
+        yield b"\r\n--b24--\r\n"
+
+    try:
+        resp = httpx.post(f"{linked.app_url}/app/upload", content=body(), timeout=60,
+                          headers={"X-Frame-Token": token, "Content-Type": "multipart/form-data; boundary=b24"})
+    except httpx.HTTPError:  # the server may close before all of it is sent: then nothing can have been stored
+        resp = None
+    if resp is not None:
+        assert resp.status_code == 413 and "Nothing was imported" in resp.json()["html"]
+    assert stored(linked, StatementUpload) == 0 and stored(linked) == 0
+
+
 def test_another_companys_file_is_refused_unless_confirmed_and_nothing_is_imported(linked):
     token = admin_token(linked)
     data = statement_bytes(NOT_OURS, [Doc("1", today(linked), "500.00", "Оплата", NOT_OURS, recipient_inn="7709876543")])
@@ -205,7 +227,8 @@ def test_the_preview_cannot_be_forged_into_another_import(linked):
     body = upload(linked, admin, pay_d0(linked, our_account(linked))).json()
     assert do_import(linked, admin, "x" * 32).status_code == 404                # a guessed id
     user = admin_token(linked, user=2)                                            # not an administrator
-    assert do_import(linked, user, body["upload"]).status_code == 403
+    refused = do_import(linked, user, body["upload"])
+    assert refused.status_code == 403 and refused.json()["error"] == "forbidden"
     assert upload(linked, user, b"1CClientBankExchange\r\n").status_code == 403
     assert do_import(linked, "forged", body["upload"]).status_code == 401
     assert httpx.post(f"{linked.app_url}/app/upload/import", data={"upload": body["upload"]}).status_code == 401

@@ -25,13 +25,14 @@ from pathlib import Path
 from flask import Blueprint, abort, jsonify, render_template, request
 from flask_babel import gettext as _
 from markupsafe import Markup
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import banklink, fileaccounts
 from ..bank.onec import human_size
 from ..models import StatementUpload
 from ..statement_import import NotOurAccounts, StatementImportError, import_statement, preview_statement
+from .actions import json_errors
 from .factory import get_ctx
 from .i18n import set_lang
 from .security import FRAME_HEADER, Frame, PlacementRejected, allow_framing, read_frame_token
@@ -83,6 +84,12 @@ def _limit() -> int:
 
 
 def _too_large(size: int | None = None) -> UploadRefused:
+    token = request.headers.get(FRAME_HEADER)
+    if token:  # refused before _admin() ran: answer in the frame's language all the same
+        try:
+            set_lang(read_frame_token(token).lang)
+        except PlacementRejected:
+            pass
     what = human_size(size) if size else _("larger than allowed")
     return UploadRefused(_("The file is %(size)s; statement files up to %(limit)s are accepted. Export a shorter "
                            "period. Nothing was imported.", size=what, limit=human_size(_limit())), 413)
@@ -215,10 +222,14 @@ def import_upload():
     except StatementImportError as exc:
         return _refused(UploadRefused(str(exc), 409))
     with ctx.db.session() as s:
-        s.execute(delete(StatementUpload).where(StatementUpload.id == upload_id))
+        s.execute(delete(StatementUpload).where(or_(StatementUpload.id == upload_id,
+                                                    StatementUpload.expires_at < ctx.clock.now())))
     log.info("statement imported", extra={"member_id": portal.member_id, "user_id": frame.user_id,
                                           "new": result.new, "known": result.known, "accounts_added": len(added)})
     return _fragment(preview=result, added=[c.number for c in adding], imported=True)
+
+
+json_errors(bp, _wants_json)  # the script's 401/403 answer JSON {error, message}; the plain form keeps pages
 
 
 @bp.errorhandler(RequestEntityTooLarge)
