@@ -3,6 +3,8 @@ preview's numbers, "Import", and the invoice paid in the portal sandbox; the sam
 from __future__ import annotations
 
 import base64
+import os
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,14 @@ from test_statement_import import our_account, today
 pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 NOT_OURS = "40702810500000000777"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def shots(tmp_path) -> Path:
+    if os.environ.get("B24APP_UPDATE_SCREENSHOTS") == "1":
+        return REPO / "docs" / "screenshots"
+    return tmp_path
 
 
 @pytest.fixture
@@ -36,7 +46,7 @@ def drop_file(frame, selector: str, name: str, data: bytes) -> None:
     frame.locator(selector).dispatch_event("drop", {"dataTransfer": transfer})
 
 
-def test_upload_a_1c_file_preview_import_and_the_invoice_is_paid(browser, live, tmp_path):
+def test_upload_a_1c_file_preview_import_and_the_invoice_is_paid(browser, live, tmp_path, shots):
     d0, acc = live.deals[0], our_account(live)  # invoice 1207, 12 000 ₽
     data = statement_bytes(acc, [
         Doc("310", today(live), "12000.00", f"Оплата по счету № {d0['number']} от 14.01.2026", acc,
@@ -54,6 +64,7 @@ def test_upload_a_1c_file_preview_import_and_the_invoice_is_paid(browser, live, 
                 preview.get_attribute("data-known"), preview.get_attribute("data-not-ours")) == ("1", "1", "0", "1")
         assert app.locator("#upload-progress").get_attribute("aria-valuenow") == "100"
         assert acc in preview.inner_text()
+        app.locator("#upload").screenshot(path=str(shots / "upload-ru.png"))
         app.locator("#import-submit").click()
         result = app.locator("#upload-result")
         result.wait_for()
