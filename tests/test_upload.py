@@ -312,3 +312,14 @@ def test_a_file_account_of_a_company_not_ours_needs_the_admins_confirmation(inst
     with st.ctx.db.session() as s:
         link = s.scalar(select(BankLink).where(BankLink.provider == "file"))
     assert (link.inn, link.inn_check) == (FILE_INN, "confirmed") and link.inn_confirmed_at is not None
+
+
+def test_uploads_are_forgotten_when_the_app_is_uninstalled(linked):
+    token = admin_token(linked)
+    body = upload(linked, token, pay_d0(linked, our_account(linked))).json()
+    assert stored(linked, StatementUpload) == 1
+    r = httpx.post(f"{linked.portal_url}/sandbox/uninstall", json={"client_id": APP_CLIENT_ID, "clean": False},
+                   timeout=30)
+    assert r.status_code == 200, r.text
+    assert stored(linked, StatementUpload) == 0  # bank data of a portal that left: not kept for 30 minutes
+    assert do_import(linked, token, body["upload"]).status_code == 401 and stored(linked) == 0
