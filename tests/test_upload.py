@@ -60,6 +60,13 @@ def counts(text: str) -> dict:
     return dict(zip(("incoming", "new", "known", "not_ours"), map(int, m.groups())))
 
 
+def statement_text_of(accounts: list[str], docs: list[Doc]) -> bytes:
+    """One statement of several accounts: the sample's header and sections, one РасчСчет section per account."""
+    text = statement_bytes(accounts[0], docs).decode("cp1251")
+    extra = "".join(f"СекцияРасчСчет\r\nРасчСчет={a}\r\nКонецРасчСчет\r\n" for a in accounts[1:])
+    return text.replace("КонецРасчСчет\r\n", "КонецРасчСчет\r\n" + extra, 1).encode("cp1251")
+
+
 def stored(st, model=Operation) -> int:
     with st.ctx.db.session() as s:
         return s.scalar(select(func.count()).select_from(model))
@@ -216,10 +223,17 @@ def test_another_companys_file_is_refused_unless_confirmed_and_nothing_is_import
 
 def test_an_account_the_file_does_not_name_properly_cannot_be_added(linked):
     token, odd = admin_token(linked), "4070281050000000077712345"  # 25 digits: no account number
-    body = upload(linked, token, statement_bytes(odd, [Doc("1", today(linked), "500.00", "Оплата", odd)])).json()
+    resp = upload(linked, token, statement_bytes(odd, [Doc("1", today(linked), "500.00", "Оплата", odd)]))
+    assert resp.status_code == 400 and "none of which is this portal" in html.unescape(resp.json()["html"])
+    assert stored(linked, StatementUpload) == 0 and stored(linked) == 0
+    # next to an account of ours, it is named in the preview and its documents are left out
+    acc = our_account(linked)
+    body = upload(linked, token, statement_text_of([acc, odd], [
+        Doc("1", today(linked), "500.00", "Оплата", odd), Doc("2", today(linked), "600.00", "Оплата", acc)])).json()
     assert "does not say whose it is" in body["html"] and 'name="confirm"' not in body["html"]
-    assert do_import(linked, token, body["upload"], [odd]).status_code == 400
-    assert stored(linked) == 0 and stored(linked, BankLink) == 1  # the T-Bank link only
+    assert counts(body["html"]) == {"incoming": 1, "new": 1, "known": 0, "not_ours": 1}
+    assert do_import(linked, token, body["upload"], [odd]).status_code == 200
+    assert stored(linked) == 1 and stored(linked, BankLink) == 1  # the T-Bank link only
 
 
 def test_the_preview_cannot_be_forged_into_another_import(linked):

@@ -120,24 +120,24 @@ def _with_candidates(ctx, portal_id, path, member_id, unknown, confirmed):
     adding = [c for c in found if c.addable] if confirmed is None else fileaccounts.to_add(found, confirmed)
     try:
         preview = preview_statement(ctx, portal_id, path, adding=tuple(c.number for c in adding))
-    except NotOurAccounts as exc:
-        preview = exc.preview
-        if confirmed is not None:
-            raise UploadRefused(_("%(file)s is a statement of account(s) %(accounts)s, none of which is this "
-                                  "portal's, and none was confirmed as ours: nothing imported.",
-                                  file=path.name, accounts=", ".join(preview.accounts))) from None
+    except NotOurAccounts as exc:  # nothing ours, nothing that could be added (preview) or was confirmed (import)
+        if confirmed is None:
+            raise UploadRefused(str(exc)) from None
+        raise UploadRefused(_("%(file)s is a statement of account(s) %(accounts)s, none of which is this "
+                              "portal's, and none was confirmed as ours: nothing imported.",
+                              file=path.name, accounts=", ".join(exc.preview.accounts))) from None
     except StatementImportError as exc:
         raise UploadRefused(str(exc)) from None
     return preview, found, adding
 
 
 def _fragment(status: int = 200, **kw):
-    html = render_template("upload/_result.html", limit=human_size(_limit()), **kw)
+    html = render_template("upload/_result.html", **kw)
     if _wants_json():
         error = kw.get("error")
         return jsonify({"html": html, "error": error, "upload": kw.get("upload_id"),
                         "new": kw["preview"].new if kw.get("preview") else None}), status
-    return render_template("upload/page.html", body=Markup(html), limit=human_size(_limit())), status
+    return render_template("upload/page.html", body=Markup(html)), status
 
 
 def _refused(exc: UploadRefused):
