@@ -258,7 +258,8 @@ def _dec(value) -> Decimal:
 
 # -- bank -----------------------------------------------------------------------------------------
 def bank_state(s: Session, portal_id: int) -> BankState:
-    link = s.scalar(select(BankLink).where(BankLink.portal_id == portal_id, BankLink.status != "unlinked")
+    link = s.scalar(select(BankLink).where(BankLink.portal_id == portal_id, BankLink.status != "unlinked",
+                                           BankLink.provider != "file")  # 1C-file accounts: fileaccounts.py
                     .order_by(BankLink.updated_at.desc(), BankLink.id.desc()).limit(1))
     portal = s.get(Portal, portal_id)
     failure = (portal.settings or {}).get("bank_link_failure") if portal is not None else None

@@ -36,12 +36,13 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     configure_logging(settings)
     csrf.init_app(app)
 
-    from . import admin, bank, events, health, i18n, install, placement, security, throttle, tochka
+    from . import admin, bank, events, health, i18n, install, placement, security, throttle, tochka, upload
 
     i18n.init_app(app)
+    upload.init_app(app)  # before security's hook reads a form: the upload's larger size limit
     security.init_app(app)
     throttle.init_app(app, settings)
-    for module in (install, events, placement, admin, bank, tochka, health):
+    for module in (install, events, placement, admin, bank, tochka, health, upload):
         app.register_blueprint(module.bp)
         if getattr(module, "CSRF_EXEMPT", False):
             csrf.exempt(module.bp)
