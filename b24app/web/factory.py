@@ -5,14 +5,13 @@ import logging
 from pathlib import Path
 
 from flask import Flask, g
-from flask_wtf.csrf import CSRFProtect
 
 from ..config import Settings, from_env
 from ..context import AppContext
 from ..logging_setup import configure_logging
+from .common import csrf
 
 ROOT = Path(__file__).resolve().parents[2]
-csrf = CSRFProtect()
 
 
 def create_app(settings: Settings | None = None, *, context: AppContext | None = None, **overrides) -> Flask:
@@ -52,9 +51,3 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
 
     logging.getLogger("b24app").debug("app created", extra={"mode": settings.mode})
     return app
-
-
-def get_ctx() -> AppContext:
-    from flask import current_app
-
-    return current_app.extensions["b24app"]

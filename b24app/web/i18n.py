@@ -106,7 +106,8 @@ def _memo(name: str) -> dict:
 def init_app(app) -> None:
     Babel(app, default_locale=DEFAULT_LANG, default_translation_directories=str(TRANSLATIONS),
           locale_selector=current_lang, timezone_selector=lambda: str(current_tz()))
-    from ..views import explain_reasons, visible_text
+    from ..domain.explain import explain_reasons
+    from ..domain.formatting import visible_text
 
     def explain(reasons, currency: str = "RUB") -> list[str]:
         return explain_reasons(reasons, current_lang(), currency, names=g.get("people"))
