@@ -27,15 +27,6 @@ class AccountLine:
     last_error: str | None
     failures: int
 
-    @property
-    def masked(self) -> str:
-        return mask_account(self.number)
-
-
-def mask_account(number: str) -> str:
-    """An account number as pages and the API show it: its last four digits only."""
-    return f"•••• {number[-4:]}" if len(number) > 4 else number
-
 
 @dataclass(frozen=True)
 class BankState:

@@ -65,12 +65,6 @@ class InvoiceLine:
         over = max(ZERO, self.paid - self.amount) if self.amount > ZERO else ZERO
         return max(over, self.excess)
 
-    @property
-    def subtitle(self) -> str:
-        """The invoice's title unless it only repeats the number ("Счёт 1207")."""
-        rest = self.title.replace(self.number, "").strip(" №#-:.")
-        return "" if rest.lower() in ("", "счёт", "счет", "invoice", "inv") else self.title
-
 
 @dataclass(frozen=True)
 class Totals:

@@ -16,10 +16,10 @@ from ..banklink import LinkFailed
 from ..domain.formatting import visible_text
 from ..domain.requisites import inn_problem, kpp_problem
 from ..sync import request_sync
-from ..queries.bank import (bank_state, links_of_accounts, mask_account, portal_links, watched_count,
-                            webhook_accounts)
+from ..queries.bank import bank_state, links_of_accounts, portal_links, watched_count, webhook_accounts
 from .actions import OUR_ID_MAX, id_field, json_body, json_errors
 from .common import csrf, get_ctx, issue_link_ticket, link_tickets, may_link
+from .display import mask_account
 from .i18n import current_lang, set_lang
 from .security import frame_required, script_origin
 

@@ -108,11 +108,12 @@ def init_app(app) -> None:
           locale_selector=current_lang, timezone_selector=lambda: str(current_tz()))
     from ..domain.explain import explain_reasons
     from ..domain.formatting import visible_text
+    from .display import invoice_subtitle, mask_account
 
     def explain(reasons, currency: str = "RUB") -> list[str]:
         return explain_reasons(reasons, current_lang(), currency, names=g.get("people"))
 
     app.jinja_env.filters.update(money=money, number=number, when=when, day=day, plain=visible_text,
-                                 explain=explain)
+                                 explain=explain, masked=mask_account, subtitle=invoice_subtitle)
     from .people import person
     app.jinja_env.globals.update(current_lang=current_lang, person=person)
