@@ -1,5 +1,6 @@
 """What every page of the web layer shares: the app context, CSRF, the bank-link ticket, the texts the page
-scripts show and the sync progress bar. Imports no blueprint, so no blueprint imports another's module."""
+scripts show and the sync progress bar. Imports no blueprint, so the blueprints need not import each other
+(only `tochka` reuses the link pages of `bank`)."""
 from __future__ import annotations
 
 from flask import current_app
@@ -19,7 +20,7 @@ def get_ctx() -> AppContext:
 
 
 def link_tickets() -> URLSafeTimedSerializer:
-    from flask import current_app
+    """Signs and reads the bank-link tickets (their own salt: a ticket is no frame token)."""
     return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=TICKET_SALT)
 
 

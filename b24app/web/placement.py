@@ -11,6 +11,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, g, jsonify, render_template, request, url_for
 from flask_babel import gettext as _
 from markupsafe import Markup
+
 from .. import usernames
 from ..invoices import store_fetched, tab_commands
 from ..queries import lookups
