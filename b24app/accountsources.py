@@ -9,7 +9,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .models import BankAccount, BankLink, Operation
-from .views import mask_account
 
 LIVE = ("tbank", "tochka")
 
@@ -25,7 +24,6 @@ class SourceLine:
 @dataclass(frozen=True)
 class AccountSources:
     number: str
-    masked: str
     currency: str
     sources: tuple[SourceLine, ...]
 
@@ -55,7 +53,7 @@ def account_sources(s: Session, portal_id: int) -> list[AccountSources]:
             when = acc.file_imported_at
             if last is None or (when and (last.at is None or when > last.at)):
                 entry["file"] = SourceLine("file", "imported" if when else "never", when)
-    return [AccountSources(number, mask_account(number), e["currency"],
+    return [AccountSources(number, e["currency"],
                            tuple(e["live"]) + ((e["file"],) if e["file"] else ()))
             for number, e in by_number.items()]
 

@@ -19,11 +19,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 
 from .bank.onec import StatementDocument, StatementFile, StatementFileError, human_size, parse_moment
 from .bank.operations import BankOperation, normalize_purpose
-from .models import BankAccount, BankLink, Operation, OperationAlias, Portal
+from .models import BankAccount, BankLink, Operation, OperationAlias, Portal, StatementUpload
 from .sync import stored_elsewhere, store_operation
 
 SOURCE = "1c"
@@ -267,3 +267,36 @@ def import_statement(ctx, portal_id: int, path: str | os.PathLike, *, max_bytes:
             s.execute(update(Portal).where(Portal.id == portal_id).values(work_due_at=ctx.clock.now())
                       .execution_options(synchronize_session=False))
     return result
+
+
+# -- uploads kept between the preview and the import (the admin page) ---------------------------------------------
+UPLOAD_TTL = timedelta(minutes=30)
+
+
+def keep_upload(ctx, portal_id: int, user_id: int, name: str, data: bytes, upload_id: str) -> None:
+    """Keep an uploaded file server-side under `upload_id`, bound to the portal and the user, for UPLOAD_TTL
+    (expired uploads are dropped on the way)."""
+    now = ctx.clock.now()
+    with ctx.db.session() as s:
+        s.execute(delete(StatementUpload).where(StatementUpload.expires_at < now))
+        s.add(StatementUpload(id=upload_id, portal_id=portal_id, user_id=user_id, file_name=name,
+                              sha256=hashlib.sha256(data).hexdigest(), data=data, created_at=now,
+                              expires_at=now + UPLOAD_TTL))
+
+
+def kept_upload(ctx, portal_id: int, user_id: int, upload_id: str) -> tuple[str, bytes] | None:
+    """(file name, bytes) of this user's unexpired upload on this portal, or None."""
+    if not upload_id:
+        return None
+    with ctx.db.session() as s:
+        row = s.get(StatementUpload, upload_id)
+        if row is None or row.portal_id != portal_id or row.user_id != user_id or row.expires_at < ctx.clock.now():
+            return None
+        return row.file_name, bytes(row.data)
+
+
+def forget_upload(ctx, upload_id: str) -> None:
+    """Drop an imported upload (and any expired ones)."""
+    with ctx.db.session() as s:
+        s.execute(delete(StatementUpload).where(or_(StatementUpload.id == upload_id,
+                                                    StatementUpload.expires_at < ctx.clock.now())))

@@ -8,15 +8,18 @@ import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from uuid import uuid4
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from sqlalchemy import select
 
-from b24app import reconcile, views
+from b24app import reconcile
 from b24app.models import BankAccount, Invoice, Operation, Portal
+from b24app.queries.admin_page import daily_chart
 from b24app.rules import load_rules
 from b24app.sandbox.stack import APP_CLIENT_ID
+from b24app.web.charts import chart_geometry
 
 from conftest import start_seeded_stack
 
@@ -202,22 +205,22 @@ def test_refresh_stages_reads_bitrix24_again(env):
 
 def test_daily_chart_sums_received_and_matched_per_day(env):
     portal = portal_row(env)
-    today = datetime.now(timezone.utc).astimezone(views.ZoneInfo("Europe/Moscow")).date()
+    today = datetime.now(timezone.utc).astimezone(ZoneInfo("Europe/Moscow")).date()
     with env.ctx.db.session() as s:
-        before = {d.day: d for d in views.daily_chart(s, portal.id, today)}
+        before = {d.day: d for d in daily_chart(s, portal.id, today)}
     three_days_ago = env.ctx.clock.now() - timedelta(days=3)
     add_payment(env, "100.00", "Без номера", when=three_days_ago)
     add_payment(env, "3000.00", "Оплата по счету 1208", inn=env.deals[3]["inn"], payer="ООО «Вектор»",
                 when=three_days_ago)
     with env.ctx.db.session() as s:
-        days = views.daily_chart(s, portal.id, today)
+        days = daily_chart(s, portal.id, today)
     assert len(days) == 30 and days[-1].day == today
-    day = three_days_ago.astimezone(views.ZoneInfo("Europe/Moscow")).date()
+    day = three_days_ago.astimezone(ZoneInfo("Europe/Moscow")).date()
     got = {d.day: d for d in days}[day]
     old = before.get(day)
     assert got.received - (old.received if old else 0) == Decimal("3100.00")
     assert got.matched - (old.matched if old else 0) == Decimal("3000.00")
-    geom = views.chart_geometry(days)
+    geom = chart_geometry(days)
     assert len(geom.bars) == 30 and max(b[3] for b in geom.bars) <= geom.height
 
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, g
-from flask_wtf.csrf import CSRFProtect
 
 from ..config import Settings, from_env
 from ..context import AppContext
 from ..logging_setup import configure_logging
 from ..resources import resource_path
-
-csrf = CSRFProtect()
+from .common import csrf
 
 
 def create_app(settings: Settings | None = None, *, context: AppContext | None = None, **overrides) -> Flask:
@@ -53,9 +51,3 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
 
     logging.getLogger("b24app").debug("app created", extra={"mode": settings.mode})
     return app
-
-
-def get_ctx() -> AppContext:
-    from flask import current_app
-
-    return current_app.extensions["b24app"]

@@ -14,26 +14,23 @@ A script-free browser gets whole pages (upload/page.html); the script gets JSON 
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import secrets
 import tempfile
-from datetime import timedelta
 from pathlib import Path
 
 from flask import Blueprint, abort, jsonify, render_template, request
 from flask_babel import gettext as _
 from markupsafe import Markup
-from sqlalchemy import delete, or_
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import banklink, fileaccounts
 from ..bank.onec import human_size
-from ..models import StatementUpload
-from ..statement_import import NotOurAccounts, StatementImportError, import_statement, preview_statement
+from ..statement_import import (NotOurAccounts, StatementImportError, forget_upload, import_statement,
+                                keep_upload, kept_upload, preview_statement)
 from .actions import json_errors
-from .factory import get_ctx
+from .common import get_ctx
 from .i18n import set_lang
 from .security import FRAME_HEADER, Frame, PlacementRejected, allow_framing, read_frame_token
 
@@ -41,7 +38,6 @@ bp = Blueprint("upload", __name__)
 CSRF_EXEMPT = True  # no cookies: the frame token (header or form field) is what a forged request cannot have
 log = logging.getLogger("b24app.upload")
 
-UPLOAD_TTL = timedelta(minutes=30)
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small fields around the file
 _UNSAFE = re.compile(r"[^0-9A-Za-zА-Яа-яЁё._ -]+")
 
@@ -178,12 +174,8 @@ def upload():
     except UploadRefused as exc:
         log.info("statement upload refused", extra={"member_id": portal.member_id, "user_id": frame.user_id})
         return _refused(exc)
-    upload_id, now = secrets.token_urlsafe(24), ctx.clock.now()
-    with ctx.db.session() as s:
-        s.execute(delete(StatementUpload).where(StatementUpload.expires_at < now))
-        s.add(StatementUpload(id=upload_id, portal_id=portal.id, user_id=frame.user_id, file_name=name,
-                              sha256=hashlib.sha256(data).hexdigest(), data=data, created_at=now,
-                              expires_at=now + UPLOAD_TTL))
+    upload_id = secrets.token_urlsafe(24)
+    keep_upload(ctx, portal.id, frame.user_id, name, data, upload_id)
     log.info("statement previewed", extra={"member_id": portal.member_id, "user_id": frame.user_id,
                                            "incoming": preview.incoming, "new": preview.new})
     return _fragment(preview=preview, candidates=found, adding={c.number for c in adding}, upload_id=upload_id,
@@ -203,13 +195,11 @@ def import_upload():
     frame, portal = _admin()
     upload_id = request.form.get("upload", "")[:64]
     confirmed = set(request.form.getlist("confirm")[:50])
-    with ctx.db.session() as s:
-        row = s.get(StatementUpload, upload_id) if upload_id else None
-        if row is None or row.portal_id != portal.id or row.user_id != frame.user_id \
-                or row.expires_at < ctx.clock.now():
-            return _refused(UploadRefused(_("This preview has expired or is not yours: upload the file again. "
-                                            "Nothing was imported."), 404))
-        name, data = row.file_name, bytes(row.data)
+    kept = kept_upload(ctx, portal.id, frame.user_id, upload_id)
+    if kept is None:
+        return _refused(UploadRefused(_("This preview has expired or is not yours: upload the file again. "
+                                        "Nothing was imported."), 404))
+    name, data = kept
     try:
         with tempfile.TemporaryDirectory(prefix="b24app-upload-") as tmp:
             path = Path(tmp) / name
@@ -221,9 +211,7 @@ def import_upload():
         return _refused(exc)
     except StatementImportError as exc:
         return _refused(UploadRefused(str(exc), 409))
-    with ctx.db.session() as s:
-        s.execute(delete(StatementUpload).where(or_(StatementUpload.id == upload_id,
-                                                    StatementUpload.expires_at < ctx.clock.now())))
+    forget_upload(ctx, upload_id)
     log.info("statement imported", extra={"member_id": portal.member_id, "user_id": frame.user_id,
                                           "new": result.new, "known": result.known, "accounts_added": len(added)})
     return _fragment(preview=result, added=[c.number for c in adding], imported=True)
