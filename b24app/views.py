@@ -15,6 +15,7 @@ from .domain.formatting import visible_text  # noqa: F401  (the `plain` template
 from .domain.explain import explain_reason
 from .domain.formatting import format_money, language
 from .domain.matching import Reason
+from .domain.money import cents, parse_search_amount
 from .domain.numbers import normalize_invoice_number
 from . import credit
 from .models import (Allocation, BankAccount, BankLink, Credit, Decision, Invoice, Operation, OutboxItem, Portal,
@@ -252,10 +253,6 @@ def candidate_ids(candidates: Any) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _dec(value) -> Decimal:
-    return Decimal(value if value is not None else 0).quantize(Decimal("0.01"))
-
-
 # -- bank -----------------------------------------------------------------------------------------
 def bank_state(s: Session, portal_id: int) -> BankState:
     link = s.scalar(select(BankLink).where(BankLink.portal_id == portal_id, BankLink.status != "unlinked")
@@ -324,8 +321,8 @@ def widget_data(s: Session, portal_id: int, *, deal_id: int | None = None, invoi
         for (inv_id, alloc_amount, alloc_outcome, op_id, op_date, payer, inn, op_amount, currency, purpose, state,
              outcome, reasons, actor, decided_at) in rows:
             payments[inv_id].append(PaymentLine(
-                operation_pk=op_id, date=op_date, payer_name=payer or "", payer_inn=inn, amount=_dec(alloc_amount),
-                operation_amount=_dec(op_amount), currency=currency, purpose=purpose or "",
+                operation_pk=op_id, date=op_date, payer_name=payer or "", payer_inn=inn, amount=cents(alloc_amount),
+                operation_amount=cents(op_amount), currency=currency, purpose=purpose or "",
                 outcome=alloc_outcome or outcome, reasons=tuple(reasons or ()), manual=actor is not None,
                 decided_at=decided_at, state=state, actor_user_id=actor))
     _credit_payments(s, portal_id, ids, payments)
@@ -340,7 +337,7 @@ def widget_data(s: Session, portal_id: int, *, deal_id: int | None = None, invoi
         pays = payments.get(inv.b24_id, [])
         paid = sum((p.amount for p in pays), ZERO)
         excess = sum((p.operation_amount - applied[p.operation_pk] for p in pays if p.outcome == "overpaid"), ZERO)
-        amount = _dec(inv.amount)
+        amount = cents(inv.amount)
         lines.append(InvoiceLine(
             b24_id=inv.b24_id, number=inv.number or str(inv.b24_id), title=inv.title or "", amount=amount,
             currency=inv.currency, paid=paid, remaining=max(ZERO, amount - paid),
@@ -369,8 +366,8 @@ def _credit_payments(s: Session, portal_id: int, ids: list[int], payments: dict)
                                           Credit.revoked_at.is_(None), Credit.invoice_b24_id.in_(ids)))
     for c in rows:
         payments[int(c.invoice_b24_id)].append(PaymentLine(
-            operation_pk=c.operation_pk, date=c.created_at, payer_name="", payer_inn=c.inn, amount=_dec(-c.amount),
-            operation_amount=_dec(-c.amount), currency=c.currency, purpose="", outcome="credit",
+            operation_pk=c.operation_pk, date=c.created_at, payer_name="", payer_inn=c.inn, amount=cents(-c.amount),
+            operation_amount=cents(-c.amount), currency=c.currency, purpose="", outcome="credit",
             reasons=tuple(c.reasons or ()), manual=c.actor_user_id is not None, decided_at=c.created_at,
             state="credit", credit_id=c.id))
 
@@ -420,7 +417,7 @@ def _review_lines(s: Session, portal_id: int, *, limit: int, search: str = "",
     for op, dec in s.execute(q):
         lines.append(ReviewLine(
             operation_pk=op.id, date=op.operation_date, payer_name=op.payer_name or "", payer_inn=op.payer_inn,
-            amount=_dec(op.amount), currency=op.currency, purpose=op.purpose or "", state=op.state,
+            amount=cents(op.amount), currency=op.currency, purpose=op.purpose or "", state=op.state,
             outcome=(dec.outcome if dec else op.state), reasons=tuple(dec.reasons or ()) if dec else (),
             candidates=candidate_ids(dec.candidates) if dec else (),
             numbers=tuple(str(n) for n in (dec.numbers or ())) if dec else (),
@@ -449,17 +446,6 @@ def _icontains(column, text: str) -> list:
         [column.contains(v, autoescape=True) for v in sorted(variants)]
 
 
-def parse_search_amount(text: str) -> Decimal | None:
-    cleaned = text.replace("\u00a0", "").replace(" ", "").replace("₽", "").replace(",", ".")
-    try:
-        value = Decimal(cleaned)
-    except ArithmeticError:
-        return None
-    if not value.is_finite() or value <= 0 or value > Decimal("1e15"):
-        return None
-    return value.quantize(Decimal("0.01"))
-
-
 # -- admin ----------------------------------------------------------------------------------------
 def review_queue(s: Session, portal_id: int, search: str = "", limit: int = 100, *,
                  closed: bool = False) -> list[ReviewLine]:
@@ -485,7 +471,7 @@ def paid_amounts(s: Session, portal_id: int, ids: Iterable[int]) -> dict[int, De
     rows = s.execute(select(Allocation.invoice_b24_id, func.sum(Allocation.amount))
                      .where(Allocation.portal_id == portal_id, Allocation.revoked_at.is_(None),
                             Allocation.invoice_b24_id.in_(ids)).group_by(Allocation.invoice_b24_id))
-    out = {int(i): _dec(v) for i, v in rows}
+    out = {int(i): cents(v) for i, v in rows}
     for inv_id, put in credit.applied_by_invoice(s, portal_id, ids).items():
         out[inv_id] = out.get(inv_id, ZERO) + put
     return out
@@ -631,13 +617,13 @@ def history(s: Session, portal_id: int, *, outcome: str = "", search: str = "", 
     out = []
     for dec, op in rows:
         lines = tuple((a.invoice_b24_id, inv_nums.get(a.invoice_b24_id, (str(a.invoice_b24_id), None))[0],
-                       _dec(a.amount), a.revoked_at is not None) for a in allocs.get(dec.id, []))
+                       cents(a.amount), a.revoked_at is not None) for a in allocs.get(dec.id, []))
         deals = tuple(sorted({d for b, *_ in lines if (d := inv_nums.get(b, ("", None))[1])}))
         out.append(HistoryLine(
             decision_id=dec.id, operation_pk=op.id, created_at=dec.created_at, superseded_at=dec.superseded_at,
             outcome=dec.outcome, confidence=dec.confidence, actor_user_id=dec.actor_user_id,
             reasons=tuple(dec.reasons or ()), date=op.operation_date, payer_name=op.payer_name or "",
-            amount=_dec(op.amount), currency=op.currency, purpose=op.purpose or "", invoices=lines,
+            amount=cents(op.amount), currency=op.currency, purpose=op.purpose or "", invoices=lines,
             deal_ids=deals, actions=tuple(actions.get(op.id, ()))))
     return out
 
@@ -658,7 +644,7 @@ def daily_chart(s: Session, portal_id: int, today: date, days: int = 30, tz: str
             select(Operation.operation_date, Allocation.amount).join(Allocation, Allocation.operation_pk == Operation.id)
             .where(*base, Allocation.revoked_at.is_(None), Allocation.portal_id == portal_id)):
         matched[when.astimezone(zone).date()] += amount
-    return [ChartDay(d, _dec(received[d]), _dec(matched[d]))
+    return [ChartDay(d, cents(received[d]), cents(matched[d]))
             for d in (first + timedelta(days=n) for n in range(days))]
 
 

@@ -43,8 +43,7 @@ def parse_account(d: Mapping[str, Any]) -> BankAccount:
     raw_balance = balance_obj.get("balance")
     balance = None
     if raw_balance is not None:
-        sign = -1 if str(raw_balance).strip().startswith("-") else 1
-        balance = sign * parse_amount(str(raw_balance).strip().lstrip("-"), "balance.balance")
+        balance = parse_amount(raw_balance, "balance.balance", negative=True)
     return BankAccount(
         account_number=str(d["accountNumber"]),
         name=str(d.get("name") or ""),
