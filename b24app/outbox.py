@@ -20,6 +20,7 @@ from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import invoices
+from .backoff import Backoff
 from .bitrix.client import BATCH_LIMIT
 from .bitrix.errors import AccessDenied, BitrixError, NotFound, OperationTimeLimit, PortalGone
 from .models import Invoice, InvoiceRefresh, OutboxItem, Portal
@@ -27,6 +28,7 @@ from .paidfield import same_money
 
 log = logging.getLogger("b24app.outbox")
 MAX_ATTEMPTS = 8
+ITEM_BACKOFF = Backoff(base=5, cap=600)  # seconds before an item is tried again, by attempts so far
 INVOICE_TYPE = 31
 DEAL_TYPE = 2
 # Portal.settings key: set while the user whose tokens we hold (the installer) is not a Bitrix24 administrator,
@@ -384,7 +386,7 @@ def _retry_or_die(ctx, item: OutboxItem, owner: str, error: str, *, unsure: bool
         log.error("outbox item dead", extra={"portal_id": item.portal_id, "key": item.key, "error": error})
         _finish(ctx, item.id, owner, "dead", error=error)
         return
-    delay = min(600, 5 * 2 ** item.attempts)
+    delay = ITEM_BACKOFF.delay(item.attempts)
     if not unsure:
         _finish(ctx, item.id, owner, "pending", error=error, retry_in=delay)
         return

@@ -239,18 +239,8 @@ def percent(amount: Decimal, paid: Decimal) -> int:
 
 
 def candidate_ids(candidates: Any) -> tuple[int, ...]:
-    """Invoice ids named by a decision's candidates, whatever their stored shape (ids or dicts)."""
-    out: list[int] = []
-    for c in candidates or []:
-        value = c
-        if isinstance(c, dict):
-            value = next((c[k] for k in ("invoice_b24_id", "b24_id", "invoice_id", "invoice", "id") if k in c), None)
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
-            if int(value) not in out:
-                out.append(int(value))
-    return tuple(out)
+    """Invoice ids a decision names (`Decision.candidates` holds Bitrix24 invoice ids, as reconcile writes them)."""
+    return tuple(dict.fromkeys(int(c) for c in candidates or ()))
 
 
 # -- bank -----------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from .matching import (
     Reason,
     match_payment,
     naive_match,
+    settle,
 )
 from .money import CURRENCIES, currency_alpha, parse_amount, parse_search_amount
 from .numbers import normalize_invoice_number, number_tail_key
@@ -35,4 +36,5 @@ __all__ = [
     "MoneyError", "OpenInvoice", "Outcome", "Reason",
     "currency_alpha", "explain", "extract_invoice_numbers", "format_money", "match_payment",
     "naive_match", "normalize_invoice_number", "number_tail_key", "parse_amount", "parse_search_amount",
+    "settle",
 ]

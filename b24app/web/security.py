@@ -82,10 +82,6 @@ def issue_frame_token(frame: Frame) -> str:
     return _serializer().dumps(frame.to_payload())
 
 
-def read_frame_token(token: str, max_age: int = FRAME_TOKEN_TTL) -> Frame:
-    return _read(token, max_age)[0]
-
-
 def _read(token: str, max_age: int) -> tuple[Frame, float]:
     """The frame and when its token was signed. Refused: a bad signature, a token older than `max_age`,
     and a frame Bitrix24 vouched for longer than FRAME_MAX_AGE ago, however often its token was renewed."""
@@ -174,11 +170,6 @@ def _as_dict(value) -> dict:
     if isinstance(value, list):
         return {str(i): v for i, v in enumerate(value)}
     return {}
-
-
-def verify_placement_post(ctx) -> Frame:
-    """Check Bitrix24's placement POST: the AUTH_ID must work on the stored portal and name a real user."""
-    return verify_placement(ctx).frame
 
 
 def _tz(name) -> str | None:
