@@ -48,6 +48,7 @@ def test_parse_amount_rejects(value: object) -> None:
     [
         # bank JSON: not negative, below what the column holds
         (Decimal("0"), {"negative": False}, "0.00"),
+        ("1234,56", {"negative": False, "grouped": False}, "1234.56"),
         (Decimal("9999999999999999.99"), {"negative": False, "below": AMOUNT_LIMIT}, "9999999999999999.99"),
         # a balance may be negative
         (Decimal("-12.5"), {"below": AMOUNT_LIMIT}, "-12.50"),
@@ -73,6 +74,8 @@ def test_parse_amount_options_accept(value: object, options: dict, expected: str
         ("0.001", {"zero": False, "round_cents": True}, "positive"),
         (Decimal(10) ** 16, {"negative": False, "below": AMOUNT_LIMIT}, "out of range"),
         ("10000000000000000.00", {"below": AMOUNT_LIMIT}, "out of range"),
+        ("12 000,00", {"grouped": False}, "not an amount"),
+        ("12\u00a0000", {"grouped": False}, "not an amount"),
         (Decimal("NaN"), {"round_cents": True}, "finite"),
         ("1.234", {}, "two decimal places"),
         (None, {"round_cents": True}, "unsupported"),

@@ -42,12 +42,14 @@ def parse_bank_datetime(value: object, field_name: str = "date") -> datetime:
 
 
 def parse_amount(value: object, field_name: str = "accountAmount", *, negative: bool = False) -> Decimal:
-    """Exact Decimal for a JSON amount (number, Decimal or numeric string): the domain parser, refusing
-    negatives (unless `negative`, for a balance), amounts our tables cannot hold and more than 2 decimals, as MalformedOperation naming the field."""
+    """Exact Decimal for a JSON amount (number, Decimal or numeric string): the domain parser, refusing thousands
+    separators, negatives (unless `negative`, for a balance), amounts our tables cannot hold and more than 2
+    decimals, as MalformedOperation naming the field."""
     if value is None:
         raise MalformedOperation(f"{field_name}: missing", field=field_name)
     try:
-        return money.parse_amount(value, negative=negative, below=money.AMOUNT_LIMIT)  # type: ignore[arg-type]
+        return money.parse_amount(value, negative=negative, below=money.AMOUNT_LIMIT,  # type: ignore[arg-type]
+                                  grouped=False)
     except MoneyError as exc:
         raise MalformedOperation(f"{field_name}: {exc}", field=field_name) from exc
 

@@ -38,7 +38,7 @@ AMOUNT_LIMIT = Decimal(10) ** 16
 
 
 def parse_amount(value: int | str | Decimal | float, *, negative: bool = True, zero: bool = True,
-                 below: Decimal | None = None, round_cents: bool = False) -> Decimal:
+                 below: Decimal | None = None, round_cents: bool = False, grouped: bool = True) -> Decimal:
     """An exact amount quantized to 0.01; rejects NaN/inf, bools and (unless `round_cents`) non-zero
     digits past the kopecks.
 
@@ -46,12 +46,13 @@ def parse_amount(value: int | str | Decimal | float, *, negative: bool = True, z
     ("1 234,50"). Finite floats are taken by their shortest repr (3916.5 -> 3916.50), so an
     inexact float such as 0.1 + 0.2 is rejected rather than silently rounded.
 
-    Options, each for a caller that truly differs: `negative=False` / `zero=False` refuse amounts below
+    Options, each for a caller that truly differs: `grouped=False` refuses thousands separators (a machine's
+    number, as in bank JSON, never has them: "12 000,00" there is malformed); `negative=False` / `zero=False` refuse amounts below
     / at zero (bank operations, 1C files, the search box); `below` is an exclusive upper bound (what a
     column holds); `round_cents` rounds half-even to kopecks instead of refusing (values we only display
     or compare, such as Bitrix24's `opportunity` and database sums).
     """
-    number = _number(value)
+    number = _number(value, grouped)
     if not number.is_finite():
         raise MoneyError(f"not a finite amount: {value!r}")
     if not negative and number < 0:
@@ -87,7 +88,7 @@ def parse_search_amount(text: str) -> Decimal | None:
         return None
 
 
-def _number(value: object) -> Decimal:
+def _number(value: object, grouped: bool) -> Decimal:
     if isinstance(value, bool):
         raise MoneyError("a boolean is not an amount")
     if isinstance(value, Decimal):
@@ -99,7 +100,8 @@ def _number(value: object) -> Decimal:
             raise MoneyError(f"not a finite amount: {value!r}")
         return Decimal(repr(value))
     if isinstance(value, str):
-        text = value.strip().translate(_GROUP_SPACES)
+        text = value.strip()
+        text = text.translate(_GROUP_SPACES) if grouped else text
         if not _AMOUNT_TEXT.fullmatch(text):
             raise MoneyError(f"not an amount: {value[:40]!r}")
         return Decimal(text.replace(",", "."))
