@@ -11,8 +11,8 @@ from decimal import Decimal, InvalidOperation
 
 from .errors import MoneyError
 
-__all__ = ["AMOUNT_LIMIT", "CENT", "CURRENCIES", "ZERO", "cents", "currency_alpha", "normalize_currency", "parse_amount",
-           "parse_search_amount"]
+__all__ = ["AMOUNT_LIMIT", "CENT", "CURRENCIES", "ZERO", "cents", "currency_alpha", "normalize_currency",
+           "parse_amount", "parse_search_amount"]
 
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
@@ -47,10 +47,10 @@ def parse_amount(value: int | str | Decimal | float, *, negative: bool = True, z
     inexact float such as 0.1 + 0.2 is rejected rather than silently rounded.
 
     Options, each for a caller that truly differs: `grouped=False` refuses thousands separators (a machine's
-    number, as in bank JSON, never has them: "12 000,00" there is malformed); `negative=False` / `zero=False` refuse amounts below
-    / at zero (bank operations, 1C files, the search box); `below` is an exclusive upper bound (what a
-    column holds); `round_cents` rounds half-even to kopecks instead of refusing (values we only display
-    or compare, such as Bitrix24's `opportunity` and database sums).
+    number, as in bank JSON, never has them: "12 000,00" there is malformed); `negative=False` / `zero=False`
+    refuse amounts below / at zero (bank operations, 1C files, the search box); `below` is an exclusive upper
+    bound (what a column holds); `round_cents` rounds half-even to kopecks instead of refusing (values we only
+    display or compare, such as Bitrix24's `opportunity` and database sums).
     """
     number = _number(value, grouped)
     if not number.is_finite():
