@@ -156,27 +156,6 @@ def shape_differences(documented: Any, actual: Any, path: str = "", *, ignore: I
     return []
 
 
-def read_path(body: Any, path: str) -> list[Any]:
-    """The values at a dotted path (`result.items[].id`); a list step yields every element."""
-    nodes = [body]
-    for part in path.split("."):
-        many = part.endswith("[]")
-        key = part[:-2] if many else part
-        step: list[Any] = []
-        for node in nodes:
-            if key:
-                if not isinstance(node, dict) or key not in node:
-                    continue
-                node = node[key]
-            if many:
-                step.extend(node if isinstance(node, list) else list(node.values()) if isinstance(node, dict)
-                            else [])
-            else:
-                step.append(node)
-        nodes = step
-    return nodes
-
-
 def missing_relied(contract: Contract, body: Any) -> list[str]:
     """The paths the app relies on that the answer does not carry. A `?` suffix marks an optional path; a list
     step (`items[]`) requires the rest of the path in every element (an empty list has nothing to check)."""

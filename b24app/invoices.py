@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -11,6 +11,8 @@ from sqlalchemy.exc import IntegrityError
 from . import usernames
 from .bitrix.client import BitrixClient
 from .domain import normalize_invoice_number
+from .domain.errors import MoneyError
+from .domain.money import ZERO, cents
 from .models import Invoice, InvoiceRefresh, OwnDealUpdate, Portal
 
 log = logging.getLogger("b24app.invoices")
@@ -293,10 +295,11 @@ def _forget(ctx, rows: list[InvoiceRefresh]) -> None:
 
 
 def _decimal(value) -> Decimal:
+    """Bitrix24's `opportunity` rounded to kopecks; 0.00 when it is not an amount."""
     try:
-        return Decimal(str(value if value is not None else "0")).quantize(Decimal("0.01"))
-    except InvalidOperation:
-        return Decimal("0.00")
+        return cents(value)
+    except MoneyError:
+        return ZERO
 
 
 def _int(value) -> int | None:

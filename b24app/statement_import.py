@@ -21,6 +21,7 @@ from typing import Iterator
 
 from sqlalchemy import delete, or_, select, update
 
+from . import leases
 from .bank.onec import StatementDocument, StatementFile, StatementFileError, human_size, parse_moment
 from .bank.operations import BankOperation, normalize_purpose
 from .models import BankAccount, BankLink, Operation, OperationAlias, Portal, StatementUpload
@@ -210,8 +211,8 @@ def _holding(ctx, accounts: list[BankAccount], wait: float):
         now = ctx.clock.now()
         with ctx.db.session() as s:
             got = s.execute(update(BankAccount).where(
-                BankAccount.id.in_(ids), or_(BankAccount.lease_owner == owner, BankAccount.lease_until.is_(None),
-                                             BankAccount.lease_until < now))
+                BankAccount.id.in_(ids), or_(BankAccount.lease_owner == owner,
+                                             leases.expired(BankAccount.__table__, now)))
                 .values(lease_owner=owner, lease_until=now + lease)
                 .execution_options(synchronize_session=False)).rowcount
             if got != len(ids):

@@ -7,6 +7,7 @@ import json
 import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from urllib.parse import quote
 from uuid import uuid4
 from zoneinfo import ZoneInfo
 
@@ -153,6 +154,16 @@ def test_review_queue_search_and_one_click_assign(env):
     assert a in api(env, "GET", "/app/api/review", token).get_json()["operations"]
     assert api(env, "POST", "/app/api/assign", token, {"operation": a, "invoice": 10 ** 9}).status_code == 404
     assert api(env, "POST", "/app/api/undo", token, {"operation": 10 ** 9}).status_code == 404
+
+
+def test_review_search_reads_an_amount_however_its_groups_are_spaced(env):
+    """One amount parser (domain.money): the search box takes the thin and narrow no-break spaces other
+    programs group digits with (a French locale copies "2\u202f468,10"), not only the plain and no-break ones."""
+    token = token_of(open_app(env, user=1))
+    a = add_payment(env, "2468.10", "Пожертвование", payer="Фонд «Закат»")
+    for q in ("2\u202f468,10", "2\u2009468,10 ₽", "2\u00a0468.1", "2468,10"):
+        found = api(env, "GET", f"/app/api/review?q={quote(q)}", token).get_json()["operations"]
+        assert found == [a], q
 
 
 def test_history_explains_why_a_deal_was_marked_paid(env):

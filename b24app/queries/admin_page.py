@@ -13,11 +13,12 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from .. import credit
+from ..domain.money import cents, parse_search_amount
 from ..domain.numbers import normalize_invoice_number
 from ..models import Allocation, Decision, Invoice, Operation, OutboxItem
 from .bank import BankState
-from .review import (CLOSED_STATES, MAX_QUEUE, QUEUE_STATES, ZERO, ReviewLine, _dec, _icontains, _review_lines,
-                     _search, named_invoices, parse_search_amount, related)
+from .review import (CLOSED_STATES, MAX_QUEUE, QUEUE_STATES, ZERO, ReviewLine, _icontains, _review_lines,
+                     _search, named_invoices, related)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def paid_amounts(s: Session, portal_id: int, ids: Iterable[int]) -> dict[int, De
     rows = s.execute(select(Allocation.invoice_b24_id, func.sum(Allocation.amount))
                      .where(Allocation.portal_id == portal_id, Allocation.revoked_at.is_(None),
                             Allocation.invoice_b24_id.in_(ids)).group_by(Allocation.invoice_b24_id))
-    out = {int(i): _dec(v) for i, v in rows}
+    out = {int(i): cents(v) for i, v in rows}
     for inv_id, put in credit.applied_by_invoice(s, portal_id, ids).items():
         out[inv_id] = out.get(inv_id, ZERO) + put
     return out
@@ -169,13 +170,13 @@ def history(s: Session, portal_id: int, *, outcome: str = "", search: str = "", 
     out = []
     for dec, op in rows:
         lines = tuple((a.invoice_b24_id, inv_nums.get(a.invoice_b24_id, (str(a.invoice_b24_id), None))[0],
-                       _dec(a.amount), a.revoked_at is not None) for a in allocs.get(dec.id, []))
+                       cents(a.amount), a.revoked_at is not None) for a in allocs.get(dec.id, []))
         deals = tuple(sorted({d for b, *_ in lines if (d := inv_nums.get(b, ("", None))[1])}))
         out.append(HistoryLine(
             decision_id=dec.id, operation_pk=op.id, created_at=dec.created_at, superseded_at=dec.superseded_at,
             outcome=dec.outcome, confidence=dec.confidence, actor_user_id=dec.actor_user_id,
             reasons=tuple(dec.reasons or ()), date=op.operation_date, payer_name=op.payer_name or "",
-            amount=_dec(op.amount), currency=op.currency, purpose=op.purpose or "", invoices=lines,
+            amount=cents(op.amount), currency=op.currency, purpose=op.purpose or "", invoices=lines,
             deal_ids=deals, actions=tuple(actions.get(op.id, ()))))
     return out
 
@@ -196,7 +197,7 @@ def daily_chart(s: Session, portal_id: int, today: date, days: int = 30, tz: str
             select(Operation.operation_date, Allocation.amount).join(Allocation, Allocation.operation_pk == Operation.id)
             .where(*base, Allocation.revoked_at.is_(None), Allocation.portal_id == portal_id)):
         matched[when.astimezone(zone).date()] += amount
-    return [ChartDay(d, _dec(received[d]), _dec(matched[d]))
+    return [ChartDay(d, cents(received[d]), cents(matched[d]))
             for d in (first + timedelta(days=n) for n in range(days))]
 
 

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 from .. import credit
 from ..models import Allocation, Credit, Decision, Invoice, Operation
 from .bank import BankState, bank_state
-from .review import MAX_QUEUE, ZERO, ReviewLine, _dec, _number_keys, _review_lines, related
+from ..domain.money import cents
+from .review import MAX_QUEUE, ZERO, ReviewLine, _number_keys, _review_lines, related
 
 
 @dataclass(frozen=True)
@@ -140,8 +141,8 @@ def widget_data(s: Session, portal_id: int, *, deal_id: int | None = None, invoi
         for (inv_id, alloc_amount, alloc_outcome, op_id, op_date, payer, inn, op_amount, currency, purpose, state,
              outcome, reasons, actor, decided_at) in rows:
             payments[inv_id].append(PaymentLine(
-                operation_pk=op_id, date=op_date, payer_name=payer or "", payer_inn=inn, amount=_dec(alloc_amount),
-                operation_amount=_dec(op_amount), currency=currency, purpose=purpose or "",
+                operation_pk=op_id, date=op_date, payer_name=payer or "", payer_inn=inn, amount=cents(alloc_amount),
+                operation_amount=cents(op_amount), currency=currency, purpose=purpose or "",
                 outcome=alloc_outcome or outcome, reasons=tuple(reasons or ()), manual=actor is not None,
                 decided_at=decided_at, state=state, actor_user_id=actor))
     _credit_payments(s, portal_id, ids, payments)
@@ -156,7 +157,7 @@ def widget_data(s: Session, portal_id: int, *, deal_id: int | None = None, invoi
         pays = payments.get(inv.b24_id, [])
         paid = sum((p.amount for p in pays), ZERO)
         excess = sum((p.operation_amount - applied[p.operation_pk] for p in pays if p.outcome == "overpaid"), ZERO)
-        amount = _dec(inv.amount)
+        amount = cents(inv.amount)
         lines.append(InvoiceLine(
             b24_id=inv.b24_id, number=inv.number or str(inv.b24_id), title=inv.title or "", amount=amount,
             currency=inv.currency, paid=paid, remaining=max(ZERO, amount - paid),
@@ -185,8 +186,8 @@ def _credit_payments(s: Session, portal_id: int, ids: list[int], payments: dict)
                                           Credit.revoked_at.is_(None), Credit.invoice_b24_id.in_(ids)))
     for c in rows:
         payments[int(c.invoice_b24_id)].append(PaymentLine(
-            operation_pk=c.operation_pk, date=c.created_at, payer_name="", payer_inn=c.inn, amount=_dec(-c.amount),
-            operation_amount=_dec(-c.amount), currency=c.currency, purpose="", outcome="credit",
+            operation_pk=c.operation_pk, date=c.created_at, payer_name="", payer_inn=c.inn, amount=cents(-c.amount),
+            operation_amount=cents(-c.amount), currency=c.currency, purpose="", outcome="credit",
             reasons=tuple(c.reasons or ()), manual=c.actor_user_id is not None, decided_at=c.created_at,
             state="credit", credit_id=c.id))
 

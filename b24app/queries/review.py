@@ -10,6 +10,7 @@ from typing import Any, Iterable
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from ..domain.money import cents, parse_search_amount
 from ..domain.numbers import normalize_invoice_number
 from ..models import Decision, Invoice, Operation
 
@@ -52,22 +53,8 @@ def _proposal(reasons) -> tuple[str, ...]:
 
 
 def candidate_ids(candidates: Any) -> tuple[int, ...]:
-    """Invoice ids named by a decision's candidates, whatever their stored shape (ids or dicts)."""
-    out: list[int] = []
-    for c in candidates or []:
-        value = c
-        if isinstance(c, dict):
-            value = next((c[k] for k in ("invoice_b24_id", "b24_id", "invoice_id", "invoice", "id") if k in c), None)
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
-            if int(value) not in out:
-                out.append(int(value))
-    return tuple(out)
-
-
-def _dec(value) -> Decimal:
-    return Decimal(value if value is not None else 0).quantize(Decimal("0.01"))
+    """Invoice ids a decision names (`Decision.candidates` holds Bitrix24 invoice ids, as reconcile writes them)."""
+    return tuple(dict.fromkeys(int(c) for c in candidates or ()))
 
 
 def related(inv: Invoice, line: ReviewLine) -> bool:
@@ -102,7 +89,7 @@ def _review_lines(s: Session, portal_id: int, *, limit: int, search: str = "",
     for op, dec in s.execute(q):
         lines.append(ReviewLine(
             operation_pk=op.id, date=op.operation_date, payer_name=op.payer_name or "", payer_inn=op.payer_inn,
-            amount=_dec(op.amount), currency=op.currency, purpose=op.purpose or "", state=op.state,
+            amount=cents(op.amount), currency=op.currency, purpose=op.purpose or "", state=op.state,
             outcome=(dec.outcome if dec else op.state), reasons=tuple(dec.reasons or ()) if dec else (),
             candidates=candidate_ids(dec.candidates) if dec else (),
             numbers=tuple(str(n) for n in (dec.numbers or ())) if dec else (),
@@ -129,14 +116,3 @@ def _icontains(column, text: str) -> list:
     variants = {text, text.lower(), text.upper(), text[:1].upper() + text[1:].lower()}
     return [func.lower(column).contains(text.lower(), autoescape=True)] + \
         [column.contains(v, autoescape=True) for v in sorted(variants)]
-
-
-def parse_search_amount(text: str) -> Decimal | None:
-    cleaned = text.replace("\u00a0", "").replace(" ", "").replace("₽", "").replace(",", ".")
-    try:
-        value = Decimal(cleaned)
-    except ArithmeticError:
-        return None
-    if not value.is_finite() or value <= 0 or value > Decimal("1e15"):
-        return None
-    return value.quantize(Decimal("0.01"))
