@@ -381,7 +381,23 @@ class FileImport:
     again: bool = False  # the same file imported once more
 
 
-def _onec_text(plan: PortalPlan, docs: list[Payment], day: str, out_number: str, split: bool) -> str:
+def _as_exported(p: Payment, pick: random.Random) -> tuple[str, str]:
+    """(Сумма, НазначениеПлатежа) as a bank's 1C export may differ from its API: the amount without trailing
+    zeros, the purpose's tail cut or a VAT note added. Then only the content key (not the purpose fingerprint)
+    says it is one payment. The invoice number stays: it is what the payer wrote first."""
+    amount = f"{p.amount:.2f}".rstrip("0").rstrip(".") if pick.random() < 0.3 else f"{p.amount:.2f}"
+    words = p.purpose.split(" ")
+    keep = next((i for i, w in enumerate(words) if any(ch.isdigit() for ch in w)), len(words)) + 1
+    roll = pick.random()
+    if roll < 0.2 and keep < len(words):
+        return amount, " ".join(words[:keep]).rstrip(",")
+    if roll < 0.4:
+        return amount, p.purpose + " Без НДС"
+    return amount, p.purpose
+
+
+def _onec_text(plan: PortalPlan, docs: list[Payment], day: str, out_number: str, split: bool,
+               pick: random.Random) -> str:
     """A statement as a bank's 1C export writes it: header, a СекцияРасчСчет per account, the documents (the
     payments into our accounts, one payment out of ours), КонецФайла. Format: docs/banks/1c-files.md."""
     accounts = list(dict.fromkeys(p.account for p in docs))
@@ -407,8 +423,9 @@ def _onec_text(plan: PortalPlan, docs: list[Payment], day: str, out_number: str,
         return out + ["КонецДокумента"]
 
     for p in docs:
-        lines += doc(p.doc, p.amount, p.payer_account, p.inn, f"Плательщик {p.doc}", p.account, plan.inn,
-                     p.purpose, "" if split else day)
+        amount, purpose = _as_exported(p, pick)
+        lines += doc(p.doc, amount, p.payer_account, p.inn, f"Плательщик {p.doc}", p.account, plan.inn,
+                     purpose, "" if split else day)
     lines += doc(out_number, "1500.00", accounts[0], plan.inn, "ООО «Сок»", "40702810100000099999", "7705123456",
                  "Оплата аренды, НДС не облагается", "")
     lines.append("КонецФайла")
@@ -437,11 +454,14 @@ def _plan_files(cfg: SoakConfig, plans: list[PortalPlan], payments: list[Payment
                 if pick.random() >= cfg.file_share:
                     continue
                 first, last = window[0][0], window[-1][0]
-                at = cfg.seconds * (first + pick.uniform(-0.3, 1.8) * max(1, last - first)) / len(payments)
+                if pick.random() < 0.25:  # early: before or while the API delivers the window's payments
+                    at = cfg.seconds * (first + pick.uniform(-0.3, 1.0) * max(1, last - first)) / len(payments)
+                else:                     # the usual: the day's export, some seconds after the last payment
+                    at = cfg.seconds * last / len(payments) + pick.uniform(0.5, 6.0)
                 at = min(max(0.0, at), last_at)
                 path = folder / f"{plan.code}-{bank}-{len(events):04d}.txt"
                 text = _onec_text(plan, [p for _, p in overlap + window], day, f"O{len(events):05d}",
-                                  pick.random() < 0.3)
+                                  pick.random() < 0.3, pick)
                 path.write_bytes(text.encode("cp1251"))
                 events.append(FileImport(at, index, path))
                 if pick.random() < 0.3:
