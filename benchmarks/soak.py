@@ -73,6 +73,7 @@ class SoakConfig:
     banks: tuple[str, ...] = ("tbank",)   # live banks each portal links; a payment lands in one of them
     files: bool = False                   # also deliver some of the payments in 1C statement files
     file_share: float = 0.4               # about this share of the payments is also in a file
+    file_early: float = 0.25              # share of files imported before or while the API delivers theirs
     tochka_faults: dict = field(default_factory=lambda: dict(TOCHKA_FAULTS))
 
     @property
@@ -454,8 +455,8 @@ def _plan_files(cfg: SoakConfig, plans: list[PortalPlan], payments: list[Payment
                 if pick.random() >= cfg.file_share:
                     continue
                 first, last = window[0][0], window[-1][0]
-                if pick.random() < 0.25:  # early: before or while the API delivers the window's payments
-                    at = cfg.seconds * (first + pick.uniform(-0.3, 1.0) * max(1, last - first)) / len(payments)
+                if pick.random() < cfg.file_early:  # early: before or while the API delivers the window's payments
+                    at = cfg.seconds * (first + pick.uniform(-0.3, 0.5) * max(1, last - first)) / len(payments)
                 else:                     # the usual: the day's export, some seconds after the last payment
                     at = cfg.seconds * last / len(payments) + pick.uniform(0.5, 6.0)
                 at = min(max(0.0, at), last_at)
