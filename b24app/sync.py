@@ -5,9 +5,9 @@ import hashlib
 import json
 import logging
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, case, select, update
+from sqlalchemy import and_, bindparam, case, select, update
 from sqlalchemy.exc import DataError, IntegrityError
 
 from .backoff import Backoff
@@ -114,12 +114,16 @@ _POLL_READ = (
     .join_from(_A, _L, _L.c.id == _A.c.link_id).join(_P, _P.c.id == _A.c.portal_id)
     .where(_A.c.id == bindparam("account_id")))
 _MINE = _A.c.lease_owner == bindparam("owner")  # NULL (no owner given) matches nothing
+# A sync request (a webhook, "check the bank now") made after this read began may be for money the read did not
+# see: the account stays due at once instead of waiting for the next interval.
+_ASKED_SINCE = _A.c.sync_requested_at >= bindparam("until", type_=UTCDateTime())
 _POLL_DONE = (
     update(_A).where(_A.c.id == bindparam("account_id")).values(
         synced_until=bindparam("until"), last_synced_at=bindparam("done"), last_error=bindparam("error"),
         failures=0,
         # hand the lease back, and say when the account is due again, only where the lease is still ours
-        next_sync_at=case((_MINE, bindparam("next_due", type_=UTCDateTime())), else_=_A.c.next_sync_at),
+        next_sync_at=case((and_(_MINE, _ASKED_SINCE), bindparam("done", type_=UTCDateTime())),
+                          (_MINE, bindparam("next_due", type_=UTCDateTime())), else_=_A.c.next_sync_at),
         lease_until=case((_MINE, None), else_=_A.c.lease_until),
         lease_owner=case((_MINE, None), else_=_A.c.lease_owner)))
 
@@ -284,14 +288,20 @@ def sync_status(ctx, portal_id: int) -> dict:
 
 
 def record_failure(ctx, account_id: int, exc: Exception, *, lease_owner: str | None = None,
-                   retry_after: float | None = None) -> None:
-    """Note the failure on the account; with `lease_owner`, release that lease and back off (15 s doubling, 15 min cap)."""
+                   retry_after: float | None = None, started: datetime | None = None) -> None:
+    """Note the failure on the account; with `lease_owner`, release that lease and back off (15 s doubling, 15 min cap).
+
+    A sync request made after the failed attempt `started` is not answered by it: the account is due again at once
+    (or after the bank's `retry_after`), as a request made after the failure would make it."""
     with ctx.db.session() as s:
         acc = s.get(BankAccount, account_id)
         if acc is None or (lease_owner is not None and acc.lease_owner != lease_owner):
             return
         acc.failures += 1
-        _release(acc, lease_owner, retry_after or ACCOUNT_BACKOFF.delay(acc.failures), ctx.clock.now())
+        delay = retry_after or ACCOUNT_BACKOFF.delay(acc.failures)
+        if started is not None and acc.sync_requested_at is not None and acc.sync_requested_at >= started:
+            delay = retry_after or 0  # a webhook arrived during this read: answer it now, not after the back-off
+        _release(acc, lease_owner, delay, ctx.clock.now())
         acc.last_error = f"{type(exc).__name__}: {exc}"[:500]
         if isinstance(exc, LinkNeedsConsent):
             acc.last_error = "needs_consent"

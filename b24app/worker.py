@@ -135,6 +135,7 @@ class Worker:
     # -- work ------------------------------------------------------------------------------------------
     def sync_one(self, account_id: int) -> None:
         """Poll one leased account; success and failure both hand the lease back with the next due time."""
+        started = self.ctx.clock.now()
         try:
             counts = sync.sync_account(self.ctx, account_id, lease_owner=self.owner)
             self.stats["syncs"] += 1
@@ -144,7 +145,7 @@ class Worker:
             self.stats["sync_errors"] += 1
             log.warning("sync failed", extra={"account_id": account_id, "error": type(exc).__name__})
             sync.record_failure(self.ctx, account_id, exc, lease_owner=self.owner,
-                                retry_after=5.0 if isinstance(exc, RateLimited) else None)
+                                retry_after=5.0 if isinstance(exc, RateLimited) else None, started=started)
         except Exception:
             log.exception("sync crashed", extra={"account_id": account_id})
             sync.record_failure(self.ctx, account_id, RuntimeError("internal error"), lease_owner=self.owner)

@@ -6,6 +6,13 @@ the ambiguous payments.
 
     python -m benchmarks.soak                     # 2,000 payments, 4 portals (a few minutes)
     python -m benchmarks.soak --payments 300 --portals 2 --seconds 20
+    python -m benchmarks.soak --banks tbank,tochka --files    # both live banks, and 1C files on top
+
+With `--banks tbank,tochka` every portal links both banks and each payment lands in one of them (Tochka's
+sandbox faults too: 429s, 5xx outages, dropped and doubled webhooks); with `--files` some of the same payments
+are also imported from 1C statement files (`statement_import`, as `b24app import-statement` does) at random
+moments: before, during and after the API delivers them, files overlapping each other, some imported twice.
+A payment seen through the API and in a file must still be one payment.
 
 `tests/test_faults_soak.py` runs a short version of the same engine in `make test`.
 """
@@ -18,6 +25,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
@@ -32,6 +40,11 @@ PORTAL_FAULTS = {"query_limit": 0.03, "operation_time_limit": 0.01, "server_erro
                  "slow": 0.02, "timeout": 0.005, "rename": 0.005}
 BANK_FAULTS = {"rate_limit": 0.03, "server_error": 0.02, "timeout": 0.005, "duplicate_webhook": 0.05,
                "reidentify": 0.003, "authorization_first": 0.05, "shuffle_pages": 0.1}
+# Tochka's sandbox faults per chance (names of its /sandbox/faults): 429s and 5xx on any Open API call, a failed
+# Init Statement, webhooks dropped (polling must catch the payment) or delivered twice.
+TOCHKA_FAULTS = {"api_429": 0.03, "api_500": 0.02, "statement_500": 0.02, "webhook_drop": 0.05,
+                 "webhook_duplicate": 0.05}
+BANKS = ("tbank", "tochka")
 OPEN_STAGE, PAID_STAGE = "DT31_2:N", "DT31_2:P"
 QUEUE_STATES = ("review", "unmatched", "overpaid")
 WORKER_SCRIPT = """
@@ -57,6 +70,15 @@ class SoakConfig:
     portal_faults: dict = field(default_factory=lambda: dict(PORTAL_FAULTS))
     bank_faults: dict = field(default_factory=lambda: dict(BANK_FAULTS))
     worker_concurrency: int = 4
+    banks: tuple[str, ...] = ("tbank",)   # live banks each portal links; a payment lands in one of them
+    files: bool = False                   # also deliver some of the payments in 1C statement files
+    file_share: float = 0.4               # about this share of the payments is also in a file
+    file_early: float = 0.25              # share of files imported before or while the API delivers theirs
+    tochka_faults: dict = field(default_factory=lambda: dict(TOCHKA_FAULTS))
+
+    @property
+    def mixed(self) -> bool:
+        return self.files or tuple(self.banks) != ("tbank",)
 
 
 @dataclass
@@ -68,6 +90,9 @@ class Payment:
     purpose: str
     inn: str
     doc: str               # documentNumber: our handle on the payment
+    bank: str = "tbank"    # the mixed soak's fields: which bank, which account, from which payer account
+    account: str = ""
+    payer_account: str = ""
 
 
 @dataclass
@@ -82,6 +107,8 @@ class PortalPlan:
     accounts: list[str] = field(default_factory=list)
     member_id: str = ""
     portal_id: int = 0
+    bank_accounts: dict = field(default_factory=dict)   # mixed soak: bank -> [account number]
+    tochka_ids: dict = field(default_factory=dict)      # Tochka account number -> accountId ("number/BIC")
 
 
 @dataclass
@@ -100,13 +127,18 @@ class SoakReport:
     review_actual: int = 0
     review_mismatch: int = 0
     triggers_not_refired: int = 0
+    by_bank: dict = field(default_factory=dict)       # mixed soak: payments per bank
+    tochka_faults: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)         # files, imports, reimports, deferred, documents, new, known
+    first_source: dict = field(default_factory=dict)  # the source each payment was stored from first
     seconds_total: float = 0.0
     seconds_to_settle: float = 0.0
     problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.duplicated or self.wrongly_changed or self.review_mismatch)
+        return not (self.lost or self.duplicated or self.wrongly_changed or self.review_mismatch
+                    or self.files.get("failed"))
 
     def render(self) -> str:
         lines = [
@@ -121,6 +153,12 @@ class SoakReport:
             f"triggers not re-fired after a kill  {self.triggers_not_refired}",
             f"time                {self.seconds_total:.1f} s ({self.seconds_to_settle:.1f} s to settle after the faults stopped)",
         ]
+        if self.by_bank:
+            lines[1:1] = ["payments per bank   " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_bank.items()))]
+            lines.insert(5, "tochka faults       " + ", ".join(f"{k} {v}" for k, v in sorted(self.tochka_faults.items())))
+        if self.files:
+            lines.insert(6, "1C files            " + ", ".join(f"{k} {v}" for k, v in self.files.items()))
+            lines.insert(7, "stored first from   " + ", ".join(f"{k} {v}" for k, v in sorted(self.first_source.items())))
         return "\n".join(lines + [f"problem: {p}" for p in self.problems[:20]])
 
 
@@ -140,7 +178,10 @@ class WorkerProcess:
                     "B24APP_SYNC_INTERVAL": "1", "B24APP_INVOICE_REFRESH_INTERVAL": "300",
                     "B24APP_LEASE_SECONDS": str(lease_seconds), "B24APP_BITRIX_RATE": str(s.bitrix_rate),
                     "B24APP_BITRIX_BURST": str(s.bitrix_burst), "B24APP_LOG_LEVEL": "WARNING",
-                    "B24APP_WORKER_CONCURRENCY": str(concurrency)}
+                    "B24APP_WORKER_CONCURRENCY": str(concurrency),
+                    "B24APP_TOCHKA_CLIENT_ID": s.tochka_client_id, "B24APP_TOCHKA_CLIENT_SECRET": s.tochka_client_secret,
+                    "B24APP_TOCHKA_AUTH_URL": s.tochka_auth_url, "B24APP_TOCHKA_API_URL": s.tochka_api_url,
+                    "B24APP_TOCHKA_WEBHOOK_KEY_URL": s.tochka_webhook_key_url}
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
         self.starts = self.kills = 0
@@ -246,7 +287,7 @@ def _seed(plan: PortalPlan) -> None:
 def _setup(cfg: SoakConfig, rng: random.Random):
     from b24app.domain.requisites import with_check_digits
     from b24app.invoices import refresh_all
-    from b24app.sandbox.stack import DEMO_INN, DEMO_KPP, DEMO_PHONE, link_bank, start_stack
+    from b24app.sandbox.stack import DEMO_INN, DEMO_KPP, DEMO_PHONE, link_bank, link_tochka, start_stack
 
     stack = start_stack(data_dir=cfg.data_dir, database_url=cfg.database_url, event_delivery="async",
                         sync_interval=1)
@@ -279,6 +320,8 @@ def _setup(cfg: SoakConfig, rng: random.Random):
         page = link_bank(view, inn=inn, kpp=kpp, phone=phone)
         if 'id="link-ok"' not in page.text:
             raise RuntimeError(f"bank link for {code} failed: {page.text[:300]}")
+        if "tochka" in cfg.banks:
+            _link_tochka(stack, view, i, inn, kpp, phone, link_tochka)
         plan.member_id = view.member_id()
         portal = stack.ctx.portals.find(plan.member_id)
         plan.portal_id = portal.id
@@ -288,15 +331,178 @@ def _setup(cfg: SoakConfig, rng: random.Random):
                                                              "burst": stack.settings.bitrix_burst}, timeout=30)
     from sqlalchemy import select
 
-    from b24app.models import BankAccount
+    from b24app.models import BankAccount, BankLink
     with stack.ctx.db.session() as s:
         for plan in plans:
             plan.accounts = list(s.scalars(select(BankAccount.account_number).where(
                 BankAccount.portal_id == plan.portal_id, BankAccount.watched.is_(True)).order_by(BankAccount.id)))
+            if cfg.mixed:
+                rows = s.execute(select(BankLink.provider, BankAccount.account_number, BankAccount.external_id)
+                                 .join(BankLink, BankLink.id == BankAccount.link_id)
+                                 .where(BankAccount.portal_id == plan.portal_id, BankAccount.watched.is_(True))
+                                 .order_by(BankAccount.id)).all()
+                for provider, number, external_id in rows:
+                    plan.bank_accounts.setdefault(provider, []).append(number)
+                    if provider == "tochka":
+                        plan.tochka_ids[number] = external_id
+                if set(cfg.banks) - set(plan.bank_accounts):
+                    raise RuntimeError(f"{plan.code}: no watched account in {set(cfg.banks) - set(plan.bank_accounts)}")
     rng.shuffle(payments)
     for n, p in enumerate(payments):
         p.doc = f"S{n:05d}"
+    if cfg.mixed:  # a second generator: the default soak's random sequence (and its figures) stay as they were
+        pick = random.Random(cfg.seed * 7919 + 1)
+        for p in payments:
+            p.bank = pick.choice(cfg.banks)
+            p.account = pick.choice(plans[p.portal].bank_accounts[p.bank])
+            p.payer_account = "4070281000" + p.inn  # every payer has its own account (the content key uses it)
     return stack, plans, payments
+
+
+def _link_tochka(stack, view, index: int, inn: str, kpp: str, phone: str, link_tochka) -> None:
+    """The portal's company at Tochka with two accounts, linked by the consent flow (webhook subscribed)."""
+    code = "300123123" if index == 0 else f"3009{index:05d}"  # the demo customer keeps its code and first account
+    if index:  # Tochka signs in by phone: the soak's phones overlap the demo's, so Tochka gets its own
+        phone = f"+7999100{index:04d}"
+    httpx.post(f"{stack.tochka_url}/sandbox/customers", json={
+        "code": code, "inn": inn, "kpp": kpp, "name": "ООО «Демо»" if index == 0 else f"ООО «Сок {index}»",
+        "phone": phone, "accounts": [f"407028109{index:03d}000000{j}" for j in ("01", "02")]},
+        timeout=30).raise_for_status()
+    page = link_tochka(view, inn=inn, kpp=kpp, phone=phone)
+    if 'id="link-ok"' not in page.text:
+        raise RuntimeError(f"Tochka link for {view.portal_code} failed: {page.text[:300]}")
+
+
+# -- 1C statement files (the mixed soak) ------------------------------------------------------------------------------
+@dataclass
+class FileImport:
+    at: float        # seconds after the first payment was posted
+    portal: int
+    path: Path
+    again: bool = False  # the same file imported once more
+
+
+def _as_exported(p: Payment, pick: random.Random) -> tuple[str, str]:
+    """(Сумма, НазначениеПлатежа) as a bank's 1C export may differ from its API: the amount without trailing
+    zeros, the purpose's tail cut or a VAT note added. Then only the content key (not the purpose fingerprint)
+    says it is one payment. The invoice number stays: it is what the payer wrote first."""
+    amount = f"{p.amount:.2f}".rstrip("0").rstrip(".") if pick.random() < 0.3 else f"{p.amount:.2f}"
+    words = p.purpose.split(" ")
+    keep = next((i for i, w in enumerate(words) if any(ch.isdigit() for ch in w)), len(words)) + 1
+    roll = pick.random()
+    if roll < 0.2 and keep < len(words):
+        return amount, " ".join(words[:keep]).rstrip(",")
+    if roll < 0.4:
+        return amount, p.purpose + " Без НДС"
+    return amount, p.purpose
+
+
+def _onec_text(plan: PortalPlan, docs: list[Payment], day: str, out_number: str, split: bool,
+               pick: random.Random) -> str:
+    """A statement as a bank's 1C export writes it: header, a СекцияРасчСчет per account, the documents (the
+    payments into our accounts, one payment out of ours), КонецФайла. Format: docs/banks/1c-files.md."""
+    accounts = list(dict.fromkeys(p.account for p in docs))
+    lines = ["1CClientBankExchange", "ВерсияФормата=1.03", "Кодировка=Windows", "Отправитель=Банк-клиент",
+             "Получатель=Бухгалтерия предприятия, редакция 3.0", f"ДатаСоздания={day}", "ВремяСоздания=18:00:00",
+             f"ДатаНачала={day}", f"ДатаКонца={day}"] + [f"РасчСчет={a}" for a in accounts]
+    lines.append("Документ=Платежное поручение")
+    for a in accounts:
+        lines += ["СекцияРасчСчет", f"ДатаНачала={day}", f"ДатаКонца={day}", f"РасчСчет={a}",
+                  "НачальныйОстаток=0.00", "КонецРасчСчет"]
+
+    def doc(number, amount, payer, payer_inn, payer_name, recipient, recipient_inn, purpose, credited) -> list[str]:
+        out = ["СекцияДокумент=Платежное поручение", f"Номер={number}", f"Дата={day}", f"Сумма={amount}",
+               f"ПлательщикСчет={payer}", f"ДатаСписано={day}", f"Плательщик=ИНН {payer_inn} {payer_name}",
+               f"ПлательщикИНН={payer_inn}", f"Плательщик1={payer_name}", f"ПолучательСчет={recipient}",
+               f"ДатаПоступило={credited}", f"ПолучательИНН={recipient_inn}", "Получатель1=ООО «Получатель»"]
+        words = purpose.split(" ")
+        if split and len(words) > 1:  # some banks wrap the purpose over НазначениеПлатежа1..n
+            out += ["НазначениеПлатежа=", f"НазначениеПлатежа1={' '.join(words[:2])}",
+                    f"НазначениеПлатежа2={' '.join(words[2:])}"]
+        else:
+            out.append(f"НазначениеПлатежа={purpose}")
+        return out + ["КонецДокумента"]
+
+    for p in docs:
+        amount, purpose = _as_exported(p, pick)
+        lines += doc(p.doc, amount, p.payer_account, p.inn, f"Плательщик {p.doc}", p.account, plan.inn,
+                     purpose, "" if split else day)
+    lines += doc(out_number, "1500.00", accounts[0], plan.inn, "ООО «Сок»", "40702810100000099999", "7705123456",
+                 "Оплата аренды, НДС не облагается", "")
+    lines.append("КонецФайла")
+    return "\r\n".join(lines) + "\r\n"
+
+
+def _plan_files(cfg: SoakConfig, plans: list[PortalPlan], payments: list[Payment], folder: Path) -> list[FileImport]:
+    """Statement files of windows of each portal's payments per bank (neighbouring files overlap by a few
+    payments), imported at random moments around the window: before the API has the payments, while it gets
+    them, after; about a third imported twice."""
+    from datetime import datetime, timedelta, timezone
+
+    pick = random.Random(cfg.seed * 7919 + 2)
+    day = datetime.now(timezone(timedelta(hours=3))).strftime("%d.%m.%Y")  # the banks' payment day (Moscow)
+    folder.mkdir(parents=True, exist_ok=True)
+    last_at = cfg.seconds * 1.2
+    events: list[FileImport] = []
+    for index, plan in enumerate(plans):
+        for bank in cfg.banks:
+            mine = [(n, p) for n, p in enumerate(payments) if p.portal == index and p.bank == bank]
+            start, previous = 0, []
+            while start < len(mine):
+                window = mine[start:start + pick.randint(6, 16)]
+                start += len(window)
+                overlap, previous = previous[-pick.randint(0, 3):] if previous else [], window
+                if pick.random() >= cfg.file_share:
+                    continue
+                first, last = window[0][0], window[-1][0]
+                if pick.random() < cfg.file_early:  # early: before or while the API delivers the window's payments
+                    at = cfg.seconds * (first + pick.uniform(-0.3, 0.5) * max(1, last - first)) / len(payments)
+                else:                     # the usual: the day's export, some seconds after the last payment
+                    at = cfg.seconds * last / len(payments) + pick.uniform(0.5, 6.0)
+                at = min(max(0.0, at), last_at)
+                path = folder / f"{plan.code}-{bank}-{len(events):04d}.txt"
+                text = _onec_text(plan, [p for _, p in overlap + window], day, f"O{len(events):05d}",
+                                  pick.random() < 0.3, pick)
+                path.write_bytes(text.encode("cp1251"))
+                events.append(FileImport(at, index, path))
+                if pick.random() < 0.3:
+                    events.append(FileImport(min(last_at, at + pick.uniform(0.5, 8.0)), index, path, again=True))
+    return sorted(events, key=lambda e: e.at)
+
+
+def _run_imports(stack, plans: list[PortalPlan], events: list[FileImport], t0: float, stats: Counter,
+                 problems: list[str], stop) -> None:
+    """Import the files at their moments, as someone running `b24app import-statement --yes` would; an import
+    refused because the worker is reading the account right now is tried again a moment later."""
+    from b24app.statement_import import StatementImportError, import_statement
+
+    done: set[Path] = set()
+    for ev in events:
+        if stop.wait(max(0.0, t0 + ev.at - time.monotonic())):
+            return
+        for _ in range(30):
+            try:
+                result = import_statement(stack.ctx, plans[ev.portal].portal_id, ev.path, lease_wait=5.0)
+            except StatementImportError as exc:
+                if "right now" in str(exc) or "took too long" in str(exc):
+                    stats["deferred"] += 1
+                    continue
+                problems.append(f"import_failed: {ev.path.name}: {exc}")
+                break
+            except Exception as exc:  # noqa: BLE001 - the soak reports any crash of the import as a problem
+                problems.append(f"import_failed: {ev.path.name}: {type(exc).__name__}: {exc}"[:300])
+                break
+            stats["imports"] += 1
+            stats["reimports" if ev.again else "files"] += 1
+            stats["documents"] += result.incoming
+            stats["new"] += result.new
+            stats["known"] += result.known
+            if ev.path in done and result.new:
+                problems.append(f"duplicated: {ev.path.name} imported again added {result.new} payments")
+            done.add(ev.path)
+            break
+        else:
+            problems.append(f"import_failed: {ev.path.name}: the accounts stayed busy")
 
 
 # -- verification ------------------------------------------------------------------------------------------------------
@@ -345,6 +551,13 @@ def _verify(stack, plans: list[PortalPlan], payments: list[Payment], report: Soa
                                                            OutboxItem.status.in_(("dead", "pending", "sending")))))
         by_doc = Counter(o.document_number for o in ops)
         states = {o.document_number: o.state for o in ops}
+        if report.by_bank or report.files:  # the mixed soak: nothing stored that nobody paid in (a file's outgoing)
+            planned = {p.doc for p in mine}
+            for o in ops:
+                if o.document_number not in planned:
+                    problem("wrongly_changed", f"{plan.code}: stored {o.document_number} ({o.source}), not a payment in")
+                else:
+                    report.first_source[o.source] = report.first_source.get(o.source, 0) + 1
         for p in mine:
             if by_doc[p.doc] == 0:
                 problem("lost", f"{plan.code}: payment {p.doc} ({p.kind}) never stored")
@@ -422,6 +635,11 @@ def run_soak(cfg: SoakConfig, log=print) -> SoakReport:
     stack, plans, payments = _setup(cfg, rng)
     worker = WorkerProcess(stack.settings, cfg.lease_seconds, cfg.worker_concurrency,
                            Path(stack.settings.data_dir) / "soak-worker.log")
+    files = _plan_files(cfg, plans, payments, Path(stack.settings.data_dir) / "statements") if cfg.files else []
+    import_stats: Counter = Counter()
+    import_problems: list[str] = []
+    stop_imports = threading.Event()
+    importer = None
     try:
         report.accounts = sum(len(p.accounts) for p in plans)
         log(f"soak: {len(payments)} payments, {cfg.portals} portals, {report.accounts} accounts; "
@@ -432,8 +650,15 @@ def run_soak(cfg: SoakConfig, log=print) -> SoakReport:
         httpx.post(f"{stack.sandbox_url}/sandbox/faults", json={"kinds": cfg.portal_faults, "seed": cfg.seed},
                    timeout=30).raise_for_status()
         httpx.post(f"{stack.bank_url}/sandbox/faults", json={"kinds": cfg.bank_faults}, timeout=30).raise_for_status()
+        if "tochka" in cfg.banks:
+            httpx.post(f"{stack.tochka_url}/sandbox/fault-rates", json={"kinds": cfg.tochka_faults, "seed": cfg.seed},
+                       timeout=30).raise_for_status()
         worker.start()
         t0 = time.monotonic()
+        if files:
+            importer = threading.Thread(target=_run_imports, name="soak-imports", daemon=True, args=(
+                stack, plans, files, t0, import_stats, import_problems, stop_imports))
+            importer.start()
         next_kill = t0 + rng.uniform(*cfg.kill_every)
         kill_until = t0 + cfg.seconds * 1.25
         with httpx.Client(timeout=30) as bank:
@@ -446,9 +671,18 @@ def run_soak(cfg: SoakConfig, log=print) -> SoakReport:
                     worker.start()
                     next_kill = time.monotonic() + rng.uniform(*cfg.kill_every)
                 plan = plans[p.portal]
+                if p.bank == "tochka":
+                    r = bank.post(f"{stack.tochka_url}/sandbox/operations", json={
+                        "amount": str(p.amount), "purpose": p.purpose, "account_id": plan.tochka_ids[p.account],
+                        "payer_inn": p.inn, "payer_name": f"Плательщик {p.doc}", "payer_account": p.payer_account,
+                        "document_number": p.doc})
+                    r.raise_for_status()
+                    continue
                 body = {"amount": str(p.amount), "payPurpose": p.purpose, "payerInn": p.inn,
                         "payerName": f"Плательщик {p.doc}", "documentNumber": p.doc,
-                        "accountNumber": rng.choice(plan.accounts)}
+                        "accountNumber": p.account if cfg.mixed else rng.choice(plan.accounts)}
+                if cfg.mixed:
+                    body["payerAccount"] = p.payer_account
                 r = bank.post(f"{stack.bank_url}/sandbox/operations", json=body)
                 r.raise_for_status()
         while time.monotonic() < kill_until:  # the worker keeps dying while it catches up
@@ -457,9 +691,13 @@ def run_soak(cfg: SoakConfig, log=print) -> SoakReport:
                 worker.kill()
                 worker.start()
                 next_kill = time.monotonic() + rng.uniform(*cfg.kill_every)
+        if importer is not None:  # the last files are due by now; an import may still wait for a lease
+            importer.join(timeout=120)
         worker.ensure_running()
         httpx.delete(f"{stack.sandbox_url}/sandbox/faults", timeout=30)
         httpx.delete(f"{stack.bank_url}/sandbox/faults", timeout=30)
+        if "tochka" in cfg.banks:
+            httpx.delete(f"{stack.tochka_url}/sandbox/fault-rates", timeout=30)
         faults_off = time.monotonic()
         deadline = faults_off + cfg.settle_timeout
         while time.monotonic() < deadline:
@@ -478,6 +716,19 @@ def run_soak(cfg: SoakConfig, log=print) -> SoakReport:
             pf.update(p["faults"])
         report.portal_faults = dict(pf)
         report.bank_faults = dict(stack.bank_state()["faults"]["fired"])
+        if cfg.mixed:
+            report.by_bank = dict(Counter(p.bank for p in payments))
+        if "tochka" in cfg.banks:
+            report.tochka_faults = dict(stack.tochka_state()["fired"])
+        if cfg.files:
+            if importer is not None and importer.is_alive():
+                import_problems.append("import_failed: the imports did not finish")
+            for text in import_problems:
+                import_stats["duplicated" if text.startswith("duplicated") else "failed"] += 1
+            report.duplicated += import_stats["duplicated"]
+            report.problems += import_problems
+            report.files = {k: import_stats[k] for k in ("files", "reimports", "deferred", "documents", "new", "known",
+                                                          "failed")}
         _verify(stack, plans, payments, report)
         if report.problems and cfg.data_dir:
             # Evidence for whoever looks next: the worker's log and database are in the data dir already; the
@@ -486,6 +737,9 @@ def run_soak(cfg: SoakConfig, log=print) -> SoakReport:
                                         follow_redirects=True).json() for p in plans}  # a renamed one redirects
             (Path(cfg.data_dir) / "portals-state.json").write_text(json.dumps(states, ensure_ascii=False))
     finally:
+        stop_imports.set()
+        if importer is not None:
+            importer.join(timeout=60)
         worker.stop()
         report.seconds_total = time.monotonic() - started
         stack.stop()
@@ -501,11 +755,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--database-url", default=None, help="default: SQLite in a temporary directory")
     ap.add_argument("--data-dir", default=None,
                     help="keep the app's data here (database, worker log; the portals' state too if a check fails)")
+    ap.add_argument("--banks", default="tbank",
+                    help="live banks every portal links, comma-separated: tbank, tochka (default: tbank)")
+    ap.add_argument("--files", action="store_true",
+                    help="also import some of the same payments from 1C statement files, at random moments")
     ap.add_argument("--json", action="store_true", help="print the report as JSON as well")
     args = ap.parse_args(argv)
+    banks = tuple(dict.fromkeys(b.strip() for b in args.banks.split(",") if b.strip()))
+    if not banks or set(banks) - set(BANKS):
+        ap.error(f"--banks: choose from {', '.join(BANKS)}")
     seconds = args.seconds if args.seconds is not None else max(20.0, args.payments / 20)
     cfg = SoakConfig(payments=args.payments, portals=args.portals, seconds=seconds, seed=args.seed,
-                     database_url=args.database_url, data_dir=args.data_dir)
+                     database_url=args.database_url, data_dir=args.data_dir, banks=banks, files=args.files)
     report = run_soak(cfg, log=lambda m: print(m, file=sys.stderr))
     print(report.render())
     if args.json:

@@ -13,7 +13,7 @@ from conftest import PG_URL, REPO
 if str(REPO) not in sys.path:  # benchmarks/ holds the engine shared with the long run
     sys.path.insert(0, str(REPO))
 
-from benchmarks.soak import BANK_FAULTS, PORTAL_FAULTS, SoakConfig, run_soak  # noqa: E402
+from benchmarks.soak import BANK_FAULTS, PORTAL_FAULTS, TOCHKA_FAULTS, SoakConfig, run_soak  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -36,3 +36,29 @@ def test_short_soak_under_faults_and_kills_loses_and_duplicates_nothing(tmp_path
     assert report.kills >= 3, report.render()
     assert sum(report.portal_faults.values()) >= 5 and sum(report.bank_faults.values()) >= 10, report.render()
     assert len(report.portal_faults) >= 3 and len(report.bank_faults) >= 3, report.render()
+
+
+@pytest.mark.slow  # 25-50 s on a loaded 2-core machine
+def test_short_mixed_soak_two_live_banks_and_1c_files_loses_and_duplicates_nothing(tmp_path, database_url):
+    # Both live banks (T-Bank and Tochka, each with its faults), and some of the same payments also in 1C
+    # files imported at random moments (before, during and after the API delivers them; overlapping; some
+    # twice): every payment still ends up stored, applied and announced exactly once.
+    cfg = SoakConfig(payments=72, portals=2, seconds=14.0, kill_every=(4.0, 6.0), lease_seconds=4,
+                     settle_timeout=45.0, seed=5, data_dir=str(tmp_path / "soak"),
+                     database_url=database_url if PG_URL else None, banks=("tbank", "tochka"), files=True,
+                     file_share=0.6, file_early=0.5, portal_faults={k: min(1.0, 3 * v) for k, v in PORTAL_FAULTS.items()},
+                     bank_faults=dict(BANK_FAULTS), tochka_faults={k: min(1.0, 2 * v) for k, v in TOCHKA_FAULTS.items()})
+    report = run_soak(cfg, log=lambda message: print(message))
+    print(report.render())
+    assert report.problems == [], report.render()
+    assert report.ok and report.lost == 0 and report.duplicated == 0 and report.wrongly_changed == 0
+    assert report.review_actual == report.review_expected > 0
+    # both banks and the files really carried payments, and files really overlapped what the API delivered
+    assert report.by_bank.get("tbank", 0) >= 10 and report.by_bank.get("tochka", 0) >= 10, report.render()
+    assert report.files["files"] >= 3 and report.files["known"] >= 5, report.render()
+    assert report.first_source.get("1c", 0) >= 1, report.render()  # some payments came from a file first
+    assert report.first_source.get("1c", 0) + report.first_source.get("tbank", 0) \
+        + report.first_source.get("tochka", 0) == cfg.payments, report.render()
+    # the run really was hostile, for both banks
+    assert report.kills >= 2, report.render()
+    assert sum(report.bank_faults.values()) >= 3 and sum(report.tochka_faults.values()) >= 3, report.render()

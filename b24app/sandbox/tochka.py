@@ -2,8 +2,8 @@
 
 Paths and bodies follow developers.tochka.com as recorded in docs/banks/tochka.md; where Tochka's docs are
 silent (page layout, error bodies, statement readiness timing) the behaviour here is ours and says so.
-Control API for tests and the demo: /sandbox/state, /sandbox/operations, /sandbox/faults, /sandbox/customers,
-/sandbox/consents/<id>/revoke.
+Control API for tests and the demo: /sandbox/state, /sandbox/operations, /sandbox/faults (counted),
+/sandbox/fault-rates (random, per chance: the soak), /sandbox/customers, /sandbox/consents/<id>/revoke.
 """
 from __future__ import annotations
 
@@ -177,6 +177,8 @@ def create_tochka_sandbox(*, redirect_uris=(), config: Config | None = None, dem
             abort(api_error(401, "Unauthorized"))
         if state.fault("api_429"):  # Tochka's limits and their answer are not documented in what we read
             abort(api_error(429, "Too Many Requests"))
+        if state.fault("api_500"):  # an outage: what a 5xx body looks like is not documented either (ours)
+            abort(api_error(500, "internal error"))
         return grant
 
     def consent_of(grant, permission: str):
@@ -303,6 +305,17 @@ def create_tochka_sandbox(*, redirect_uris=(), config: Config | None = None, dem
             for name, count in (request.get_json(silent=True) or {}).items():
                 state.faults[str(name)] = int(count)
         return jsonify(state.faults)
+
+    @app.route("/sandbox/fault-rates", methods=["POST", "DELETE"])
+    def sandbox_fault_rates():
+        """{"kinds": {name: probability}, "seed": n} sets the rates (DELETE clears them); `fired` in the state
+        counts what happened. The names are those of /sandbox/faults."""
+        body = (request.get_json(silent=True) or {}) if request.method == "POST" else {}
+        with state.lock:
+            state.fault_rates = {str(k): float(v) for k, v in (body.get("kinds") or {}).items()}
+            if "seed" in body:
+                state.fault_rng.seed(int(body["seed"]))
+        return jsonify(state.fault_rates)
 
     @app.post("/sandbox/customers")
     def sandbox_customer():

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import secrets
 import threading
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -82,6 +84,9 @@ class TochkaState:
         self.webhooks: dict[str, dict] = {}      # client_id -> {"url", "webhooksList"}
         self.deliveries: list[dict] = []         # every delivery attempt (the token too: tests replay it)
         self.faults: dict[str, int] = {}         # name -> how many more times it happens
+        self.fault_rates: dict[str, float] = {}  # name -> probability per chance (the soak's bad day)
+        self.fault_rng = random.Random(0)
+        self.fired: Counter = Counter()          # name -> how often it happened (counted and random alike)
         self.requests: list[dict] = []
         self.threads: list[threading.Thread] = []
         self._doc = 0
@@ -101,11 +106,14 @@ class TochkaState:
             return next((c for c in self.customers.values() if c.phone == phone), None)
 
     def fault(self, name: str) -> bool:
+        """Does fault `name` happen now: one of its counted times left, else with its rate's probability."""
         with self.lock:
             left = self.faults.get(name, 0)
-            if left <= 0:
+            if left > 0:
+                self.faults[name] = left - 1
+            elif not (name in self.fault_rates and self.fault_rng.random() < self.fault_rates[name]):
                 return False
-            self.faults[name] = left - 1
+            self.fired[name] += 1
             return True
 
     def pay(self, *, amount: Decimal, purpose: str, account_id: str | None = None, payer_inn: str = "7712345678",
@@ -211,6 +219,7 @@ class TochkaState:
                     "tokens": len(self.tokens), "refresh_tokens": len(self.refresh_tokens),
                     "transactions": {k: list(v) for k, v in self.transactions.items()},
                     "requests": list(self.requests[-500:]), "faults": dict(self.faults),
+                    "fault_rates": dict(self.fault_rates), "fired": dict(self.fired),
                     "customers": {c.code: {"inn": c.inn, "kpp": c.kpp, "accounts": c.accounts, "phone": c.phone}
                                   for c in self.customers.values()}}
 
