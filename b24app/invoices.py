@@ -11,9 +11,9 @@ from sqlalchemy.exc import IntegrityError
 from .bitrix.client import BitrixClient
 from .domain import normalize_invoice_number
 from .models import Invoice, InvoiceRefresh, OwnDealUpdate, Portal
+from .bitrix.crm import INVOICE_TYPE
 
 log = logging.getLogger("b24app.invoices")
-INVOICE_TYPE = 31
 ITEM_SELECT = ["id", "title", "accountNumber", "opportunity", "currencyId", "stageId", "categoryId",
                "parentId2", "assignedById", "companyId", "mycompanyId", "createdTime"]
 

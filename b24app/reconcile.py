@@ -17,6 +17,8 @@ from .domain import (IncomingPayment, InvoiceIndex, OpenInvoice, Outcome, extrac
                      normalize_invoice_number)
 from .domain.explain import explain_reason
 from . import credit, paidfield
+from .bitrix.crm import EntityType
+from .effects import DealStage, EffectKind, InvoicePaid, InvoicePartial, Notify, Task, Timeline, Trigger, undo_of
 from .domain.formatting import format_money
 from .models import Allocation, BankAccount, BankLink, Decision, Invoice, Operation, OutboxItem, Portal
 from .notices import bbcode_escape, text
@@ -24,7 +26,6 @@ from .outbox import enqueue
 from .rules import Rules, deal_stage_targets, load_rules
 
 log = logging.getLogger("b24app.reconcile")
-DEAL_TYPE = 2
 
 
 class ReconcileError(Exception):
@@ -185,43 +186,42 @@ def _effects(s, ctx, portal: Portal, op: Operation, d: Decision, allocs, rules: 
         paid_total = inv.amount - Decimal(remaining) if outcome == "underpaid" else inv.amount
         if outcome in ("paid", "overpaid"):
             if rules.paid_invoice_stage:
-                enqueue(s, portal.id, f"{key}:invoice_paid", "invoice_paid", {"invoice_id": inv_id}, op.id, now=d.created_at)
+                enqueue(s, portal.id, f"{key}:invoice_paid", InvoicePaid(inv_id), op.id, now=d.created_at)
             if deal_id and (any(stages.values()) or not pipelines_known):
-                enqueue(s, portal.id, f"{key}:deal_stage", "deal_stage",
-                        {"deal_id": deal_id, "stages": stages, "default": "success"}, op.id, now=d.created_at)
+                enqueue(s, portal.id, f"{key}:deal_stage", DealStage(deal_id, stages, default="success"), op.id,
+                        now=d.created_at)
             if rules.paid_timeline and deal_id:
-                enqueue(s, portal.id, f"{key}:timeline", "timeline", {"deal_id": deal_id, "lang": lang, "comment": text(
+                enqueue(s, portal.id, f"{key}:timeline", Timeline(deal_id, lang=lang, comment=text(
                     "timeline_paid", lang, number=number, amount=fmt(amount), payer=payer, date=date,
-                    purpose=bbcode_escape(op.purpose or ""))}, op.id, now=d.created_at)
+                    purpose=bbcode_escape(op.purpose or ""))), op.id, now=d.created_at)
             if manager and (rules.paid_notify if outcome == "paid" else rules.overpaid_notify):
                 msg = text("paid", lang, number=number, amount=fmt(amount), payer=payer) if outcome == "paid" else \
                     text("overpaid_credit" if op.payer_inn else "overpaid", lang, number=number, inn=op.payer_inn,
                          received=fmt(paid_total + Decimal(excess)), due=fmt(inv.amount), excess=fmt(excess))
-                enqueue(s, portal.id, f"{key}:notify", "notify", {"user_id": manager, "message": msg}, op.id,
-                        now=d.created_at)
+                enqueue(s, portal.id, f"{key}:notify", Notify(manager, msg), op.id, now=d.created_at)
         elif outcome == "underpaid":
             if rules.partial_invoice_stage:  # the "partly paid" stage of the invoice's funnel (#15)
-                enqueue(s, portal.id, f"{key}:invoice_partial", "invoice_partial",
-                        {"invoice_id": inv_id, "stages": rules.partial_invoice_stage}, op.id, now=d.created_at)
+                enqueue(s, portal.id, f"{key}:invoice_partial", InvoicePartial(inv_id, rules.partial_invoice_stage),
+                        op.id, now=d.created_at)
             values = dict(number=number, received=fmt(paid_total), due=fmt(inv.amount), remaining=fmt(remaining),
                           payer=payer, amount=fmt(amount), date=date, purpose=bbcode_escape(op.purpose or ""))
             if rules.underpaid_notify and manager:
-                enqueue(s, portal.id, f"{key}:notify", "notify",
-                        {"user_id": manager, "message": text("underpaid", lang, **values)}, op.id, now=d.created_at)
+                enqueue(s, portal.id, f"{key}:notify", Notify(manager, text("underpaid", lang, **values)), op.id,
+                        now=d.created_at)
             if rules.underpaid_task and manager:
-                enqueue(s, portal.id, f"{key}:task", "task", {
-                    "responsible_id": manager, "title": text("task_title", lang, **values),
-                    "description": text("underpaid", lang, **values), "deal_id": deal_id}, op.id, now=d.created_at)
+                enqueue(s, portal.id, f"{key}:task", Task(
+                    manager, title=text("task_title", lang, **values),
+                    description=text("underpaid", lang, **values), deal_id=deal_id), op.id, now=d.created_at)
             if rules.underpaid_timeline and deal_id:
-                enqueue(s, portal.id, f"{key}:timeline", "timeline",
-                        {"deal_id": deal_id, "lang": lang, "comment": text("timeline_underpaid", lang, **values)}, op.id,
+                enqueue(s, portal.id, f"{key}:timeline",
+                        Timeline(deal_id, lang=lang, comment=text("timeline_underpaid", lang, **values)), op.id,
                         now=d.created_at)
         paidfield.enqueue_sum(s, portal.id, rules, deal_id, key, op.id, d.created_at)  # the «Оплачено» field
         if rules.fire_trigger and deal_id:
             trig = ctx.manifest.automation_triggers[0]["code"] if ctx.manifest.automation_triggers else None
             if trig:
-                enqueue(s, portal.id, f"{key}:trigger", "trigger", {"code": trig, "owner_type_id": DEAL_TYPE,
-                                                                    "owner_id": deal_id}, op.id, now=d.created_at)
+                enqueue(s, portal.id, f"{key}:trigger", Trigger(trig, deal_id, owner_type_id=EntityType.DEAL), op.id,
+                        now=d.created_at)
     s.execute(Portal.__table__.update().where(Portal.id == portal.id).values(work_due_at=d.created_at))
 
 
@@ -245,8 +245,7 @@ def _review_notices(s, ctx, portal: Portal, op: Operation, decision) -> None:
             Invoice.portal_id == portal.id, Invoice.b24_id.in_(related or [-1])))) or "—"
         msg = text("review", lang, amount=amount, payer=payer, numbers=bbcode_escape(numbers))
     for m in managers:
-        enqueue(s, portal.id, f"op{op.id}:review:u{m}", "notify", {"user_id": m, "message": msg}, op.id,
-                now=ctx.clock.now())
+        enqueue(s, portal.id, f"op{op.id}:review:u{m}", Notify(m, msg), op.id, now=ctx.clock.now())
     s.execute(Portal.__table__.update().where(Portal.id == portal.id).values(work_due_at=ctx.clock.now()))
 
 
@@ -372,10 +371,9 @@ CLOSE_ACTIONS = {"ignore": "ignored", "refund": "refund", "credit": "credit"}
 CLOSED_STATES = tuple(CLOSE_ACTIONS.values())
 # Reasons people add; the machine's reasons are carried over below them so that none is ever lost.
 _PEOPLE_CODES = ("undone", "reopened", "closed_ignored", "closed_refund", "closed_credit", "accepted_proposal")
-# Effects a later decision cannot take back in Bitrix24 (a sent message stays sent).
-_IRREVERSIBLE = ("notify", "timeline", "task", "trigger")
-# Effects that move money state in Bitrix24; undo moves them back once they are known to have happened.
-_MONEY_STATE = ("invoice_paid", "deal_stage", "invoice_partial")
+# Which effects undo moves back and which it cannot take back: EffectKind.moves_money_state / .irreversible.
+_MONEY_STATE = tuple(k for k in EffectKind if k.moves_money_state)
+_IRREVERSIBLE = tuple(k for k in EffectKind if k.irreversible)
 
 
 def _carried(reasons) -> list[dict]:
@@ -446,8 +444,7 @@ def close_review(ctx, portal_id: int, operation_pk: int, user_id: int, action: s
                        payer=bbcode_escape(op.payer_name or op.payer_inn or "—"),
                        date=op.operation_date.strftime("%d.%m.%Y"), user=user_id, reason=bbcode_escape(reason or "—"))
             for m in managers:
-                enqueue(s, portal_id, f"op{op.id}:d{d.id}:refund:u{m}", "notify", {"user_id": m, "message": msg},
-                        op.id, now=now)
+                enqueue(s, portal_id, f"op{op.id}:d{d.id}:refund:u{m}", Notify(m, msg), op.id, now=now)
             portal.work_due_at = now
         if state == "credit":
             credit.keep_payment(s, op, d)  # the client's credit by INN, in the ledger (#15)
@@ -488,7 +485,7 @@ def undo(ctx, portal_id: int, operation_pk: int, user_id: int) -> Decision:
             current.superseded_at = now
         s.flush()
         not_reverted: list[str] = []
-        reverse: list[tuple[str, str, dict]] = []  # (key suffix, kind, payload), keyed by the new decision below
+        reverse: list[tuple[str, object]] = []  # (key suffix, effect), keyed by the new decision below
         for item in items:
             result = item.result or {}
             if item.status == "pending":
@@ -497,14 +494,9 @@ def undo(ctx, portal_id: int, operation_pk: int, user_id: int) -> Decision:
                 not_reverted.append(item.kind)  # a message on its way to Bitrix24 right now
             elif item.status not in ("done", "skipped"):  # skipped: may still have moved it (interrupted)
                 continue
-            elif item.kind in ("invoice_paid", "invoice_partial") and result.get("from_stage"):
-                reverse.append((f"inv{item.payload['invoice_id']}", "invoice_reopen", {
-                    "invoice_id": item.payload["invoice_id"], "paid_stage": result["to_stage"],
-                    "to_stage": result["from_stage"]}))
-            elif item.kind == "deal_stage" and result.get("from_stage"):
-                reverse.append((f"deal{item.payload['deal_id']}", "deal_reopen", {
-                    "deal_id": item.payload["deal_id"], "moved_stage": result["to_stage"],
-                    "to_stage": result["from_stage"]}))
+            elif (back := undo_of(item.kind, item.payload, result)) is not None:
+                reverse.append((f"deal{back.deal_id}" if back.kind == EffectKind.DEAL_REOPEN
+                                else f"inv{back.invoice_id}", back))
             elif item.kind in _IRREVERSIBLE:
                 not_reverted.append(item.kind)
         params = {"user_id": user_id, "not_reverted": sorted(set(not_reverted))}
@@ -514,8 +506,8 @@ def undo(ctx, portal_id: int, operation_pk: int, user_id: int) -> Decision:
                      reasons=[{"code": "undone", "params": params}] + _carried(current.reasons if current else []))
         s.add(d)
         s.flush()
-        for suffix, kind, payload in reverse:
-            enqueue(s, portal_id, f"undo:d{d.id}:{suffix}", kind, payload, op.id, now=now)
+        for suffix, back in reverse:
+            enqueue(s, portal_id, f"undo:d{d.id}:{suffix}", back, op.id, now=now)
         rules = load_rules(portal.settings)
         for a in allocs:
             a.revoked_at = now
@@ -523,11 +515,11 @@ def undo(ctx, portal_id: int, operation_pk: int, user_id: int) -> Decision:
             if inv is not None:
                 paidfield.enqueue_sum(s, portal_id, rules, inv.deal_id, f"undo:d{d.id}:inv{inv.b24_id}", op.id, now)
             if inv is not None and inv.deal_id:
-                enqueue(s, portal_id, f"undo:d{d.id}:inv{a.invoice_b24_id}:timeline", "timeline", {
-                    "deal_id": inv.deal_id, "lang": lang, "comment": text(
+                enqueue(s, portal_id, f"undo:d{d.id}:inv{a.invoice_b24_id}:timeline", Timeline(
+                    inv.deal_id, lang=lang, comment=text(
                         "timeline_undo", lang, amount=format_money(a.amount, op.currency, lang),
                         payer=bbcode_escape(op.payer_name or op.payer_inn or "—"), number=inv.number,
-                        user=user_id)}, op.id, now=now)
+                        user=user_id)), op.id, now=now)
         op.state = "review"
         portal.work_due_at = now
         return d

@@ -19,6 +19,7 @@ from ..outbox import TRIGGER_ACCESS_KEY
 from ..paidfield import FIELD_NAME as PAID_FIELD
 from ..reconcile import CLOSE_ACTIONS
 from ..sync import interval_for
+from ..bitrix.crm import EntityType
 from .bank import issue_link_ticket
 from .factory import get_ctx
 from .i18n import current_tz, set_lang
@@ -51,7 +52,7 @@ def bank_panel(ctx, s, portal) -> views.BankState:
 def fetch_pipelines(ctx, member_id: str) -> list[dict]:
     """Deal pipelines with their stages, read with the app's token: two batch calls."""
     client = ctx.bitrix(member_id)
-    first = client.batch({"cats": ("crm.category.list", {"entityTypeId": 2}),
+    first = client.batch({"cats": ("crm.category.list", {"entityTypeId": EntityType.DEAL}),
                           "s0": ("crm.status.list", {"filter": {"ENTITY_ID": "DEAL_STAGE"},
                                                      "order": {"SORT": "ASC"}})})
     first.raise_first()

@@ -21,12 +21,12 @@ from .factory import get_ctx
 from .i18n import set_lang
 from .security import Frame, PlacementRejected, allow_framing, frame_required, issue_frame_token
 from .throttle import TryLater, page as try_later_page, verify_placement
+from ..bitrix.crm import INVOICE_TYPE
 
 bp = Blueprint("placement", __name__)
 CSRF_EXEMPT = True  # Bitrix24 POSTs the tabs cross-site (verified with the posted AUTH_ID); the API uses a header token.
 log = logging.getLogger("b24app.placement")
 
-INVOICE_TYPE = 31
 POLL_MS = 2000  # the open tab asks "anything new?" (ETag, 304 when not) this often while it is visible
 PLACEMENTS = {"deal": "CRM_DEAL_DETAIL_TAB", "invoice": "CRM_SMART_INVOICE_DETAIL_TAB"}
 

@@ -1,0 +1,253 @@
+"""What the app asks Bitrix24 to do, as the pipeline hands it to the outbox: one kind, one payload type per kind.
+
+`reconcile`, `credit`, `paidfield` and `notices` build these; `outbox` stores `kind` and `to_payload()` in
+`outbox_items.kind`/`payload` and plans its Bitrix24 commands from `effect_of(item)`. The stored strings and
+JSON are the ones written before these types existed (same keys, same order, optional keys left out the same
+way), so old rows load unchanged and no migration was needed. Pure: imports nothing of ours but the CRM ids.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from .bitrix.crm import EntityType
+
+
+class EffectKind(StrEnum):
+    """outbox_items.kind. The properties replace the outbox's former kind lists."""
+
+    INVOICE_PAID = "invoice_paid"        # move the smart invoice to its funnel's success stage
+    INVOICE_PARTIAL = "invoice_partial"  # move an underpaid one to the admin's "partly paid" stage (#15)
+    INVOICE_REOPEN = "invoice_reopen"    # undo: back to where it was, if nobody moved it since
+    DEAL_STAGE = "deal_stage"            # move the deal to the chosen (or success) stage of its pipeline
+    DEAL_REOPEN = "deal_reopen"          # undo of a deal move
+    DEAL_PAID_SUM = "deal_paid_sum"      # set the deal's «Оплачено» money field (b24app/paidfield.py, #15)
+    TIMELINE = "timeline"                # a comment on the deal's timeline
+    NOTIFY = "notify"                    # a system notification to a user
+    TASK = "task"                        # a task for the manager
+    TRIGGER = "trigger"                  # the app's automation trigger on the deal
+
+    @property
+    def reads_invoice(self) -> bool:
+        """Reads the smart invoice (and its funnel's stage list) and moves its stage."""
+        return self in (EffectKind.INVOICE_PAID, EffectKind.INVOICE_PARTIAL, EffectKind.INVOICE_REOPEN)
+
+    @property
+    def moves_deal(self) -> bool:
+        """crm.deal.update of STAGE_ID only: the outbox reads the deal right after and recognises the echo."""
+        return self in (EffectKind.DEAL_STAGE, EffectKind.DEAL_REOPEN)
+
+    @property
+    def reads_deal(self) -> bool:
+        """Reads the deal first and decides on what it shows."""
+        return self.moves_deal or self is EffectKind.DEAL_PAID_SUM
+
+    @property
+    def money_first(self) -> bool:
+        """Sent before chat, comments and triggers: invoice and deal stages are the money state people see."""
+        return self.reads_invoice or self.moves_deal
+
+    @property
+    def moves_money_state(self) -> bool:
+        """A stage move that undo takes back once it is known to have happened (its from_stage is recorded)."""
+        return self in (EffectKind.INVOICE_PAID, EffectKind.INVOICE_PARTIAL, EffectKind.DEAL_STAGE)
+
+    @property
+    def irreversible(self) -> bool:
+        """Sent is sent: a later decision cannot take it back in Bitrix24."""
+        return self in (EffectKind.NOTIFY, EffectKind.TIMELINE, EffectKind.TASK, EffectKind.TRIGGER)
+
+
+def _drop_none(payload: dict, *optional: str) -> dict:
+    return {k: v for k, v in payload.items() if not (k in optional and v is None)}
+
+
+@dataclass(frozen=True)
+class Effect:
+    """Base of the payload types; `kind` names the subclass."""
+
+    kind: ClassVar[EffectKind]
+
+    def to_payload(self) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def from_payload(cls, p: dict) -> "Effect":
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class InvoicePaid(Effect):
+    kind: ClassVar[EffectKind] = EffectKind.INVOICE_PAID
+    invoice_id: int
+
+    def to_payload(self) -> dict:
+        return {"invoice_id": self.invoice_id}
+
+    @classmethod
+    def from_payload(cls, p: dict) -> "InvoicePaid":
+        return cls(p["invoice_id"])
+
+
+@dataclass(frozen=True)
+class InvoicePartial(Effect):
+    kind: ClassVar[EffectKind] = EffectKind.INVOICE_PARTIAL
+    invoice_id: int
+    stages: dict[str, str] = field(default_factory=dict)  # funnel (category id as text) -> its partly-paid stage
+
+    def to_payload(self) -> dict:
+        return {"invoice_id": self.invoice_id, "stages": self.stages}
+
+    @classmethod
+    def from_payload(cls, p: dict) -> "InvoicePartial":
+        return cls(p["invoice_id"], p.get("stages") or {})
+
+
+@dataclass(frozen=True)
+class InvoiceReopen(Effect):
+    kind: ClassVar[EffectKind] = EffectKind.INVOICE_REOPEN
+    invoice_id: int
+    paid_stage: str   # where the app moved it: only an invoice still there is moved back
+    to_stage: str     # where it was before
+
+    def to_payload(self) -> dict:
+        return {"invoice_id": self.invoice_id, "paid_stage": self.paid_stage, "to_stage": self.to_stage}
+
+    @classmethod
+    def from_payload(cls, p: dict) -> "InvoiceReopen":
+        return cls(p["invoice_id"], p["paid_stage"], p["to_stage"])
+
+
+@dataclass(frozen=True)
+class DealStage(Effect):
+    kind: ClassVar[EffectKind] = EffectKind.DEAL_STAGE
+    deal_id: int
+    stages: dict[str, str | None] = field(default_factory=dict)  # pipeline id (text) -> target stage
+    default: str | None = None  # "success": a pipeline without a target goes to its success stage
+
+    def to_payload(self) -> dict:
+        return _drop_none({"deal_id": self.deal_id, "stages": self.stages, "default": self.default}, "default")
+
+    @classmethod
+    def from_payload(cls, p: dict) -> "DealStage":
+        return cls(p["deal_id"], p.get("stages") or {}, p.get("default"))
+
+
+@dataclass(frozen=True)
+class DealReopen(Effect):
+    kind: ClassVar[EffectKind] = EffectKind.DEAL_REOPEN
+    deal_id: int
+    moved_stage: str  # where the app moved it: only a deal still there is moved back
+    to_stage: str
+
+    def to_payload(self) -> dict:
+        return {"deal_id": self.deal_id, "moved_stage": self.moved_stage, "to_stage": self.to_stage}
+
+    @classmethod
+    def from_payload(cls, p: dict) -> "DealReopen":
+        return cls(p["deal_id"], p["moved_stage"], p["to_stage"])
+
+
+@dataclass(frozen=True)
+class DealPaidSum(Effect):
+    kind: ClassVar[EffectKind] = EffectKind.DEAL_PAID_SUM
+    deal_id: int
+    field: str                 # the deal's money field (UF_CRM_…)
+    value: str | None = None   # "1500.00|RUB": filled by the outbox when it sends, from the records as they are then
+
+    def to_payload(self) -> dict:
+        return _drop_none({"deal_id": self.deal_id, "field": self.field, "value": self.value}, "value")
+
+    @classmethod
+    def from_payload(cls, p: dict) -> "DealPaidSum":
+        return cls(p["deal_id"], p.get("field"), p.get("value"))
+
+
+@dataclass(frozen=True)
+class Timeline(Effect):
+    kind: ClassVar[EffectKind] = EffectKind.TIMELINE
+    deal_id: int
+    comment: str
+    lang: str | None = None  # of the reference appended to the comment (ru when not given)
+
+    def to_payload(self) -> dict:
+        return _drop_none({"deal_id": self.deal_id, "lang": self.lang, "comment": self.comment}, "lang")
+
+    @classmethod
+    def from_payload(cls, p: dict) -> "Timeline":
+        return cls(p["deal_id"], p["comment"], p.get("lang"))
+
+
+@dataclass(frozen=True)
+class Notify(Effect):
+    kind: ClassVar[EffectKind] = EffectKind.NOTIFY
+    user_id: int
+    message: str
+
+    def to_payload(self) -> dict:
+        return {"user_id": self.user_id, "message": self.message}
+
+    @classmethod
+    def from_payload(cls, p: dict) -> "Notify":
+        return cls(p["user_id"], p["message"])
+
+
+@dataclass(frozen=True)
+class Task(Effect):
+    kind: ClassVar[EffectKind] = EffectKind.TASK
+    responsible_id: int
+    title: str
+    description: str = ""
+    deal_id: int | None = None  # written even when None (as before)
+
+    def to_payload(self) -> dict:
+        return {"responsible_id": self.responsible_id, "title": self.title, "description": self.description,
+                "deal_id": self.deal_id}
+
+    @classmethod
+    def from_payload(cls, p: dict) -> "Task":
+        return cls(p["responsible_id"], p["title"], p.get("description", ""), p.get("deal_id"))
+
+
+@dataclass(frozen=True)
+class Trigger(Effect):
+    kind: ClassVar[EffectKind] = EffectKind.TRIGGER
+    code: str
+    owner_id: int
+    owner_type_id: int = EntityType.DEAL
+
+    def to_payload(self) -> dict:
+        return {"code": self.code, "owner_type_id": int(self.owner_type_id), "owner_id": self.owner_id}
+
+    @classmethod
+    def from_payload(cls, p: dict) -> "Trigger":
+        return cls(p["code"], p["owner_id"], p.get("owner_type_id", EntityType.DEAL))
+
+
+TYPES: dict[EffectKind, type[Effect]] = {t.kind: t for t in (
+    InvoicePaid, InvoicePartial, InvoiceReopen, DealStage, DealReopen, DealPaidSum, Timeline, Notify, Task, Trigger)}
+
+
+class UnknownEffect(ValueError):
+    """A stored kind no type reads (a row of a newer or older app): the outbox skips it, saying so."""
+
+
+def load(kind: str, payload: dict[str, Any]) -> Effect:
+    """The effect a stored row holds; UnknownEffect for a kind this app does not know."""
+    try:
+        return TYPES[EffectKind(kind)].from_payload(payload or {})
+    except ValueError as exc:
+        raise UnknownEffect(f"unknown kind {kind}") from exc
+
+
+def undo_of(kind: str, payload: dict, result: dict | None) -> InvoiceReopen | DealReopen | None:
+    """The effect that moves back a stage move the outbox recorded as made (`result` has its from/to stages);
+    None for anything else (not a stage move, or it moved nothing)."""
+    result = result or {}
+    if kind not in (EffectKind.INVOICE_PAID, EffectKind.INVOICE_PARTIAL, EffectKind.DEAL_STAGE) \
+            or not result.get("from_stage"):
+        return None
+    if kind == EffectKind.DEAL_STAGE:
+        return DealReopen(payload["deal_id"], moved_stage=result["to_stage"], to_stage=result["from_stage"])
+    return InvoiceReopen(payload["invoice_id"], paid_stage=result["to_stage"], to_stage=result["from_stage"])
