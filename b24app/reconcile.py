@@ -16,6 +16,7 @@ from .bank.operations import MSK
 from .domain import (IncomingPayment, InvoiceIndex, OpenInvoice, Outcome, extract_invoice_numbers, match_payment,
                      normalize_invoice_number)
 from .domain.explain import explain_reason
+from .domain.states import CLOSE_ACTIONS, CLOSED_STATES, REVIEW_STATES, OpState  # noqa: F401  (importers use these)
 from . import credit, paidfield
 from .bitrix.crm import EntityType
 from .effects import DealStage, EffectKind, InvoicePaid, InvoicePartial, Notify, Task, Timeline, Trigger, undo_of
@@ -86,7 +87,7 @@ def reconcile_portal(ctx, portal: Portal, *, limit: int = 500) -> dict:
     """Decide every new Transaction credit of the portal (oldest first)."""
     counts: dict[str, int] = defaultdict(int)
     with ctx.db.session() as s:
-        ops = list(s.scalars(select(Operation).where(Operation.portal_id == portal.id, Operation.state == "new")
+        ops = list(s.scalars(select(Operation).where(Operation.portal_id == portal.id, Operation.state == OpState.NEW)
                              .order_by(Operation.operation_date, Operation.id).limit(limit)))
         if ops:
             index_rows = open_invoices(s, portal.id)
@@ -131,7 +132,7 @@ def _record(ctx, portal: Portal, op_pk: int, decision, rules: Rules, actor: int 
     now = ctx.clock.now()
     with ctx.db.session() as s:
         op = s.get(Operation, op_pk)
-        if op is None or op.state != "new":
+        if op is None or op.state != OpState.NEW:
             return "already"
         if s.scalar(select(Decision.id).where(Decision.operation_pk == op_pk, Decision.superseded_at.is_(None))):
             return "already"
@@ -155,15 +156,16 @@ def _record(ctx, portal: Portal, op_pk: int, decision, rules: Rules, actor: int 
                       for a in decision.allocations]
             _effects(s, ctx, portal, op, d, allocs, rules)
             credit.keep_surplus(s, ctx, portal, op, d, allocs)
-            op.state = "overpaid" if any(a.outcome == Outcome.OVERPAID for a in decision.allocations) else "matched"
+            op.state = OpState.OVERPAID if any(a.outcome == Outcome.OVERPAID for a in decision.allocations) \
+                else OpState.MATCHED
         elif outcome == Outcome.IGNORED.value:
-            op.state = "ignored"  # our own transfer or an excluded category: no invoice, nobody to tell
+            op.state = OpState.IGNORED  # our own transfer or an excluded category: no invoice, nobody to tell
         else:
-            op.state = "unmatched" if outcome == Outcome.UNMATCHED.value else "review"
-            if rules.review_notify and op.state == "review":
+            op.state = OpState.UNMATCHED if outcome == Outcome.UNMATCHED.value else OpState.REVIEW
+            if rules.review_notify and op.state == OpState.REVIEW:
                 _review_notices(s, ctx, portal, op, decision)
         op.reconciled_at = now
-        return op.state if op.state != "matched" else outcome
+        return str(op.state) if op.state != OpState.MATCHED else outcome
 
 
 def _effects(s, ctx, portal: Portal, op: Operation, d: Decision, allocs, rules: Rules) -> None:
@@ -256,7 +258,7 @@ def _reviewable(s, portal_id: int, operation_pk: int) -> tuple[Portal, Operation
     op = s.get(Operation, operation_pk)
     if portal is None or op is None or op.portal_id != portal_id:
         raise ReconcileError("not_found")
-    if op.state not in ("review", "unmatched"):
+    if op.state not in REVIEW_STATES:
         raise ReconcileError("not_in_review")
     if not (op.is_credit and op.bank_status == "Transaction"):
         raise ReconcileError("not_a_settled_credit")
@@ -303,7 +305,7 @@ def assign_manually(ctx, portal_id: int, operation_pk: int, invoice_b24_id: int,
                          amount=op.amount, outcome=outcome, created_at=now))
         _effects(s, ctx, portal, op, d, [(inv.b24_id, outcome, op.amount, left, excess)], load_rules(portal.settings))
         credit.keep_surplus(s, ctx, portal, op, d, [(inv.b24_id, outcome, op.amount, left, excess)])
-        op.state = "overpaid" if outcome == "overpaid" else "matched"
+        op.state = OpState.OVERPAID if outcome == "overpaid" else OpState.MATCHED
         op.reconciled_at = now
         return d
 
@@ -360,15 +362,11 @@ def accept_proposal(ctx, portal_id: int, operation_pk: int, user_id: int) -> Dec
                              amount=remaining, outcome="paid", created_at=now))
         _effects(s, ctx, portal, op, d, [(inv.b24_id, "paid", r, Decimal("0"), Decimal("0")) for inv, r in due],
                  load_rules(portal.settings))
-        op.state = "matched"
+        op.state = OpState.MATCHED
         op.reconciled_at = now
         return d
 
 
-REVIEW_STATES = ("review", "unmatched")
-#: How a person closes a review item that pays no invoice -> the operation's (and decision's) new state.
-CLOSE_ACTIONS = {"ignore": "ignored", "refund": "refund", "credit": "credit"}
-CLOSED_STATES = tuple(CLOSE_ACTIONS.values())
 # Reasons people add; the machine's reasons are carried over below them so that none is ever lost.
 _PEOPLE_CODES = ("undone", "reopened", "closed_ignored", "closed_refund", "closed_credit", "accepted_proposal")
 # Which effects undo moves back and which it cannot take back: EffectKind.moves_money_state / .irreversible.
@@ -416,14 +414,14 @@ def close_review(ctx, portal_id: int, operation_pk: int, user_id: int, action: s
             raise ReconcileError("not_in_review")
         if not (op.is_credit and op.bank_status == "Transaction"):
             raise ReconcileError("not_a_settled_credit")
-        if state == "ignored" and not reason:
+        if state == OpState.IGNORED and not reason:
             raise ReconcileError("reason_required")
-        if state == "credit" and not op.payer_inn:
+        if state == OpState.CREDIT and not op.payer_inn:
             raise ReconcileError("no_payer_inn")
         now = ctx.clock.now()
         current = _current(s, op)
-        managers = _managers_for(s, portal_id, op, current) if state == "refund" else []
-        if state == "refund" and not managers:
+        managers = _managers_for(s, portal_id, op, current) if state == OpState.REFUND else []
+        if state == OpState.REFUND and not managers:
             managers = [user_id]  # nobody else to tell: the person who decided gets the reminder
         if current is not None:
             current.superseded_at = now
@@ -438,7 +436,7 @@ def close_review(ctx, portal_id: int, operation_pk: int, user_id: int, action: s
                      + _carried(current.reasons if current else []))
         s.add(d)
         s.flush()
-        if state == "refund":
+        if state == OpState.REFUND:
             lang = portal.lang or "ru"
             msg = text("refund", lang, amount=format_money(op.amount, op.currency, lang),
                        payer=bbcode_escape(op.payer_name or op.payer_inn or "—"),
@@ -446,7 +444,7 @@ def close_review(ctx, portal_id: int, operation_pk: int, user_id: int, action: s
             for m in managers:
                 enqueue(s, portal_id, f"op{op.id}:d{d.id}:refund:u{m}", Notify(m, msg), op.id, now=now)
             portal.work_due_at = now
-        if state == "credit":
+        if state == OpState.CREDIT:
             credit.keep_payment(s, op, d)  # the client's credit by INN, in the ledger (#15)
         op.state = state
         op.reconciled_at = now
@@ -520,7 +518,7 @@ def undo(ctx, portal_id: int, operation_pk: int, user_id: int) -> Decision:
                         "timeline_undo", lang, amount=format_money(a.amount, op.currency, lang),
                         payer=bbcode_escape(op.payer_name or op.payer_inn or "—"), number=inv.number,
                         user=user_id)), op.id, now=now)
-        op.state = "review"
+        op.state = OpState.REVIEW
         portal.work_due_at = now
         return d
 
@@ -552,5 +550,5 @@ def _reopen(s, ctx, portal: Portal, op: Operation, user_id: int) -> Decision:
                  + _carried(current.reasons if current else []))
     s.add(d)
     s.flush()
-    op.state = was if was in REVIEW_STATES else "review"
+    op.state = OpState(was) if was in REVIEW_STATES else OpState.REVIEW
     return d

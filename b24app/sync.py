@@ -10,11 +10,13 @@ from datetime import timedelta
 from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.exc import DataError, IntegrityError
 
-from .bank.errors import MalformedOperation
+from .bank.errors import (BankError, BankUnavailable, Forbidden, InvalidGrant, MalformedOperation, RateLimited,
+                          SyncErrorCode, Unauthorized)
 from .bank.operations import BankOperation
 from .banklink import LinkNeedsConsent
 from .banksource import source_for
 from .db import UTCDateTime
+from .domain.states import OpState
 from .models import BankAccount, BankLink, Operation, OperationAlias, Portal, QuarantinedOperation
 from .rules import load_rules
 
@@ -56,8 +58,8 @@ def store_operation(s, account: BankAccount, op: BankOperation) -> tuple[Operati
     if row.bank_status != "Transaction" and op.is_transaction:
         # Authorization settled: now it is money received.
         row.bank_status, row.operation_date, row.amount = "Transaction", op.operation_date, op.amount
-        if row.state == "pending":
-            row.state = "new" if op.is_credit else "ignored"
+        if row.state == OpState.PENDING:
+            row.state = OpState.NEW if op.is_credit else OpState.IGNORED
         how = "settled"
     return row, how
 
@@ -81,10 +83,10 @@ def clean_text(value: str | None, limit: int) -> str | None:
     return value.replace("\x00", "")[:limit]
 
 
-def _initial_state(op: BankOperation) -> str:
+def _initial_state(op: BankOperation) -> OpState:
     if not op.is_credit:
-        return "ignored"  # debits are not reconciled
-    return "new" if op.is_transaction else "pending"
+        return OpState.IGNORED  # debits are not reconciled
+    return OpState.NEW if op.is_transaction else OpState.PENDING
 
 
 def interval_for(ctx, portal_settings: dict | None) -> int:
@@ -115,7 +117,7 @@ _MINE = _A.c.lease_owner == bindparam("owner")  # NULL (no owner given) matches 
 _POLL_DONE = (
     update(_A).where(_A.c.id == bindparam("account_id")).values(
         synced_until=bindparam("until"), last_synced_at=bindparam("done"), last_error=bindparam("error"),
-        failures=0,
+        last_error_code=bindparam("code"), failures=0,
         # hand the lease back, and say when the account is due again, only where the lease is still ours
         next_sync_at=case((_MINE, bindparam("next_due", type_=UTCDateTime())), else_=_A.c.next_sync_at),
         lease_until=case((_MINE, None), else_=_A.c.lease_until),
@@ -168,6 +170,7 @@ def sync_account(ctx, account_id: int, *, lease_owner: str | None = None) -> dic
         s.execute(_POLL_DONE, {
             "account_id": account_id, "until": now,  # everything before `now` is stored
             "done": done, "error": "; ".join(malformed)[:500] or None, "owner": lease_owner,
+            "code": SyncErrorCode.MALFORMED.value if malformed else None,
             # jitter spreads accounts that became due together over the interval
             "next_due": done + timedelta(seconds=interval * (0.9 + 0.2 * random.random()))})
         if counts["new"] or counts["settled"]:
@@ -291,6 +294,20 @@ def record_failure(ctx, account_id: int, exc: Exception, *, lease_owner: str | N
         acc.failures += 1
         _release(acc, lease_owner, retry_after or min(900, 15 * 2 ** min(acc.failures, 6)), ctx.clock.now())
         acc.last_error = f"{type(exc).__name__}: {exc}"[:500]
+        acc.last_error_code = error_code(exc).value
         if isinstance(exc, LinkNeedsConsent):
             acc.last_error = "needs_consent"
+
+
+def error_code(exc: Exception) -> SyncErrorCode:
+    """The code stored beside a failed read's text: by the error's type, never by its words."""
+    if isinstance(exc, RateLimited):
+        return SyncErrorCode.RATE_LIMITED
+    if isinstance(exc, (LinkNeedsConsent, InvalidGrant, Unauthorized, Forbidden)):
+        return SyncErrorCode.NEEDS_CONSENT
+    if isinstance(exc, (BankUnavailable, OSError)):
+        return SyncErrorCode.UNAVAILABLE
+    if isinstance(exc, BankError):
+        return SyncErrorCode.BANK_ERROR
+    return SyncErrorCode.INTERNAL
 
