@@ -57,3 +57,38 @@ def test_health_follows_the_code_of_the_error(linked, message, health, code):
     got, errors = _health_after_a_failed_read(linked)
     assert {c for _, c in errors} == {code}, errors
     assert got == health
+
+
+def test_the_migration_gives_stored_errors_the_code_they_were_written_from(database_url):
+    """Rows failed before 0010 have only the text record_failure wrote ("<class>: <message>"): the class name,
+    not the message's words, gives their code."""
+    from sqlalchemy import create_engine, text
+
+    from b24app.migrate import upgrade
+
+    upgrade(database_url, "0009_rest2_own_deal_echo")
+    engine = create_engine(database_url)
+    now = "2026-01-01 00:00:00"
+    texts = {"RateLimited: 429 TOO_MANY_REQUESTS: Слишком много запросов (request 1)": "rate_limited",
+             "needs_consent": "needs_consent",
+             "Unauthorized: 401 UNAUTHORIZED: Токен недействителен (request 2)": "needs_consent",
+             f"BankServerError: 500 INTERNAL_ERROR: {CORPORATE} (request 3)": "bank_error",
+             "BankUnavailable: the bank could not be reached": "unavailable",
+             "RuntimeError: internal error": "internal",
+             None: None}
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO portals (id, member_id, domain, client_endpoint, server_endpoint, status, lang,"
+                          " token_generation, settings, installed_at, updated_at) VALUES (1, 'm', 'd', 'c', 's',"
+                          " 'installed', 'ru', 0, '{}', :now, :now)"), {"now": now})
+        conn.execute(text("INSERT INTO bank_links (id, portal_id, kind, status, inn, kpp, scopes, token_generation,"
+                          " created_at, updated_at) VALUES (1, 1, 'tid', 'active', '7701234560', '770101001', '[]', 0,"
+                          " :now, :now)"), {"now": now})
+        for n, error in enumerate(texts, 1):
+            conn.execute(text("INSERT INTO bank_accounts (id, link_id, portal_id, account_number, currency, watched,"
+                              " next_sync_at, failures, last_error) VALUES (:n, 1, 1, :acc, 'RUB', true, :now, 1, :e)"),
+                         {"n": n, "acc": f"4070281000000000000{n}", "now": now, "e": error})
+    upgrade(database_url)
+    with engine.connect() as conn:
+        got = dict(conn.execute(text("SELECT last_error, last_error_code FROM bank_accounts")).all())
+    engine.dispose()
+    assert got == texts
