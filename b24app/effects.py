@@ -236,9 +236,10 @@ class UnknownEffect(ValueError):
 def load(kind: str, payload: dict[str, Any]) -> Effect:
     """The effect a stored row holds; UnknownEffect for a kind this app does not know."""
     try:
-        return TYPES[EffectKind(kind)].from_payload(payload or {})
+        known = EffectKind(kind)
     except ValueError as exc:
         raise UnknownEffect(f"unknown kind {kind}") from exc
+    return TYPES[known].from_payload(payload or {})
 
 
 def undo_of(kind: str, payload: dict, result: dict | None) -> InvoiceReopen | DealReopen | None:
