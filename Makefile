@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-sqlite test-postgres system-deps venv bench soak clean
+.PHONY: demo test test-fast test-sqlite test-postgres system-deps venv bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: $(STAMP)
 test: $(STAMP) system-deps
 	$(MAKE) --no-print-directory test-sqlite
 	$(MAKE) --no-print-directory test-postgres
+
+## The fast tier: pure and in-process tests, no server, browser or PostgreSQL (tiers are set in tests/conftest.py).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m fast $(PYTEST_ARGS)
 
 system-deps:
 	bash scripts/ensure_system_deps.sh postgresql chromium

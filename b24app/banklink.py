@@ -353,7 +353,8 @@ def set_watched(ctx, portal_id: int, watched_ids: set[int], *, link_ids: set[int
     """Watch exactly `watched_ids` among the accounts of `link_ids` (all the portal's links when None): a page
     that shows one bank's accounts must not unwatch another bank's."""
     with ctx.db.session() as s:
-        q = select(BankAccount).where(BankAccount.portal_id == portal_id)
+        q = select(BankAccount).where(BankAccount.portal_id == portal_id, BankAccount.link_id.not_in(
+            select(BankLink.id).where(BankLink.provider == "file")))  # 1C-file accounts: nothing to poll
         if link_ids is not None:
             q = q.where(BankAccount.link_id.in_(link_ids))
         for acc in s.scalars(q):

@@ -13,7 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable
 
-CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "tests" / "contracts"
+from .resources import ResourceMissing, resource_path
 
 
 class ContractError(Exception):
@@ -46,7 +46,13 @@ class Contract:
 
 
 def contracts_dir() -> Path:
-    return Path(os.environ.get("B24APP_CONTRACTS_DIR") or CONTRACTS_DIR)
+    """B24APP_CONTRACTS_DIR, else tests/contracts of a checkout or the copy inside an installed wheel."""
+    if os.environ.get("B24APP_CONTRACTS_DIR"):
+        return Path(os.environ["B24APP_CONTRACTS_DIR"])
+    try:
+        return resource_path("contracts")
+    except ResourceMissing as exc:
+        raise ContractError(f"{exc} (or set B24APP_CONTRACTS_DIR)") from None
 
 
 def load_contracts(directory: Path | None = None) -> dict[str, Contract]:
@@ -148,27 +154,6 @@ def shape_differences(documented: Any, actual: Any, path: str = "", *, ignore: I
         return shape_differences(documented[0], actual[0], f"{path}[]", ignore=ignore, open_paths=open_paths,
                                  optional_paths=optional_paths)
     return []
-
-
-def read_path(body: Any, path: str) -> list[Any]:
-    """The values at a dotted path (`result.items[].id`); a list step yields every element."""
-    nodes = [body]
-    for part in path.split("."):
-        many = part.endswith("[]")
-        key = part[:-2] if many else part
-        step: list[Any] = []
-        for node in nodes:
-            if key:
-                if not isinstance(node, dict) or key not in node:
-                    continue
-                node = node[key]
-            if many:
-                step.extend(node if isinstance(node, list) else list(node.values()) if isinstance(node, dict)
-                            else [])
-            else:
-                step.append(node)
-        nodes = step
-    return nodes
 
 
 def missing_relied(contract: Contract, body: Any) -> list[str]:

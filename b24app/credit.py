@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from . import paidfield
 from .domain.formatting import format_money
+from .domain.matching import Outcome, settle
 from .models import Credit, Invoice, Operation, OutboxItem, Portal
 from .notices import text
 from .effects import DealStage, EffectKind, InvoicePaid, InvoicePartial, Notify, Timeline, undo_of
@@ -120,7 +121,7 @@ def apply_credit(ctx, portal_id: int, inn: str, currency: str, user_id: int | No
                 continue
             put = min(left, due)
             left -= put
-            remaining = due - put
+            outcome, remaining, _surplus = settle(put, due)
             params = {"inn": inn, "invoice": inv.number or str(inv.b24_id), "invoice_id": inv.b24_id,
                       "amount": str(put), "currency": currency, "remaining": str(remaining), "left": str(left),
                       "user_id": user_id}
@@ -131,17 +132,18 @@ def apply_credit(ctx, portal_id: int, inn: str, currency: str, user_id: int | No
             s.add(row)
             s.flush()
             made.append(row.id)
-            _effects(s, portal_id, row, inv, put, remaining, left, rules, lang, source, now)
+            _effects(s, portal_id, row, inv, put, outcome, remaining, left, rules, lang, source, now)
         if made:
             portal.work_due_at = now
     return made
 
 
-def _effects(s, portal_id, row: Credit, inv: Invoice, put, remaining, left, rules, lang, op_pk, now) -> None:
+def _effects(s, portal_id, row: Credit, inv: Invoice, put, outcome: Outcome, remaining, left, rules, lang, op_pk,
+             now) -> None:
     key = f"credit{row.id}:inv{inv.b24_id}"
     fmt = lambda v: format_money(v, row.currency, lang)  # noqa: E731
     number = inv.number or str(inv.b24_id)
-    if remaining == 0:
+    if outcome is Outcome.PAID:
         if rules.paid_invoice_stage:
             enqueue(s, portal_id, f"{key}:invoice_paid", InvoicePaid(inv.b24_id), op_pk, now=now)
         if rules.paid_deal_stage and inv.deal_id:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
 from .bitrix.client import BitrixClient, PortalCredentials, call_with_token
@@ -266,3 +267,54 @@ def _int(value, default):
         return int(value)
     except (TypeError, ValueError):
         return default
+
+
+def lifecycle_event(ctx: AppContext, body: dict, *, attempt=lambda req: nullcontext()) -> tuple[int, dict]:
+    """ONAPPINSTALL / ONAPPUPDATE / ONAPPUNINSTALL (the parsed event `body`): what the app does, and the answer
+    for Bitrix24 (status, body). `attempt(req)` wraps each verification that asks Bitrix24 (the web layer's
+    throttle; whatever it raises, e.g. "try later", goes to the caller)."""
+    from .banklink import uninstall_portal
+
+    event = str(body.get("event", "")).upper()
+    auth = body.get("auth") if isinstance(body.get("auth"), dict) else {}
+    data = body.get("data") if isinstance(body.get("data"), dict) else {}
+    member_id = auth.get("member_id") if isinstance(auth.get("member_id"), str) else ""
+    token_ok = ctx.portals.application_token_matches(member_id, auth.get("application_token"))
+    # Every user who opens the app is handed APPLICATION_TOKEN (settings/oauth/simple-way.md,
+    # api-reference/widgets/_includes/widget_data.md): it tells Bitrix24's calls from strangers', not from the
+    # portal's own users. So it never unlocks more than a hint: an uninstall must be confirmed by Bitrix24
+    # itself, and new tokens come only with an administrator's token verified by the OAuth server.
+    try:
+        if event == "ONAPPUNINSTALL":
+            # Bitrix24 may deliver it again after we uninstalled: still authenticated, still harmless.
+            if not ctx.portals.application_token_matches(member_id, auth.get("application_token"),
+                                                         uninstalled_ok=True):
+                return 401, {"error": "invalid_application_token"}
+            if token_ok and installation_alive(ctx, member_id):
+                log.warning("uninstall refused: the installation still works", extra={"member_id": member_id})
+                return 401, {"error": "still_installed"}
+            # recorded first; then the bank links are released at the bank (webhook, tokens), bounded in time
+            uninstall_portal(ctx, member_id, clean=str(data.get("CLEAN", "0")) == "1")
+            return 200, {"ok": True}
+        if event == "ONAPPINSTALL":
+            if not token_ok:  # the event came first (callback apps), or a reinstall: verify and store
+                req = install_request_from_event(auth, data)
+                with attempt(req):
+                    install(ctx, req)
+            return 200, {"ok": True}
+        if event == "ONAPPUPDATE":
+            if token_ok:
+                bind(ctx, member_id)
+            else:  # the update issued a new application_token
+                req = install_request_from_event(auth, data)
+                with attempt(req):
+                    update(ctx, req)
+            return 200, {"ok": True}
+    except InstallRejected as exc:
+        log.warning("lifecycle event rejected", extra={"event": event, "reason": exc.reason, "member_id": member_id})
+        # Without a matching application_token every refusal is an authentication failure.
+        return (400 if exc.reason == "missing_fields" and token_ok else 401), {"error": exc.reason}
+    except BitrixError as exc:
+        log.error("lifecycle event failed", extra={"event": event, "code": exc.code, "member_id": member_id})
+        return 502, {"error": "bitrix_error"}
+    return 400, {"error": "unknown_event"}

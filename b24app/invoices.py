@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from . import usernames
 from .bitrix.client import BitrixClient
 from .domain import normalize_invoice_number
+from .domain.errors import MoneyError
+from .domain.money import ZERO, cents
 from .models import Invoice, InvoiceRefresh, OwnDealUpdate, Portal
 from .bitrix.crm import INVOICE_TYPE
 
@@ -292,10 +295,11 @@ def _forget(ctx, rows: list[InvoiceRefresh]) -> None:
 
 
 def _decimal(value) -> Decimal:
+    """Bitrix24's `opportunity` rounded to kopecks; 0.00 when it is not an amount."""
     try:
-        return Decimal(str(value if value is not None else "0")).quantize(Decimal("0.01"))
-    except InvalidOperation:
-        return Decimal("0.00")
+        return cents(value)
+    except MoneyError:
+        return ZERO
 
 
 def _int(value) -> int | None:
@@ -342,3 +346,77 @@ def assign_own_companies(ctx, portal: Portal) -> int:
                 s.get(BankAccount, account_id).mycompany_id = by_inn[inn]
                 assigned += 1
     return assigned
+
+
+# -- the deal tab's render: its one verifying call reads the invoices, and the cache takes what changed ------
+def tab_commands(ctx, kind: str):
+    """Extra read commands for the verifying batch: the deal (its responsible), its invoices, stage semantics."""
+    def build(portal, entity_id):
+        if entity_id is None:
+            return {}
+        if kind == "deal":
+            cmds = {"deal": ("crm.deal.get", {"id": entity_id}),
+                    "invoices": ("crm.item.list", {"entityTypeId": INVOICE_TYPE, "filter": {"parentId2": entity_id},
+                                                   "select": ITEM_SELECT, "order": {"id": "ASC"}})}
+        else:
+            cmds = {"invoices": ("crm.item.list", {"entityTypeId": INVOICE_TYPE, "filter": {"id": entity_id},
+                                                   "select": ITEM_SELECT}),
+                    "deal": ("crm.deal.get", {"id": "$result[invoices][items][0][parentId2]"})}
+        with ctx.db.session() as s:
+            categories = sorted({c for c in s.scalars(select(Invoice.category_id).where(
+                Invoice.portal_id == portal.id, Invoice.category_id.is_not(None)).distinct()) if c is not None})
+            actors = usernames.tab_actors(s, portal.id, kind, entity_id)
+        cmds.update(usernames.command(actors))  # names of who assigned payments by hand, in the same call
+        for c in categories[:10]:
+            cmds[f"stages{c}"] = ("crm.status.list", {"filter": {"ENTITY_ID": f"SMART_INVOICE_STAGE_{c}"}})
+        # A portal we have never seen an invoice of: ask for the first item's category.
+        cmds["stages_first"] = ("crm.status.list", {"filter": {
+            "ENTITY_ID": "SMART_INVOICE_STAGE_$result[invoices][items][0][categoryId]"}})
+        return cmds
+
+    return build
+
+
+def store_fetched(ctx, portal_id: int, results: dict) -> tuple[int | None, bool]:
+    """Upsert the invoices the verifying call returned; returns (deal responsible, invoices read ok)."""
+    semantics: dict[str, str | None] = {}
+    for key, rows in results.items():
+        if key.startswith("stages") and isinstance(rows, list):
+            for row in rows:
+                if isinstance(row, dict) and row.get("STATUS_ID"):
+                    semantics[str(row["STATUS_ID"])] = row.get("SEMANTICS") or None
+    listed = results.get("invoices")
+    items = listed.get("items") if isinstance(listed, dict) else None
+    ok = isinstance(items, list)
+    items = [i for i in items or [] if isinstance(i, dict) and str(i.get("id", "")).isdigit()]
+    changed = _changed(ctx, portal_id, items, semantics)
+    if changed:  # no write transaction when Bitrix24 says what the cache already knows
+        upsert_items(ctx, portal_id, changed, semantics, {})
+    deal = results.get("deal")
+    owner = deal.get("ASSIGNED_BY_ID") if isinstance(deal, dict) else None
+    return (int(owner) if str(owner or "").isdigit() else None), ok
+
+
+_COMPARED = ("number", "title", "amount", "currency", "stage_id", "stage_semantics", "category_id", "deal_id",
+             "assigned_by_id", "company_id", "mycompany_id", "created")
+
+
+def _changed(ctx, portal_id: int, items: list[dict], semantics: dict) -> list[dict]:
+    """The items whose cached copy is missing or differs (compared after the same mapping the upsert uses)."""
+    if not items:
+        return []
+    with ctx.db.session() as s:
+        rows = {inv.b24_id: inv for inv in s.scalars(select(Invoice).where(
+            Invoice.portal_id == portal_id, Invoice.b24_id.in_([int(i["id"]) for i in items])))}
+        s.expunge_all()
+    out = []
+    for item in items:
+        row = rows.get(int(item["id"]))
+        if row is None:
+            out.append(item)
+            continue
+        probe = Invoice(stage_semantics=row.stage_semantics, payer_inn=row.payer_inn)
+        apply_item(probe, item, semantics, {})
+        if any(getattr(probe, f) != getattr(row, f) for f in _COMPARED):
+            out.append(item)
+    return out

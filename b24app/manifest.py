@@ -5,7 +5,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-MANIFEST_PATH = Path(__file__).resolve().parent.parent / "manifest.json"
+from .resources import resource_path
+
+MANIFEST_PATH = resource_path("manifest.json")
 
 
 @dataclass(frozen=True)

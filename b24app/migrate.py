@@ -49,3 +49,11 @@ def migration_head() -> str:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def schema_revision(engine) -> str | None:
+    """The revision the database is at (raises whatever the driver raises when it cannot be read)."""
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()

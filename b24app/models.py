@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import (JSON, BigInteger, Boolean, ForeignKey, Index, Integer, Numeric, String, Text,
+from sqlalchemy import (JSON, BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, Numeric, String, Text,
                         UniqueConstraint, text)
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -126,6 +126,7 @@ class BankAccount(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_code: Mapped[str | None] = mapped_column(String(32))  # bank.errors.SyncErrorCode of last_error
+    file_imported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the last 1C file imported for it
     __table_args__ = (
         UniqueConstraint("link_id", "account_number", name="uq_bank_account"),
         Index("ix_bank_accounts_due", "watched", "next_sync_at"),
@@ -163,6 +164,22 @@ class Operation(Base):
         UniqueConstraint("account_id", "fingerprint", name="uq_operation_fingerprint"),
         Index("ix_operations_content_key", "account_id", "content_key"),
     )
+
+
+class StatementUpload(Base):
+    """A 1C file an administrator uploaded and saw previewed: importing it names this row, never other bytes.
+
+    Keyed by a random id, bound to the portal and the uploading user, gone after `expires_at` or the import."""
+
+    __tablename__ = "statement_uploads"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    portal_id: Mapped[int] = mapped_column(ForeignKey("portals.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(Integer)
+    file_name: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class QuarantinedOperation(Base):

@@ -1,9 +1,7 @@
 """Texts the app sends into Bitrix24 (chat, timeline, tasks), in the portal's language."""
 from __future__ import annotations
 
-from decimal import Decimal
-
-from .domain.formatting import format_money, language, visible_text
+from .domain.formatting import language, visible_text
 from .effects import Notify
 from .models import BankLink, Portal
 from .outbox import enqueue
@@ -55,10 +53,6 @@ FOREIGN = {"number", "numbers", "payer", "purpose", "title", "inn"}
 
 def _no_brackets(value: str) -> str:
     return value.replace("[", "(").replace("]", ")")
-
-
-def money(amount: Decimal, currency: str, lang: str) -> str:
-    return format_money(amount, currency, lang)
 
 
 def bbcode_escape(value: str) -> str:

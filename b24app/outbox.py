@@ -20,7 +20,8 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from . import invoices
+from . import invoices, leases
+from .backoff import Backoff
 from .bitrix import crm
 from .bitrix.client import BATCH_LIMIT
 from .bitrix.errors import AccessDenied, BitrixError, NotFound, OperationTimeLimit, PortalGone
@@ -31,6 +32,7 @@ from .paidfield import same_money
 
 log = logging.getLogger("b24app.outbox")
 MAX_ATTEMPTS = 8
+ITEM_BACKOFF = Backoff(base=5, cap=600)  # seconds before an item is tried again, by attempts so far
 # Portal.settings key: set while the user whose tokens we hold (the installer) is not a Bitrix24 administrator,
 # which crm.automation.trigger.* require (crm-automation-trigger-execute.md); the admin page shows it.
 TRIGGER_ACCESS_KEY = "trigger_access"
@@ -119,16 +121,18 @@ def _lease(ctx) -> timedelta:
 def _claim(ctx, portal_id: int, owner: str, limit: int) -> list[tuple[OutboxItem, bool]]:
     now = ctx.clock.now()
     with ctx.db.session() as s:
-        rows = list(s.scalars(
+        # Locked, then stamped here: the claim must know which items were `sending` (leases.claim returns ids).
+        rows = list(s.scalars(leases.lock_due(
             select(OutboxItem).where(
                 OutboxItem.portal_id == portal_id,
+                # a pending item holds no lease; one left `sending` is taken again once its lease ran out
                 or_(and_(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now),
-                    and_(OutboxItem.status == "sending", OutboxItem.lease_until < now)))
+                    OutboxItem.status == "sending"))
             # Money state first: invoices and deals move before chat, comments and triggers go out.
             .order_by(case((OutboxItem.kind.in_(_MONEY_FIRST), 0),
                            else_=1),
-                      OutboxItem.id)
-            .limit(limit).with_for_update(skip_locked=True)))
+                      OutboxItem.id),
+            OutboxItem.__table__, now=now, limit=limit)))
         out = []
         for item in rows:
             uncertain = item.status == "sending"  # a previous attempt may have reached Bitrix24
@@ -403,7 +407,7 @@ def _retry_or_die(ctx, item: OutboxItem, owner: str, error: str, *, unsure: bool
         log.error("outbox item dead", extra={"portal_id": item.portal_id, "key": item.key, "error": error})
         _finish(ctx, item.id, owner, "dead", error=error)
         return
-    delay = min(600, 5 * 2 ** item.attempts)
+    delay = ITEM_BACKOFF.delay(item.attempts)
     if not unsure:
         _finish(ctx, item.id, owner, "pending", error=error, retry_in=delay)
         return

@@ -15,7 +15,7 @@ from .clock import Clock
 from .crypto import TokenCipher
 from .db import Database
 from .models import (Allocation, BankAccount, BankLink, Credit, Decision, Invoice, InvoiceRefresh, OAuthState,
-                     Operation, OperationAlias, OutboxItem, Portal, QuarantinedOperation, RateBucket)
+                     Operation, OperationAlias, OutboxItem, Portal, QuarantinedOperation, RateBucket, StatementUpload)
 
 
 def token_hash(token: str) -> str:
@@ -178,7 +178,8 @@ class PortalStore:
             if clean:
                 pid = portal.id
                 for model in (OutboxItem, Credit, Allocation, Decision, OperationAlias, Operation, QuarantinedOperation,
-                              Invoice, InvoiceRefresh, BankAccount, BankLink, OAuthState, RateBucket):
+                              Invoice, InvoiceRefresh, StatementUpload, BankAccount, BankLink, OAuthState,
+                              RateBucket):
                     if model is OperationAlias:
                         s.execute(delete(OperationAlias).where(OperationAlias.account_id.in_(
                             select(BankAccount.id).where(BankAccount.portal_id == pid))))
@@ -186,6 +187,7 @@ class PortalStore:
                         s.execute(delete(model).where(model.portal_id == pid))
                 s.delete(portal)
                 return True
+            s.execute(delete(StatementUpload).where(StatementUpload.portal_id == portal.id))  # bank data, unneeded
             portal.status = "uninstalled"
             portal.uninstalled_at = portal.uninstalled_at or self.clock.now()
             portal.access_token_enc = portal.refresh_token_enc = None

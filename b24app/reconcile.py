@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from .bank.operations import MSK
 from .domain import (IncomingPayment, InvoiceIndex, OpenInvoice, Outcome, extract_invoice_numbers, match_payment,
-                     normalize_invoice_number)
+                     normalize_invoice_number, settle)
 from .domain.explain import explain_reason
 from .domain.states import CLOSE_ACTIONS, CLOSED_STATES, REVIEW_STATES, OpState  # noqa: F401  (importers use these)
 from . import credit, paidfield
@@ -152,7 +152,7 @@ def _record(ctx, portal: Portal, op_pk: int, decision, rules: Rules, actor: int 
                 s.add(Allocation(portal_id=portal.id, decision_id=d.id, operation_pk=op_pk,
                                  invoice_b24_id=alloc.invoice_id, amount=alloc.amount,
                                  outcome=alloc.outcome.value, created_at=now))
-            allocs = [(a.invoice_id, a.outcome.value, a.amount, a.remaining, getattr(a, "overpaid_by", Decimal("0")))
+            allocs = [(a.invoice_id, a.outcome.value, a.amount, a.remaining, a.overpaid_by)
                       for a in decision.allocations]
             _effects(s, ctx, portal, op, d, allocs, rules)
             credit.keep_surplus(s, ctx, portal, op, d, allocs)
@@ -284,12 +284,8 @@ def assign_manually(ctx, portal_id: int, operation_pk: int, invoice_b24_id: int,
             raise ReconcileError("invoice_paid")
         if inv.stage_semantics == "S":
             remaining = Decimal("0")  # paid outside the app: all of this payment is over the amount
-        if op.amount == remaining:
-            outcome, left, excess = "paid", Decimal("0"), Decimal("0")
-        elif op.amount < remaining:
-            outcome, left, excess = "underpaid", remaining - op.amount, Decimal("0")
-        else:
-            outcome, left, excess = "overpaid", Decimal("0"), op.amount - remaining
+        settled, left, excess = settle(op.amount, remaining)
+        outcome = settled.value
         now = ctx.clock.now()
         for old in s.scalars(select(Decision).where(Decision.operation_pk == op.id, Decision.superseded_at.is_(None))):
             old.superseded_at = now

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable
 
 from sqlalchemy import select
 
@@ -156,3 +157,12 @@ def save_rules(ctx, portal_id: int, data: dict) -> Rules:
         rules = Rules(**merged)
         portal.settings = {**(portal.settings or {}), "rules": rules.to_dict()}
     return rules
+
+
+def update_setting(ctx, portal_id: int, key: str, change: Callable[[Any], Any]) -> Any:
+    """Write one key of the portal's settings under a row lock: `change(the stored value) -> the new value`."""
+    with ctx.db.session() as s:
+        portal = s.scalar(select(Portal).where(Portal.id == portal_id).with_for_update())
+        value = change((portal.settings or {}).get(key))
+        portal.settings = {**(portal.settings or {}), key: value}
+    return value

@@ -3,7 +3,8 @@
 Two passes over the file, each streaming: `preview_statement` reads and checks all of it and stores nothing;
 `import_statement` previews, refuses on any error, then stores the incoming payments through
 `sync.store_operation` (operationId, fingerprint, cross-source content_key) and makes the portal due for work.
-Used by `b24app import-statement`; the admin upload (a later step) calls the same two functions.
+Used by `b24app import-statement` and the admin upload (web/upload.py). An account the portal does not know yet
+(a bank with no live link) can be previewed as `adding` it; `fileaccounts.add_file_accounts` creates it.
 """
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 
+from . import leases
 from .bank.onec import StatementDocument, StatementFile, StatementFileError, human_size, parse_moment
 from .bank.operations import BankOperation, normalize_purpose
-from .models import BankAccount, BankLink, Operation, OperationAlias, Portal
+from .models import BankAccount, BankLink, Operation, OperationAlias, Portal, StatementUpload
 from .sync import stored_elsewhere, store_operation
 
 SOURCE = "1c"
@@ -52,6 +54,16 @@ class StatementPreview:
     outgoing: int = 0          # from one of the portal's accounts: not reconciled, not stored
     not_ours: int = 0          # neither side is one of the portal's accounts
     imported: bool = False
+    # The statement's accounts that are not the portal's, with the INN(s) the documents give their owner.
+    unknown: dict[str, list[str]] = field(default_factory=dict)
+
+
+class NotOurAccounts(StatementImportError):
+    """No account of the file is the portal's; `preview` says which accounts and whose (by INN) they are."""
+
+    def __init__(self, message: str, preview: StatementPreview):
+        super().__init__(message)
+        self.preview = preview
 
 
 def _our_accounts(s, portal_id: int) -> dict[str, BankAccount]:
@@ -114,6 +126,7 @@ def _incoming(path: Path, ours: dict[str, BankAccount], preview: StatementPrevie
             preview.version, preview.encoding = h.version, h.encoding
             preview.date_from, preview.date_to = h.date_from, h.date_to
             statement = list(dict.fromkeys(h.accounts))
+            owners: dict[str, dict[str, None]] = {}
             for item in reader.items():
                 if not isinstance(item, StatementDocument):
                     if item.account not in statement:
@@ -122,6 +135,9 @@ def _incoming(path: Path, ours: dict[str, BankAccount], preview: StatementPrevie
                 if not statement:
                     raise StatementFileError("a document before the file names its account (РасчСчет)", item.line)
                 preview.documents += 1
+                for number, inn in ((item.recipient_account, item.recipient_inn), (item.payer_account, item.payer_inn)):
+                    if number in statement and number not in ours and inn:
+                        owners.setdefault(number, {})[inn] = None
                 if item.recipient_account in ours and item.recipient_account in statement:
                     preview.incoming += 1
                     yield ours[item.recipient_account], to_operation(item, ours[item.recipient_account])
@@ -134,12 +150,13 @@ def _incoming(path: Path, ours: dict[str, BankAccount], preview: StatementPrevie
     except OSError as exc:
         raise StatementImportError(f"{path.name}: cannot read the file ({exc.strerror or exc})") from None
     preview.accounts = statement
+    preview.unknown = {n: list(owners.get(n, {})) for n in statement if n not in ours}
     if not statement:
         raise StatementImportError(f"{path.name}: the file names no account (РасчСчет)")
     if not set(statement) & set(ours):
-        raise StatementImportError(
+        raise NotOurAccounts(
             f"{path.name} is a statement of account(s) {', '.join(statement)}, none of which is this portal's "
-            "(its accounts come from the linked bank): nothing imported")
+            "(its accounts come from a linked bank or an earlier confirmed file): nothing imported", preview)
 
 
 def _batches(items: Iterator, size: int = BATCH) -> Iterator[list]:
@@ -153,15 +170,19 @@ def _batches(items: Iterator, size: int = BATCH) -> Iterator[list]:
         yield batch
 
 
-def preview_statement(ctx, portal_id: int, path: str | os.PathLike, *, max_bytes: int | None = None
-                      ) -> StatementPreview:
-    """Read and check the whole file; count what importing it would store. Stores nothing."""
+def preview_statement(ctx, portal_id: int, path: str | os.PathLike, *, max_bytes: int | None = None,
+                      adding: tuple[str, ...] = ()) -> StatementPreview:
+    """Read and check the whole file; count what importing it would store. Stores nothing.
+
+    `adding`: account numbers not (yet) the portal's, counted as if they were (new accounts know no payment)."""
     path = Path(path)
     max_bytes = max_bytes or ctx.settings.statement_max_bytes
     _check_size(path, max_bytes)
     preview = StatementPreview(file_name=path.name)
     with ctx.db.session() as s:
         ours = _our_accounts(s, portal_id)
+    for number in adding:
+        ours.setdefault(number, BankAccount(account_number=number, currency="RUB"))
     seen: set[tuple[int, str]] = set()
     for batch in _batches(_incoming(path, ours, preview, max_bytes)):
         with ctx.db.session() as s:
@@ -190,8 +211,8 @@ def _holding(ctx, accounts: list[BankAccount], wait: float):
         now = ctx.clock.now()
         with ctx.db.session() as s:
             got = s.execute(update(BankAccount).where(
-                BankAccount.id.in_(ids), or_(BankAccount.lease_owner == owner, BankAccount.lease_until.is_(None),
-                                             BankAccount.lease_until < now))
+                BankAccount.id.in_(ids), or_(BankAccount.lease_owner == owner,
+                                             leases.expired(BankAccount.__table__, now)))
                 .values(lease_owner=owner, lease_until=now + lease)
                 .execution_options(synchronize_session=False)).rowcount
             if got != len(ids):
@@ -239,8 +260,44 @@ def import_statement(ctx, portal_id: int, path: str | os.PathLike, *, max_bytes:
                         result.new_amount += op.amount
                     else:
                         result.known += 1
+    with ctx.db.session() as s:
+        s.execute(update(BankAccount).where(BankAccount.id.in_([ours[n].id for n in preview.accounts if n in ours]))
+                  .values(file_imported_at=ctx.clock.now()).execution_options(synchronize_session=False))
     if result.new:
         with ctx.db.session() as s:
             s.execute(update(Portal).where(Portal.id == portal_id).values(work_due_at=ctx.clock.now())
                       .execution_options(synchronize_session=False))
     return result
+
+
+# -- uploads kept between the preview and the import (the admin page) ---------------------------------------------
+UPLOAD_TTL = timedelta(minutes=30)
+
+
+def keep_upload(ctx, portal_id: int, user_id: int, name: str, data: bytes, upload_id: str) -> None:
+    """Keep an uploaded file server-side under `upload_id`, bound to the portal and the user, for UPLOAD_TTL
+    (expired uploads are dropped on the way)."""
+    now = ctx.clock.now()
+    with ctx.db.session() as s:
+        s.execute(delete(StatementUpload).where(StatementUpload.expires_at < now))
+        s.add(StatementUpload(id=upload_id, portal_id=portal_id, user_id=user_id, file_name=name,
+                              sha256=hashlib.sha256(data).hexdigest(), data=data, created_at=now,
+                              expires_at=now + UPLOAD_TTL))
+
+
+def kept_upload(ctx, portal_id: int, user_id: int, upload_id: str) -> tuple[str, bytes] | None:
+    """(file name, bytes) of this user's unexpired upload on this portal, or None."""
+    if not upload_id:
+        return None
+    with ctx.db.session() as s:
+        row = s.get(StatementUpload, upload_id)
+        if row is None or row.portal_id != portal_id or row.user_id != user_id or row.expires_at < ctx.clock.now():
+            return None
+        return row.file_name, bytes(row.data)
+
+
+def forget_upload(ctx, upload_id: str) -> None:
+    """Drop an imported upload (and any expired ones)."""
+    with ctx.db.session() as s:
+        s.execute(delete(StatementUpload).where(or_(StatementUpload.id == upload_id,
+                                                    StatementUpload.expires_at < ctx.clock.now())))

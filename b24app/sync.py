@@ -10,6 +10,7 @@ from datetime import timedelta
 from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.exc import DataError, IntegrityError
 
+from .backoff import Backoff
 from .bank.errors import (BankError, BankUnavailable, Forbidden, InvalidGrant, MalformedOperation, RateLimited,
                           SyncErrorCode, Unauthorized)
 from .bank.operations import BankOperation
@@ -23,6 +24,7 @@ from .rules import load_rules
 log = logging.getLogger("b24app.sync")
 OVERLAP = timedelta(hours=3)         # late-posted and night-time operations are re-read
 FIRST_SYNC = timedelta(days=3)       # how far back a newly watched account starts
+ACCOUNT_BACKOFF = Backoff(base=15, cap=900)  # a failing account: 30 s after the first failure, doubling, 15 min cap
 
 
 def store_operation(s, account: BankAccount, op: BankOperation) -> tuple[Operation, str]:
@@ -292,7 +294,7 @@ def record_failure(ctx, account_id: int, exc: Exception, *, lease_owner: str | N
         if acc is None or (lease_owner is not None and acc.lease_owner != lease_owner):
             return
         acc.failures += 1
-        _release(acc, lease_owner, retry_after or min(900, 15 * 2 ** min(acc.failures, 6)), ctx.clock.now())
+        _release(acc, lease_owner, retry_after or ACCOUNT_BACKOFF.delay(acc.failures), ctx.clock.now())
         acc.last_error = f"{type(exc).__name__}: {exc}"[:500]
         acc.last_error_code = error_code(exc).value
         if isinstance(exc, LinkNeedsConsent):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sqlalchemy import and_, bindparam, or_, select, update
 
-from . import installation, invoices, outbox, reconcile, sync
+from . import installation, invoices, leases, outbox, reconcile, sync
 from .bank.errors import BankError, RateLimited
 from .bitrix.errors import BitrixError, PortalGone
 from .domain.states import OpState
@@ -49,27 +49,19 @@ def single_worker_lock(data_dir: str):
     return fh
 
 
-# Leases: one UPDATE over a `FOR UPDATE SKIP LOCKED` sub-select each (on SQLite, where FOR UPDATE does not
-# exist, the transaction holds the write lock instead). Built once: every worker runs them several times a second.
+# Leases (b24app/leases.py): one UPDATE each, built once: every worker runs them several times a second.
 _A, _P = BankAccount.__table__, Portal.__table__
-_CLAIM_ACCOUNTS = (
-    update(_A).where(_A.c.id.in_(
-        select(_A.c.id).join_from(_A, BankLink.__table__, BankLink.id == _A.c.link_id)
-        .where(_A.c.watched.is_(True), BankLink.status == "active",  # accounts of an inactive link never
-               _A.c.next_sync_at <= bindparam("now"),                 # are claimed
-               or_(_A.c.lease_until.is_(None), _A.c.lease_until < bindparam("now")))
-        .order_by(_A.c.next_sync_at).limit(bindparam("limit"))
-        .with_for_update(skip_locked=True, of=_A)))
-    .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
-    .returning(_A.c.id, _A.c.next_sync_at))
-_CLAIM_PORTALS = (
-    update(_P).where(_P.c.id.in_(
-        select(_P.c.id).where(_P.c.status == "installed", _P.c.work_due_at.is_not(None),
-                              _P.c.work_due_at <= bindparam("now"),
-                              or_(_P.c.lease_until.is_(None), _P.c.lease_until < bindparam("now")))
-        .order_by(_P.c.work_due_at).limit(bindparam("limit")).with_for_update(skip_locked=True)))
-    .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"), work_due_at=None)
-    .returning(_P.c.id))
+_CLAIM_ACCOUNTS = leases.claim(
+    select(_A.c.id).join_from(_A, BankLink.__table__, BankLink.id == _A.c.link_id)
+    .where(_A.c.watched.is_(True), BankLink.status == "active",  # accounts of an inactive link are never claimed
+           _A.c.next_sync_at <= bindparam("now"))
+    .order_by(_A.c.next_sync_at),
+    _A, returning=(_A.c.id, _A.c.next_sync_at))
+_CLAIM_PORTALS = leases.claim(
+    select(_P.c.id).where(_P.c.status == "installed", _P.c.work_due_at.is_not(None),
+                          _P.c.work_due_at <= bindparam("now"))
+    .order_by(_P.c.work_due_at),
+    _P, values={"work_due_at": None})
 
 
 class Worker:
@@ -130,7 +122,7 @@ class Worker:
             Portal.id.in_(select(InvoiceRefresh.portal_id)),
             # A worker killed while it held a portal took that portal's "due" mark with it: anything still
             # undecided or unsent makes the portal due again once the lease has run out.
-            and_(or_(Portal.lease_until.is_(None), Portal.lease_until < now),
+            and_(leases.expired(_P, now),
                  or_(Portal.id.in_(select(Operation.portal_id).where(Operation.state == OpState.NEW)),
                      Portal.id.in_(select(OutboxItem.portal_id).where(or_(
                          and_(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now),

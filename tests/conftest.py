@@ -2,8 +2,13 @@
 and the full stack — portal sandbox, bank sandbox and the app — over real sockets."""
 from __future__ import annotations
 
+import ast
+import inspect
 import os
+import socket
+import textwrap
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -15,6 +20,79 @@ PG_URL = os.environ.get("B24APP_TEST_DATABASE_URL", "")
 
 def pytest_report_header(config):
     return f"b24app database: {'PostgreSQL ' + PG_URL if PG_URL else 'SQLite (embedded default)'}"
+
+
+# -- two tiers: `fast` (pure and in-process: no server, no browser, no PostgreSQL) and `e2e` ---------------------
+# A test is end-to-end when its code, a fixture it uses (at any depth) or a function or class of ours reached from
+# them by name (a few calls deep) names one of SERVER_STARTERS, or when it is marked e2e/browser/postgres/slow;
+# every other test is `fast` (`pytest -m fast`). A fast test that opens a listening socket anyway fails
+# and says to mark it e2e, so a new test cannot land in the wrong tier silently.
+SERVER_STARTERS = frozenset({"start_stack", "start_seeded_stack", "serve_in_thread", "run_demo", "sync_playwright",
+                             "serve_forever", "make_server", "listen"})
+NOT_FAST = ("e2e", "browser", "postgres", "slow")
+OURS = ("b24app", "benchmarks", "tests", "conftest", "test_")
+
+
+@lru_cache(maxsize=None)
+def _names_in(obj) -> frozenset[str]:
+    """The identifiers a function's or class's source uses (names and attribute names)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
+    except (OSError, TypeError, SyntaxError):
+        return frozenset()
+    return frozenset(n.id if isinstance(n, ast.Name) else n.attr
+                     for n in ast.walk(tree) if isinstance(n, (ast.Name, ast.Attribute)))
+
+
+@lru_cache(maxsize=None)
+def _starts_servers(obj, depth: int = 4) -> bool:
+    names = _names_in(obj)
+    if names & SERVER_STARTERS:
+        return True
+    if depth == 0:
+        return False
+    module = inspect.getmodule(obj)
+    scope = vars(module) if module else {}
+    for name in names:
+        target = scope.get(name)
+        if ((inspect.isfunction(target) or inspect.isclass(target)) and target is not obj
+                and target.__module__.startswith(OURS) and _starts_servers(target, depth - 1)):
+            return True
+    return False
+
+
+def _is_end_to_end(item) -> bool:
+    if any(item.get_closest_marker(name) for name in NOT_FAST):
+        return True
+    if getattr(item, "function", None) is not None and _starts_servers(item.function):
+        return True
+    info = getattr(item, "_fixtureinfo", None)
+    return any(_starts_servers(d.func) for defs in (info.name2fixturedefs.values() if info else ()) for d in defs)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        item.add_marker("e2e" if _is_end_to_end(item) else "fast")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """A `fast` test may not listen on a socket, nor may any fixture it sets up: one that does belongs to the
+    e2e tier (mark it so)."""
+    if item.get_closest_marker("fast") is None:
+        yield
+        return
+    listen = socket.socket.listen
+
+    def refuse(sock, *args):
+        raise RuntimeError(f"{item.nodeid} is in the fast tier but starts a server: mark it `@pytest.mark.e2e` "
+                           "(or use the stack/installed/linked fixtures)")
+
+    socket.socket.listen = refuse
+    try:
+        yield
+    finally:
+        socket.socket.listen = listen
 
 
 def fresh_database_url(directory: Path) -> str:

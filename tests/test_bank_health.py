@@ -60,13 +60,13 @@ def test_health_follows_the_code_of_the_error(linked, message, health, code):
 
 
 def test_the_migration_gives_stored_errors_the_code_they_were_written_from(database_url):
-    """Rows failed before 0010 have only the text record_failure wrote ("<class>: <message>"): the class name,
+    """Rows failed before 0011 have only the text record_failure wrote ("<class>: <message>"): the class name,
     not the message's words, gives their code."""
     from sqlalchemy import create_engine, text
 
     from b24app.migrate import upgrade
 
-    upgrade(database_url, "0009_rest2_own_deal_echo")
+    upgrade(database_url, "0010_upload_statement_files")
     engine = create_engine(database_url)
     now = "2026-01-01 00:00:00"
     texts = {"RateLimited: 429 TOO_MANY_REQUESTS: Слишком много запросов (request 1)": "rate_limited",

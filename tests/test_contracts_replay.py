@@ -163,12 +163,12 @@ def test_documented_item_list_fills_an_invoice(client):
 
 
 def test_documented_users_give_names(client, tmp_path):
-    """user.get through the batch the tab sends (web/people.py): each documented user by name."""
+    """user.get through the batch the tab sends (b24app/usernames.py): each documented user by name."""
     from types import SimpleNamespace
 
     from b24app.db import Base, Database
     from b24app.models import Portal
-    from b24app.web import people
+    from b24app import usernames
 
     db = Database(f"sqlite:///{tmp_path / 'names.sqlite3'}")
     Base.metadata.create_all(db.engine)
@@ -177,8 +177,8 @@ def test_documented_users_give_names(client, tmp_path):
                      settings={}))
     with db.session() as s:
         portal = s.query(Portal).one()
-    res = client.batch(people.command([1, 3]))
-    names = people.remember(SimpleNamespace(db=db), portal, dict(res.results))
+    res = client.batch(usernames.command([1, 3]))
+    names = usernames.remember(SimpleNamespace(db=db), portal, dict(res.results))
     documented = CONTRACTS["user.get"].response["result"]
     assert names == {u["ID"]: f"{u['NAME']} {u['LAST_NAME']}" for u in documented}
 

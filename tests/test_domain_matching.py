@@ -427,6 +427,7 @@ def _generated(seed: int = 424242, n_invoices: int = 3000, n_payments: int = 150
     return invoices, payments
 
 
+@pytest.mark.slow  # a size/stress check: out of the fast tier, in `make test`
 def test_index_and_naive_scan_give_the_same_decisions() -> None:
     invoices, payments = _generated()
     index = InvoiceIndex.from_invoices(invoices)
@@ -441,6 +442,7 @@ def test_index_and_naive_scan_give_the_same_decisions() -> None:
     assert {c for _, c in seen} == set(Confidence)
 
 
+@pytest.mark.slow  # a size/stress check: out of the fast tier, in `make test`
 def test_index_handles_100k_invoices() -> None:
     invoices = [OpenInvoice(i, f"СЧ-{i:06d}", D(i % 997 + 1), "RUB", payer_inn=str(7700000000 + i % 5000))
                 for i in range(1, 100_001)]
@@ -465,3 +467,19 @@ def test_index_replace_updates_lookups_without_a_rebuild():
     assert index.by_remaining("RUB", Decimal("100.00")) == ()
     assert [i.id for i in index.by_remaining("RUB", Decimal("40.00"))] == [1]
     assert [i.id for i in index.by_remaining("RUB", Decimal("50.00"))] == [2]
+
+
+@pytest.mark.parametrize(
+    ("amount", "due", "outcome", "still_due", "surplus"),
+    [
+        ("100.00", "100.00", Outcome.PAID, "0.00", "0.00"),
+        ("40.00", "100.00", Outcome.UNDERPAID, "60.00", "0.00"),
+        ("100.01", "100.00", Outcome.OVERPAID, "0.00", "0.01"),
+        ("5.00", "0.00", Outcome.OVERPAID, "0.00", "5.00"),   # an invoice paid already: all of it is surplus
+        ("0.00", "0.00", Outcome.PAID, "0.00", "0.00"),
+    ],
+)
+def test_settle_is_the_one_place_that_says_paid_underpaid_or_overpaid(amount, due, outcome, still_due, surplus):
+    from b24app.domain import settle
+
+    assert settle(Decimal(amount), Decimal(due)) == (outcome, Decimal(still_due), Decimal(surplus))

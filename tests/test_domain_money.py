@@ -1,12 +1,13 @@
-"""Money value object, amount parsing, numeric currency codes and locale formatting."""
+"""Amount parsing (one parser and its options), the currency table and locale formatting."""
 from __future__ import annotations
 
 from decimal import Decimal
 
 import pytest
 
-from b24app.domain import Money, currency_from_numeric, format_money, parse_amount
-from b24app.domain.errors import CurrencyMismatchError, DomainError, MoneyError, UnknownCurrencyError
+from b24app.domain import CURRENCIES, currency_alpha, format_money, parse_amount, parse_search_amount
+from b24app.domain.errors import DomainError, MoneyError
+from b24app.domain.money import AMOUNT_LIMIT, cents, normalize_currency
 
 
 @pytest.mark.parametrize(
@@ -42,59 +43,100 @@ def test_parse_amount_rejects(value: object) -> None:
         parse_amount(value)  # type: ignore[arg-type]
 
 
-def test_money_quantizes_and_normalizes_currency() -> None:
-    m = Money(Decimal("10.5"), "rub")
-    assert m.amount == Decimal("10.50") and str(m.amount) == "10.50"
-    assert m.currency == "RUB"
-    assert Money("10.50", "RUB") == m
+@pytest.mark.parametrize(
+    ("value", "options", "expected"),
+    [
+        # bank JSON: not negative, below what the column holds
+        (Decimal("0"), {"negative": False}, "0.00"),
+        ("1234,56", {"negative": False, "grouped": False}, "1234.56"),
+        (Decimal("9999999999999999.99"), {"negative": False, "below": AMOUNT_LIMIT}, "9999999999999999.99"),
+        # a balance may be negative
+        (Decimal("-12.5"), {"below": AMOUNT_LIMIT}, "-12.50"),
+        # 1C files: positive only
+        ("0.01", {"zero": False}, "0.01"),
+        # cached Bitrix24 values and sums: rounded half-even, not refused
+        ("12.345", {"round_cents": True}, "12.34"),
+        ("12.355", {"round_cents": True}, "12.36"),
+        (Decimal("0.1") + Decimal("0.2"), {"round_cents": True}, "0.30"),
+        (0.1 + 0.2, {"round_cents": True}, "0.30"),
+    ],
+)
+def test_parse_amount_options_accept(value: object, options: dict, expected: str) -> None:
+    assert str(parse_amount(value, **options)) == expected  # type: ignore[arg-type]
 
 
-def test_money_arithmetic_same_currency() -> None:
-    a, b = Money(Decimal("100.10"), "RUB"), Money(Decimal("0.90"), "RUB")
-    assert a + b == Money(Decimal("101.00"), "RUB")
-    assert a - b == Money(Decimal("99.20"), "RUB")
-    assert -b == Money(Decimal("-0.90"), "RUB")
-    assert b < a and a > b and a >= a and b <= b
-    assert Money.zero("USD").is_zero and not a.is_zero
+@pytest.mark.parametrize(
+    ("value", "options", "message"),
+    [
+        (Decimal("-0.01"), {"negative": False}, "negative"),
+        ("-5", {"negative": False}, "negative"),
+        ("0", {"zero": False}, "positive"),
+        ("0.001", {"zero": False, "round_cents": True}, "positive"),
+        (Decimal(10) ** 16, {"negative": False, "below": AMOUNT_LIMIT}, "out of range"),
+        ("10000000000000000.00", {"below": AMOUNT_LIMIT}, "out of range"),
+        ("12 000,00", {"grouped": False}, "not an amount"),
+        ("12\u00a0000", {"grouped": False}, "not an amount"),
+        (Decimal("NaN"), {"round_cents": True}, "finite"),
+        ("1.234", {}, "two decimal places"),
+        (None, {"round_cents": True}, "unsupported"),
+    ],
+)
+def test_parse_amount_options_reject(value: object, options: dict, message: str) -> None:
+    with pytest.raises(MoneyError, match=message):
+        parse_amount(value, **options)  # type: ignore[arg-type]
 
 
-def test_money_refuses_mixed_currencies() -> None:
-    rub, usd = Money(Decimal(1), "RUB"), Money(Decimal(1), "USD")
-    with pytest.raises(CurrencyMismatchError):
-        rub + usd
-    with pytest.raises(CurrencyMismatchError):
-        rub - usd
-    with pytest.raises(CurrencyMismatchError):
-        rub < usd
-    assert rub != usd  # equality is allowed and false
-    with pytest.raises(TypeError):
-        rub + 1  # type: ignore[operator]
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("1 207,50", "1207.50"), ("1\u00a0207,50 ₽", "1207.50"), ("500", "500.00"), (" 12.345 ", "12.34"),
+     ("3916.1", "3916.10")],
+)
+def test_parse_search_amount_reads_what_a_person_types(text: str, expected: str) -> None:
+    assert str(parse_search_amount(text)) == expected
 
 
-@pytest.mark.parametrize("currency", ["RU", "RUBL", "12A", "", "РУБ"])
-def test_money_rejects_bad_currency(currency: str) -> None:
-    with pytest.raises(MoneyError):
-        Money(Decimal(1), currency)
+@pytest.mark.parametrize("text", ["", "Оплата по счету 5", "0", "-5", "0,001", "1e3", "NaN", "inf", "1,234.56",
+                                  "10000000000000000", "5 шт"])
+def test_parse_search_amount_is_none_for_other_text(text: str) -> None:
+    assert parse_search_amount(text) is None
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, "0.00"), (Decimal("5"), "5.00"), (Decimal("-3.005"), "-3.00"),
+                                                 (7, "7.00"), ("12000.0000", "12000.00"), (3916.5, "3916.50")])
+def test_cents_rounds_stored_values(value: object, expected: str) -> None:
+    assert str(cents(value)) == expected  # type: ignore[arg-type]
 
 
 def test_money_errors_share_the_domain_root() -> None:
-    assert issubclass(MoneyError, DomainError) and issubclass(CurrencyMismatchError, MoneyError)
-    assert issubclass(UnknownCurrencyError, MoneyError)
+    assert issubclass(MoneyError, DomainError) and issubclass(MoneyError, ValueError)
 
 
 @pytest.mark.parametrize(
     ("code", "alpha"),
-    [("643", "RUB"), (643, "RUB"), ("840", "USD"), ("978", "EUR"), ("156", "CNY"), ("398", "KZT"),
-     ("933", "BYN"), ("949", "TRY"), ("784", "AED"), ("356", "INR"), ("51", "AMD"), ("051", "AMD"), (" 643 ", "RUB")],
+    [("643", "RUB"), (643, "RUB"), ("810", "RUB"), ("840", "USD"), ("978", "EUR"), ("156", "CNY"), ("398", "KZT"),
+     ("933", "BYN"), ("949", "TRY"), ("784", "AED"), ("356", "INR"), ("51", "AMD"), ("051", "AMD"), (" 643 ", "RUB"),
+     ("826", "GBP"), ("860", "UZS"), ("rub", "RUB"), ("USD", "USD")],
 )
-def test_currency_from_numeric(code: object, alpha: str) -> None:
-    assert currency_from_numeric(code) == alpha  # type: ignore[arg-type]
+def test_currency_alpha(code: object, alpha: str) -> None:
+    assert currency_alpha(code) == alpha
 
 
-@pytest.mark.parametrize("code", ["999", "0", "", "RUB", "64 3", "６４３", True])
-def test_currency_from_numeric_unknown(code: object) -> None:
-    with pytest.raises(UnknownCurrencyError):
-        currency_from_numeric(code)  # type: ignore[arg-type]
+@pytest.mark.parametrize("code", ["999", "0", "9999", "６４３", "XTS"])
+def test_currency_alpha_leaves_unknown_codes_as_given(code: str) -> None:
+    assert currency_alpha(code) == code.upper()
+
+
+def test_currency_table_is_one_to_one_iso_4217() -> None:
+    assert len(CURRENCIES) == 19 and len(set(CURRENCIES.values())) == len(CURRENCIES)
+    for alpha, numeric in CURRENCIES.items():
+        assert normalize_currency(alpha) == alpha and len(numeric) == 3 and numeric.isdigit()
+        assert currency_alpha(numeric) == alpha
+
+
+@pytest.mark.parametrize("currency", ["RU", "RUBL", "12A", "", "РУБ"])
+def test_normalize_currency_rejects(currency: str) -> None:
+    with pytest.raises(MoneyError):
+        normalize_currency(currency)
 
 
 @pytest.mark.parametrize(

@@ -196,6 +196,7 @@ LINEAR_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a size/stress check: out of the fast tier, in `make test`
 def test_100kb_inputs_finish(tmp_path: Path) -> None:
     """Adversarial 100 KB purposes run in a child process bounded by a timeout (hang guard, not a benchmark)."""
     script = tmp_path / "linear.py"

@@ -583,7 +583,8 @@ def test_no_open_redirect_through_redirect_uri_host_or_return_url(env):
 
 
 def test_expired_or_cross_purpose_tickets_and_frame_tokens_are_refused(env):
-    from b24app.web.bank import TICKET_SALT, TICKET_TTL
+    from b24app.web.bank import TICKET_TTL
+    from b24app.web.common import TICKET_SALT
     from b24app.web.security import FRAME_TOKEN_TTL
 
     before = snapshot(env)

@@ -159,6 +159,7 @@ def test_size_limit_and_line_limit_bound_what_is_read():
     assert "longer than 64 KB" in str(refused(huge))
 
 
+@pytest.mark.slow  # a size/stress check: out of the fast tier, in `make test`
 def test_a_large_file_is_read_in_bounded_memory(tmp_path):
     """~11 MB, 6 000 documents: the reader holds one line and one document at a time."""
     path = tmp_path / "big.txt"

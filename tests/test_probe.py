@@ -55,7 +55,7 @@ def test_probe_reports_a_missing_scope(installed, monkeypatch):
     monkeypatch.setattr(portal_rest.METHODS["scope"], "fn", lambda ctx, params: ["crm", "user"])
     result = CliRunner().invoke(main, ["probe", "bitrix", "--webhook", hook(installed)])
     assert result.exit_code == 1
-    assert "missing scope" in result.output and "im, placement, task" in result.output
+    assert "missing scope" in result.output and "im, placement, sale, task" in result.output
 
 
 def run_cli(st, *args):

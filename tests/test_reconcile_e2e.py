@@ -273,7 +273,7 @@ def test_moving_an_invoice_reads_its_stage_list_with_it_unless_it_changed_funnel
     with ctx.db.session() as s:
         portal = s.scalar(select(Portal))
     invoices.refresh_all(ctx, portal)
-    from b24app.web.admin import deal_pipelines
+    from b24app.pipelines import deal_pipelines
     deal_pipelines(ctx, portal, refresh=True)   # the admin page's first run: the deal moves to a known S stage
     portal = ctx.portals.find(portal.member_id)
     with ctx.db.session() as s:
@@ -376,7 +376,7 @@ def test_by_default_a_paid_deal_moves_to_its_pipelines_success_stage(linked):
 
 
 def test_the_success_stage_is_chosen_per_pipeline_and_do_not_move_is_kept(linked):
-    from b24app.web.admin import deal_pipelines
+    from b24app.pipelines import deal_pipelines
 
     from b24app.invoices import refresh_all
 

@@ -8,8 +8,9 @@ import re
 import pytest
 from sqlalchemy import select
 
-from b24app import invoices, outbox, views
+from b24app import invoices, outbox
 from b24app.models import BankAccount, Decision, Operation, OutboxItem, Portal
+from b24app.queries.deal_tab import widget_data
 from b24app.rules import save_rules
 from b24app.sandbox.stack import link_bank
 
@@ -243,7 +244,7 @@ def test_undo_reverts_invoice_deal_and_payment_says_what_stays_and_keeps_the_rea
     undo_notes = [c for c in comments(linked, d["deal_id"]) if "отвязан" in c]
     assert len(undo_notes) == 1
     with linked.ctx.db.session() as s:
-        data = views.widget_data(s, portal.id, deal_id=d["deal_id"])
+        data = widget_data(s, portal.id, deal_id=d["deal_id"])
     [line] = [i for i in data.invoices if i.b24_id == d["invoice_id"]]
     assert line.paid == 0 and line.status in ("awaiting", "review"), line.status
 

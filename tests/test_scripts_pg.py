@@ -27,6 +27,7 @@ HAVE_PG = bool(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
 needs_pg = pytest.mark.skipif(
     not HAVE_PG, reason="PostgreSQL server missing: run bash scripts/ensure_system_deps.sh postgresql"
 )
+pytestmark = pytest.mark.e2e  # starts PostgreSQL clusters and gunicorn in subprocesses
 
 
 def run_pg(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

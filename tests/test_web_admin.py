@@ -7,16 +7,20 @@ import json
 import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from urllib.parse import quote
 from uuid import uuid4
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from sqlalchemy import select
 
-from b24app import reconcile, views
+from b24app import reconcile
 from b24app.models import BankAccount, Invoice, Operation, Portal
+from b24app.queries.admin_page import daily_chart
 from b24app.rules import load_rules
 from b24app.sandbox.stack import APP_CLIENT_ID
+from b24app.web.charts import chart_geometry
 
 from conftest import start_seeded_stack
 
@@ -152,6 +156,16 @@ def test_review_queue_search_and_one_click_assign(env):
     assert api(env, "POST", "/app/api/undo", token, {"operation": 10 ** 9}).status_code == 404
 
 
+def test_review_search_reads_an_amount_however_its_groups_are_spaced(env):
+    """One amount parser (domain.money): the search box takes the thin and narrow no-break spaces other
+    programs group digits with (a French locale copies "2\u202f468,10"), not only the plain and no-break ones."""
+    token = token_of(open_app(env, user=1))
+    a = add_payment(env, "2468.10", "Пожертвование", payer="Фонд «Закат»")
+    for q in ("2\u202f468,10", "2\u2009468,10 ₽", "2\u00a0468.1", "2468,10"):
+        found = api(env, "GET", f"/app/api/review?q={quote(q)}", token).get_json()["operations"]
+        assert found == [a], q
+
+
 def test_history_explains_why_a_deal_was_marked_paid(env):
     token = token_of(open_app(env, user=1, lang="en"))
     d = env.deals[0]  # invoice 1207, 12 000, deal of user 2
@@ -202,22 +216,22 @@ def test_refresh_stages_reads_bitrix24_again(env):
 
 def test_daily_chart_sums_received_and_matched_per_day(env):
     portal = portal_row(env)
-    today = datetime.now(timezone.utc).astimezone(views.ZoneInfo("Europe/Moscow")).date()
+    today = datetime.now(timezone.utc).astimezone(ZoneInfo("Europe/Moscow")).date()
     with env.ctx.db.session() as s:
-        before = {d.day: d for d in views.daily_chart(s, portal.id, today)}
+        before = {d.day: d for d in daily_chart(s, portal.id, today)}
     three_days_ago = env.ctx.clock.now() - timedelta(days=3)
     add_payment(env, "100.00", "Без номера", when=three_days_ago)
     add_payment(env, "3000.00", "Оплата по счету 1208", inn=env.deals[3]["inn"], payer="ООО «Вектор»",
                 when=three_days_ago)
     with env.ctx.db.session() as s:
-        days = views.daily_chart(s, portal.id, today)
+        days = daily_chart(s, portal.id, today)
     assert len(days) == 30 and days[-1].day == today
-    day = three_days_ago.astimezone(views.ZoneInfo("Europe/Moscow")).date()
+    day = three_days_ago.astimezone(ZoneInfo("Europe/Moscow")).date()
     got = {d.day: d for d in days}[day]
     old = before.get(day)
     assert got.received - (old.received if old else 0) == Decimal("3100.00")
     assert got.matched - (old.matched if old else 0) == Decimal("3000.00")
-    geom = views.chart_geometry(days)
+    geom = chart_geometry(days)
     assert len(geom.bars) == 30 and max(b[3] for b in geom.bars) <= geom.height
 
 

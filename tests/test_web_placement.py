@@ -450,6 +450,36 @@ def test_who_assigned_a_payment_is_named_and_linked_to_the_profile_and_the_tab_s
     api(env, "POST", base + "/undo", config_of(tab)["token"], {"operation": op})
 
 
+def test_the_tab_explains_a_manual_assignment_and_an_undo_with_the_domains_reason_texts(env):
+    """One table of reason texts (domain/explain.py): what the tab says about a payment assigned by hand, and
+    about one whose match was undone, is the domain's sentence for that stored reason (the person by name)."""
+    from b24app.domain.explain import explain_reason
+    from b24app.domain.matching import Reason
+    from b24app.models import Decision
+
+    d2 = deal(env, 2)
+    op = add_payment(env, "275.00", "Оплата по договору аренды", inn=d2["inn"], payer="АО «Север»")
+    base = f"/placement/api/deal/{d2['deal_id']}"
+
+    def shown(code: str) -> tuple[str, str]:
+        """(the domain's sentence for the payment's stored `code` reason, the tab's text now)."""
+        with env.ctx.db.session() as s:
+            reasons = s.scalars(select(Decision.reasons).where(Decision.operation_pk == op)
+                                .order_by(Decision.id.desc())).first()
+        [stored] = [r for r in reasons if r["code"] == code]
+        text = explain_reason(Reason(code, stored["params"]), "ru").replace("пользователь 2", "Борис Менеджеров")
+        page = html.unescape(open_tab(env, "deal", d2["deal_id"], user=2).get_data(as_text=True))
+        return (text[:1].upper() + text[1:]).replace("\xa0", " "), page  # the `plain` filter shows a plain space
+
+    token = config_of(open_tab(env, "deal", d2["deal_id"], user=2))["token"]
+    assert api(env, "POST", base + "/assign", token, {"operation": op, "invoice": d2["invoice_id"]}).status_code == 200
+    expected, page = shown("manual_assignment")
+    assert "вручную отнесён к счёту" in expected and f"<li>{expected}</li>" in page, expected
+    assert api(env, "POST", base + "/undo", token, {"operation": op}).status_code == 200
+    expected, page = shown("undone")
+    assert expected.startswith("Сопоставление отменил(а) Борис Менеджеров") and f"<li>{expected}</li>" in page, expected
+
+
 def test_an_overpaid_invoice_shows_by_how_much(env):
     from b24app.invoices import refresh_all
 

@@ -1,4 +1,9 @@
-"""The app's T-Bank client code: T-ID OAuth, Business API, operation parsing (stateless; storage lives elsewhere)."""
+"""The app's bank client code: T-Bank's T-ID OAuth and Business API, Tochka's API, operation parsing and 1C
+statement files (stateless; storage lives elsewhere).
+
+Imports only itself, the standard library and httpx, authlib, cryptography: nothing of the app's storage, web
+or pipeline.
+"""
 from __future__ import annotations
 
 from .api import BankAccount, BankAPI

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import httpx
 
+from ..backoff import Backoff
 from .errors import BankAPIError, BankUnavailable, InvalidData, MalformedOperation, api_error_class
 from .operations import BankOperation, currency_alpha, parse_amount, parse_operation
 
@@ -43,8 +44,7 @@ def parse_account(d: Mapping[str, Any]) -> BankAccount:
     raw_balance = balance_obj.get("balance")
     balance = None
     if raw_balance is not None:
-        sign = -1 if str(raw_balance).strip().startswith("-") else 1
-        balance = sign * parse_amount(str(raw_balance).strip().lstrip("-"), "balance.balance")
+        balance = parse_amount(raw_balance, "balance.balance", negative=True)
     return BankAccount(
         account_number=str(d["accountNumber"]),
         name=str(d.get("name") or ""),
@@ -90,8 +90,7 @@ class BankAPI:
         self._http = http or httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0))
         self._sleep = sleep
         self.max_retries = max_retries
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
+        self._backoff = Backoff(backoff_base, backoff_cap, jitter=0.5)
         self._rng = rng or random.Random()
 
     def __repr__(self) -> str:
@@ -100,9 +99,8 @@ class BankAPI:
     # ---- transport ----
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         if retry_after and retry_after.strip().isdigit():
-            return min(float(retry_after), self._backoff_cap * 4)
-        ceiling = min(self._backoff_cap, self._backoff_base * (2 ** attempt))
-        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+            return min(float(retry_after), self._backoff.cap * 4)
+        return self._backoff.delay(attempt, self._rng.random)
 
     @staticmethod
     def _error(response: httpx.Response, request_id: str) -> BankAPIError:

@@ -8,8 +8,11 @@ import codecs
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import BinaryIO, Iterator
+
+from ..domain.errors import MoneyError
+from ..domain.money import parse_amount
 
 MAGIC = "1CClientBankExchange"
 VERSIONS = ("1.01", "1.02", "1.03")
@@ -102,16 +105,14 @@ def _parse_date(value: str, key: str, line: int, *, required: bool) -> date | No
 
 
 def _parse_amount(value: str, line: int) -> Decimal:
+    """The 1C format's amount ("1234.56", no group spaces): the domain parser, positive only."""
     value = value.strip()
     if not _AMOUNT.fullmatch(value):
         raise StatementFileError(f"Сумма={value!r} is not an amount like 1234.56", line)
     try:
-        amount = Decimal(value.replace(",", "."))
-    except InvalidOperation:  # pragma: no cover - the pattern admits only numbers
-        raise StatementFileError(f"Сумма={value!r} is not an amount", line) from None
-    if amount <= 0:
-        raise StatementFileError(f"Сумма={value!r} is not a positive amount", line)
-    return amount.quantize(Decimal("0.01"))
+        return parse_amount(value, zero=False)
+    except MoneyError:
+        raise StatementFileError(f"Сумма={value!r} is not a positive amount", line) from None
 
 
 def _encoding_of_key(raw: bytes) -> str | None:

@@ -6,35 +6,23 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Mapping
 
+from ..domain import money
+from ..domain.errors import MoneyError
+from ..domain.money import currency_alpha
 from .errors import MalformedOperation
 
 # Moscow has been UTC+3 without DST since 2014-10-26; statement data only exists from June 2023,
 # so a fixed offset is exact here and needs no tzdata.
 MSK = timezone(timedelta(hours=3), "MSK")
 
-CURRENCY_ALPHA: dict[str, str] = {
-    "643": "RUB", "810": "RUB", "840": "USD", "978": "EUR", "156": "CNY", "933": "BYN", "398": "KZT",
-    "826": "GBP", "756": "CHF", "392": "JPY", "949": "TRY", "051": "AMD", "860": "UZS", "417": "KGS",
-    "972": "TJS", "944": "AZN", "981": "GEL", "784": "AED", "344": "HKD", "356": "INR",
-}
-CURRENCY_NUMERIC: dict[str, str] = {alpha: num for num, alpha in CURRENCY_ALPHA.items() if num != "810"}
-
 STATUSES = ("Transaction", "Authorization")
 # What our tables hold (models.Operation): Numeric(18, 2) and String(128). A value beyond them would be refused
-# by PostgreSQL on every poll (and silently turned into a float by SQLite), so it is malformed here.
-AMOUNT_LIMIT = Decimal(10) ** 16
+# by PostgreSQL on every poll (and silently turned into a float by SQLite), so it is malformed here
+# (the amount bound is domain.money.AMOUNT_LIMIT).
 OPERATION_ID_MAX = 128
-
-
-def currency_alpha(code: object) -> str:
-    """ISO 4217 alpha code for a numeric code such as "643"; unknown codes are returned as given."""
-    text = str(code).strip()
-    if text.isdigit():
-        return CURRENCY_ALPHA.get(text.zfill(3), text)
-    return text.upper()
 
 
 def parse_bank_datetime(value: object, field_name: str = "date") -> datetime:
@@ -53,30 +41,17 @@ def parse_bank_datetime(value: object, field_name: str = "date") -> datetime:
     return parsed.astimezone(timezone.utc)
 
 
-def parse_amount(value: object, field_name: str = "accountAmount") -> Decimal:
-    """Exact Decimal for a JSON amount (number, Decimal or numeric string); rejects NaN, negatives and >2 decimals."""
-    if isinstance(value, bool) or value is None:
-        raise MalformedOperation(f"{field_name}: missing or not a number: {value!r}", field=field_name)
-    if isinstance(value, (int, Decimal)):
-        amount = Decimal(value)
-    elif isinstance(value, (float, str)):
-        # str(float) is the shortest repr, so 1234.56 stays exactly 1234.56.
-        try:
-            amount = Decimal(str(value).strip().replace(",", "."))
-        except InvalidOperation as exc:
-            raise MalformedOperation(f"{field_name}: not a number: {value!r}", field=field_name) from exc
-    else:
-        raise MalformedOperation(f"{field_name}: not a number: {value!r}", field=field_name)
-    if not amount.is_finite():
-        raise MalformedOperation(f"{field_name}: not a finite number: {value!r}", field=field_name)
-    if amount < 0:
-        raise MalformedOperation(f"{field_name}: negative amount {value!r}", field=field_name)
-    if amount >= AMOUNT_LIMIT:
-        raise MalformedOperation(f"{field_name}: amount out of range (10^16 or more): {str(value)[:40]}",
-                                 field=field_name)
-    if amount != amount.quantize(Decimal("0.01")):
-        raise MalformedOperation(f"{field_name}: more than 2 decimals: {value!r}", field=field_name)
-    return amount.quantize(Decimal("0.01"))
+def parse_amount(value: object, field_name: str = "accountAmount", *, negative: bool = False) -> Decimal:
+    """Exact Decimal for a JSON amount (number, Decimal or numeric string): the domain parser, refusing thousands
+    separators, negatives (unless `negative`, for a balance), amounts our tables cannot hold and more than 2
+    decimals, as MalformedOperation naming the field."""
+    if value is None:
+        raise MalformedOperation(f"{field_name}: missing", field=field_name)
+    try:
+        return money.parse_amount(value, negative=negative, below=money.AMOUNT_LIMIT,  # type: ignore[arg-type]
+                                  grouped=False)
+    except MoneyError as exc:
+        raise MalformedOperation(f"{field_name}: {exc}", field=field_name) from exc
 
 
 def _is_credit(value: object) -> bool:

@@ -20,6 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from ..backoff import Backoff
 from .errors import BankAPIError, BankUnavailable, InvalidGrant, MalformedOperation, TIDError, api_error_class
 from .operations import BankOperation, OPERATION_ID_MAX, currency_alpha, parse_amount, parse_bank_datetime
 
@@ -32,6 +33,7 @@ PERMISSIONS = ("ReadAccountsBasic", "ReadAccountsDetail", "ReadStatements", "Rea
                "ReadTransactionsCredits", "ReadTransactionsDetail", "ReadCustomerData", "ManageWebhookData")
 REQUIRED = ("ReadAccountsBasic", "ReadStatements")  # without them nothing can be read
 WEBHOOK_EVENT = "incomingPayment"
+_BACKOFF = Backoff(base=0.2, cap=2.0)  # seconds before a GET is retried, by attempt
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,7 @@ class TochkaAPI:
             except httpx.HTTPError as exc:
                 if method == "GET" and attempt < self.max_retries:
                     attempt += 1
-                    self.sleep(min(0.2 * 2 ** attempt, 2.0))
+                    self.sleep(_BACKOFF.delay(attempt))
                     continue
                 raise BankUnavailable(f"Tochka unreachable: {type(exc).__name__}") from exc
             if r.status_code == 401 and not refreshed:
@@ -138,7 +140,7 @@ class TochkaAPI:
                 continue
             if (r.status_code == 429 or (r.status_code >= 500 and method == "GET")) and attempt < self.max_retries:
                 attempt += 1
-                self.sleep(min(0.2 * 2 ** attempt, 2.0))
+                self.sleep(_BACKOFF.delay(attempt))
                 continue
             if r.status_code >= 400:
                 try:

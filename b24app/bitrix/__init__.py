@@ -1,4 +1,7 @@
-"""Bitrix24 boundary: REST client, typed errors, pacing."""
+"""Bitrix24 boundary: REST client (OAuth, batches, paging), typed errors, pacing of calls per portal.
+
+Imports only itself, the standard library and httpx: nothing of the app's storage, web or pipeline.
+"""
 from .client import BitrixClient, BatchResult, OAuthApp, PortalCredentials, TokenGrant, call_with_token
 from .errors import BitrixError
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol
@@ -10,6 +9,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from ..backoff import Backoff
 from .errors import (AppNotInstalled, BitrixError, BitrixServerError, BitrixUnavailable, ExpiredToken, InvalidGrant,
                      OAuthError, PortalMovedTooOften, QueryLimitExceeded, OperationTimeLimit, error_from)
 from .operating import OperatingLimits
@@ -20,6 +20,8 @@ log = logging.getLogger("b24app.rest")
 BATCH_LIMIT = 50
 MAX_REDIRECTS = 3  # portal-rename hops followed for free within one call
 REDIRECT_STATUSES = (301, 302, 307, 308)
+_BACKOFF = Backoff(base=0.5, cap=30.0, jitter=0.5)              # seconds, by attempt - 1
+_QUERY_LIMIT_BACKOFF = Backoff(base=1.0, cap=30.0, jitter=0.5)  # QUERY_LIMIT_EXCEEDED waits longer
 
 
 @dataclass(frozen=True)
@@ -233,8 +235,8 @@ class BitrixClient:
 
     @staticmethod
     def _backoff(attempt: int, err: BitrixError) -> float:
-        base = 1.0 if isinstance(err, QueryLimitExceeded) else 0.5
-        return min(30.0, base * (2 ** (attempt - 1))) * (0.5 + random.random() / 2)
+        policy = _QUERY_LIMIT_BACKOFF if isinstance(err, QueryLimitExceeded) else _BACKOFF
+        return policy.delay(attempt - 1)
 
 
 def _as_dict(value) -> dict:

@@ -10,14 +10,6 @@ class MoneyError(DomainError, ValueError):
     """An amount or currency that cannot be represented exactly."""
 
 
-class CurrencyMismatchError(MoneyError):
-    """Arithmetic or comparison between two different currencies."""
-
-
-class UnknownCurrencyError(MoneyError, LookupError):
-    """A numeric currency code this domain does not know."""
-
-
 class InvalidInvoiceError(DomainError, ValueError):
     """An open invoice with impossible values (negative amount, naive datetime, ...)."""
 

@@ -1,10 +1,14 @@
-"""Render the machine reasons of a match decision as sentences a manager can read (ru / en)."""
+"""Render the machine reasons of a match decision as sentences a manager can read (ru / en): the one table of
+reason texts, used by the deal tab, the admin page and the messages sent to Bitrix24."""
 from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Iterable
 
 from .formatting import format_money, language
 from .matching import MatchDecision, Reason
 
-__all__ = ["explain", "explain_reason"]
+__all__ = ["explain", "explain_reason", "explain_reasons"]
 
 # Money-valued params, formatted with the reason's "currency".
 _MONEY_PARAMS = ("amount", "due", "difference", "excess", "invoice_amount", "total_due", "remaining", "left")
@@ -35,8 +39,15 @@ _TEMPLATES: dict[str, dict[str, str]] = {
         "tail_match_needs_review": "совпадение только по окончанию номера ({numbers}) требует проверки",
         "unresolved_numbers": "не все номера из назначения найдены ({numbers}), а сумма не равна остатку по найденным счетам",
         "no_number": "в назначении платежа нет номера счёта",
-        "manual_assignment": "пользователь {user_id} вручную привязал платёж {amount} к счёту {invoice} (остаток был {remaining})",
-        "undone": "пользователь {user_id} отменил сопоставление",
+        "manual_assignment": "платёж {amount} вручную отнесён к счёту {invoice} ({user})",
+        "manual_assignment/short": "платёж вручную отнесён к счёту {invoice} ({user})",
+        "undone": "сопоставление отменил(а) {user}",
+        "reopened": "закрытие отменил(а) {user}, платёж снова ждёт разбора",
+        "closed_ignored": "не оплата счёта ({user}): {reason}",
+        "closed_refund": "вернуть плательщику ({user}); менеджеру сообщено в чат",
+        "closed_credit": "оставлен авансом клиента с ИНН {inn} ({user})",
+        "not_reverted": "уже отправлено и не отменено: {what}",
+        "user": "пользователь {user_id}",
         "amount_only_hint": "сумма {amount} совпадает с остатком единственного открытого счёта {invoice}",
         "inn_hint": "у плательщика с ИНН {inn} есть открытые счета: {count}",
         "inn_and_amount_hint": "у плательщика с ИНН {inn} есть открытые счета с остатком {amount}: {count}",
@@ -78,8 +89,15 @@ _TEMPLATES: dict[str, dict[str, str]] = {
         "tail_match_needs_review": "a match on the end of the number only ({numbers}) needs review",
         "unresolved_numbers": "not every number in the purpose was found ({numbers}) and the amount differs from what is due on the invoices found",
         "no_number": "the payment purpose has no invoice number",
-        "manual_assignment": "user {user_id} assigned the payment of {amount} to invoice {invoice} by hand (amount due was {remaining})",
-        "undone": "user {user_id} undid the match",
+        "manual_assignment": "payment {amount} assigned to invoice {invoice} by hand ({user})",
+        "manual_assignment/short": "payment assigned to invoice {invoice} by hand ({user})",
+        "undone": "the match was undone by {user}",
+        "reopened": "the closing was undone by {user}; the payment waits for review again",
+        "closed_ignored": "not an invoice payment ({user}): {reason}",
+        "closed_refund": "to be refunded to the payer ({user}); the manager was told in chat",
+        "closed_credit": "kept as the credit of the client with INN {inn} ({user})",
+        "not_reverted": "already sent and not taken back: {what}",
+        "user": "user {user_id}",
         "amount_only_hint": "amount {amount} equals what is due on exactly one open invoice, {invoice}",
         "inn_hint": "the payer with INN {inn} has open invoices: {count}",
         "inn_and_amount_hint": "the payer with INN {inn} has open invoices with {amount} due: {count}",
@@ -102,6 +120,16 @@ _TEMPLATES: dict[str, dict[str, str]] = {
     },
 }
 
+# What an undo could not take back (outbox kinds), named in the "not_reverted" clause.
+_KINDS: dict[str, dict[str, str]] = {
+    "ru": {"notify": "сообщение в чат", "timeline": "комментарий в ленте сделки", "task": "задача",
+           "trigger": "триггер автоматизации"},
+    "en": {"notify": "the chat message", "timeline": "the deal timeline comment", "task": "the task",
+           "trigger": "the automation trigger"},
+}
+# Reasons a person caused: they name the person ({user}), by name where the caller knows it.
+_PEOPLE_CODES = ("manual_assignment", "undone", "reopened", "closed_ignored", "closed_refund", "closed_credit")
+
 
 def _value(value: object) -> str:
     if isinstance(value, (list, tuple)):
@@ -114,6 +142,8 @@ def explain_reason(reason: Reason, lang: str = "ru") -> str:
     lang = language(lang)
     params = dict(reason.params)
     key = reason.code
+    if key in _PEOPLE_CODES:
+        return _people_clause(key, params, lang, str(params.get("currency") or "RUB"), None)
     if key == "multi_allocation":
         key = f"{key}/{params.get('comparison', 'equal')}"
     template = _TEMPLATES[lang].get(key)
@@ -143,3 +173,55 @@ def explain(decision: MatchDecision, lang: str = "ru") -> str:
         else:
             sentences.append(clause)
     return " ".join(s[:1].upper() + s[1:] + "." for s in sentences)
+
+
+def _people_clause(code: str, params: dict, lang: str, currency: str, names: dict[str, str] | None) -> str:
+    """A reason a person caused, with the person by name where `names` ({"id": "Name Last"}) knows them."""
+    values = {k: str(v) for k, v in params.items()}
+    values.setdefault("reason", "—")
+    values.setdefault("inn", "—")
+    values["user"] = (names or {}).get(values.get("user_id", "")) or \
+        _TEMPLATES[lang]["user"].format(user_id=values.get("user_id", "?"))
+    if "amount" in params:
+        try:
+            values["amount"] = format_money(Decimal(str(params["amount"])), currency, lang)
+        except ArithmeticError:
+            pass
+    key = code if code != "manual_assignment" or "amount" in values else "manual_assignment/short"
+    try:
+        text = _TEMPLATES[lang][key].format(**values)
+    except KeyError:
+        text = code
+    kinds = params.get("not_reverted") if code in ("undone", "reopened") else None
+    if kinds and isinstance(kinds, list):
+        kind_names = _KINDS[lang]
+        text += "; " + _TEMPLATES[lang]["not_reverted"].format(
+            what=", ".join(kind_names.get(str(k), str(k)) for k in kinds))
+    return text
+
+
+def explain_reasons(reasons: Iterable[Any], lang: str, currency: str = "RUB",
+                    names: dict[str, str] | None = None) -> list[str]:
+    """Stored reasons (`{"code", "params"}`) as sentences in the user's language, one per reason; people by
+    name where `names` ({"id": "Name Last"}) knows them."""
+    lang = language(lang)
+    out: list[str] = []
+    for raw in reasons or ():
+        if isinstance(raw, str):
+            text = raw
+        elif isinstance(raw, dict) and isinstance(raw.get("code"), str):
+            params = raw.get("params") if isinstance(raw.get("params"), dict) else {}
+            code = raw["code"]
+            if code in _PEOPLE_CODES:
+                text = _people_clause(code, params, lang, currency, names)
+            else:
+                try:
+                    text = explain_reason(Reason(code, dict(params)), lang)
+                except (ArithmeticError, ValueError, TypeError):
+                    text = code
+        else:
+            continue
+        text = text.strip()
+        if text:
+            out.append(text[:1].upper() + text[1:])
+    return out

@@ -40,7 +40,7 @@ from .purposes import extract_invoice_numbers
 
 __all__ = [
     "Allocation", "Confidence", "IncomingPayment", "InvoiceIndex", "MatchDecision", "OpenInvoice",
-    "Outcome", "Reason", "match_payment", "naive_match", "MAX_HINT_CANDIDATES", "MAX_INN_CANDIDATES",
+    "Outcome", "Reason", "match_payment", "naive_match", "settle", "MAX_HINT_CANDIDATES", "MAX_INN_CANDIDATES",
     "COMBINATION_BUDGET", "find_combinations",
 ]
 
@@ -300,6 +300,19 @@ class _LinearLookup:
         return [i for i in self._invoices if i.currency == currency and i.remaining == remaining]
 
 
+def settle(amount: Decimal, due: Decimal) -> tuple[Outcome, Decimal, Decimal]:
+    """What putting `amount` on an invoice with `due` left to pay makes of it: (outcome, still due, surplus).
+
+    PAID when it covers the due exactly, UNDERPAID with what remains, OVERPAID with the surplus. The one place
+    that decides it: the matcher, a person's assignment and an applied credit all ask here.
+    """
+    if amount == due:
+        return Outcome.PAID, _ZERO, _ZERO
+    if amount < due:
+        return Outcome.UNDERPAID, due - amount, _ZERO
+    return Outcome.OVERPAID, _ZERO, amount - due
+
+
 def match_payment(payment: IncomingPayment, index: InvoiceIndex, *, own_inns: Iterable[str] = (),
                   ignore_categories: Iterable[str] = ()) -> MatchDecision:
     """The decision for one payment against an index of open invoices. `own_inns`: our companies' INNs (a payment
@@ -468,22 +481,16 @@ def _allocate(
         if left <= 0:
             reasons.append(Reason("not_covered", {"invoice": inv.number, "invoice_id": inv.id}))
             continue
-        if position == last and left > due:
-            surplus = left - due
-            allocations.append(Allocation(inv.id, inv.number, left, Outcome.OVERPAID, _ZERO, surplus))
-            if surplus > inv.amount:
-                review.append(Reason("overpaid_large", {
-                    "invoice": inv.number, "invoice_id": inv.id, "excess": surplus,
-                    "invoice_amount": inv.amount, "currency": currency,
-                }))
-            left = _ZERO
-        elif left >= due:
-            if due > 0:
-                allocations.append(Allocation(inv.id, inv.number, due, Outcome.PAID, _ZERO, _ZERO))
-            left -= due
-        else:
-            allocations.append(Allocation(inv.id, inv.number, left, Outcome.UNDERPAID, due - left, _ZERO))
-            left = _ZERO
+        put = left if position == last else min(left, due)  # only the last invoice takes a surplus
+        outcome, remaining, surplus = settle(put, due)
+        if outcome is Outcome.OVERPAID and surplus > inv.amount:
+            review.append(Reason("overpaid_large", {
+                "invoice": inv.number, "invoice_id": inv.id, "excess": surplus,
+                "invoice_amount": inv.amount, "currency": currency,
+            }))
+        if put > 0:
+            allocations.append(Allocation(inv.id, inv.number, put, outcome, remaining, surplus))
+        left -= put
 
     inn = payment.payer_inn
     mismatched = [inv for inv in invoices if inn and inv.payer_inn and inv.payer_inn != inn]

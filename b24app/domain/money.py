@@ -1,60 +1,111 @@
-"""Exact money: Decimal amounts quantized to kopecks, never mixed across currencies."""
+"""Exact money: Decimal amounts quantized to kopecks, and the ISO 4217 codes we accept.
+
+One amount parser (`parse_amount`, with explicit options for the callers that differ) and one currency
+table (`CURRENCIES`) for the whole app: bank JSON, 1C files, Bitrix24 values, the search box.
+"""
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from .errors import CurrencyMismatchError, MoneyError, UnknownCurrencyError
+from .errors import MoneyError
 
-__all__ = ["CENT", "Money", "currency_from_numeric", "normalize_currency", "parse_amount"]
+__all__ = ["AMOUNT_LIMIT", "CENT", "CURRENCIES", "ZERO", "cents", "currency_alpha", "normalize_currency",
+           "parse_amount", "parse_search_amount"]
 
 CENT = Decimal("0.01")
+ZERO = Decimal("0.00")
 
-#: ISO 4217 numeric codes T-Bank sends in `operationCurrencyDigitalCode` (810 is the legacy rouble code
-#: still found inside Russian account numbers).
-_NUMERIC_CURRENCIES = {
-    643: "RUB", 810: "RUB", 840: "USD", 978: "EUR", 156: "CNY", 398: "KZT",
-    933: "BYN", 949: "TRY", 784: "AED", 356: "INR", 51: "AMD",
+#: ISO 4217 alphabetic -> numeric code, for the currencies we accept (source: the ISO 4217 list kept by SIX,
+#: https://www.six-group.com/en/products-services/financial-information/data-standards.html). The set is the
+#: rouble plus the currencies a Russian business account is held in: the main trade currencies and those of
+#: the CIS neighbours. T-Bank sends the numeric code as a string ("643"), Tochka the alphabetic one.
+CURRENCIES: dict[str, str] = {
+    "RUB": "643", "USD": "840", "EUR": "978", "CNY": "156", "BYN": "933", "KZT": "398", "GBP": "826",
+    "CHF": "756", "JPY": "392", "TRY": "949", "AMD": "051", "UZS": "860", "KGS": "417", "TJS": "972",
+    "AZN": "944", "GEL": "981", "AED": "784", "HKD": "344", "INR": "356",
 }
+#: Numeric -> alphabetic; 810 is the pre-1998 rouble code still found inside Russian account numbers.
+_BY_NUMERIC: dict[str, str] = {num: alpha for alpha, num in CURRENCIES.items()} | {"810": "RUB"}
+
 _AMOUNT_TEXT = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]+)?")
 _GROUP_SPACES = str.maketrans("", "", " \u00a0\u202f\u2009\u2007")
+#: What a search box may hold around an amount besides group spaces.
+_CURRENCY_SIGNS = str.maketrans("", "", "₽")
+#: The largest amount our tables hold (models: Numeric(18, 2)) is below this.
+AMOUNT_LIMIT = Decimal(10) ** 16
 
 
-def parse_amount(value: int | str | Decimal | float) -> Decimal:
-    """An exact amount quantized to 0.01; rejects NaN/inf, bools and non-zero digits past the kopecks.
+def parse_amount(value: int | str | Decimal | float, *, negative: bool = True, zero: bool = True,
+                 below: Decimal | None = None, round_cents: bool = False, grouped: bool = True) -> Decimal:
+    """An exact amount quantized to 0.01; rejects NaN/inf, bools and (unless `round_cents`) non-zero
+    digits past the kopecks.
 
     Strings may use a comma or a dot as decimal mark and spaces as thousands separators
     ("1 234,50"). Finite floats are taken by their shortest repr (3916.5 -> 3916.50), so an
     inexact float such as 0.1 + 0.2 is rejected rather than silently rounded.
+
+    Options, each for a caller that truly differs: `grouped=False` refuses thousands separators (a machine's
+    number, as in bank JSON, never has them: "12 000,00" there is malformed); `negative=False` / `zero=False`
+    refuse amounts below / at zero (bank operations, 1C files, the search box); `below` is an exclusive upper
+    bound (what a column holds); `round_cents` rounds half-even to kopecks instead of refusing (values we only
+    display or compare, such as Bitrix24's `opportunity` and database sums).
     """
-    if isinstance(value, bool):
-        raise MoneyError("a boolean is not an amount")
-    if isinstance(value, Decimal):
-        number = value
-    elif isinstance(value, int):
-        number = Decimal(value)
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise MoneyError(f"not a finite amount: {value!r}")
-        number = Decimal(repr(value))
-    elif isinstance(value, str):
-        text = value.strip().translate(_GROUP_SPACES)
-        if not _AMOUNT_TEXT.fullmatch(text):
-            raise MoneyError(f"not an amount: {value!r}")
-        number = Decimal(text.replace(",", "."))
-    else:
-        raise MoneyError(f"unsupported amount type: {type(value).__name__}")
+    number = _number(value, grouped)
     if not number.is_finite():
         raise MoneyError(f"not a finite amount: {value!r}")
+    if not negative and number < 0:
+        raise MoneyError(f"negative amount: {value!r}")
+    if not zero and not number:
+        raise MoneyError(f"not a positive amount: {value!r}")
+    if below is not None and abs(number) >= below:
+        raise MoneyError(f"amount out of range ({below} or more): {str(value)[:40]}")
     try:
         quantized = number.quantize(CENT)
     except InvalidOperation as exc:
-        raise MoneyError(f"amount out of range: {value!r}") from exc
-    if quantized != number:
+        raise MoneyError(f"amount out of range: {str(value)[:40]}") from exc
+    if quantized != number and not round_cents:
         raise MoneyError(f"more than two decimal places: {value!r}")
-    return quantized if quantized else CENT * 0  # turns -0.00 into 0.00
+    if not zero and not quantized:
+        raise MoneyError(f"not a positive amount: {value!r}")
+    return quantized if quantized else ZERO  # turns -0.00 into 0.00
+
+
+def cents(value: int | str | Decimal | float | None) -> Decimal:
+    """A stored or computed amount (None counts as 0) rounded half-even to kopecks: `parse_amount` in its
+    rounding mode, for sums and cached values we only display or compare."""
+    return parse_amount(ZERO if value is None else value, round_cents=True)
+
+
+def parse_search_amount(text: str) -> Decimal | None:
+    """The lenient reading of what a person typed in a search box ("1 207,50 ₽"): a positive amount,
+    rounded to kopecks, or None when the text is not one."""
+    try:
+        return parse_amount(str(text).translate(_CURRENCY_SIGNS), negative=False, zero=False,
+                            below=AMOUNT_LIMIT, round_cents=True)
+    except MoneyError:
+        return None
+
+
+def _number(value: object, grouped: bool) -> Decimal:
+    if isinstance(value, bool):
+        raise MoneyError("a boolean is not an amount")
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise MoneyError(f"not a finite amount: {value!r}")
+        return Decimal(repr(value))
+    if isinstance(value, str):
+        text = value.strip()
+        text = text.translate(_GROUP_SPACES) if grouped else text
+        if not _AMOUNT_TEXT.fullmatch(text):
+            raise MoneyError(f"not an amount: {value[:40]!r}")
+        return Decimal(text.replace(",", "."))
+    raise MoneyError(f"unsupported amount type: {type(value).__name__}")
 
 
 def normalize_currency(code: str) -> str:
@@ -67,73 +118,10 @@ def normalize_currency(code: str) -> str:
     return text
 
 
-def currency_from_numeric(code: str | int) -> str:
-    """The alphabetic code for a numeric ISO 4217 code as T-Bank sends it ("643" -> "RUB")."""
+def currency_alpha(code: object) -> str:
+    """The alphabetic code for a numeric ISO 4217 code ("643", "51" -> "RUB", "AMD"); an alphabetic code
+    comes back upper-cased, and an unknown numeric one as given (the caller decides whether to refuse it)."""
     text = str(code).strip()
-    if isinstance(code, bool) or not text.isascii() or not text.isdigit():
-        raise UnknownCurrencyError(f"not a numeric currency code: {code!r}")
-    try:
-        return _NUMERIC_CURRENCIES[int(text)]
-    except KeyError:
-        raise UnknownCurrencyError(f"unknown numeric currency code: {code!r}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class Money:
-    """An amount in one currency; arithmetic and ordering only with the same currency."""
-
-    amount: Decimal
-    currency: str
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "amount", parse_amount(self.amount))
-        object.__setattr__(self, "currency", normalize_currency(self.currency))
-
-    @classmethod
-    def zero(cls, currency: str) -> Money:
-        return cls(Decimal(0), currency)
-
-    def _same(self, other: object) -> Money:
-        if not isinstance(other, Money):
-            return NotImplemented  # type: ignore[return-value]
-        if other.currency != self.currency:
-            raise CurrencyMismatchError(f"{self.currency} vs {other.currency}")
-        return other
-
-    def __add__(self, other: Money) -> Money:
-        o = self._same(other)
-        if o is NotImplemented:
-            return NotImplemented
-        return Money(self.amount + o.amount, self.currency)
-
-    def __sub__(self, other: Money) -> Money:
-        o = self._same(other)
-        if o is NotImplemented:
-            return NotImplemented
-        return Money(self.amount - o.amount, self.currency)
-
-    def __neg__(self) -> Money:
-        return Money(-self.amount, self.currency)
-
-    def __lt__(self, other: Money) -> bool:
-        o = self._same(other)
-        return NotImplemented if o is NotImplemented else self.amount < o.amount
-
-    def __le__(self, other: Money) -> bool:
-        o = self._same(other)
-        return NotImplemented if o is NotImplemented else self.amount <= o.amount
-
-    def __gt__(self, other: Money) -> bool:
-        o = self._same(other)
-        return NotImplemented if o is NotImplemented else self.amount > o.amount
-
-    def __ge__(self, other: Money) -> bool:
-        o = self._same(other)
-        return NotImplemented if o is NotImplemented else self.amount >= o.amount
-
-    @property
-    def is_zero(self) -> bool:
-        return not self.amount
-
-    def __str__(self) -> str:
-        return f"{self.amount} {self.currency}"
+    if text.isascii() and text.isdigit():
+        return _BY_NUMERIC.get(text.zfill(3), text)
+    return text.upper()

@@ -3,4 +3,8 @@
 `portal` implements the documented subset of a Bitrix24 cloud portal (with its central OAuth server),
 `bank` implements T-ID and the T-Bank Business API. Both run in-process with `serve_in_thread` or
 as processes from `b24app demo`; the app's real client code talks to them over sockets.
+
+Imports only itself, the standard library and third-party libraries, never the app, so a sandbox answers as the
+documented service would and not as the app expects. One exception: `stack.py`, the harness that starts the app
+beside the sandboxes for the demo, the tests and the benchmarks (tests/test_import_rules.py lists it).
 """

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable
 
 from flask import Flask, Response, g, jsonify, request
 
-from . import phpquery, portal_crm, portal_methods  # noqa: F401  (modules register REST methods)
+from . import phpquery, portal_crm, portal_methods, portal_payments  # noqa: F401  (modules register REST methods)
 from .portal_events import EventDeliverer, build_deliveries, emit_data_events
 from .portal_install import (InstallError, delivery_summary, finish_install, run_install,
                              submit_and_wait)
@@ -154,6 +154,7 @@ def _state_of_portal(state: SandboxState, portal: Portal, host: str) -> dict[str
         "timeline_comments": list(portal.timeline_comments),
         "automation_triggers": list(portal.automation_triggers.values()),
         "trigger_executions": list(portal.trigger_executions),
+        "payments": [portal_payments.control_view(p) for p in portal.payments.values()],
         "counts": {"deals": len(portal.deals), "invoices": len(portal.invoices),
                    "companies": len(portal.companies), "requisites": len(portal.requisites)},
         "requests": portal.requests, "rate_limited": portal.rate_limited, "faults": dict(portal.faults),

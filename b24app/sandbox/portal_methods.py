@@ -35,7 +35,7 @@ def app_info_result(state: SandboxState, portal: Portal, host: str, token: Issue
     `scope`, `expires`, `user_id` and the `install` block. For a local app CODE is its client_id (the docs do
     not say what CODE is for a local app; a Market app's is its vendor code, e.g. "telefum24.kp10")."""
     if token is None:  # the inbound webhook has no application
-        return {"SCOPE": ["crm", "placement", "im", "task", "user_brief"], "LICENSE": "ru_project",
+        return {"SCOPE": ["crm", "placement", "im", "task", "user_brief", "sale"], "LICENSE": "ru_project",
                 "LICENSE_PREVIOUS": "ru_project", "LICENSE_TYPE": "project", "LICENSE_FAMILY": "project"}
     app = state.apps[token.client_id]
     inst = portal.installations.get(token.client_id)
@@ -70,7 +70,7 @@ def batch(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
 @method("scope")
 def scope(ctx: CallContext, params: dict[str, Any]) -> list[str]:
     if ctx.scopes is None:
-        return ["crm", "placement", "im", "task", "user", "user_brief"]
+        return ["crm", "placement", "im", "task", "user", "user_brief", "sale"]
     return sorted(ctx.scopes)
 
 

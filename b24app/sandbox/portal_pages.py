@@ -116,6 +116,12 @@ def register_pages(app: Flask, state: SandboxState) -> None:
                             "stage": stage_name(i["stageId"], portal), "stage_id": i["stageId"],
                             "sem": stage_semantics(i["stageId"])}
                            for i in portal.invoices.values() if i.get("parentId2") == entity_id]
+                # the deal's money fields and payment records (Bitrix24 shows both on the deal card)
+                money_fields = [{"name": name, "value": record.get(name) or ""}
+                                for name, uf in portal.deal_userfields.items() if uf["USER_TYPE_ID"] == "money"]
+                payments = [{"id": p["id"], "number": p["accountNumber"], "amount": _amount(p["sum"]),
+                             "currency": p["currency"], "paid": p["paid"] == "Y", "date_paid": p["datePaid"]}
+                            for p in portal.payments.values() if p["entityTypeId"] == 2 and p["entityId"] == entity_id]
             else:
                 responsible = portal.users.get(int(record.get("assignedById") or 0))
                 company = portal.companies.get(int(record.get("companyId") or 0))
@@ -128,6 +134,7 @@ def register_pages(app: Flask, state: SandboxState) -> None:
                         "company": company.get("TITLE") if company else "—",
                         "deal_id": record.get("parentId2")}
                 related = []
+                money_fields, payments = [], []
             placements = [p for p in portal.placements
                           if p.placement == placement_code and _visible(portal, p.client_id, user_id)]
         tabs = [_frame(state, portal, host, p.client_id, p.handler, user_id, placement_code,
@@ -140,6 +147,7 @@ def register_pages(app: Flask, state: SandboxState) -> None:
             open_tab = None
         return render_template("portal_card.html", portal=portal, card=card, related=related, tabs=tabs,
                                open_tab=open_tab, user=portal.users[user_id], user_id=user_id,
+                               money_fields=money_fields, payments=payments,
                                entity_kind=kind, entity_id=entity_id, invoice_stages=invoice_stages(portal))
 
     @app.route("/p/<code>/crm/deal/details/<int:deal_id>/")

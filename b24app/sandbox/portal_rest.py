@@ -22,7 +22,7 @@ class PortalSandboxError(Exception):
 class RestError(PortalSandboxError):
     """A Bitrix24 REST error: `{"error": code, "error_description": description}` with an HTTP status."""
 
-    def __init__(self, code: str, description: str, status: int = 400, **extra: Any) -> None:
+    def __init__(self, code: str | int, description: str, status: int = 400, **extra: Any) -> None:
         super().__init__(f"{code}: {description}")
         self.code = code
         self.description = description

@@ -215,6 +215,9 @@ class Portal:
     extra_invoice_stages: list[tuple[str, str, int, str | None, str]] = field(default_factory=list)
     # deal userfields added with crm.deal.userfield.add: FIELD_NAME -> {"ID", "USER_TYPE_ID", "MULTIPLE"}
     deal_userfields: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # payment records (crm.item.payment.* / sale.payment.*): id -> the sale_order_payment fields; deal -> its order
+    payments: dict[int, dict[str, Any]] = field(default_factory=dict)
+    deal_orders: dict[int, int] = field(default_factory=dict)
     companies: dict[int, dict[str, Any]] = field(default_factory=dict)
     requisites: dict[int, dict[str, Any]] = field(default_factory=dict)
     timeline_comments: list[dict[str, Any]] = field(default_factory=list)

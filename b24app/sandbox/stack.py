@@ -202,6 +202,7 @@ def start_stack(*, base_port: int = 0, data_dir: str | None = None, database_url
     """Start the sandboxes and the app (no worker yet) on base_port, +1, +2 (free ports when 0)."""
     from .. import create_app
     from ..context import AppContext
+    from ..manifest import Manifest
     from ..migrate import upgrade
     from .bank import create_bank_sandbox
     from .portal import create_portal_sandbox
@@ -219,7 +220,7 @@ def start_stack(*, base_port: int = 0, data_dir: str | None = None, database_url
     portal_app = create_portal_sandbox(access_ttl=access_ttl, rate=rate, burst=burst, event_delivery=event_delivery,
                                        apps=[{"client_id": APP_CLIENT_ID, "client_secret": APP_CLIENT_SECRET,
                                               "install_url": f"{app_url}/install", "handler_url": f"{app_url}/app",
-                                              "scope": "crm,placement,im,task,user_brief"}])
+                                              "scope": ",".join(Manifest.load().scopes)}])
     bank_app = create_bank_sandbox(access_ttl=bank_access_ttl, rate_limit_rps=bank_rate_limit_rps,
                                    redirect_uris=[f"{app_url}/bank/callback"])
     portal_server = serve_in_thread(portal_app, sock=socks[1])

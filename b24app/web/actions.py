@@ -7,7 +7,7 @@ from flask import abort, jsonify, request
 from flask_babel import gettext as _
 
 from .. import reconcile
-from .factory import get_ctx
+from .common import get_ctx
 from .security import Frame
 
 log = logging.getLogger("b24app.actions")

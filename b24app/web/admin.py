@@ -3,29 +3,28 @@ Everyone on the portal may look; only portal administrators may change anything 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from flask import Blueprint, abort, g, jsonify, render_template, request, url_for
 from flask_babel import gettext as _
-from sqlalchemy import func, select
 
-from .. import views
-from ..banklink import webhook_off_reason
+from .. import usernames
 from ..bitrix.errors import BitrixError
 from ..domain.formatting import visible_text
-from ..models import BankLink, Invoice, Operation, Portal
 from ..outbox import TRIGGER_ACCESS_KEY
 from ..paidfield import FIELD_NAME as PAID_FIELD
+from ..pipelines import deal_pipelines, parse_dt
+from ..queries import lookups
+from ..queries.admin_page import (AssignTargets, assign_targets, daily_chart, find_open_invoices, first_run, history,
+                                  payments_seen, review_queue)
+from ..queries.bank import bank_panel
+from ..queries.review import REVIEW_STATES, ReviewLine
 from ..reconcile import CLOSE_ACTIONS
-from ..sync import interval_for
-from ..bitrix.crm import EntityType
-from .bank import issue_link_ticket
-from .factory import get_ctx
+from .charts import chart_geometry
+from .common import get_ctx, issue_link_ticket, js_texts, progress
 from .i18n import current_tz, set_lang
 from . import actions, people
 from .actions import id_field, json_body
-from .placement import js_texts, progress
 from .security import Frame, PlacementRejected, allow_framing, frame_required, issue_frame_token
 from .throttle import TryLater, page as try_later_page, verify_placement
 
@@ -33,74 +32,8 @@ bp = Blueprint("admin", __name__)
 CSRF_EXEMPT = True  # Bitrix24 POSTs /app cross-site (verified with AUTH_ID); the JSON API uses a header token.
 log = logging.getLogger("b24app.admin")
 
-PIPELINES_KEY = "deal_pipelines"
-PIPELINES_TTL = timedelta(hours=1)
 HISTORY_PAGE = 30
 OUTCOMES = ("paid", "underpaid", "overpaid", "review", "unmatched")
-
-
-def bank_panel(ctx, s, portal) -> views.BankState:
-    """The bank card's state, with whether T-Bank pushes operations to us or we only poll (and how often)."""
-    bank = views.bank_state(s, portal.id)
-    if not bank.linked:
-        return bank
-    return replace(bank, live_off=webhook_off_reason(ctx, s.get(BankLink, bank.link_id)),
-                   poll_every=interval_for(ctx, portal.settings))
-
-
-# -- deal pipelines and stages (cached on the portal row) ----------------------------------------------
-def fetch_pipelines(ctx, member_id: str) -> list[dict]:
-    """Deal pipelines with their stages, read with the app's token: two batch calls."""
-    client = ctx.bitrix(member_id)
-    first = client.batch({"cats": ("crm.category.list", {"entityTypeId": EntityType.DEAL}),
-                          "s0": ("crm.status.list", {"filter": {"ENTITY_ID": "DEAL_STAGE"},
-                                                     "order": {"SORT": "ASC"}})})
-    first.raise_first()
-    cats = first.results.get("cats") or {}
-    cats = cats.get("categories") if isinstance(cats, dict) else cats
-    pipelines = [{"id": int(c["id"]), "name": str(c.get("name") or c["id"])} for c in cats or []
-                 if isinstance(c, dict) and str(c.get("id", "")).isdigit()]
-    if not any(p["id"] == 0 for p in pipelines):
-        pipelines.insert(0, {"id": 0, "name": ""})
-    others = [p["id"] for p in pipelines if p["id"] != 0]
-    stages = {0: first.results.get("s0") or []}
-    if others:
-        more = client.batch({f"s{i}": ("crm.status.list", {"filter": {"ENTITY_ID": f"DEAL_STAGE_{i}"},
-                                                           "order": {"SORT": "ASC"}}) for i in others})
-        more.raise_first()
-        for i in others:
-            stages[i] = more.results.get(f"s{i}") or []
-    for p in pipelines:
-        p["stages"] = [{"id": str(r["STATUS_ID"]), "name": str(r.get("NAME") or r["STATUS_ID"]),
-                        "semantics": r.get("SEMANTICS") or (r.get("EXTRA") or {}).get("SEMANTICS") or None}
-                       for r in stages.get(p["id"], []) if isinstance(r, dict) and r.get("STATUS_ID")]
-    return pipelines
-
-
-def deal_pipelines(ctx, portal: Portal, *, refresh: bool = False) -> tuple[list[dict], datetime | None, bool]:
-    """(pipelines, fetched_at, fresh_ok): from the portal's cache unless stale or `refresh`."""
-    cached = (portal.settings or {}).get(PIPELINES_KEY) or {}
-    fetched_at = _parse_dt(cached.get("fetched_at"))
-    now = ctx.clock.now()
-    if not refresh and fetched_at and now - fetched_at < PIPELINES_TTL and cached.get("pipelines") is not None:
-        return cached["pipelines"], fetched_at, True
-    try:
-        pipelines = fetch_pipelines(ctx, portal.member_id)
-    except BitrixError as exc:
-        log.warning("deal stages unavailable", extra={"member_id": portal.member_id, "code": exc.code})
-        return cached.get("pipelines") or [], fetched_at, False
-    with ctx.db.session() as s:
-        row = s.scalar(select(Portal).where(Portal.id == portal.id).with_for_update())
-        row.settings = {**(row.settings or {}), PIPELINES_KEY: {"fetched_at": now.isoformat(), "pipelines": pipelines}}
-    return pipelines, now, True
-
-
-def _parse_dt(value) -> datetime | None:
-    try:
-        d = datetime.fromisoformat(value) if value else None
-    except (TypeError, ValueError):
-        return None
-    return d if d is None or d.tzinfo else d.replace(tzinfo=timezone.utc)
 
 
 # -- the page ----------------------------------------------------------------------------------------------
@@ -118,7 +51,7 @@ def app_page():
                                                  "member_id": request.form.get("member_id", "")[:64]})
         return render_template("error.html", reason=exc.reason), 403
     frame, portal = verified.frame, verified.portal
-    people.use(portal, people.remember(ctx, portal, verified.results))
+    people.use(portal, usernames.remember(ctx, portal, verified.results))
     set_lang(frame.lang)
     g.tz = frame.tz
     allow_framing(portal, ctx.settings.bx24_js_url)
@@ -127,17 +60,17 @@ def app_page():
     rules = load_rules(portal.settings)
     with ctx.db.session() as s:
         bank = bank_panel(ctx, s, portal)
-        checklist = views.first_run(s, portal.id, bank, rules_saved(portal.settings))
-        queue = views.review_queue(s, portal.id)
+        checklist = first_run(s, portal.id, bank, rules_saved(portal.settings))
+        queue = review_queue(s, portal.id)
         targets = _targets(s, portal.id, queue)
-        hist = views.history(s, portal.id, limit=HISTORY_PAGE)
-        chart = views.daily_chart(s, portal.id, ctx.clock.now().astimezone(current_tz()).date(), tz=str(current_tz()))
+        hist = history(s, portal.id, limit=HISTORY_PAGE)
+        chart = daily_chart(s, portal.id, ctx.clock.now().astimezone(current_tz()).date(), tz=str(current_tz()))
     token = issue_frame_token(frame)
     config = {"token": token, "lang": frame.lang, "texts": js_texts(), "urls": _urls(frame)}
     return render_template(
         "admin/page.html", frame=frame, page_config=config, bank=bank, checklist=checklist,
         payments_seen=checklist.payment, queue=queue, targets=targets, history=hist,
-        history_more=len(hist) == HISTORY_PAGE, chart=views.chart_geometry(chart), chart_days=chart,
+        history_more=len(hist) == HISTORY_PAGE, chart=chart_geometry(chart), chart_days=chart,
         rules=rules, rules_saved=rules_saved(portal.settings), pipelines=pipelines, stages_fetched_at=fetched_at,
         stages_ok=stages_ok,
         outcomes=OUTCOMES, bx24_js_url=ctx.settings.bx24_js_url, default_interval=ctx.settings.sync_interval,
@@ -147,8 +80,7 @@ def app_page():
 def _people_command(ctx):
     """Names of the people in the history's first page, read in the batch that verifies the page."""
     def build(portal, _entity):
-        with ctx.db.session() as s:
-            return people.command(people.recent_actors(s, portal.id))
+        return usernames.recent_command(ctx, portal.id)
     return build
 
 
@@ -167,15 +99,15 @@ def _urls(frame: Frame) -> dict:
     return urls
 
 
-def _targets(s, portal_id: int, queue: list[views.ReviewLine]) -> dict[int, views.AssignTargets]:
+def _targets(s, portal_id: int, queue: list[ReviewLine]) -> dict[int, AssignTargets]:
     """What each assignable queued payment is offered: its candidates, their deals' and this payer's invoices
     (any other is one search away: /app/api/invoices); those paid already apart (only with "pay over");
     pre-selected only a candidate the payer relates to."""
-    return {r.operation_pk: views.assign_targets(s, portal_id, r) for r in queue if r.state in views.REVIEW_STATES}
+    return {r.operation_pk: assign_targets(s, portal_id, r) for r in queue if r.state in REVIEW_STATES}
 
 
 # -- JSON API (frame token in the X-Frame-Token header) ---------------------------------------------------
-def _frame() -> tuple[Frame, Portal]:
+def _frame() -> tuple[Frame, Any]:
     frame: Frame = g.frame
     if frame.placement != "DEFAULT":
         abort(403, description="open the app page to use this")
@@ -188,7 +120,7 @@ def _frame() -> tuple[Frame, Portal]:
     return frame, portal
 
 
-def _admin() -> tuple[Frame, Portal]:
+def _admin() -> tuple[Frame, Any]:
     frame, portal = _frame()
     if not frame.is_admin:
         abort(403, description="only portal administrators may change this")
@@ -202,9 +134,9 @@ def api_review():
     search = request.args.get("q", "")[:200]
     closed = request.args.get("state", "open") == "closed"
     with get_ctx().db.session() as s:
-        queue = views.review_queue(s, portal.id, search, closed=closed)
+        queue = review_queue(s, portal.id, search, closed=closed)
         targets = _targets(s, portal.id, queue)
-        seen = bool(queue) or views.payments_seen(s, portal.id)
+        seen = bool(queue) or payments_seen(s, portal.id)
     html = render_template("admin/_review.html", queue=queue, targets=targets, frame=frame, search=search,
                            payments_seen=seen, closed=closed)
     return jsonify({"html": html, "count": len(queue), "operations": [r.operation_pk for r in queue]})
@@ -221,7 +153,7 @@ def api_history():
     deal = args.get("deal", "").strip()
     before = args.get("before", "").strip()
     with get_ctx().db.session() as s:
-        rows = views.history(s, portal.id, outcome=outcome, search=args.get("q", "")[:200],
+        rows = history(s, portal.id, outcome=outcome, search=args.get("q", "")[:200],
                              deal_id=int(deal) if deal.isdigit() and len(deal) < 18 else None,
                              invoice=args.get("invoice", "").strip()[:64],
                              before_id=int(before) if before.isdigit() and len(before) < 18 else None,
@@ -239,7 +171,7 @@ def api_bank():
     ctx = get_ctx()
     with ctx.db.session() as s:
         bank = bank_panel(ctx, s, portal)
-        checklist = views.first_run(s, portal.id, bank, rules_saved(portal.settings))
+        checklist = first_run(s, portal.id, bank, rules_saved(portal.settings))
     return jsonify({"html": render_template("admin/_bank.html", bank=bank, frame=frame),
                     "checklist": render_template("admin/_checklist.html", checklist=checklist, frame=frame),
                     "linked": bank.linked, "health": bank.health})
@@ -254,14 +186,14 @@ def api_invoices():
     if not op_pk.isdigit() or len(op_pk) > 18:
         abort(400, description="operation must be an id")
     with get_ctx().db.session() as s:
-        op = s.get(Operation, int(op_pk))
-        if op is None or op.portal_id != portal.id:
+        op = lookups.operation_of(s, portal.id, int(op_pk))
+        if op is None:
             abort(404)
-        rows = views.find_open_invoices(s, portal.id, op.currency, request.args.get("q", ""))
+        rows = find_open_invoices(s, portal.id, op.currency, request.args.get("q", ""))
     return jsonify({"invoices": [{"id": i.b24_id, "label": _invoice_label(i)} for i in rows]})
 
 
-def _invoice_label(inv: Invoice) -> str:
+def _invoice_label(inv) -> str:
     from .i18n import money
     text = _("No. %(number)s", number=visible_text(inv.number or str(inv.b24_id), 60)) + " · " + \
         money(inv.amount, inv.currency)
@@ -276,9 +208,7 @@ def api_assign():
     op_pk, inv_id = id_field(body, "operation"), id_field(body, "invoice", bitrix=True)
     ctx = get_ctx()
     with ctx.db.session() as s:
-        op = s.get(Operation, op_pk)
-        inv = s.scalar(select(Invoice).where(Invoice.portal_id == portal.id, Invoice.b24_id == inv_id))
-        if op is None or op.portal_id != portal.id or inv is None:
+        if lookups.operation_of(s, portal.id, op_pk) is None or lookups.invoice_of(s, portal.id, inv_id) is None:
             abort(404)
     return actions.assign(frame, portal.id, op_pk, inv_id, pay_over=actions.pay_over_field(body))
 
@@ -294,8 +224,7 @@ def api_close():
     if action not in CLOSE_ACTIONS or not isinstance(reason, str) or len(reason) > 2000:
         abort(400, description="action must be ignore, refund or credit; reason a short text")
     with get_ctx().db.session() as s:
-        op = s.get(Operation, op_pk)
-        if op is None or op.portal_id != portal.id:
+        if lookups.operation_of(s, portal.id, op_pk) is None:
             abort(404)
     return actions.close(frame, portal.id, op_pk, action, reason)
 
@@ -307,8 +236,7 @@ def api_accept():
     frame, portal = _admin()
     op_pk = id_field(json_body(), "operation")
     with get_ctx().db.session() as s:
-        op = s.get(Operation, op_pk)
-        if op is None or op.portal_id != portal.id:
+        if lookups.operation_of(s, portal.id, op_pk) is None:
             abort(404)
     return actions.accept(frame, portal.id, op_pk)
 
@@ -320,8 +248,7 @@ def api_undo():
     op_pk = id_field(json_body(), "operation")
     ctx = get_ctx()
     with ctx.db.session() as s:
-        op = s.get(Operation, op_pk)
-        if op is None or op.portal_id != portal.id:
+        if lookups.operation_of(s, portal.id, op_pk) is None:
             abort(404)
     return actions.undo(frame, portal.id, op_pk)
 
@@ -392,11 +319,10 @@ def api_sync():
         return jsonify({"requested": ids, "since": since.isoformat(), **progress(sync.sync_status(ctx, portal.id))}), 202
     _frame_unused, portal = _frame()
     out = progress(sync.sync_status(ctx, portal.id))
-    since = _parse_dt(request.args.get("since", "")[:40])
+    since = parse_dt(request.args.get("since", "")[:40])
     if since is not None:  # how many operations this load stored that the app had not seen before
         with ctx.db.session() as s:
-            out["loaded"] = s.scalar(select(func.count()).select_from(Operation).where(
-                Operation.portal_id == portal.id, Operation.first_seen_at >= since)) or 0
+            out["loaded"] = lookups.loaded_since(s, portal.id, since)
     return jsonify(out)
 
 

@@ -8,25 +8,23 @@ from datetime import datetime, timezone
 
 from flask import Blueprint, abort, g, jsonify, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import func, select
+from itsdangerous import BadSignature, SignatureExpired
 
 from .. import banklink, tochkalink
 from ..bank.errors import BankError
 from ..banklink import LinkFailed
 from ..domain.formatting import visible_text
 from ..domain.requisites import inn_problem, kpp_problem
-from ..models import BankAccount, BankLink
 from ..sync import request_sync
-from ..views import bank_state, mask_account
+from ..queries.bank import bank_state, links_of_accounts, portal_links, watched_count, webhook_accounts
 from .actions import OUR_ID_MAX, id_field, json_body, json_errors
-from .factory import csrf, get_ctx
+from .common import csrf, get_ctx, issue_link_ticket, link_tickets, may_link
+from .display import mask_account
 from .i18n import current_lang, set_lang
-from .security import Frame, frame_required, script_origin
+from .security import frame_required, script_origin
 
 bp = Blueprint("bank", __name__, url_prefix="/bank")
 log = logging.getLogger("b24app.bank")
-TICKET_SALT = "b24app.bank-link.v1"
 TICKET_TTL = 10 * 60
 NONCE_KEY = "bank_link_nonce"
 LANG_KEY = "bank_link_lang"
@@ -36,24 +34,7 @@ RETRY_KEY = "bank_link_retry"  # the ticket's data, so that a failed link can be
 RETRY_TTL = 60 * 60
 
 
-def _tickets() -> URLSafeTimedSerializer:
-    from flask import current_app
-    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=TICKET_SALT)
-
-
 ADMINS_ONLY = "only portal administrators may link, change or remove a bank account"
-
-
-def issue_link_ticket(frame: Frame) -> str:
-    """A short-lived signed ticket for the popup: which portal and user started the link (callers issue
-    it to administrators only; /bank/start and /bank/token refuse any other)."""
-    return _tickets().dumps({"m": frame.member_id, "u": frame.user_id, "a": frame.is_admin, "l": frame.lang})
-
-
-def may_link(frame: Frame) -> bool:
-    """Payments into a linked account mark the portal's invoices paid: linking is for administrators only
-    (a deal's responsible could otherwise watch an account of their own)."""
-    return frame.is_admin
 
 
 def _admin_ticket(token: str) -> dict:
@@ -67,7 +48,7 @@ def _admin_ticket(token: str) -> dict:
 
 def _read_ticket(token: str) -> dict:
     try:
-        return _tickets().loads(token, max_age=TICKET_TTL)
+        return link_tickets().loads(token, max_age=TICKET_TTL)
     except SignatureExpired:
         abort(403, description="link ticket expired: start again from Bitrix24")
     except BadSignature:
@@ -150,7 +131,7 @@ def callback():
             portal_id = portal.id if portal else None
         if portal_id is not None:
             banklink.record_failure(ctx, portal_id, exc.user_id or (retry or {}).get("u"), exc.reason, exc.detail)
-        retry_url = url_for("bank.start", ticket=_tickets().dumps(
+        retry_url = url_for("bank.start", ticket=link_tickets().dumps(
             {k: retry[k] for k in ("m", "u", "a", "l")})) if retry else None
         return _page("bank/result.html", 400, ok=False, reason=exc.reason,
                      message=failure_message(exc.reason, exc.detail), retry_url=retry_url)
@@ -163,9 +144,7 @@ def callback():
 def _watched(ctx, portal_id: int) -> int:
     """How many accounts of the portal's active links are watched (0: nothing will arrive until one is)."""
     with ctx.db.session() as s:
-        return s.scalar(select(func.count()).select_from(BankAccount).join(BankLink, BankLink.id == BankAccount.link_id)
-                        .where(BankAccount.portal_id == portal_id, BankAccount.watched.is_(True),
-                               BankLink.status == "active")) or 0
+        return watched_count(s, portal_id)
 
 
 def failure_message(reason: str, detail: str = "") -> str:
@@ -263,12 +242,7 @@ def webhook(link_id: int):
         body = {}
     account_number = str(body.get("accountNumber", "")) if isinstance(body, dict) else ""
     with ctx.db.session() as s:
-        link = s.get(BankLink, link_id)
-        q = select(BankAccount.id).where(BankAccount.link_id == link_id, BankAccount.watched.is_(True))
-        if account_number:
-            q = q.where(BankAccount.account_number == account_number)
-        ids = list(s.scalars(q))
-        portal_id = link.portal_id
+        portal_id, ids = webhook_accounts(s, link_id, account_number)
     if ids:
         request_sync(ctx, portal_id, ids)
     return jsonify({"ok": True, "accounts": len(ids)})
@@ -289,8 +263,7 @@ def _portal_for_frame():
 def accounts():
     ctx, portal = _portal_for_frame()
     with ctx.db.session() as s:
-        links = list(s.scalars(select(BankLink).where(BankLink.portal_id == portal.id, BankLink.status != "unlinked")))
-        accs = list(s.scalars(select(BankAccount).where(BankAccount.portal_id == portal.id)))
+        links, accs = portal_links(s, portal.id)
     return jsonify({
         "links": [{"id": l.id, "kind": l.kind, "status": l.status, "inn": l.inn, "kpp": l.kpp,
                    "company_name": l.company_name} for l in links],
@@ -318,11 +291,10 @@ def choose_accounts():
     if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids) or len(ids) > 1000:
         return jsonify({"error": "watched must be a list of account ids"}), 400
     with ctx.db.session() as s:
-        # The admin page shows one link's accounts (views.bank_state): only that link, and the links of the
-        # accounts ticked, are changed, so saving one bank's list leaves another bank's accounts watched.
+        # The admin page shows one link's accounts (queries.bank.bank_state): only that link, and the links of
+        # the accounts ticked, are changed, so saving one bank's list leaves another bank's accounts watched.
         shown = bank_state(s, portal.id).link_id
-        scope = set(s.scalars(select(BankAccount.link_id).where(BankAccount.portal_id == portal.id,
-                                                                BankAccount.id.in_(ids)))) if ids else set()
+        scope = links_of_accounts(s, portal.id, ids)
     banklink.set_watched(ctx, portal.id, set(ids), link_ids=scope | ({shown} if shown else set()))
     return jsonify({"ok": True})
 

@@ -7,13 +7,10 @@ from datetime import datetime, timezone
 
 from flask import Blueprint, jsonify, request
 
-from ..banklink import uninstall_portal
-from ..bitrix.errors import BitrixError
 from ..eventdata import parse_nested_form
-from ..installation import (InstallRejected, bind, install, install_request_from_event, installation_alive,
-                            update)
+from ..installation import InstallRejected, lifecycle_event
 from ..invoices import request_refresh
-from .factory import get_ctx
+from .common import get_ctx
 from .throttle import TryLater, install_attempt
 
 bp = Blueprint("events", __name__, url_prefix="/events")
@@ -42,52 +39,18 @@ def app_lifecycle():
         body = _payload()
     except InstallRejected as exc:
         return _refuse(400, exc.reason)
-    event = str(body.get("event", "")).upper()
-    auth = body.get("auth") if isinstance(body.get("auth"), dict) else {}
-    data = body.get("data") if isinstance(body.get("data"), dict) else {}
-    member_id = auth.get("member_id") if isinstance(auth.get("member_id"), str) else ""
-    token_ok = ctx.portals.application_token_matches(member_id, auth.get("application_token"))
-    # Every user who opens the app is handed APPLICATION_TOKEN (settings/oauth/simple-way.md,
-    # api-reference/widgets/_includes/widget_data.md): it tells Bitrix24's calls from strangers', not from the
-    # portal's own users. So it never unlocks more than a hint: an uninstall must be confirmed by Bitrix24
-    # itself, and new tokens come only with an administrator's token verified by the OAuth server.
     try:
-        if event == "ONAPPUNINSTALL":
-            # Bitrix24 may deliver it again after we uninstalled: still authenticated, still harmless.
-            if not ctx.portals.application_token_matches(member_id, auth.get("application_token"),
-                                                         uninstalled_ok=True):
-                return _refuse(401, "invalid_application_token")
-            if token_ok and installation_alive(ctx, member_id):
-                log.warning("uninstall refused: the installation still works", extra={"member_id": member_id})
-                return _refuse(401, "still_installed")
-            # recorded first; then the bank links are released at the bank (webhook, tokens), bounded in time
-            uninstall_portal(ctx, member_id, clean=str(data.get("CLEAN", "0")) == "1")
-            return jsonify({"ok": True})
-        if event == "ONAPPINSTALL":
-            if not token_ok:  # the event came first (callback apps), or a reinstall: verify and store
-                req = install_request_from_event(auth, data)
-                with install_attempt(req):
-                    install(ctx, req)
-            return jsonify({"ok": True})
-        if event == "ONAPPUPDATE":
-            if token_ok:
-                bind(ctx, member_id)
-            else:  # the update issued a new application_token
-                req = install_request_from_event(auth, data)
-                with install_attempt(req):
-                    update(ctx, req)
-            return jsonify({"ok": True})
+        status, answer = lifecycle_event(ctx, body, attempt=install_attempt)
     except TryLater as exc:
-        log.warning("lifecycle event deferred", extra={"event": event, "reason": exc.reason, "member_id": member_id})
+        log.warning("lifecycle event deferred", extra={"event": str(body.get("event", "")).upper(),
+                                                       "reason": exc.reason, "member_id": _member_id(body)})
         return jsonify({"error": exc.reason}), exc.status, exc.headers()
-    except InstallRejected as exc:
-        log.warning("lifecycle event rejected", extra={"event": event, "reason": exc.reason, "member_id": member_id})
-        # Without a matching application_token every refusal is an authentication failure.
-        return _refuse(400 if exc.reason == "missing_fields" and token_ok else 401, exc.reason)
-    except BitrixError as exc:
-        log.error("lifecycle event failed", extra={"event": event, "code": exc.code, "member_id": member_id})
-        return _refuse(502, "bitrix_error")
-    return _refuse(400, "unknown_event")
+    return jsonify(answer), status
+
+
+def _member_id(body: dict) -> str:
+    auth = body.get("auth") if isinstance(body.get("auth"), dict) else {}
+    return auth.get("member_id") if isinstance(auth.get("member_id"), str) else ""
 
 
 def _event_stamp(body: dict, auth: dict) -> tuple[datetime | None, int | None]:

@@ -2,23 +2,21 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from flask import Flask, g
-from flask_wtf.csrf import CSRFProtect
 
 from ..config import Settings, from_env
 from ..context import AppContext
 from ..logging_setup import configure_logging
-
-ROOT = Path(__file__).resolve().parents[2]
-csrf = CSRFProtect()
+from ..resources import resource_path
+from .common import csrf
 
 
 def create_app(settings: Settings | None = None, *, context: AppContext | None = None, **overrides) -> Flask:
     settings = settings or from_env(**overrides)
     ctx = context or AppContext(settings)
-    app = Flask("b24app", template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"),
+    app = Flask("b24app", template_folder=str(resource_path("templates")),
+                static_folder=str(resource_path("static")),
                 static_url_path="/static")
     app.config.update(
         SECRET_KEY=settings.secret_key,
@@ -36,12 +34,13 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     configure_logging(settings)
     csrf.init_app(app)
 
-    from . import admin, bank, events, health, i18n, install, placement, security, throttle, tochka
+    from . import admin, bank, events, health, i18n, install, placement, security, throttle, tochka, upload
 
     i18n.init_app(app)
+    upload.init_app(app)  # before security's hook reads a form: the upload's larger size limit
     security.init_app(app)
     throttle.init_app(app, settings)
-    for module in (install, events, placement, admin, bank, tochka, health):
+    for module in (install, events, placement, admin, bank, tochka, health, upload):
         app.register_blueprint(module.bp)
         if getattr(module, "CSRF_EXEMPT", False):
             csrf.exempt(module.bp)
@@ -52,9 +51,3 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
 
     logging.getLogger("b24app").debug("app created", extra={"mode": settings.mode})
     return app
-
-
-def get_ctx() -> AppContext:
-    from flask import current_app
-
-    return current_app.extensions["b24app"]

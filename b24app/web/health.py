@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
-from sqlalchemy import text
 
 from ..metrics import render_prometheus
-from ..migrate import migration_head
-from .factory import get_ctx
+from ..migrate import migration_head, schema_revision
+from .common import get_ctx
 
 bp = Blueprint("health", __name__)
 CSRF_EXEMPT = True
@@ -21,8 +20,7 @@ def healthz():
 def readyz():
     ctx = get_ctx()
     try:
-        with ctx.db.engine.connect() as conn:
-            current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        current = schema_revision(ctx.db.engine)
     except Exception as exc:  # noqa: BLE001 - any DB failure means not ready
         return jsonify({"ok": False, "db": type(exc).__name__}), 503
     head = migration_head()

@@ -106,12 +106,14 @@ def _memo(name: str) -> dict:
 def init_app(app) -> None:
     Babel(app, default_locale=DEFAULT_LANG, default_translation_directories=str(TRANSLATIONS),
           locale_selector=current_lang, timezone_selector=lambda: str(current_tz()))
-    from ..views import explain_reasons, visible_text
+    from ..domain.explain import explain_reasons
+    from ..domain.formatting import visible_text
+    from .display import invoice_subtitle, mask_account
 
     def explain(reasons, currency: str = "RUB") -> list[str]:
         return explain_reasons(reasons, current_lang(), currency, names=g.get("people"))
 
     app.jinja_env.filters.update(money=money, number=number, when=when, day=day, plain=visible_text,
-                                 explain=explain)
+                                 explain=explain, masked=mask_account, subtitle=invoice_subtitle)
     from .people import person
     app.jinja_env.globals.update(current_lang=current_lang, person=person)

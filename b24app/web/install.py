@@ -7,7 +7,7 @@ from flask import Blueprint, render_template, request
 
 from ..bitrix.errors import BitrixError
 from ..installation import InstallRejected, install, install_request_from_page
-from .factory import get_ctx
+from .common import get_ctx
 from .i18n import set_lang
 from .security import allow_framing
 from .throttle import TryLater, install_attempt

@@ -6,18 +6,19 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, replace
+from typing import Any
 
 from flask import Blueprint, Response, abort, g, jsonify, render_template, request, url_for
 from flask_babel import gettext as _
 from markupsafe import Markup
-from sqlalchemy import select
 
-from .. import views
-from ..models import Allocation, Decision, Invoice, Operation, Portal
+from .. import usernames
+from ..invoices import store_fetched, tab_commands
+from ..queries import lookups
+from ..queries.deal_tab import WidgetData, widget_data
 from . import actions, people
 from .actions import id_field, json_body
-from .bank import issue_link_ticket, may_link
-from .factory import get_ctx
+from .common import get_ctx, issue_link_ticket, js_texts, may_link, progress
 from .i18n import set_lang
 from .security import Frame, PlacementRejected, allow_framing, frame_required, issue_frame_token
 from .throttle import TryLater, page as try_later_page, verify_placement
@@ -32,85 +33,6 @@ PLACEMENTS = {"deal": "CRM_DEAL_DETAIL_TAB", "invoice": "CRM_SMART_INVOICE_DETAI
 
 
 # -- the one Bitrix24 call per render ---------------------------------------------------------------
-def tab_commands(ctx, kind: str):
-    """Extra read commands for the verifying batch: the deal (its responsible), its invoices, stage semantics."""
-    from ..invoices import ITEM_SELECT
-
-    def build(portal, entity_id):
-        if entity_id is None:
-            return {}
-        if kind == "deal":
-            cmds = {"deal": ("crm.deal.get", {"id": entity_id}),
-                    "invoices": ("crm.item.list", {"entityTypeId": INVOICE_TYPE, "filter": {"parentId2": entity_id},
-                                                   "select": ITEM_SELECT, "order": {"id": "ASC"}})}
-        else:
-            cmds = {"invoices": ("crm.item.list", {"entityTypeId": INVOICE_TYPE, "filter": {"id": entity_id},
-                                                   "select": ITEM_SELECT}),
-                    "deal": ("crm.deal.get", {"id": "$result[invoices][items][0][parentId2]"})}
-        with ctx.db.session() as s:
-            categories = sorted({c for c in s.scalars(select(Invoice.category_id).where(
-                Invoice.portal_id == portal.id, Invoice.category_id.is_not(None)).distinct()) if c is not None})
-            actors = people.tab_actors(s, portal.id, kind, entity_id)
-        cmds.update(people.command(actors))  # names of who assigned payments by hand, in the same call
-        for c in categories[:10]:
-            cmds[f"stages{c}"] = ("crm.status.list", {"filter": {"ENTITY_ID": f"SMART_INVOICE_STAGE_{c}"}})
-        # A portal we have never seen an invoice of: ask for the first item's category.
-        cmds["stages_first"] = ("crm.status.list", {"filter": {
-            "ENTITY_ID": "SMART_INVOICE_STAGE_$result[invoices][items][0][categoryId]"}})
-        return cmds
-
-    return build
-
-
-def store_fetched(ctx, portal_id: int, results: dict) -> tuple[int | None, bool]:
-    """Upsert the invoices the verifying call returned; returns (deal responsible, invoices read ok)."""
-    from ..invoices import upsert_items
-
-    semantics: dict[str, str | None] = {}
-    for key, rows in results.items():
-        if key.startswith("stages") and isinstance(rows, list):
-            for row in rows:
-                if isinstance(row, dict) and row.get("STATUS_ID"):
-                    semantics[str(row["STATUS_ID"])] = row.get("SEMANTICS") or None
-    listed = results.get("invoices")
-    items = listed.get("items") if isinstance(listed, dict) else None
-    ok = isinstance(items, list)
-    items = [i for i in items or [] if isinstance(i, dict) and str(i.get("id", "")).isdigit()]
-    changed = _changed(ctx, portal_id, items, semantics)
-    if changed:  # no write transaction when Bitrix24 says what the cache already knows
-        upsert_items(ctx, portal_id, changed, semantics, {})
-    deal = results.get("deal")
-    owner = deal.get("ASSIGNED_BY_ID") if isinstance(deal, dict) else None
-    return (int(owner) if str(owner or "").isdigit() else None), ok
-
-
-_COMPARED = ("number", "title", "amount", "currency", "stage_id", "stage_semantics", "category_id", "deal_id",
-             "assigned_by_id", "company_id", "mycompany_id", "created")
-
-
-def _changed(ctx, portal_id: int, items: list[dict], semantics: dict) -> list[dict]:
-    """The items whose cached copy is missing or differs (compared after the same mapping the upsert uses)."""
-    from ..invoices import apply_item
-
-    if not items:
-        return []
-    with ctx.db.session() as s:
-        rows = {inv.b24_id: inv for inv in s.scalars(select(Invoice).where(
-            Invoice.portal_id == portal_id, Invoice.b24_id.in_([int(i["id"]) for i in items])))}
-        s.expunge_all()
-    out = []
-    for item in items:
-        row = rows.get(int(item["id"]))
-        if row is None:
-            out.append(item)
-            continue
-        probe = Invoice(stage_semantics=row.stage_semantics, payer_inn=row.payer_inn)
-        apply_item(probe, item, semantics, {})
-        if any(getattr(probe, f) != getattr(row, f) for f in _COMPARED):
-            out.append(item)
-    return out
-
-
 def readable(kind: str, entity_id: int, verified) -> bool:
     """Did Bitrix24 show this user the deal (or the invoice) in the verifying call? If not, neither do we,
     whatever the cache holds: the user's own token read it, so Bitrix24's CRM permissions decide."""
@@ -136,7 +58,7 @@ class Access:
             (invoice_owner is not None and invoice_owner == f.user_id)
 
 
-def may_act(frame: Frame, data: views.WidgetData) -> bool:
+def may_act(frame: Frame, data: WidgetData) -> bool:
     """True when this user may act on at least one invoice of the tab."""
     access = Access(frame, 0)
     return access.may_act_on(None) or any(access.may_act_on(i.assigned_by_id) for i in data.invoices)
@@ -146,12 +68,12 @@ def _link_url(frame: Frame) -> str:
     return url_for("bank.start", ticket=issue_link_ticket(frame))
 
 
-def render_body(frame: Frame, data: views.WidgetData) -> Markup:
+def render_body(frame: Frame, data: WidgetData) -> Markup:
     return Markup(render_template("widget/_body.html", data=data, frame=frame, can_act=may_act(frame, data),
                                   access=Access(frame, 0)))
 
 
-def _data_json(frame: Frame, data: views.WidgetData) -> dict:
+def _data_json(frame: Frame, data: WidgetData) -> dict:
     return {
         "kind": data.kind, "entity_id": data.entity_id, "deal_id": data.deal_id, "can_act": may_act(frame, data),
         "bank": {"linked": data.bank.linked, "health": data.bank.health,
@@ -186,7 +108,7 @@ def _tab(kind: str):
                     extra={"kind": kind, "member_id": frame.member_id, "user": frame.user_id})
         allow_framing(verified.portal)  # a verified user's portal: it shows the message in the tab
         return render_template("error.html", reason="not_readable"), 403
-    people.use(verified.portal, people.remember(ctx, verified.portal, verified.results))
+    people.use(verified.portal, usernames.remember(ctx, verified.portal, verified.results))
     owner, fetched = store_fetched(ctx, verified.portal.id, verified.results)
     frame = replace(frame, owner_id=owner)
     g.tz = frame.tz
@@ -217,7 +139,7 @@ def invoice_tab():
     return _tab("invoice")
 
 
-def sync_line(data: views.WidgetData) -> str:
+def sync_line(data: WidgetData) -> str:
     from .i18n import when
     if data.bank.linked and data.bank.health == "no_accounts":
         return _("No bank account is watched")
@@ -226,34 +148,13 @@ def sync_line(data: views.WidgetData) -> str:
     return _("The bank has not been checked yet") if data.bank.linked else _("The bank is not linked")
 
 
-def _load(s, portal_id: int, kind: str, entity_id: int) -> views.WidgetData:
+def _load(s, portal_id: int, kind: str, entity_id: int) -> WidgetData:
     if kind == "deal":
-        return views.widget_data(s, portal_id, deal_id=entity_id)
-    return views.widget_data(s, portal_id, invoice_id=entity_id)
+        return widget_data(s, portal_id, deal_id=entity_id)
+    return widget_data(s, portal_id, invoice_id=entity_id)
 
 
-def js_texts() -> dict:
-    """Strings the page script shows, in the user's language."""
-    return {
-        "checking": _("Checking the bank…"), "checked": _("The bank has been checked."),
-        "check_failed": _("The bank could not be checked: %(error)s", error="{error}"),
-        "check_timeout": _("The bank is taking longer than usual; the tab will update when it answers."),
-        "expired": _("This tab has been open too long. Reopen it to continue."), "reload": _("Reload the tab"),
-        "forbidden": _("You can only view this deal: ask its responsible person or an administrator."),
-        "failed": _("Something went wrong. Please try again."),
-        "assigned": _("The payment has been assigned."), "undone": _("The match has been undone."),
-        "confirm_undo": _("Undo this match? The invoice will go back to awaiting payment."),
-        "popup_blocked": _("Allow pop-up windows for this page to link the bank."),
-        "linking": _("Finish linking the bank in the window that has opened."),
-        "saved": _("Saved."), "choose_invoice": _("Choose an invoice"),
-        "confirm_pay_over": _("This invoice is paid already: tick “pay over” to put the payment on it anyway."),
-        "updated": _("Updated"), "nothing_found": _("Nothing found."),
-        "unlinked": _("T-Bank is unlinked: the app no longer reads the statement."),
-        "loaded": _("The statement is loaded: %(n)s new operations.", n="{n}"),
-    }
-
-
-def _version(payload: dict, data: views.WidgetData) -> str:
+def _version(payload: dict, data: WidgetData) -> str:
     """The ETag: what the tab shows. The bank's check time counts as the minute the tab prints, so that a
     statement read with nothing new (every sync) does not make each 2-second poll a full answer."""
     shown = {**payload, "bank": {**payload["bank"], "last_synced_at": sync_line(data)}}
@@ -261,7 +162,7 @@ def _version(payload: dict, data: views.WidgetData) -> str:
 
 
 # -- JSON API ------------------------------------------------------------------------------------------
-def _frame_for(kind: str, entity_id: int) -> tuple[Frame, Portal]:
+def _frame_for(kind: str, entity_id: int) -> tuple[Frame, Any]:
     """The frame token must be for this tab: same placement kind and same entity; portal still installed."""
     if kind not in PLACEMENTS:
         abort(404)
@@ -276,7 +177,7 @@ def _frame_for(kind: str, entity_id: int) -> tuple[Frame, Portal]:
     return frame, portal
 
 
-def _in_tab(inv: Invoice | None, kind: str, entity_id: int) -> bool:
+def _in_tab(inv, kind: str, entity_id: int) -> bool:
     if inv is None:
         return False
     return inv.deal_id == entity_id if kind == "deal" else inv.b24_id == entity_id
@@ -316,18 +217,7 @@ def api_sync(kind: str, entity_id: int):
     return jsonify(progress(sync.sync_status(ctx, portal.id)))
 
 
-def progress(status: dict) -> dict:
-    """Sync status reduced to what a progress bar needs."""
-    accounts = [a for a in (status or {}).get("accounts", []) if a.get("watched", True)]
-    pending = [a for a in accounts if a.get("pending") or a.get("running")]
-    errors = [a["last_error"] for a in accounts if a.get("last_error")]
-    total = len(accounts)
-    return {"accounts": total, "pending": len(pending), "done": total - len(pending),
-            "percent": 100 if not total else round(100 * (total - len(pending)) / total),
-            "errors": errors[:3], "finished": not pending}
-
-
-def _require_actor(frame: Frame, portal: Portal, kind: str, entity_id: int, invoice: Invoice | None = None) -> None:
+def _require_actor(frame: Frame, portal, kind: str, entity_id: int, invoice=None) -> None:
     """Admins, the deal's responsible, or the responsible of the invoice (any of this tab's, if none named)."""
     access = Access(frame, portal.id)
     if access.may_act_on(None):
@@ -337,9 +227,7 @@ def _require_actor(frame: Frame, portal: Portal, kind: str, entity_id: int, invo
             return
         abort(403, description="read only")
     with get_ctx().db.session() as s:
-        q = select(Invoice.assigned_by_id).where(Invoice.portal_id == portal.id)
-        q = q.where(Invoice.deal_id == entity_id) if kind == "deal" else q.where(Invoice.b24_id == entity_id)
-        owners = set(s.scalars(q))
+        owners = lookups.tab_owners(s, portal.id, kind, entity_id)
     if frame.user_id not in owners:
         abort(403, description="read only")
 
@@ -352,9 +240,9 @@ def api_assign(kind: str, entity_id: int):
     op_pk, inv_id = id_field(body, "operation"), id_field(body, "invoice", bitrix=True)
     ctx = get_ctx()
     with ctx.db.session() as s:
-        op = s.get(Operation, op_pk)
-        inv = s.scalar(select(Invoice).where(Invoice.portal_id == portal.id, Invoice.b24_id == inv_id))
-        if op is None or op.portal_id != portal.id or not _in_tab(inv, kind, entity_id):
+        op = lookups.operation_of(s, portal.id, op_pk)
+        inv = lookups.invoice_of(s, portal.id, inv_id)
+        if op is None or not _in_tab(inv, kind, entity_id):
             abort(404)
     _require_actor(frame, portal, kind, entity_id, inv)
     if not frame.is_admin and not _offered_here(portal.id, op_pk, kind, entity_id):
@@ -368,14 +256,7 @@ def _offered_here(portal_id: int, op_pk: int, kind: str, entity_id: int) -> bool
     decision). Candidates are fixed when the payment is decided; a payer INN or invoice number edited in the
     CRM afterwards does not make a payment someone else's to take."""
     with get_ctx().db.session() as s:
-        decision = s.scalar(select(Decision).where(Decision.portal_id == portal_id, Decision.operation_pk == op_pk,
-                                                   Decision.superseded_at.is_(None)))
-        if decision is None:
-            return False
-        q = select(Invoice.b24_id).where(Invoice.portal_id == portal_id)
-        q = q.where(Invoice.deal_id == entity_id) if kind == "deal" else q.where(Invoice.b24_id == entity_id)
-        mine = set(s.scalars(q))
-    return bool(mine & set(views.candidate_ids(decision.candidates)))
+        return lookups.offered_here(s, portal_id, op_pk, kind, entity_id)
 
 
 @bp.post("/placement/api/<kind>/<int:entity_id>/undo")
@@ -385,13 +266,9 @@ def api_undo(kind: str, entity_id: int):
     op_pk = id_field(json_body(), "operation")
     ctx = get_ctx()
     with ctx.db.session() as s:
-        op = s.get(Operation, op_pk)
-        if op is None or op.portal_id != portal.id:
+        if lookups.operation_of(s, portal.id, op_pk) is None:
             abort(404)
-        invoices = list(s.scalars(select(Invoice).where(
-            Invoice.portal_id == portal.id, Invoice.b24_id.in_(select(Allocation.invoice_b24_id).where(
-                Allocation.operation_pk == op_pk, Allocation.portal_id == portal.id,
-                Allocation.revoked_at.is_(None))))))
+        invoices = lookups.allocated_invoices(s, portal.id, op_pk)
     mine = [i for i in invoices if _in_tab(i, kind, entity_id)]
     if not mine:
         abort(404)

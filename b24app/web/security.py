@@ -83,6 +83,7 @@ def issue_frame_token(frame: Frame) -> str:
 
 
 def read_frame_token(token: str, max_age: int = FRAME_TOKEN_TTL) -> Frame:
+    """The frame a token names, for a request that carries it in a form field (the statement upload's plain form)."""
     return _read(token, max_age)[0]
 
 
@@ -174,11 +175,6 @@ def _as_dict(value) -> dict:
     if isinstance(value, list):
         return {str(i): v for i, v in enumerate(value)}
     return {}
-
-
-def verify_placement_post(ctx) -> Frame:
-    """Check Bitrix24's placement POST: the AUTH_ID must work on the stored portal and name a real user."""
-    return verify_placement(ctx).frame
 
 
 def _tz(name) -> str | None:

@@ -150,7 +150,7 @@ def page(exc: TryLater):
     named by member_id may frame (it holds no data), so the user sees it inside Bitrix24."""
     from flask import render_template
 
-    from .factory import get_ctx
+    from .common import get_ctx
     from .security import allow_framing
 
     portal = get_ctx().portals.find(request.form.get("member_id", "")[:64])

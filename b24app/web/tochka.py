@@ -11,7 +11,7 @@ from ..bank.tochka import WebhookRejected
 from ..banklink import LinkFailed
 from ..sync import request_sync
 from .bank import CONFIRM_FIELD, LANG_KEY, _admin_ticket, _page, _watched, posted_requisites, requisite_errors
-from .factory import csrf, get_ctx
+from .common import csrf, get_ctx
 from .i18n import current_lang, set_lang
 from .security import script_origin
 

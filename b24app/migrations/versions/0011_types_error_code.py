@@ -1,7 +1,7 @@
 """bank accounts keep the code of their last sync error beside its text (issue 14: errors stored as codes)
 
-Revision ID: 0010_types_error_code
-Revises: 0009_rest2_own_deal_echo
+Revision ID: 0011_types_error_code
+Revises: 0010_upload_statement_files
 
 Rows failed before this revision get the code their text was written from: sync.record_failure wrote
 "<exception class>: <message>" (and exactly "needs_consent" for a link that is not active), so the class name
@@ -11,8 +11,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0010_types_error_code'
-down_revision = '0009_rest2_own_deal_echo'
+revision = '0011_types_error_code'
+down_revision = '0010_upload_statement_files'
 branch_labels = None
 depends_on = None
 
