@@ -22,7 +22,6 @@ from .common import get_ctx, issue_link_ticket, js_texts, may_link, progress
 from .i18n import set_lang
 from .security import Frame, PlacementRejected, allow_framing, frame_required, issue_frame_token
 from .throttle import TryLater, page as try_later_page, verify_placement
-from ..bitrix.crm import INVOICE_TYPE
 
 bp = Blueprint("placement", __name__)
 CSRF_EXEMPT = True  # Bitrix24 POSTs the tabs cross-site (verified with the posted AUTH_ID); the API uses a header token.
