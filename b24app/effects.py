@@ -7,7 +7,7 @@ way), so old rows load unchanged and no migration was needed. Pure: imports noth
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -59,22 +59,29 @@ class EffectKind(StrEnum):
         return self in (EffectKind.NOTIFY, EffectKind.TIMELINE, EffectKind.TASK, EffectKind.TRIGGER)
 
 
-def _drop_none(payload: dict, *optional: str) -> dict:
-    return {k: v for k, v in payload.items() if not (k in optional and v is None)}
-
-
 @dataclass(frozen=True)
 class Effect:
-    """Base of the payload types; `kind` names the subclass."""
+    """Base of the payload types; `kind` names the subclass. The stored JSON holds the fields in `_keys` order
+    (the declaration order unless a class says otherwise), leaving out those of `_omit_none` while None."""
 
     kind: ClassVar[EffectKind]
+    _keys: ClassVar[tuple[str, ...]] = ()
+    _omit_none: ClassVar[tuple[str, ...]] = ()
 
     def to_payload(self) -> dict:
-        raise NotImplementedError
+        keys = self._keys or tuple(f.name for f in fields(self))
+        return {k: getattr(self, k) for k in keys if not (k in self._omit_none and getattr(self, k) is None)}
 
     @classmethod
     def from_payload(cls, p: dict) -> "Effect":
-        raise NotImplementedError
+        """A stored payload: required keys must be there, optional ones take their default; others are ignored."""
+        values = {}
+        for f in fields(cls):
+            if f.name in p:
+                values[f.name] = p[f.name]
+            elif f.default is MISSING and f.default_factory is MISSING:
+                raise KeyError(f"{cls.kind} payload without {f.name!r}")
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -82,26 +89,12 @@ class InvoicePaid(Effect):
     kind: ClassVar[EffectKind] = EffectKind.INVOICE_PAID
     invoice_id: int
 
-    def to_payload(self) -> dict:
-        return {"invoice_id": self.invoice_id}
-
-    @classmethod
-    def from_payload(cls, p: dict) -> "InvoicePaid":
-        return cls(p["invoice_id"])
-
 
 @dataclass(frozen=True)
 class InvoicePartial(Effect):
     kind: ClassVar[EffectKind] = EffectKind.INVOICE_PARTIAL
     invoice_id: int
     stages: dict[str, str] = field(default_factory=dict)  # funnel (category id as text) -> its partly-paid stage
-
-    def to_payload(self) -> dict:
-        return {"invoice_id": self.invoice_id, "stages": self.stages}
-
-    @classmethod
-    def from_payload(cls, p: dict) -> "InvoicePartial":
-        return cls(p["invoice_id"], p.get("stages") or {})
 
 
 @dataclass(frozen=True)
@@ -111,27 +104,14 @@ class InvoiceReopen(Effect):
     paid_stage: str   # where the app moved it: only an invoice still there is moved back
     to_stage: str     # where it was before
 
-    def to_payload(self) -> dict:
-        return {"invoice_id": self.invoice_id, "paid_stage": self.paid_stage, "to_stage": self.to_stage}
-
-    @classmethod
-    def from_payload(cls, p: dict) -> "InvoiceReopen":
-        return cls(p["invoice_id"], p["paid_stage"], p["to_stage"])
-
 
 @dataclass(frozen=True)
 class DealStage(Effect):
     kind: ClassVar[EffectKind] = EffectKind.DEAL_STAGE
+    _omit_none: ClassVar[tuple[str, ...]] = ("default",)
     deal_id: int
     stages: dict[str, str | None] = field(default_factory=dict)  # pipeline id (text) -> target stage
     default: str | None = None  # "success": a pipeline without a target goes to its success stage
-
-    def to_payload(self) -> dict:
-        return _drop_none({"deal_id": self.deal_id, "stages": self.stages, "default": self.default}, "default")
-
-    @classmethod
-    def from_payload(cls, p: dict) -> "DealStage":
-        return cls(p["deal_id"], p.get("stages") or {}, p.get("default"))
 
 
 @dataclass(frozen=True)
@@ -141,42 +121,24 @@ class DealReopen(Effect):
     moved_stage: str  # where the app moved it: only a deal still there is moved back
     to_stage: str
 
-    def to_payload(self) -> dict:
-        return {"deal_id": self.deal_id, "moved_stage": self.moved_stage, "to_stage": self.to_stage}
-
-    @classmethod
-    def from_payload(cls, p: dict) -> "DealReopen":
-        return cls(p["deal_id"], p["moved_stage"], p["to_stage"])
-
 
 @dataclass(frozen=True)
 class DealPaidSum(Effect):
     kind: ClassVar[EffectKind] = EffectKind.DEAL_PAID_SUM
+    _omit_none: ClassVar[tuple[str, ...]] = ("value",)
     deal_id: int
     field: str                 # the deal's money field (UF_CRM_…)
     value: str | None = None   # "1500.00|RUB": filled by the outbox when it sends, from the records as they are then
-
-    def to_payload(self) -> dict:
-        return _drop_none({"deal_id": self.deal_id, "field": self.field, "value": self.value}, "value")
-
-    @classmethod
-    def from_payload(cls, p: dict) -> "DealPaidSum":
-        return cls(p["deal_id"], p.get("field"), p.get("value"))
 
 
 @dataclass(frozen=True)
 class Timeline(Effect):
     kind: ClassVar[EffectKind] = EffectKind.TIMELINE
+    _keys: ClassVar[tuple[str, ...]] = ("deal_id", "lang", "comment")
+    _omit_none: ClassVar[tuple[str, ...]] = ("lang",)
     deal_id: int
     comment: str
     lang: str | None = None  # of the reference appended to the comment (ru when not given)
-
-    def to_payload(self) -> dict:
-        return _drop_none({"deal_id": self.deal_id, "lang": self.lang, "comment": self.comment}, "lang")
-
-    @classmethod
-    def from_payload(cls, p: dict) -> "Timeline":
-        return cls(p["deal_id"], p["comment"], p.get("lang"))
 
 
 @dataclass(frozen=True)
@@ -184,13 +146,6 @@ class Notify(Effect):
     kind: ClassVar[EffectKind] = EffectKind.NOTIFY
     user_id: int
     message: str
-
-    def to_payload(self) -> dict:
-        return {"user_id": self.user_id, "message": self.message}
-
-    @classmethod
-    def from_payload(cls, p: dict) -> "Notify":
-        return cls(p["user_id"], p["message"])
 
 
 @dataclass(frozen=True)
@@ -201,28 +156,14 @@ class Task(Effect):
     description: str = ""
     deal_id: int | None = None  # written even when None (as before)
 
-    def to_payload(self) -> dict:
-        return {"responsible_id": self.responsible_id, "title": self.title, "description": self.description,
-                "deal_id": self.deal_id}
-
-    @classmethod
-    def from_payload(cls, p: dict) -> "Task":
-        return cls(p["responsible_id"], p["title"], p.get("description", ""), p.get("deal_id"))
-
 
 @dataclass(frozen=True)
 class Trigger(Effect):
     kind: ClassVar[EffectKind] = EffectKind.TRIGGER
+    _keys: ClassVar[tuple[str, ...]] = ("code", "owner_type_id", "owner_id")
     code: str
     owner_id: int
     owner_type_id: int = EntityType.DEAL
-
-    def to_payload(self) -> dict:
-        return {"code": self.code, "owner_type_id": int(self.owner_type_id), "owner_id": self.owner_id}
-
-    @classmethod
-    def from_payload(cls, p: dict) -> "Trigger":
-        return cls(p["code"], p["owner_id"], p.get("owner_type_id", EntityType.DEAL))
 
 
 TYPES: dict[EffectKind, type[Effect]] = {t.kind: t for t in (
