@@ -523,7 +523,8 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
         # token is the installer's, whose rights can be taken away: ask first (api-reference/common/users/
         # user-admin.md) instead of failing every trigger.
         cmds["admin"] = ("user.admin", {})
-    if any(isinstance(e, DealStage) and e.default == "success" and e.stages.get("0") is None for _, _, e in effects):
+    if any(isinstance(e, DealStage) and e.default == "success" and (e.stages or {}).get("0") is None
+           for _, _, e in effects):
         # The pipeline whose success stage the move needs is known only once the deal is read. Most deals are
         # in the general one: its stage list comes along now, not in a second request after the deal (the
         # first payment would cost 3). A batch reference cannot pick it: `$result[deal][CATEGORY_ID]` fills a
@@ -606,7 +607,7 @@ def _deal_stage_lists(claimed: list[tuple[OutboxItem, bool]], reads: dict) -> di
         if not isinstance(deal, dict):
             continue  # deleted, or its read is blocked (OperationTimeLimit): the item waits for the reset
         cat = str(deal.get("CATEGORY_ID") or 0)
-        if e.stages.get(cat) is None and f"dst{cat}" not in reads:
+        if (e.stages or {}).get(cat) is None and f"dst{cat}" not in reads:
             out[f"dst{cat}"] = _deal_stage_list(cat)
     return out
 
@@ -670,7 +671,7 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
         current = (reads.get(f"inv{e.invoice_id}") or {}).get("item")
         if not current:
             return None, {"why": "invoice deleted"}
-        target = e.stages.get(str(current.get("categoryId")))
+        target = (e.stages or {}).get(str(current.get("categoryId")))
         if not target:
             return None, {"why": "no partly-paid stage chosen for this funnel"}
         stages = reads.get(f"st{current.get('categoryId')}") or []
@@ -698,7 +699,7 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
         if not deal:
             return None, {"why": "deal not found (deleted, or not readable by the app's user)"}
         cat = str(deal.get("CATEGORY_ID") or 0)
-        target = e.stages.get(cat)
+        target = (e.stages or {}).get(cat)
         if target is None and e.default == "success":
             target = success_stage(reads.get(f"dst{cat}"))
         if not target:

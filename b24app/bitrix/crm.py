@@ -47,8 +47,8 @@ def invoice_stages(category) -> Command:
 
 def deal_stages(category: str) -> Command:
     """The stage list of one deal pipeline: DEAL_STAGE for the general one (0), DEAL_STAGE_<id> for the others."""
-    return "crm.status.list", {"filter": {"ENTITY_ID": "DEAL_STAGE" if str(category) == "0" else f"DEAL_STAGE_{category}"},
-                               "order": {"SORT": "ASC"}}
+    entity = "DEAL_STAGE" if str(category) == "0" else f"DEAL_STAGE_{category}"
+    return "crm.status.list", {"filter": {"ENTITY_ID": entity}, "order": {"SORT": "ASC"}}
 
 
 def deal_list(ids: list[int], select: list[str]) -> Command:
