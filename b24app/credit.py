@@ -18,14 +18,14 @@ from .domain.formatting import format_money
 from .domain.matching import Outcome, settle
 from .models import Credit, Invoice, Operation, OutboxItem, Portal
 from .notices import text
+from .effects import DealStage, EffectKind, InvoicePaid, InvoicePartial, Notify, Timeline, undo_of
 from .outbox import enqueue
 from .rules import load_rules
 
 ZERO = Decimal("0.00")
-DEAL_TYPE = 2
 # Effects of an application that move money state in Bitrix24 (undo moves them back) / that cannot be taken back.
-_MONEY_STATE = ("invoice_paid", "invoice_partial", "deal_stage")
-_IRREVERSIBLE = ("notify", "timeline")
+_MONEY_STATE = tuple(k for k in EffectKind if k.moves_money_state)
+_IRREVERSIBLE = tuple(k for k in EffectKind if k.irreversible)
 
 
 class CreditError(Exception):
@@ -145,21 +145,20 @@ def _effects(s, portal_id, row: Credit, inv: Invoice, put, outcome: Outcome, rem
     number = inv.number or str(inv.b24_id)
     if outcome is Outcome.PAID:
         if rules.paid_invoice_stage:
-            enqueue(s, portal_id, f"{key}:invoice_paid", "invoice_paid", {"invoice_id": inv.b24_id}, op_pk, now=now)
+            enqueue(s, portal_id, f"{key}:invoice_paid", InvoicePaid(inv.b24_id), op_pk, now=now)
         if rules.paid_deal_stage and inv.deal_id:
-            enqueue(s, portal_id, f"{key}:deal_stage", "deal_stage",
-                    {"deal_id": inv.deal_id, "stages": rules.paid_deal_stage}, op_pk, now=now)
+            enqueue(s, portal_id, f"{key}:deal_stage", DealStage(inv.deal_id, rules.paid_deal_stage), op_pk, now=now)
     elif rules.partial_invoice_stage:
-        enqueue(s, portal_id, f"{key}:invoice_partial", "invoice_partial",
-                {"invoice_id": inv.b24_id, "stages": rules.partial_invoice_stage}, op_pk, now=now)
+        enqueue(s, portal_id, f"{key}:invoice_partial", InvoicePartial(inv.b24_id, rules.partial_invoice_stage),
+                op_pk, now=now)
     paidfield.enqueue_sum(s, portal_id, rules, inv.deal_id, key, op_pk, now)
     values = dict(inn=row.inn, number=number, amount=fmt(put), remaining=fmt(remaining), balance=fmt(left))
     if inv.deal_id:
-        enqueue(s, portal_id, f"{key}:timeline", "timeline",
-                {"deal_id": inv.deal_id, "comment": text("timeline_credit", lang, **values)}, op_pk, now=now)
+        enqueue(s, portal_id, f"{key}:timeline", Timeline(inv.deal_id, text("timeline_credit", lang, **values)),
+                op_pk, now=now)
     if inv.assigned_by_id:
-        enqueue(s, portal_id, f"{key}:notify", "notify",
-                {"user_id": inv.assigned_by_id, "message": text("credit_applied", lang, **values)}, op_pk, now=now)
+        enqueue(s, portal_id, f"{key}:notify", Notify(inv.assigned_by_id, text("credit_applied", lang, **values)),
+                op_pk, now=now)
 
 
 def apply_due(ctx, portal: Portal) -> int:
@@ -196,14 +195,9 @@ def undo_credit(ctx, portal_id: int, credit_id: int, user_id: int) -> list[str]:
                 item.status, item.result, item.done_at = "skipped", {"why": "cancelled by undo"}, now
             elif item.status == "sending" or (item.status == "done" and item.kind in _IRREVERSIBLE):
                 not_reverted.append(item.kind)
-            elif item.kind in ("invoice_paid", "invoice_partial") and result.get("from_stage"):
-                enqueue(s, portal_id, f"undo:credit{row.id}:inv{row.invoice_b24_id}", "invoice_reopen", {
-                    "invoice_id": row.invoice_b24_id, "paid_stage": result["to_stage"],
-                    "to_stage": result["from_stage"]}, row.operation_pk, now=now)
-            elif item.kind == "deal_stage" and result.get("from_stage"):
-                enqueue(s, portal_id, f"undo:credit{row.id}:deal{item.payload['deal_id']}", "deal_reopen", {
-                    "deal_id": item.payload["deal_id"], "moved_stage": result["to_stage"],
-                    "to_stage": result["from_stage"]}, row.operation_pk, now=now)
+            elif (back := undo_of(item.kind, item.payload, result)) is not None:
+                suffix = f"deal{back.deal_id}" if back.kind == EffectKind.DEAL_REOPEN else f"inv{back.invoice_id}"
+                enqueue(s, portal_id, f"undo:credit{row.id}:{suffix}", back, row.operation_pk, now=now)
         row.revoked_at = now
         row.reasons = list(row.reasons or []) + [{"code": "credit_undone", "params": {"user_id": user_id}}]
         deal_id = s.scalar(select(Invoice.deal_id).where(Invoice.portal_id == portal_id,

@@ -9,14 +9,15 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import usernames
+from .bitrix import crm
 from .bitrix.client import BitrixClient
+from .bitrix.crm import INVOICE_TYPE
 from .domain import normalize_invoice_number
 from .domain.errors import MoneyError
 from .domain.money import ZERO, cents
 from .models import Invoice, InvoiceRefresh, OwnDealUpdate, Portal
 
 log = logging.getLogger("b24app.invoices")
-INVOICE_TYPE = 31
 ITEM_SELECT = ["id", "title", "accountNumber", "opportunity", "currencyId", "stageId", "categoryId",
                "parentId2", "assignedById", "companyId", "mycompanyId", "createdTime"]
 
@@ -356,11 +357,9 @@ def tab_commands(ctx, kind: str):
             return {}
         if kind == "deal":
             cmds = {"deal": ("crm.deal.get", {"id": entity_id}),
-                    "invoices": ("crm.item.list", {"entityTypeId": INVOICE_TYPE, "filter": {"parentId2": entity_id},
-                                                   "select": ITEM_SELECT, "order": {"id": "ASC"}})}
+                    "invoices": crm.invoice_list({"parentId2": entity_id}, ITEM_SELECT, {"id": "ASC"})}
         else:
-            cmds = {"invoices": ("crm.item.list", {"entityTypeId": INVOICE_TYPE, "filter": {"id": entity_id},
-                                                   "select": ITEM_SELECT}),
+            cmds = {"invoices": crm.invoice_list({"id": entity_id}, ITEM_SELECT),
                     "deal": ("crm.deal.get", {"id": "$result[invoices][items][0][parentId2]"})}
         with ctx.db.session() as s:
             categories = sorted({c for c in s.scalars(select(Invoice.category_id).where(
@@ -368,10 +367,9 @@ def tab_commands(ctx, kind: str):
             actors = usernames.tab_actors(s, portal.id, kind, entity_id)
         cmds.update(usernames.command(actors))  # names of who assigned payments by hand, in the same call
         for c in categories[:10]:
-            cmds[f"stages{c}"] = ("crm.status.list", {"filter": {"ENTITY_ID": f"SMART_INVOICE_STAGE_{c}"}})
+            cmds[f"stages{c}"] = crm.invoice_stages(c)
         # A portal we have never seen an invoice of: ask for the first item's category.
-        cmds["stages_first"] = ("crm.status.list", {"filter": {
-            "ENTITY_ID": "SMART_INVOICE_STAGE_$result[invoices][items][0][categoryId]"}})
+        cmds["stages_first"] = crm.invoice_stages("$result[invoices][items][0][categoryId]")
         return cmds
 
     return build

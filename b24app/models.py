@@ -9,6 +9,7 @@ from sqlalchemy import (JSON, BigInteger, Boolean, ForeignKey, Index, Integer, L
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .db import Base, UTCDateTime, now_utc
+from .domain.states import OpState
 
 Money = Numeric(18, 2)
 
@@ -124,6 +125,7 @@ class BankAccount(Base):
     sync_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     failures: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_code: Mapped[str | None] = mapped_column(String(32))  # bank.errors.SyncErrorCode of last_error
     file_imported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the last 1C file imported for it
     __table_args__ = (
         UniqueConstraint("link_id", "account_number", name="uq_bank_account"),
@@ -153,8 +155,8 @@ class Operation(Base):
     payer_inn: Mapped[str | None] = mapped_column(String(12))
     document_number: Mapped[str | None] = mapped_column(String(64))
     category: Mapped[str | None] = mapped_column(String(64))  # T-Bank's `category` (e.g. incomePeople), if given
-    # new -> matched | review | unmatched | ignored ; the worker picks up `new` Transaction credits.
-    state: Mapped[str] = mapped_column(String(16), default="new", index=True)
+    # b24app.domain.states.OpState (its docstring draws the transitions); the worker picks up `new` ones.
+    state: Mapped[str] = mapped_column(String(16), default=OpState.NEW.value, index=True)
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     reconciled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     __table_args__ = (

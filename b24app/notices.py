@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .domain.formatting import language, visible_text
+from .effects import Notify
 from .models import BankLink, Portal
 from .outbox import enqueue
 
@@ -71,8 +72,7 @@ def notify_needs_consent(ctx, portal_id: int, link_id: int) -> None:
         link = s.get(BankLink, link_id)
         if portal is None or link is None or not portal.installed_by:
             return
-        enqueue(s, portal_id, f"consent:{link_id}:{link.token_generation}", "notify",
-                {"user_id": portal.installed_by, "message": text("needs_consent", portal.lang, inn=link.inn)},
-                now=ctx.clock.now())
+        enqueue(s, portal_id, f"consent:{link_id}:{link.token_generation}",
+                Notify(portal.installed_by, text("needs_consent", portal.lang, inn=link.inn)), now=ctx.clock.now())
         portal.work_due_at = ctx.clock.now()
 

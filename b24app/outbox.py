@@ -14,6 +14,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import and_, case, or_, select, update
@@ -21,25 +22,36 @@ from sqlalchemy.exc import IntegrityError
 
 from . import invoices, leases
 from .backoff import Backoff
+from .bitrix import crm
 from .bitrix.client import BATCH_LIMIT
 from .bitrix.errors import AccessDenied, BitrixError, NotFound, OperationTimeLimit, PortalGone
+from .effects import (DealPaidSum, DealReopen, DealStage, Effect, EffectKind, InvoicePaid, InvoicePartial,
+                      InvoiceReopen, Notify, Task, Timeline, Trigger, UnknownEffect, load)
 from .models import Invoice, InvoiceRefresh, OutboxItem, Portal
 from .paidfield import same_money
 
 log = logging.getLogger("b24app.outbox")
 MAX_ATTEMPTS = 8
 ITEM_BACKOFF = Backoff(base=5, cap=600)  # seconds before an item is tried again, by attempts so far
-INVOICE_TYPE = 31
-DEAL_TYPE = 2
 # Portal.settings key: set while the user whose tokens we hold (the installer) is not a Bitrix24 administrator,
 # which crm.automation.trigger.* require (crm-automation-trigger-execute.md); the admin page shows it.
 TRIGGER_ACCESS_KEY = "trigger_access"
 NEEDS_ADMIN = "needs admin: the user who installed the app is not a Bitrix24 administrator any more"
-# Kinds that read and move a smart invoice's stage; `invoice_partial` moves an underpaid one to the stage the
-# admin chose for "partly paid" in its funnel (b24app/partial.py, #15).
-_INVOICE_KINDS = ("invoice_paid", "invoice_reopen", "invoice_partial")
-# Kinds that read the deal first; `deal_paid_sum` sets the deal's «Оплачено» money field (b24app/paidfield.py, #15).
-_DEAL_KINDS = ("deal_stage", "deal_reopen", "deal_paid_sum")
+# What each kind reads and whether it goes first: EffectKind's properties (b24app/effects.py).
+_MONEY_FIRST = tuple(k.value for k in EffectKind if k.money_first)
+
+
+def _kind(item: OutboxItem) -> EffectKind | None:
+    """The item's kind, None for one this app does not know (planned as skipped, see _plan)."""
+    try:
+        return EffectKind(item.kind)
+    except ValueError:
+        return None
+
+
+def _is(item: OutboxItem, prop: str) -> bool:
+    kind = _kind(item)
+    return kind is not None and getattr(kind, prop)
 
 
 def tag_for(key: str) -> str:
@@ -76,12 +88,14 @@ def timeline_references(key: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys((timeline_reference(key, "ru"), timeline_reference(key, "en"), marker_for(key))))
 
 
-def enqueue(s, portal_id: int, key: str, kind: str, payload: dict, operation_pk: int | None = None,
-            now=None) -> bool:
+def enqueue(s, portal_id: int, key: str, effect: Effect, operation_pk: int | None = None, now=None) -> bool:
     """Add an effect inside the caller's transaction; a second enqueue of the same key is a no-op."""
+    if not isinstance(effect, Effect):
+        raise TypeError(f"enqueue takes an effect of b24app.effects, not {effect!r}")
     if s.scalar(select(OutboxItem.id).where(OutboxItem.portal_id == portal_id, OutboxItem.key == key)):
         return False
-    item = OutboxItem(portal_id=portal_id, key=key, kind=kind, payload=payload, operation_pk=operation_pk)
+    item = OutboxItem(portal_id=portal_id, key=key, kind=effect.kind.value, payload=effect.to_payload(),
+                      operation_pk=operation_pk)
     if now is not None:
         item.next_attempt_at = item.created_at = now
     with s.begin_nested():
@@ -115,7 +129,7 @@ def _claim(ctx, portal_id: int, owner: str, limit: int) -> list[tuple[OutboxItem
                 or_(and_(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now),
                     OutboxItem.status == "sending"))
             # Money state first: invoices and deals move before chat, comments and triggers go out.
-            .order_by(case((OutboxItem.kind.in_((*_INVOICE_KINDS, "deal_stage", "deal_reopen")), 0),
+            .order_by(case((OutboxItem.kind.in_(_MONEY_FIRST), 0),
                            else_=1),
                       OutboxItem.id),
             OutboxItem.__table__, now=now, limit=limit)))
@@ -152,8 +166,13 @@ def _finish(ctx, item_id: int, owner: str, status: str, result: dict | None = No
         s.execute(update(OutboxItem).where(OutboxItem.id == item_id, OutboxItem.lease_owner == owner).values(**values))
 
 
-def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
-    """Send due effects of one portal: one batch of reads, one batch of writes (50 commands per request)."""
+def deliver(ctx, portal: Portal, *, limit: int = 250, after_send: Callable[[list[OutboxItem]], None] | None = None
+            ) -> dict:
+    """Send due effects of one portal: one batch of reads, one batch of writes (50 commands per request).
+
+    `after_send` (None in production) is the crash point: called with a chunk's items right after Bitrix24
+    answered their write batch and before anything of it is recorded. A test makes it raise to play a worker
+    that dies there; the items stay `sending` under their lease, as after a real crash."""
     owner = f"outbox-{uuid.uuid4().hex[:12]}"
     claimed = _claim(ctx, portal.id, owner, limit)
     if not claimed:
@@ -181,7 +200,7 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
         note_trigger_access(ctx, portal.id, is_admin, None if is_admin else "user.admin: false")
     _fill_paid_sums(ctx, portal.id, claimed)
     for item, uncertain in claimed:
-        if item.kind == "trigger" and is_admin is False:
+        if item.kind == EffectKind.TRIGGER and is_admin is False:
             _finish(ctx, item.id, owner, "skipped", result={"why": NEEDS_ADMIN, "needs_admin": True})
             skipped += 1
             continue
@@ -211,7 +230,7 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
         still_ours = _renew(ctx, [item.id for item, _ in plan.values()], owner)
         for key in [k for k, (item, _) in plan.items() if item.id not in still_ours]:
             del commands[key], plan[key]  # another worker took it over: it re-checks Bitrix24 itself
-        _note_planned(ctx, owner, [(item, info) for item, info in plan.values() if item.kind in _STAGE_KINDS])
+        _note_planned(ctx, owner, [(item, info) for item, info in plan.values() if _is(item, "moves_money_state")])
     # Chunk by chunk (50 commands per request), so that a failure knows what already went out: the chunks
     # before it are done, the chunk itself may or may not have reached Bitrix24, the rest never left.
     interrupted = {item.id for item, uncertain in claimed if uncertain}
@@ -222,9 +241,9 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
     deals_seen: list[dict] = []      # the same deals as read right after the moves, in the same batch
     for n, chunk in enumerate(chunks):
         cmds = {k: commands[k] for k in chunk}
-        moved = sorted({int(plan[k][0].payload["deal_id"]) for k in chunk if plan[k][0].kind in _DEAL_MOVES})
+        moved = sorted({int(plan[k][0].payload["deal_id"]) for k in chunk if _is(plan[k][0], "moves_deal")})
         if moved:  # batch commands run in order (how-to-call-rest-api/batch.md): this reads after the moves
-            cmds[DEAL_STAMPS] = ("crm.deal.list", {"filter": {"@ID": moved}, "select": invoices.DEAL_STAMP_SELECT})
+            cmds[DEAL_STAMPS] = crm.deal_list(moved, invoices.DEAL_STAMP_SELECT)
         try:
             res = client.batch(cmds)
         except BitrixError as exc:
@@ -237,6 +256,8 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
                 _retry_or_die(ctx, item, owner, "not sent: an earlier batch failed", unsure=item.id in interrupted)
             retry = sum(len(c) for c in chunks[n:])
             break
+        if after_send is not None:
+            after_send([plan[k][0] for k in chunk])
         if isinstance(res.results.get(DEAL_STAMPS), list):
             deals_seen.extend(res.results[DEAL_STAMPS])
         for key in chunk:
@@ -244,13 +265,13 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
             if isinstance(res.errors.get(key), OperationTimeLimit):
                 deferred += 1
                 _defer(ctx, item, owner, res.errors[key].reset_at, f"{res.errors[key].code}: {commands[key][0]}")
-            elif item.kind == "trigger" and isinstance(res.errors.get(key), AccessDenied):
+            elif item.kind == EffectKind.TRIGGER and isinstance(res.errors.get(key), AccessDenied):
                 # demoted between the read and the send: the same as a read saying so
                 skipped += 1
                 note_trigger_access(ctx, portal.id, False, f"{res.errors[key].code}: {res.errors[key].description}")
                 _finish(ctx, item.id, owner, "skipped", result={"why": NEEDS_ADMIN, "needs_admin": True})
             elif key in res.errors:
-                if item.kind in _INVOICE_KINDS:
+                if _is(item, "reads_invoice"):
                     _forget_stage_lists(portal.member_id)  # a stage gone since: read the lists again
                 failed += 1
                 _retry_or_die(ctx, item, owner, f"{res.errors[key].code}: {res.errors[key].description}"[:500],
@@ -259,9 +280,9 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
                 sent += 1
                 _finish(ctx, item.id, owner, "done", result={**info, "result": _small(res.results.get(key))})
                 _cache_stage(ctx, portal.id, item, info)  # our copy follows the stage even without an item answer
-                if item.kind in _INVOICE_KINDS:
+                if _is(item, "reads_invoice"):
                     own.append((res.results.get(key), info["to_stage"]))
-                elif item.kind in _DEAL_MOVES:
+                elif _is(item, "moves_deal"):
                     own_deals[int(item.payload["deal_id"])] = info["to_stage"]
     if own:  # the answers carry the whole item: the cache follows, and their echo events cost no re-read
         invoices.record_own_updates(ctx, portal.id, own, _semantics(reads))
@@ -275,8 +296,6 @@ def deliver(ctx, portal: Portal, *, limit: int = 250) -> dict:
     return out
 
 
-_STAGE_KINDS = ("invoice_paid", "deal_stage", "invoice_partial")
-_DEAL_MOVES = ("deal_stage", "deal_reopen")   # crm.deal.update of STAGE_ID only (their echo is recognised)
 DEAL_STAMPS = "deals"  # the write batch's own read of the deals it moved (not an outbox item's key: those are i<id>)
 
 
@@ -286,8 +305,8 @@ def _chunks(commands: dict, plan: dict) -> list[list[str]]:
     out: list[list[str]] = []
     chunk: list[str] = []
     for key in commands:
-        deal = plan[key][0].kind in _DEAL_MOVES
-        has_deal = any(plan[k][0].kind in _DEAL_MOVES for k in chunk)
+        deal = _is(plan[key][0], "moves_deal")
+        has_deal = any(_is(plan[k][0], "moves_deal") for k in chunk)
         if len(chunk) + 1 + (1 if (deal or has_deal) else 0) > BATCH_LIMIT:
             out.append(chunk)
             chunk = []
@@ -299,7 +318,7 @@ def _chunks(commands: dict, plan: dict) -> list[list[str]]:
 
 def _fill_paid_sums(ctx, portal_id: int, claimed: list[tuple[OutboxItem, bool]]) -> None:
     """The «Оплачено» value is computed when it is sent, from our records as they are now (never an older total)."""
-    items = [item for item, _ in claimed if item.kind == "deal_paid_sum"]
+    items = [item for item, _ in claimed if item.kind == EffectKind.DEAL_PAID_SUM]
     if not items:
         return
     from .paidfield import deal_paid_value  # noqa: PLC0415  (paidfield's enqueue_sum imports this module)
@@ -330,11 +349,11 @@ def _sent_before(item: OutboxItem, uncertain: bool, stage) -> dict | None:
 
 def _cache_stage(ctx, portal_id: int, item: OutboxItem, info: dict) -> None:
     """Our invoice copy follows a stage we just set, so the tab does not wait for Bitrix24's event."""
-    if item.kind == "invoice_paid" and info.get("to_stage"):
+    if item.kind == EffectKind.INVOICE_PAID and info.get("to_stage"):
         stage, semantics = info["to_stage"], "S"
-    elif item.kind == "invoice_reopen" and info.get("to_stage"):
+    elif item.kind == EffectKind.INVOICE_REOPEN and info.get("to_stage"):
         stage, semantics = info["to_stage"], info.get("to_semantics") or None
-    elif item.kind == "invoice_partial" and info.get("to_stage"):
+    elif item.kind == EffectKind.INVOICE_PARTIAL and info.get("to_stage"):
         stage, semantics = info["to_stage"], None
     else:
         return
@@ -438,9 +457,9 @@ def _from_cache(ctx, portal: Portal, claimed: list[tuple[OutboxItem, bool]]
     funnel's stage list read less than STAGE_LIST_TTL ago. Those are decided from the cache, which every
     event of a change keeps as fresh as a read (the decision to pay them came from the same cache); an
     interrupted attempt is always checked in Bitrix24. Third: the stage lists read lately, by category."""
-    ids = {int(item.payload["invoice_id"]) for item, _ in claimed if item.kind in _INVOICE_KINDS}
+    ids = {int(item.payload["invoice_id"]) for item, _ in claimed if _is(item, "reads_invoice")}
     first = {int(item.payload["invoice_id"]) for item, uncertain in claimed
-             if item.kind == "invoice_paid" and not uncertain}
+             if item.kind == EffectKind.INVOICE_PAID and not uncertain}
     if not ids:
         return set(), {}, {}
     with ctx.db.session() as s:
@@ -464,8 +483,7 @@ def _semantics(reads: dict) -> dict[str, str | None]:
             for key, rows in reads.items() if key.startswith("st") for row in rows or []}
 
 
-def _stage_list(category: int) -> tuple[str, dict]:
-    return "crm.status.list", {"filter": {"ENTITY_ID": f"SMART_INVOICE_STAGE_{category}"}}
+_stage_list = crm.invoice_stages
 
 
 def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[int] = frozenset(),
@@ -477,37 +495,36 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
     cmds: dict[str, tuple[str, dict]] = {}
     reads: dict = {}
     deals: set[int] = set()
-    for item, uncertain in claimed:
-        p = item.payload
-        if item.kind == "invoice_paid" and not uncertain and int(p["invoice_id"]) in (known or {}):
-            reads[f"inv{p['invoice_id']}"] = {"item": known[int(p["invoice_id"])]}
-        elif item.kind in _INVOICE_KINDS:
-            cmds[f"inv{p['invoice_id']}"] = ("crm.item.get", {"entityTypeId": INVOICE_TYPE, "id": p["invoice_id"]})
-        elif item.kind in _DEAL_KINDS:
-            deals.add(int(p["deal_id"]))
-        elif item.kind == "timeline" and uncertain:
-            cmds[f"tl{p['deal_id']}"] = ("crm.timeline.comment.list", {
-                "filter": {"ENTITY_ID": p["deal_id"], "ENTITY_TYPE": "deal"}, "order": {"ID": "DESC"}})
-        elif item.kind == "task" and uncertain:
+    effects = [(item, uncertain, _effect(item)) for item, uncertain in claimed]
+    for item, uncertain, e in effects:
+        if isinstance(e, InvoicePaid) and not uncertain and int(e.invoice_id) in (known or {}):
+            reads[f"inv{e.invoice_id}"] = {"item": known[int(e.invoice_id)]}
+        elif e is not None and e.kind.reads_invoice:
+            cmds[f"inv{e.invoice_id}"] = crm.invoice_get(e.invoice_id)
+        elif e is not None and e.kind.reads_deal:
+            deals.add(int(e.deal_id))
+        elif isinstance(e, Timeline) and uncertain:
+            cmds[f"tl{e.deal_id}"] = ("crm.timeline.comment.list", {
+                "filter": {"ENTITY_ID": e.deal_id, "ENTITY_TYPE": "deal"}, "order": {"ID": "DESC"}})
+        elif isinstance(e, Task) and uncertain:
             # tasks-task-list.md: TITLE takes a LIKE pattern ("по шаблону [%_]"); `%TITLE` is not documented.
-            cmds[f"task{item.id}"] = ("tasks.task.list", {"filter": {"RESPONSIBLE_ID": p["responsible_id"],
+            cmds[f"task{item.id}"] = ("tasks.task.list", {"filter": {"RESPONSIBLE_ID": e.responsible_id,
                                                                       "TITLE": f"%{marker_for(item.key)}%"},
                                                            "select": ["ID", "TITLE"]})
     # 50 deals per command, as crm.deal.list pages (crm/deals/crm-deal-list.md: `@ID` takes an array), not one
     # crm.deal.get each: a statement's deals are a few commands of one request instead of a request per 50.
     ids = sorted(deals)
     # the «Оплачено» fields a deal_paid_sum item compares with what it would set (#15)
-    select = DEAL_READ_SELECT + sorted({str(item.payload["field"]) for item, _ in claimed
-                                        if item.kind == "deal_paid_sum" and item.payload.get("field")})
+    select = DEAL_READ_SELECT + sorted({str(e.field) for _, _, e in effects if isinstance(e, DealPaidSum) and e.field})
     for n in range(0, len(ids), 50):
-        cmds[f"deals{n}"] = ("crm.deal.list", {"filter": {"@ID": ids[n:n + 50]}, "select": select})
-    if any(item.kind == "trigger" and not uncertain for item, uncertain in claimed):
+        cmds[f"deals{n}"] = crm.deal_list(ids[n:n + 50], select)
+    if any(isinstance(e, Trigger) and not uncertain for _, uncertain, e in effects):
         # crm.automation.trigger.execute needs an administrator (crm-automation-trigger-execute.md); the
         # token is the installer's, whose rights can be taken away: ask first (api-reference/common/users/
         # user-admin.md) instead of failing every trigger.
         cmds["admin"] = ("user.admin", {})
-    if any(item.kind == "deal_stage" and item.payload.get("default") == "success"
-           and (item.payload.get("stages") or {}).get("0") is None for item, _ in claimed):
+    if any(isinstance(e, DealStage) and e.default == "success" and (e.stages or {}).get("0") is None
+           for _, _, e in effects):
         # The pipeline whose success stage the move needs is known only once the deal is read. Most deals are
         # in the general one: its stage list comes along now, not in a second request after the deal (the
         # first payment would cost 3). A batch reference cannot pick it: `$result[deal][CATEGORY_ID]` fills a
@@ -563,14 +580,16 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
 
 def _read_key(item: OutboxItem, uncertain: bool) -> str | None:
     """Which read of `_read_state` this item's plan depends on (None: it needs none)."""
-    p = item.payload
-    if item.kind in _INVOICE_KINDS:
+    p, kind = item.payload, _kind(item)
+    if kind is None:
+        return None
+    if kind.reads_invoice:
         return f"inv{p['invoice_id']}"
-    if item.kind in ("deal_stage", "deal_paid_sum"):
+    if kind in (EffectKind.DEAL_STAGE, EffectKind.DEAL_PAID_SUM):
         return f"deal{p['deal_id']}"
-    if item.kind == "timeline" and uncertain:
+    if kind is EffectKind.TIMELINE and uncertain:
         return f"tl{p['deal_id']}"
-    if item.kind == "task" and uncertain:
+    if kind is EffectKind.TASK and uncertain:
         return f"task{item.id}"
     return None
 
@@ -581,21 +600,19 @@ def _deal_stage_lists(claimed: list[tuple[OutboxItem, bool]], reads: dict) -> di
     for the general pipeline, DEAL_STAGE_<id> for the others (crm/status/crm-status-list.md)."""
     out = {}
     for item, _ in claimed:
-        p = item.payload
-        if item.kind != "deal_stage" or p.get("default") != "success":
+        e = _effect(item)
+        if not isinstance(e, DealStage) or e.default != "success":
             continue
-        deal = reads.get(f"deal{p['deal_id']}")
+        deal = reads.get(f"deal{e.deal_id}")
         if not isinstance(deal, dict):
             continue  # deleted, or its read is blocked (OperationTimeLimit): the item waits for the reset
         cat = str(deal.get("CATEGORY_ID") or 0)
-        if (p.get("stages") or {}).get(cat) is None and f"dst{cat}" not in reads:
+        if (e.stages or {}).get(cat) is None and f"dst{cat}" not in reads:
             out[f"dst{cat}"] = _deal_stage_list(cat)
     return out
 
 
-def _deal_stage_list(cat: str) -> tuple[str, dict]:
-    return "crm.status.list", {"filter": {"ENTITY_ID": "DEAL_STAGE" if cat == "0" else f"DEAL_STAGE_{cat}"},
-                               "order": {"SORT": "ASC"}}
+_deal_stage_list = crm.deal_stages
 
 
 DEAL_READ_SELECT = ["ID", "CATEGORY_ID", "STAGE_ID", "CLOSED"]  # what _plan decides a deal move on
@@ -623,12 +640,19 @@ def success_stage(stages) -> str | None:
     return None
 
 
+def _effect(item: OutboxItem) -> Effect | None:
+    """The item's effect as stored (None: a kind this app does not know)."""
+    try:
+        return load(item.kind, item.payload)
+    except UnknownEffect:
+        return None
+
+
 def _plan(item: OutboxItem, uncertain: bool, reads: dict):
     """(method, params), info — or (None, why) when Bitrix24 already shows the effect or it no longer applies."""
-    p = item.payload
-    kind = item.kind
-    if kind == "invoice_paid":
-        current = (reads.get(f"inv{p['invoice_id']}") or {}).get("item")
+    e = _effect(item)
+    if isinstance(e, InvoicePaid):
+        current = (reads.get(f"inv{e.invoice_id}") or {}).get("item")
         if not current:
             return None, {"why": "invoice deleted"}
         stages = reads.get(f"st{current.get('categoryId')}") or []
@@ -642,13 +666,12 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
                        if s.get("SEMANTICS") == "S"), None)
         if target is None:
             return None, {"why": "no success stage in the invoice's category"}
-        return ("crm.item.update", {"entityTypeId": INVOICE_TYPE, "id": p["invoice_id"],
-                                    "fields": {"stageId": target}}), {"from_stage": current["stageId"], "to_stage": target}
-    if kind == "invoice_partial":
-        current = (reads.get(f"inv{p['invoice_id']}") or {}).get("item")
+        return crm.invoice_move(e.invoice_id, target), {"from_stage": current["stageId"], "to_stage": target}
+    if isinstance(e, InvoicePartial):
+        current = (reads.get(f"inv{e.invoice_id}") or {}).get("item")
         if not current:
             return None, {"why": "invoice deleted"}
-        target = (p.get("stages") or {}).get(str(current.get("categoryId")))
+        target = (e.stages or {}).get(str(current.get("categoryId")))
         if not target:
             return None, {"why": "no partly-paid stage chosen for this funnel"}
         stages = reads.get(f"st{current.get('categoryId')}") or []
@@ -662,25 +685,22 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
             if before:
                 return None, {"why": "moved by an interrupted attempt", **before}
             return None, {"why": "invoice already there"}
-        return ("crm.item.update", {"entityTypeId": INVOICE_TYPE, "id": p["invoice_id"],
-                                    "fields": {"stageId": target}}), {"from_stage": current["stageId"],
-                                                                      "to_stage": target}
-    if kind == "invoice_reopen":
-        current = (reads.get(f"inv{p['invoice_id']}") or {}).get("item")
-        if not current or current.get("stageId") != p["paid_stage"]:
+        return crm.invoice_move(e.invoice_id, target), {"from_stage": current["stageId"], "to_stage": target}
+    if isinstance(e, InvoiceReopen):
+        current = (reads.get(f"inv{e.invoice_id}") or {}).get("item")
+        if not current or current.get("stageId") != e.paid_stage:
             return None, {"why": "invoice was changed by a person since; left as it is"}
         stages = reads.get(f"st{current.get('categoryId')}") or []
         semantics = {s["STATUS_ID"]: s.get("SEMANTICS") for s in stages}
-        return ("crm.item.update", {"entityTypeId": INVOICE_TYPE, "id": p["invoice_id"],
-                                    "fields": {"stageId": p["to_stage"]}}), {
-            "to_stage": p["to_stage"], "to_semantics": semantics.get(p["to_stage"])}
-    if kind == "deal_stage":
-        deal = reads.get(f"deal{p['deal_id']}")
+        return crm.invoice_move(e.invoice_id, e.to_stage), {"to_stage": e.to_stage,
+                                                            "to_semantics": semantics.get(e.to_stage)}
+    if isinstance(e, DealStage):
+        deal = reads.get(f"deal{e.deal_id}")
         if not deal:
             return None, {"why": "deal not found (deleted, or not readable by the app's user)"}
         cat = str(deal.get("CATEGORY_ID") or 0)
-        target = (p.get("stages") or {}).get(cat)
-        if target is None and p.get("default") == "success":
+        target = (e.stages or {}).get(cat)
+        if target is None and e.default == "success":
             target = success_stage(reads.get(f"dst{cat}"))
         if not target:
             return None, {"why": "no stage chosen for this pipeline"}
@@ -689,52 +709,48 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
             if before:
                 return None, {"why": "moved by an interrupted attempt", **before}
             return None, {"why": "deal already there or closed"}
-        return ("crm.deal.update", {"id": p["deal_id"], "fields": {"STAGE_ID": target}}), {
-            "from_stage": deal.get("STAGE_ID"), "to_stage": target}
-    if kind == "deal_paid_sum":
-        deal = reads.get(f"deal{p['deal_id']}")
+        return crm.deal_move(e.deal_id, target), {"from_stage": deal.get("STAGE_ID"), "to_stage": target}
+    if isinstance(e, DealPaidSum):
+        deal = reads.get(f"deal{e.deal_id}")
         if not deal:
             return None, {"why": "deal deleted"}
-        if "value" not in p:
+        if e.value is None:
             return None, {"why": "nothing to set"}
-        if same_money(deal.get(p["field"]), p["value"]):
-            return None, {"why": f"the field already shows {p['value']}", "value": p["value"]}
-        return ("crm.deal.update", {"id": p["deal_id"], "fields": {p["field"]: p["value"]}}), {"value": p["value"]}
-    if kind == "deal_reopen":
-        deal = reads.get(f"deal{p['deal_id']}")
+        if same_money(deal.get(e.field), e.value):
+            return None, {"why": f"the field already shows {e.value}", "value": e.value}
+        return crm.deal_update(e.deal_id, {e.field: e.value}), {"value": e.value}
+    if isinstance(e, DealReopen):
+        deal = reads.get(f"deal{e.deal_id}")
         if not deal:
             return None, {"why": "deal not found (deleted, or not readable by the app's user)"}
-        if deal.get("STAGE_ID") != p["moved_stage"]:
+        if deal.get("STAGE_ID") != e.moved_stage:
             return None, {"why": "deal was moved by a person since; left as it is"}
-        return ("crm.deal.update", {"id": p["deal_id"], "fields": {"STAGE_ID": p["to_stage"]}}), {
-            "from_stage": p["moved_stage"], "to_stage": p["to_stage"]}
-    if kind == "timeline":
+        return crm.deal_move(e.deal_id, e.to_stage), {"from_stage": e.moved_stage, "to_stage": e.to_stage}
+    if isinstance(e, Timeline):
         if uncertain:
-            comments = reads.get(f"tl{p['deal_id']}") or []
+            comments = reads.get(f"tl{e.deal_id}") or []
             refs = timeline_references(item.key)
             if any(ref in str(c.get("COMMENT", "")) for c in comments for ref in refs):
                 return None, {"why": "already on the timeline"}
-        comment = f"{p['comment']}\n{timeline_reference(item.key, p.get('lang') or 'ru')}"
-        return ("crm.timeline.comment.add", {"fields": {"ENTITY_ID": p["deal_id"], "ENTITY_TYPE": "deal",
+        comment = f"{e.comment}\n{timeline_reference(item.key, e.lang or 'ru')}"
+        return ("crm.timeline.comment.add", {"fields": {"ENTITY_ID": e.deal_id, "ENTITY_TYPE": "deal",
                                                         "COMMENT": comment}}), {}
-    if kind == "notify":
-        return ("im.notify.system.add", {"USER_ID": p["user_id"], "MESSAGE": p["message"],
-                                         "TAG": tag_for(item.key)}), {}
-    if kind == "task":
+    if isinstance(e, Notify):
+        return ("im.notify.system.add", {"USER_ID": e.user_id, "MESSAGE": e.message, "TAG": tag_for(item.key)}), {}
+    if isinstance(e, Task):
         if uncertain:
             found = reads.get(f"task{item.id}") or {}
             tasks = found.get("tasks") if isinstance(found, dict) else found
             if tasks:
                 return None, {"why": "task already exists"}
-        fields = {"TITLE": f"{p['title']} ({marker_for(item.key)})", "RESPONSIBLE_ID": p["responsible_id"],
-                  "DESCRIPTION": p.get("description", "")}
-        if p.get("deal_id"):
-            fields["UF_CRM_TASK"] = [f"D_{p['deal_id']}"]
+        fields = {"TITLE": f"{e.title} ({marker_for(item.key)})", "RESPONSIBLE_ID": e.responsible_id,
+                  "DESCRIPTION": e.description}
+        if e.deal_id:
+            fields["UF_CRM_TASK"] = [f"D_{e.deal_id}"]
         return ("tasks.task.add", {"fields": fields}), {}
-    if kind == "trigger":
+    if isinstance(e, Trigger):
         if uncertain:
             # Bitrix24 cannot tell us whether a trigger fired; firing robots twice is worse than once late.
             return None, {"why": "not re-fired after an interrupted attempt"}
-        return ("crm.automation.trigger.execute", {"CODE": p["code"], "OWNER_TYPE_ID": p.get("owner_type_id", DEAL_TYPE),
-                                                   "OWNER_ID": p["owner_id"]}), {}
-    return None, {"why": f"unknown kind {kind}"}
+        return crm.trigger(e.code, e.owner_id, e.owner_type_id), {}
+    return None, {"why": f"unknown kind {item.kind}"}

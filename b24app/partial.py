@@ -8,8 +8,8 @@ funnel's prefix `DT31_<category>:` is added by Bitrix24). An underpaid invoice m
 from __future__ import annotations
 
 from .bitrix.errors import BitrixError
+from .bitrix.crm import INVOICE_TYPE
 
-INVOICE_TYPE = 31
 PARTIAL_NAMES = {"ru": "Частично оплачен", "en": "Partly paid"}
 PARTIAL_STATUS = "PARTLY_PAID"   # Bitrix24 prefixes it with the funnel: DT31_<category>:PARTLY_PAID
 PARTIAL_COLOR = "#FFA900"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta, timezone
 
+from .bitrix.crm import EntityType
 from .bitrix.errors import BitrixError
 from .rules import update_setting
 
@@ -17,7 +18,7 @@ PIPELINES_TTL = timedelta(hours=1)
 def fetch_pipelines(ctx, member_id: str) -> list[dict]:
     """Deal pipelines with their stages, read with the app's token: two batch calls."""
     client = ctx.bitrix(member_id)
-    first = client.batch({"cats": ("crm.category.list", {"entityTypeId": 2}),
+    first = client.batch({"cats": ("crm.category.list", {"entityTypeId": EntityType.DEAL}),
                           "s0": ("crm.status.list", {"filter": {"ENTITY_ID": "DEAL_STAGE"},
                                                      "order": {"SORT": "ASC"}})})
     first.raise_first()

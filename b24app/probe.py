@@ -19,8 +19,8 @@ from .bitrix.errors import BitrixError, error_from
 from .contracts import Contract, load_contracts
 from .invoices import ITEM_SELECT
 from .manifest import Manifest
+from .bitrix.crm import INVOICE_TYPE
 
-INVOICE_TYPE = 31
 # Only these reach the portal or the bank: the probe writes nothing.
 READ_ONLY_METHODS = frozenset({"app.info", "scope", "user.current", "crm.type.list", "crm.category.list",
                                "crm.status.list", "crm.item.list", "crm.requisite.list", "placement.get",

@@ -16,7 +16,10 @@ from .bank.operations import MSK
 from .domain import (IncomingPayment, InvoiceIndex, OpenInvoice, Outcome, extract_invoice_numbers, match_payment,
                      normalize_invoice_number, settle)
 from .domain.explain import explain_reason
+from .domain.states import CLOSE_ACTIONS, CLOSED_STATES, REVIEW_STATES, OpState  # noqa: F401  (importers use these)
 from . import credit, paidfield
+from .bitrix.crm import EntityType
+from .effects import DealStage, EffectKind, InvoicePaid, InvoicePartial, Notify, Task, Timeline, Trigger, undo_of
 from .domain.formatting import format_money
 from .models import Allocation, BankAccount, BankLink, Decision, Invoice, Operation, OutboxItem, Portal
 from .notices import bbcode_escape, text
@@ -24,7 +27,6 @@ from .outbox import enqueue
 from .rules import Rules, deal_stage_targets, load_rules
 
 log = logging.getLogger("b24app.reconcile")
-DEAL_TYPE = 2
 
 
 class ReconcileError(Exception):
@@ -85,7 +87,7 @@ def reconcile_portal(ctx, portal: Portal, *, limit: int = 500) -> dict:
     """Decide every new Transaction credit of the portal (oldest first)."""
     counts: dict[str, int] = defaultdict(int)
     with ctx.db.session() as s:
-        ops = list(s.scalars(select(Operation).where(Operation.portal_id == portal.id, Operation.state == "new")
+        ops = list(s.scalars(select(Operation).where(Operation.portal_id == portal.id, Operation.state == OpState.NEW)
                              .order_by(Operation.operation_date, Operation.id).limit(limit)))
         if ops:
             index_rows = open_invoices(s, portal.id)
@@ -130,7 +132,7 @@ def _record(ctx, portal: Portal, op_pk: int, decision, rules: Rules, actor: int 
     now = ctx.clock.now()
     with ctx.db.session() as s:
         op = s.get(Operation, op_pk)
-        if op is None or op.state != "new":
+        if op is None or op.state != OpState.NEW:
             return "already"
         if s.scalar(select(Decision.id).where(Decision.operation_pk == op_pk, Decision.superseded_at.is_(None))):
             return "already"
@@ -154,15 +156,16 @@ def _record(ctx, portal: Portal, op_pk: int, decision, rules: Rules, actor: int 
                       for a in decision.allocations]
             _effects(s, ctx, portal, op, d, allocs, rules)
             credit.keep_surplus(s, ctx, portal, op, d, allocs)
-            op.state = "overpaid" if any(a.outcome == Outcome.OVERPAID for a in decision.allocations) else "matched"
+            op.state = OpState.OVERPAID if any(a.outcome == Outcome.OVERPAID for a in decision.allocations) \
+                else OpState.MATCHED
         elif outcome == Outcome.IGNORED.value:
-            op.state = "ignored"  # our own transfer or an excluded category: no invoice, nobody to tell
+            op.state = OpState.IGNORED  # our own transfer or an excluded category: no invoice, nobody to tell
         else:
-            op.state = "unmatched" if outcome == Outcome.UNMATCHED.value else "review"
-            if rules.review_notify and op.state == "review":
+            op.state = OpState.UNMATCHED if outcome == Outcome.UNMATCHED.value else OpState.REVIEW
+            if rules.review_notify and op.state == OpState.REVIEW:
                 _review_notices(s, ctx, portal, op, decision)
         op.reconciled_at = now
-        return op.state if op.state != "matched" else outcome
+        return str(op.state) if op.state != OpState.MATCHED else outcome
 
 
 def _effects(s, ctx, portal: Portal, op: Operation, d: Decision, allocs, rules: Rules) -> None:
@@ -185,43 +188,42 @@ def _effects(s, ctx, portal: Portal, op: Operation, d: Decision, allocs, rules: 
         paid_total = inv.amount - Decimal(remaining) if outcome == "underpaid" else inv.amount
         if outcome in ("paid", "overpaid"):
             if rules.paid_invoice_stage:
-                enqueue(s, portal.id, f"{key}:invoice_paid", "invoice_paid", {"invoice_id": inv_id}, op.id, now=d.created_at)
+                enqueue(s, portal.id, f"{key}:invoice_paid", InvoicePaid(inv_id), op.id, now=d.created_at)
             if deal_id and (any(stages.values()) or not pipelines_known):
-                enqueue(s, portal.id, f"{key}:deal_stage", "deal_stage",
-                        {"deal_id": deal_id, "stages": stages, "default": "success"}, op.id, now=d.created_at)
+                enqueue(s, portal.id, f"{key}:deal_stage", DealStage(deal_id, stages, default="success"), op.id,
+                        now=d.created_at)
             if rules.paid_timeline and deal_id:
-                enqueue(s, portal.id, f"{key}:timeline", "timeline", {"deal_id": deal_id, "lang": lang, "comment": text(
+                enqueue(s, portal.id, f"{key}:timeline", Timeline(deal_id, lang=lang, comment=text(
                     "timeline_paid", lang, number=number, amount=fmt(amount), payer=payer, date=date,
-                    purpose=bbcode_escape(op.purpose or ""))}, op.id, now=d.created_at)
+                    purpose=bbcode_escape(op.purpose or ""))), op.id, now=d.created_at)
             if manager and (rules.paid_notify if outcome == "paid" else rules.overpaid_notify):
                 msg = text("paid", lang, number=number, amount=fmt(amount), payer=payer) if outcome == "paid" else \
                     text("overpaid_credit" if op.payer_inn else "overpaid", lang, number=number, inn=op.payer_inn,
                          received=fmt(paid_total + Decimal(excess)), due=fmt(inv.amount), excess=fmt(excess))
-                enqueue(s, portal.id, f"{key}:notify", "notify", {"user_id": manager, "message": msg}, op.id,
-                        now=d.created_at)
+                enqueue(s, portal.id, f"{key}:notify", Notify(manager, msg), op.id, now=d.created_at)
         elif outcome == "underpaid":
             if rules.partial_invoice_stage:  # the "partly paid" stage of the invoice's funnel (#15)
-                enqueue(s, portal.id, f"{key}:invoice_partial", "invoice_partial",
-                        {"invoice_id": inv_id, "stages": rules.partial_invoice_stage}, op.id, now=d.created_at)
+                enqueue(s, portal.id, f"{key}:invoice_partial", InvoicePartial(inv_id, rules.partial_invoice_stage),
+                        op.id, now=d.created_at)
             values = dict(number=number, received=fmt(paid_total), due=fmt(inv.amount), remaining=fmt(remaining),
                           payer=payer, amount=fmt(amount), date=date, purpose=bbcode_escape(op.purpose or ""))
             if rules.underpaid_notify and manager:
-                enqueue(s, portal.id, f"{key}:notify", "notify",
-                        {"user_id": manager, "message": text("underpaid", lang, **values)}, op.id, now=d.created_at)
+                enqueue(s, portal.id, f"{key}:notify", Notify(manager, text("underpaid", lang, **values)), op.id,
+                        now=d.created_at)
             if rules.underpaid_task and manager:
-                enqueue(s, portal.id, f"{key}:task", "task", {
-                    "responsible_id": manager, "title": text("task_title", lang, **values),
-                    "description": text("underpaid", lang, **values), "deal_id": deal_id}, op.id, now=d.created_at)
+                enqueue(s, portal.id, f"{key}:task", Task(
+                    manager, title=text("task_title", lang, **values),
+                    description=text("underpaid", lang, **values), deal_id=deal_id), op.id, now=d.created_at)
             if rules.underpaid_timeline and deal_id:
-                enqueue(s, portal.id, f"{key}:timeline", "timeline",
-                        {"deal_id": deal_id, "lang": lang, "comment": text("timeline_underpaid", lang, **values)}, op.id,
+                enqueue(s, portal.id, f"{key}:timeline",
+                        Timeline(deal_id, lang=lang, comment=text("timeline_underpaid", lang, **values)), op.id,
                         now=d.created_at)
         paidfield.enqueue_sum(s, portal.id, rules, deal_id, key, op.id, d.created_at)  # the «Оплачено» field
         if rules.fire_trigger and deal_id:
             trig = ctx.manifest.automation_triggers[0]["code"] if ctx.manifest.automation_triggers else None
             if trig:
-                enqueue(s, portal.id, f"{key}:trigger", "trigger", {"code": trig, "owner_type_id": DEAL_TYPE,
-                                                                    "owner_id": deal_id}, op.id, now=d.created_at)
+                enqueue(s, portal.id, f"{key}:trigger", Trigger(trig, deal_id, owner_type_id=EntityType.DEAL), op.id,
+                        now=d.created_at)
     s.execute(Portal.__table__.update().where(Portal.id == portal.id).values(work_due_at=d.created_at))
 
 
@@ -245,8 +247,7 @@ def _review_notices(s, ctx, portal: Portal, op: Operation, decision) -> None:
             Invoice.portal_id == portal.id, Invoice.b24_id.in_(related or [-1])))) or "—"
         msg = text("review", lang, amount=amount, payer=payer, numbers=bbcode_escape(numbers))
     for m in managers:
-        enqueue(s, portal.id, f"op{op.id}:review:u{m}", "notify", {"user_id": m, "message": msg}, op.id,
-                now=ctx.clock.now())
+        enqueue(s, portal.id, f"op{op.id}:review:u{m}", Notify(m, msg), op.id, now=ctx.clock.now())
     s.execute(Portal.__table__.update().where(Portal.id == portal.id).values(work_due_at=ctx.clock.now()))
 
 
@@ -257,7 +258,7 @@ def _reviewable(s, portal_id: int, operation_pk: int) -> tuple[Portal, Operation
     op = s.get(Operation, operation_pk)
     if portal is None or op is None or op.portal_id != portal_id:
         raise ReconcileError("not_found")
-    if op.state not in ("review", "unmatched"):
+    if op.state not in REVIEW_STATES:
         raise ReconcileError("not_in_review")
     if not (op.is_credit and op.bank_status == "Transaction"):
         raise ReconcileError("not_a_settled_credit")
@@ -300,7 +301,7 @@ def assign_manually(ctx, portal_id: int, operation_pk: int, invoice_b24_id: int,
                          amount=op.amount, outcome=outcome, created_at=now))
         _effects(s, ctx, portal, op, d, [(inv.b24_id, outcome, op.amount, left, excess)], load_rules(portal.settings))
         credit.keep_surplus(s, ctx, portal, op, d, [(inv.b24_id, outcome, op.amount, left, excess)])
-        op.state = "overpaid" if outcome == "overpaid" else "matched"
+        op.state = OpState.OVERPAID if outcome == "overpaid" else OpState.MATCHED
         op.reconciled_at = now
         return d
 
@@ -357,21 +358,16 @@ def accept_proposal(ctx, portal_id: int, operation_pk: int, user_id: int) -> Dec
                              amount=remaining, outcome="paid", created_at=now))
         _effects(s, ctx, portal, op, d, [(inv.b24_id, "paid", r, Decimal("0"), Decimal("0")) for inv, r in due],
                  load_rules(portal.settings))
-        op.state = "matched"
+        op.state = OpState.MATCHED
         op.reconciled_at = now
         return d
 
 
-REVIEW_STATES = ("review", "unmatched")
-#: How a person closes a review item that pays no invoice -> the operation's (and decision's) new state.
-CLOSE_ACTIONS = {"ignore": "ignored", "refund": "refund", "credit": "credit"}
-CLOSED_STATES = tuple(CLOSE_ACTIONS.values())
 # Reasons people add; the machine's reasons are carried over below them so that none is ever lost.
 _PEOPLE_CODES = ("undone", "reopened", "closed_ignored", "closed_refund", "closed_credit", "accepted_proposal")
-# Effects a later decision cannot take back in Bitrix24 (a sent message stays sent).
-_IRREVERSIBLE = ("notify", "timeline", "task", "trigger")
-# Effects that move money state in Bitrix24; undo moves them back once they are known to have happened.
-_MONEY_STATE = ("invoice_paid", "deal_stage", "invoice_partial")
+# Which effects undo moves back and which it cannot take back: EffectKind.moves_money_state / .irreversible.
+_MONEY_STATE = tuple(k for k in EffectKind if k.moves_money_state)
+_IRREVERSIBLE = tuple(k for k in EffectKind if k.irreversible)
 
 
 def _carried(reasons) -> list[dict]:
@@ -414,14 +410,14 @@ def close_review(ctx, portal_id: int, operation_pk: int, user_id: int, action: s
             raise ReconcileError("not_in_review")
         if not (op.is_credit and op.bank_status == "Transaction"):
             raise ReconcileError("not_a_settled_credit")
-        if state == "ignored" and not reason:
+        if state == OpState.IGNORED and not reason:
             raise ReconcileError("reason_required")
-        if state == "credit" and not op.payer_inn:
+        if state == OpState.CREDIT and not op.payer_inn:
             raise ReconcileError("no_payer_inn")
         now = ctx.clock.now()
         current = _current(s, op)
-        managers = _managers_for(s, portal_id, op, current) if state == "refund" else []
-        if state == "refund" and not managers:
+        managers = _managers_for(s, portal_id, op, current) if state == OpState.REFUND else []
+        if state == OpState.REFUND and not managers:
             managers = [user_id]  # nobody else to tell: the person who decided gets the reminder
         if current is not None:
             current.superseded_at = now
@@ -436,16 +432,15 @@ def close_review(ctx, portal_id: int, operation_pk: int, user_id: int, action: s
                      + _carried(current.reasons if current else []))
         s.add(d)
         s.flush()
-        if state == "refund":
+        if state == OpState.REFUND:
             lang = portal.lang or "ru"
             msg = text("refund", lang, amount=format_money(op.amount, op.currency, lang),
                        payer=bbcode_escape(op.payer_name or op.payer_inn or "—"),
                        date=op.operation_date.strftime("%d.%m.%Y"), user=user_id, reason=bbcode_escape(reason or "—"))
             for m in managers:
-                enqueue(s, portal_id, f"op{op.id}:d{d.id}:refund:u{m}", "notify", {"user_id": m, "message": msg},
-                        op.id, now=now)
+                enqueue(s, portal_id, f"op{op.id}:d{d.id}:refund:u{m}", Notify(m, msg), op.id, now=now)
             portal.work_due_at = now
-        if state == "credit":
+        if state == OpState.CREDIT:
             credit.keep_payment(s, op, d)  # the client's credit by INN, in the ledger (#15)
         op.state = state
         op.reconciled_at = now
@@ -484,7 +479,7 @@ def undo(ctx, portal_id: int, operation_pk: int, user_id: int) -> Decision:
             current.superseded_at = now
         s.flush()
         not_reverted: list[str] = []
-        reverse: list[tuple[str, str, dict]] = []  # (key suffix, kind, payload), keyed by the new decision below
+        reverse: list[tuple[str, object]] = []  # (key suffix, effect), keyed by the new decision below
         for item in items:
             result = item.result or {}
             if item.status == "pending":
@@ -493,14 +488,9 @@ def undo(ctx, portal_id: int, operation_pk: int, user_id: int) -> Decision:
                 not_reverted.append(item.kind)  # a message on its way to Bitrix24 right now
             elif item.status not in ("done", "skipped"):  # skipped: may still have moved it (interrupted)
                 continue
-            elif item.kind in ("invoice_paid", "invoice_partial") and result.get("from_stage"):
-                reverse.append((f"inv{item.payload['invoice_id']}", "invoice_reopen", {
-                    "invoice_id": item.payload["invoice_id"], "paid_stage": result["to_stage"],
-                    "to_stage": result["from_stage"]}))
-            elif item.kind == "deal_stage" and result.get("from_stage"):
-                reverse.append((f"deal{item.payload['deal_id']}", "deal_reopen", {
-                    "deal_id": item.payload["deal_id"], "moved_stage": result["to_stage"],
-                    "to_stage": result["from_stage"]}))
+            elif (back := undo_of(item.kind, item.payload, result)) is not None:
+                reverse.append((f"deal{back.deal_id}" if back.kind == EffectKind.DEAL_REOPEN
+                                else f"inv{back.invoice_id}", back))
             elif item.kind in _IRREVERSIBLE:
                 not_reverted.append(item.kind)
         params = {"user_id": user_id, "not_reverted": sorted(set(not_reverted))}
@@ -510,8 +500,8 @@ def undo(ctx, portal_id: int, operation_pk: int, user_id: int) -> Decision:
                      reasons=[{"code": "undone", "params": params}] + _carried(current.reasons if current else []))
         s.add(d)
         s.flush()
-        for suffix, kind, payload in reverse:
-            enqueue(s, portal_id, f"undo:d{d.id}:{suffix}", kind, payload, op.id, now=now)
+        for suffix, back in reverse:
+            enqueue(s, portal_id, f"undo:d{d.id}:{suffix}", back, op.id, now=now)
         rules = load_rules(portal.settings)
         for a in allocs:
             a.revoked_at = now
@@ -519,12 +509,12 @@ def undo(ctx, portal_id: int, operation_pk: int, user_id: int) -> Decision:
             if inv is not None:
                 paidfield.enqueue_sum(s, portal_id, rules, inv.deal_id, f"undo:d{d.id}:inv{inv.b24_id}", op.id, now)
             if inv is not None and inv.deal_id:
-                enqueue(s, portal_id, f"undo:d{d.id}:inv{a.invoice_b24_id}:timeline", "timeline", {
-                    "deal_id": inv.deal_id, "lang": lang, "comment": text(
+                enqueue(s, portal_id, f"undo:d{d.id}:inv{a.invoice_b24_id}:timeline", Timeline(
+                    inv.deal_id, lang=lang, comment=text(
                         "timeline_undo", lang, amount=format_money(a.amount, op.currency, lang),
                         payer=bbcode_escape(op.payer_name or op.payer_inn or "—"), number=inv.number,
-                        user=user_id)}, op.id, now=now)
-        op.state = "review"
+                        user=user_id)), op.id, now=now)
+        op.state = OpState.REVIEW
         portal.work_due_at = now
         return d
 
@@ -556,5 +546,5 @@ def _reopen(s, ctx, portal: Portal, op: Operation, user_id: int) -> Decision:
                  + _carried(current.reasons if current else []))
     s.add(d)
     s.flush()
-    op.state = was if was in REVIEW_STATES else "review"
+    op.state = OpState(was) if was in REVIEW_STATES else OpState.REVIEW
     return d

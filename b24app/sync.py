@@ -11,11 +11,13 @@ from sqlalchemy import and_, bindparam, case, select, update
 from sqlalchemy.exc import DataError, IntegrityError
 
 from .backoff import Backoff
-from .bank.errors import MalformedOperation
+from .bank.errors import (BankError, BankUnavailable, Forbidden, InvalidGrant, MalformedOperation, RateLimited,
+                          SyncErrorCode, Unauthorized)
 from .bank.operations import BankOperation
 from .banklink import LinkNeedsConsent
 from .banksource import source_for
 from .db import UTCDateTime
+from .domain.states import OpState
 from .models import BankAccount, BankLink, Operation, OperationAlias, Portal, QuarantinedOperation
 from .rules import load_rules
 
@@ -58,8 +60,8 @@ def store_operation(s, account: BankAccount, op: BankOperation) -> tuple[Operati
     if row.bank_status != "Transaction" and op.is_transaction:
         # Authorization settled: now it is money received.
         row.bank_status, row.operation_date, row.amount = "Transaction", op.operation_date, op.amount
-        if row.state == "pending":
-            row.state = "new" if op.is_credit else "ignored"
+        if row.state == OpState.PENDING:
+            row.state = OpState.NEW if op.is_credit else OpState.IGNORED
         how = "settled"
     return row, how
 
@@ -83,10 +85,10 @@ def clean_text(value: str | None, limit: int) -> str | None:
     return value.replace("\x00", "")[:limit]
 
 
-def _initial_state(op: BankOperation) -> str:
+def _initial_state(op: BankOperation) -> OpState:
     if not op.is_credit:
-        return "ignored"  # debits are not reconciled
-    return "new" if op.is_transaction else "pending"
+        return OpState.IGNORED  # debits are not reconciled
+    return OpState.NEW if op.is_transaction else OpState.PENDING
 
 
 def interval_for(ctx, portal_settings: dict | None) -> int:
@@ -120,7 +122,7 @@ _ASKED_SINCE = _A.c.sync_requested_at >= bindparam("until", type_=UTCDateTime())
 _POLL_DONE = (
     update(_A).where(_A.c.id == bindparam("account_id")).values(
         synced_until=bindparam("until"), last_synced_at=bindparam("done"), last_error=bindparam("error"),
-        failures=0,
+        last_error_code=bindparam("code"), failures=0,
         # hand the lease back, and say when the account is due again, only where the lease is still ours
         next_sync_at=case((and_(_MINE, _ASKED_SINCE), bindparam("done", type_=UTCDateTime())),
                           (_MINE, bindparam("next_due", type_=UTCDateTime())), else_=_A.c.next_sync_at),
@@ -174,6 +176,7 @@ def sync_account(ctx, account_id: int, *, lease_owner: str | None = None) -> dic
         s.execute(_POLL_DONE, {
             "account_id": account_id, "until": now,  # everything before `now` is stored
             "done": done, "error": "; ".join(malformed)[:500] or None, "owner": lease_owner,
+            "code": SyncErrorCode.MALFORMED.value if malformed else None,
             # jitter spreads accounts that became due together over the interval
             "next_due": done + timedelta(seconds=interval * (0.9 + 0.2 * random.random()))})
         if counts["new"] or counts["settled"]:
@@ -303,6 +306,20 @@ def record_failure(ctx, account_id: int, exc: Exception, *, lease_owner: str | N
             delay = retry_after or 0  # a webhook arrived during this read: answer it now, not after the back-off
         _release(acc, lease_owner, delay, ctx.clock.now())
         acc.last_error = f"{type(exc).__name__}: {exc}"[:500]
+        acc.last_error_code = error_code(exc).value
         if isinstance(exc, LinkNeedsConsent):
             acc.last_error = "needs_consent"
+
+
+def error_code(exc: Exception) -> SyncErrorCode:
+    """The code stored beside a failed read's text: by the error's type, never by its words."""
+    if isinstance(exc, RateLimited):
+        return SyncErrorCode.RATE_LIMITED
+    if isinstance(exc, (LinkNeedsConsent, InvalidGrant, Unauthorized, Forbidden)):
+        return SyncErrorCode.NEEDS_CONSENT
+    if isinstance(exc, (BankUnavailable, OSError)):
+        return SyncErrorCode.UNAVAILABLE
+    if isinstance(exc, BankError):
+        return SyncErrorCode.BANK_ERROR
+    return SyncErrorCode.INTERNAL
 

@@ -23,6 +23,7 @@ from sqlalchemy import and_, bindparam, or_, select, update
 from . import installation, invoices, leases, outbox, reconcile, sync
 from .bank.errors import BankError, RateLimited
 from .bitrix.errors import BitrixError, PortalGone
+from .domain.states import OpState
 from .models import BankAccount, BankLink, InvoiceRefresh, Operation, OutboxItem, Portal
 
 log = logging.getLogger("b24app.worker")
@@ -122,7 +123,7 @@ class Worker:
             # A worker killed while it held a portal took that portal's "due" mark with it: anything still
             # undecided or unsent makes the portal due again once the lease has run out.
             and_(leases.expired(_P, now),
-                 or_(Portal.id.in_(select(Operation.portal_id).where(Operation.state == "new")),
+                 or_(Portal.id.in_(select(Operation.portal_id).where(Operation.state == OpState.NEW)),
                      Portal.id.in_(select(OutboxItem.portal_id).where(or_(
                          and_(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now),
                          and_(OutboxItem.status == "sending", OutboxItem.lease_until < now)))))),

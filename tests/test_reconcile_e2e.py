@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from b24app import outbox, reconcile, sync
+from b24app.effects import Timeline, Trigger
 from b24app.models import BankAccount, Decision, Operation, OutboxItem, Portal
 from b24app.rules import save_rules
 from b24app.worker import Worker
@@ -168,6 +169,20 @@ def test_deal_moves_to_the_stage_the_admin_chose(linked):
     assert deal(linked, d["deal_id"])["STAGE_ID"] == "EXECUTING"
 
 
+class WorkerDied(Exception):
+    """Raised at the outbox's crash point: the worker dies between Bitrix24's answer and recording it."""
+
+
+def _die(items):
+    raise WorkerDied
+
+
+def deliver_and_die(ctx, portal) -> None:
+    """One delivery whose write batch reaches Bitrix24, by a worker that dies before recording anything of it:
+    its items stay `sending` under their lease (outbox.deliver's `after_send` crash point)."""
+    with pytest.raises(WorkerDied):
+        outbox.deliver(ctx, portal, after_send=_die)
+
 def test_worker_killed_between_sending_and_recording_never_notifies_twice(linked):
     """Simulate the crash: the batch reached Bitrix24, the worker died before marking items done."""
     d = linked.deals[1]
@@ -182,12 +197,7 @@ def test_worker_killed_between_sending_and_recording_never_notifies_twice(linked
     invoices.refresh_all(linked.ctx, portal)
     reconcile.reconcile_portal(linked.ctx, portal)
 
-    real_finish = outbox._finish
-    outbox._finish = lambda *a, **k: None   # the process dies right after the batch call
-    try:
-        outbox.deliver(linked.ctx, portal)
-    finally:
-        outbox._finish = real_finish
+    deliver_and_die(linked.ctx, portal)   # the process dies right after the batch call
     sent_once = linked.portal_state()
     with linked.ctx.db.session() as s:
         items = list(s.scalars(select(OutboxItem)))
@@ -239,12 +249,7 @@ def test_an_interrupted_task_is_not_created_twice(linked):
     from b24app import invoices
     invoices.refresh_all(linked.ctx, portal)
     reconcile.reconcile_portal(linked.ctx, portal)
-    real_finish = outbox._finish
-    outbox._finish = lambda *a, **k: None   # dies after the batch reached Bitrix24
-    try:
-        outbox.deliver(linked.ctx, portal)
-    finally:
-        outbox._finish = real_finish
+    deliver_and_die(linked.ctx, portal)   # dies after the batch reached Bitrix24
     with linked.ctx.db.session() as s:
         for i in s.scalars(select(OutboxItem)):
             i.lease_until = linked.ctx.clock.now()
@@ -307,10 +312,9 @@ def test_a_failed_second_batch_does_not_resend_the_first(linked):
     with ctx.db.session() as s:
         portal = s.scalar(select(Portal))
         for n in range(60):
-            outbox.enqueue(s, portal.id, f"test:tl:{n}", "timeline", {"deal_id": deal_id, "comment": f"comment {n}"})
+            outbox.enqueue(s, portal.id, f"test:tl:{n}", Timeline(deal_id, f"comment {n}"))
         for n in range(2):
-            outbox.enqueue(s, portal.id, f"test:tr:{n}", "trigger",
-                           {"code": "b24app_payment_received", "owner_id": deal_id})
+            outbox.enqueue(s, portal.id, f"test:tr:{n}", Trigger("b24app_payment_received", deal_id))
     before = linked.portal_state()
     # the read (user.admin, asked because triggers are due), the first write, then the second write refused
     _portal_faults(linked, [None, None, "expired_token", "expired_token"])
@@ -335,13 +339,10 @@ def test_an_interrupted_attempt_stays_uncertain_when_the_check_fails(linked):
     ctx, deal_id = linked.ctx, linked.deals[0]["deal_id"]
     with ctx.db.session() as s:
         portal = s.scalar(select(Portal))
-        outbox.enqueue(s, portal.id, "test:tl:once", "timeline", {"deal_id": deal_id, "comment": "paid"})
-    real_finish = outbox._finish
-    outbox._finish = lambda *a, **k: None   # the process dies right after the batch call
-    try:
-        assert outbox.deliver(ctx, portal)["sent"] == 1
-    finally:
-        outbox._finish = real_finish
+        outbox.enqueue(s, portal.id, "test:tl:once", Timeline(deal_id, "paid"))
+    deliver_and_die(ctx, portal)   # the process dies right after the batch call
+    assert [c["COMMENT"] for c in linked.portal_state()["timeline_comments"]
+            if str(c["ENTITY_ID"]) == str(deal_id) and c["COMMENT"].startswith("paid")] != []   # it was sent
     _due_again(linked)
     _portal_faults(linked, ["expired_token", "expired_token"])
     assert outbox.deliver(ctx, portal)["retry"] == 1

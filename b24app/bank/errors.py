@@ -1,6 +1,8 @@
 """Typed errors raised by the T-Bank client code, so callers can react without parsing strings."""
 from __future__ import annotations
 
+from enum import StrEnum
+
 
 class BankError(Exception):
     """Root of every error raised by `b24app.bank`."""
@@ -76,6 +78,18 @@ class MalformedOperation(BankError, ValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         self.field = field
         super().__init__(message)
+
+
+class SyncErrorCode(StrEnum):
+    """Why an account's last statement read failed (bank_accounts.last_error_code); the text beside it is for
+    people. Pages decide the link's health on this code, never on the words of the message."""
+
+    RATE_LIMITED = "rate_limited"    # 429 even after backing off (RateLimited)
+    NEEDS_CONSENT = "needs_consent"  # the link is not active, the grant is dead, or 401/403 on the statement
+    UNAVAILABLE = "unavailable"      # the bank could not be reached, or timed out
+    BANK_ERROR = "bank_error"        # any other answer of the bank that is an error (5xx, 400/422, T-ID)
+    MALFORMED = "malformed"          # the read worked; some statement items were refused as malformed
+    INTERNAL = "internal"            # our own failure (Bitrix24, the database, a bug)
 
 
 ERROR_BY_STATUS: dict[int, type[BankAPIError]] = {

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from .. import credit
 from ..domain.money import cents, parse_search_amount
 from ..domain.numbers import normalize_invoice_number
+from ..domain.states import OpState
 from ..models import Allocation, Decision, Invoice, Operation, OutboxItem
 from .bank import BankState
 from .review import (CLOSED_STATES, MAX_QUEUE, QUEUE_STATES, ZERO, ReviewLine, _icontains, _review_lines,
@@ -222,7 +223,7 @@ class FirstRun:
 def payments_seen(s: Session, portal_id: int) -> bool:
     """Whether the app has decided at least one incoming payment of this portal."""
     return s.scalar(select(Operation.id).where(Operation.portal_id == portal_id, Operation.is_credit.is_(True),
-                                               Operation.state != "new").limit(1)) is not None
+                                               Operation.state != OpState.NEW).limit(1)) is not None
 
 
 def first_run(s: Session, portal_id: int, bank: BankState, rules_saved: bool) -> FirstRun:

@@ -26,6 +26,7 @@ class AccountLine:
     sync_requested_at: datetime | None
     last_error: str | None
     failures: int
+    error_code: str | None = None  # bank.errors.SyncErrorCode of last_error
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def bank_state(s: Session, portal_id: int) -> BankState:
     accounts = tuple(AccountLine(
         id=a.id, number=a.account_number, name=a.name or "", currency=a.currency, watched=bool(a.watched),
         last_synced_at=a.last_synced_at, next_sync_at=a.next_sync_at, sync_requested_at=a.sync_requested_at,
-        last_error=a.last_error, failures=a.failures or 0)
+        last_error=a.last_error, failures=a.failures or 0, error_code=a.last_error_code)
         for a in s.scalars(select(BankAccount).where(BankAccount.link_id == link.id).order_by(BankAccount.id)))
     quarantined = s.scalar(select(func.count()).select_from(QuarantinedOperation).where(
         QuarantinedOperation.portal_id == portal_id)) or 0
@@ -80,17 +81,25 @@ def link_health(link: BankLink, accounts: Iterable[AccountLine]) -> str:
     accounts = list(accounts)
     if link.status == "needs_consent":
         return "needs_consent"
-    errors = " ".join(filter(None, [link.last_error or ""] + [a.last_error or "" for a in accounts if a.watched]))
-    low = errors.lower()
-    if "rate" in low or "429" in low or "too many" in low:
-        return "rate_limited"
-    if "consent" in low or "invalid_grant" in low or "unauthor" in low or "401" in low or "403" in low:
-        return "needs_consent"
-    if errors.strip():
-        return "error"
+    health = health_of_errors([a.error_code or ("bank_error" if a.last_error else None)
+                               for a in accounts if a.watched] + ["bank_error" if link.last_error else None])
+    if health is not None:
+        return health
     if not any(a.watched for a in accounts):
         return "no_accounts"
     return "ok"
+
+
+def health_of_errors(codes: Iterable[str | None]) -> str | None:
+    """The link's health from its accounts' stored error codes (bank.errors.SyncErrorCode), never from the
+    words of a message (a "corporate" card's error is not a rate limit): rate_limited before needs_consent
+    before error; None when there is no error."""
+    codes = {c for c in codes if c}
+    if "rate_limited" in codes:
+        return "rate_limited"
+    if "needs_consent" in codes:
+        return "needs_consent"
+    return "error" if codes else None
 
 
 def bank_panel(ctx, s, portal) -> BankState:

@@ -12,12 +12,13 @@ from sqlalchemy.orm import Session
 
 from ..domain.money import cents, parse_search_amount
 from ..domain.numbers import normalize_invoice_number
+from ..domain.states import CLOSED_STATES, REVIEW_STATES, OpState
 from ..models import Decision, Invoice, Operation
 
 ZERO = Decimal("0.00")
-REVIEW_STATES = ("review", "unmatched")          # operation states a person may assign
-QUEUE_STATES = ("review", "unmatched", "overpaid")  # what the admin's review queue lists
-CLOSED_STATES = ("ignored", "refund", "credit")     # review items a person closed without an invoice
+# REVIEW_STATES: operation states a person may assign; CLOSED_STATES: review items a person closed without
+# an invoice (both from domain/states.py)
+QUEUE_STATES = (*REVIEW_STATES, OpState.OVERPAID)  # what the admin's review queue lists
 STATUSES = ("paid", "partly_paid", "overpaid", "awaiting", "review", "cancelled")
 MAX_QUEUE = 200
 

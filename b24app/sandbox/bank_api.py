@@ -61,13 +61,14 @@ def endpoint(fn: Callable[[BankSandboxState, TokenRecord], Any]) -> Callable[...
             timeout = st.roll("timeout")
             server_error = not timeout and st.roll("server_error")
             rate_fault = not timeout and not server_error and st.roll("rate_limit")
+            texts = dict(st.fault_messages)
         if timeout:
             st.stop_event.wait(st.config.fault_timeout)
-            return api_error(504, "GATEWAY_TIMEOUT", "Превышено время ожидания ответа")
+            return api_error(504, "GATEWAY_TIMEOUT", texts.get("timeout", "Превышено время ожидания ответа"))
         if server_error:
-            return api_error(500, "INTERNAL_ERROR", "Внутренняя ошибка сервера")
+            return api_error(500, "INTERNAL_ERROR", texts.get("server_error", "Внутренняя ошибка сервера"))
         if rate_fault:
-            return api_error(429, "TOO_MANY_REQUESTS", "Слишком много запросов")
+            return api_error(429, "TOO_MANY_REQUESTS", texts.get("rate_limit", "Слишком много запросов"))
         header = request.headers.get("Authorization", "")
         with st.lock:
             record = st.tokens.get(header[7:].strip()) if header[:7].lower() == "bearer " else None

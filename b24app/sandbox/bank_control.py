@@ -206,8 +206,17 @@ def faults():
     if request.method == "DELETE":
         with st.lock:
             st.fault_probabilities.clear()
+            st.fault_messages.clear()
             return jsonify({"kinds": {}})
-    kinds = _body().get("kinds")
+    body = _body()
+    kinds = body.get("kinds")
+    # The bank's error body is {errorId, errorCode, errorMessage[, errorDetails]}; its message is free text in
+    # Russian and the docs list no fixed set (reference/tbank.md, "Common"): a test may choose the text an
+    # injected error fault carries, e.g. one that mentions a corporate card, to check the app reads codes.
+    messages = body.get("messages") or {}
+    if not isinstance(messages, dict) or not set(messages) <= {"timeout", "server_error", "rate_limit"} \
+            or not all(isinstance(v, str) for v in messages.values()):
+        return _bad("messages must map timeout, server_error or rate_limit to an errorMessage text")
     if not isinstance(kinds, dict) or not set(kinds) <= set(FAULT_KINDS):
         return _bad(f"kinds must map some of {list(FAULT_KINDS)} to a probability")
     try:
@@ -218,7 +227,8 @@ def faults():
         return _bad("probabilities must be within 0..1")
     with st.lock:
         st.fault_probabilities.update(parsed)
-        return jsonify({"kinds": dict(st.fault_probabilities)})
+        st.fault_messages.update(messages)
+        return jsonify({"kinds": dict(st.fault_probabilities), "messages": dict(st.fault_messages)})
 
 
 @bp.get("/state")

@@ -210,6 +210,8 @@ class BankSandboxState:
         self.webhook_deliveries: list[dict[str, Any]] = []
         self.requests: Counter[str] = Counter()
         self.fault_probabilities: dict[str, float] = {}
+        # errorMessage of an injected error fault, by kind (the control API's "messages"); absent: the default text
+        self.fault_messages: dict[str, str] = {}
         self.faults_fired: Counter[str] = Counter()
         self.rate_windows: dict[tuple[str, str], deque[float]] = {}
         self.reidentified: dict[str, str] = {}
