@@ -1,18 +1,22 @@
-"""b24app: T-Bank payments reconciled against Bitrix24 smart invoices within seconds.
+"""b24app: T-Bank, Tochka and 1C-file payments reconciled against Bitrix24 smart invoices within seconds.
 
-Where things are: a payment enters in `sync.py` (statement → `operations`), is matched by the pure
-`domain/` code from `reconcile.py`, and leaves through `outbox.py` to Bitrix24. Web entry points are in
-`web/`, the worker loop in `worker.py`, the sandboxes in `sandbox/`.
+Where a payment goes: it enters in `pipeline/sync.py` (a bank's statement; `pipeline/statement_import.py` for a
+1C file), is matched by the pure `domain/` from `pipeline/reconcile.py`, and leaves through `pipeline/outbox.py`
+to Bitrix24. `pipeline/worker.py` schedules it; `web/` is where people and Bitrix24 call in.
 
-Packages and what they may import (tests/test_import_rules.py checks the rules it names):
+Packages, top to bottom, and what each may import (tests/test_import_rules.py and tests/test_layers.py check):
+- `web/`: the Flask adapter (request parsing, access checks, rendering); imports `queries/` and the services,
+  never `storage.models` or sqlalchemy.
+- `queries/`: read models for the deal tab and the admin page; never Flask.
+- `pipeline/`: the payment's path and the services beside it; `portals/` installations and their tokens;
+  `banklinks/` linked banks. They import `adapters/`, `storage/`, `domain/`.
+- `adapters/`: clients of Bitrix24 and the banks; import only `domain/`, `backoff`, HTTP/crypto libraries.
+- `storage/`: tables, sessions, migrations, leases, secrets at rest.
 - `domain/`: pure matching and money; imports only the standard library.
-- `bitrix/`, `bank/`: clients of Bitrix24 and the banks; import only themselves, the stdlib and HTTP/crypto libraries.
-- `web/`: the Flask adapter (request parsing, access checks, rendering); imports the services at the root,
-  never `models` or sqlalchemy.
-- `sandbox/`: stand-ins for Bitrix24 and the banks; never imports the app (`sandbox/stack.py`, which runs the app
-  beside them, excepted).
-- the root modules (storage, pipeline, services) import `domain/`, `bitrix/`, `bank/`; only the entry points
-  (`create_app` here, `wsgi.py`, `demo.py`) import `web/` or `sandbox/`.
+- `sandbox/`: stand-ins for Bitrix24, T-Bank and Tochka; never imports the app (`sandbox/stack.py`, which runs
+  the app beside them, excepted).
+Root modules are wiring and tools (`config`, `context`, `clock`, `backoff`, `resources`, `cli`, `demo`, `probe`,
+`contracts`, `manifest`, `metrics`, `logging_setup`, `wsgi`); only the entry points import `web/` or `sandbox/`.
 Files that are not Python (templates, static files, the manifest) are found with `resources.resource_path`.
 """
 from __future__ import annotations

@@ -63,7 +63,7 @@ def worker(once: bool, max_seconds: float | None) -> None:
     """Background worker: sync statements, match payments, send Bitrix24 actions."""
     from .context import AppContext
     from .logging_setup import configure_logging
-    from .worker import Worker, WorkerLockError, single_worker_lock
+    from b24app.pipeline.worker import Worker, WorkerLockError, single_worker_lock
 
     settings = _settings()
     configure_logging(settings)
@@ -96,7 +96,7 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
     """Apply migrations up to REVISION, then refresh PostgreSQL's planner statistics (ANALYZE)."""
-    from .migrate import analyze, upgrade
+    from b24app.storage.migrate import analyze, upgrade
 
     settings = _settings()
     upgrade(settings.database_url, revision)
@@ -108,7 +108,7 @@ def db_upgrade(revision: str) -> None:
 def rotate_keys() -> None:
     """Re-encrypt every stored token with the newest key in B24APP_TOKEN_KEYS."""
     from .context import AppContext
-    from .keyrotation import rotate_all
+    from b24app.storage.keyrotation import rotate_all
 
     ctx = AppContext(_settings())
     count = rotate_all(ctx)
@@ -123,7 +123,7 @@ def import_statement_cmd(member_id: str, yes: bool, file: str) -> None:
     """Import a 1C statement file (1CClientBankExchange, any bank): its incoming payments are reconciled like
     payments read from T-Bank's API. Shows what it would import first."""
     from .context import AppContext
-    from .statement_import import StatementImportError, import_statement, preview_statement
+    from b24app.pipeline.statement_import import StatementImportError, import_statement, preview_statement
 
     ctx = AppContext(_settings())
     try:
@@ -218,10 +218,10 @@ def probe_tbank_cmd(member_id: str | None, token: str | None, base_url: str | No
         sys.exit(1 if any(c.failed for c in checks) else 0)
     from sqlalchemy import select
 
-    from .bank.errors import BankError
-    from .banklink import LinkTokens
+    from b24app.adapters.banks.errors import BankError
+    from b24app.banklinks.tbank import LinkTokens
     from .context import AppContext
-    from .models import BankLink
+    from b24app.storage.models import BankLink
 
     settings = _settings()
     ctx = AppContext(settings)

@@ -7,15 +7,15 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .bitrix.client import BitrixClient, OAuthApp
-from .bitrix.operating import OperatingLimits
-from .bitrix.pacing import Pacer
+from b24app.adapters.bitrix.client import BitrixClient, OAuthApp
+from b24app.adapters.bitrix.operating import OperatingLimits
+from b24app.adapters.bitrix.pacing import Pacer
 from .clock import Clock
 from .config import Settings
-from .crypto import TokenCipher
-from .db import Database, pool_for_threads
+from b24app.storage.crypto import TokenCipher
+from b24app.storage.db import Database, pool_for_threads
 from .manifest import Manifest
-from .portals import PortalStore
+from b24app.portals.store import PortalStore
 
 USER_AGENT = "b24app/0.1 (+T-Bank payments for Bitrix24)"
 
@@ -51,7 +51,7 @@ class AppContext:
     def pacer(self) -> Pacer:
         if self._pacer is not None:
             return self._pacer
-        from .ratelimit import DbPacer
+        from b24app.portals.ratelimit import DbPacer
         return DbPacer(self.db, self.settings.bitrix_rate, self.settings.bitrix_burst)
 
     @cached_property

@@ -9,8 +9,8 @@ from decimal import Decimal
 import click
 
 from .domain.formatting import format_money
-from .sandbox.portal import sandbox_state
-from .sandbox.portal_crm import stage_semantics
+from b24app.sandbox.portal.app import sandbox_state
+from b24app.sandbox.portal.crm import stage_semantics
 from .sandbox.stack import DEMO_INN, DEMO_PHONE, PortInUse, link_bank, link_tochka, seed_crm, start_stack
 
 

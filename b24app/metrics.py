@@ -4,7 +4,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from .clock import utcnow
-from .models import BankAccount, Decision, Operation, OutboxItem, Portal
+from b24app.storage.models import BankAccount, Decision, Operation, OutboxItem, Portal
 
 
 def render_prometheus(ctx) -> str:

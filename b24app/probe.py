@@ -15,11 +15,11 @@ from urllib.parse import urljoin
 
 import httpx
 
-from .bitrix.errors import BitrixError, error_from
+from b24app.adapters.bitrix.errors import BitrixError, error_from
 from .contracts import Contract, load_contracts
-from .invoices import ITEM_SELECT
+from b24app.pipeline.invoices import ITEM_SELECT
 from .manifest import Manifest
-from .bitrix.crm import INVOICE_TYPE
+from b24app.adapters.bitrix.crm import INVOICE_TYPE
 
 # Only these reach the portal or the bank: the probe writes nothing.
 READ_ONLY_METHODS = frozenset({"app.info", "scope", "user.current", "crm.type.list", "crm.category.list",

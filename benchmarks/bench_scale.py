@@ -13,7 +13,7 @@ its token cipher (driving the full install and SMS link flow 1,000 times would t
 
 Accounts fall due uniformly over one interval from the start (the steady state: no thundering herd),
 invoice caches are spread over the 15-minute re-read interval likewise. Then 1 or K processes of
-`b24app.worker.Worker` (unchanged, with the context `b24app worker` gives it; scale_worker.py records;
+`b24app.pipeline.worker.Worker` (unchanged, with the context `b24app worker` gives it; scale_worker.py records;
 its `default-pool` variant gives it the general-purpose database pool instead of one sized to its
 threads, `rounds` drives it with the pre-09f4975 loop) run for
 `--duration` seconds; planner statistics are refreshed (ANALYZE) before each run. Reported:
@@ -122,7 +122,7 @@ class Databases:
         self.pg_url: str | None = None
 
     def fresh(self, kind: str, name: str) -> str:
-        from b24app.migrate import upgrade
+        from b24app.storage.migrate import upgrade
 
         if kind == "sqlite":
             path = self.workdir / f"{name}.sqlite3"
@@ -192,8 +192,8 @@ def _bindings_signature(ctx) -> str:
 
 def seed(fields: dict, portal_url: str, bank_url: str, accounts: int, portals: int, rng: random.Random) -> dict:
     """Portals and companies in the sandboxes (control API), then rows in the app's database."""
-    from b24app.models import BankAccount, BankLink, Portal
-    from b24app.portals import token_hash
+    from b24app.storage.models import BankAccount, BankLink, Portal
+    from b24app.portals.store import token_hash
 
     started = time.monotonic()
     per_portal = [accounts // portals + (1 if n < accounts % portals else 0) for n in range(portals)]
@@ -258,7 +258,7 @@ def reset_schedule(fields: dict, t0: float, interval: int, rng: random.Random) -
     """Every account due once within [t0, t0 + interval); invoice caches spread over the re-read interval."""
     from sqlalchemy import select, text, update
 
-    from b24app.models import BankAccount, Portal, RateBucket
+    from b24app.storage.models import BankAccount, Portal, RateBucket
 
     ctx = _context(fields)
     start = datetime.fromtimestamp(t0, timezone.utc)
@@ -387,7 +387,7 @@ def overdue_at(fields: dict, stop: float) -> list[float]:
     """next_sync_at of accounts that were due before `stop` and not synced since (as unix times)."""
     from sqlalchemy import select
 
-    from b24app.models import BankAccount
+    from b24app.storage.models import BankAccount
 
     ctx = _context(fields)
     try:
@@ -535,7 +535,7 @@ def reseed_rows(fields: dict, by_db: dict) -> dict:
     """Copy the portals, links and accounts of an already seeded database into a fresh one."""
     from sqlalchemy import select, text
 
-    from b24app.models import BankAccount, BankLink, Portal
+    from b24app.storage.models import BankAccount, BankLink, Portal
 
     started = time.monotonic()
     source = _context(next(iter(by_db.values())))

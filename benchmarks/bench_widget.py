@@ -34,9 +34,9 @@ def seed(st) -> int:
     import httpx
     from sqlalchemy import select
 
-    from b24app import reconcile
-    from b24app.invoices import refresh_all
-    from b24app.models import BankAccount, Operation
+    from b24app.pipeline import reconcile
+    from b24app.pipeline.invoices import refresh_all
+    from b24app.storage.models import BankAccount, Operation
 
     company = st.rest("crm.company.add", {"fields": {"TITLE": "ООО «Бенчмарк»"}})["result"]
     st.rest("crm.requisite.add", {"fields": {"ENTITY_TYPE_ID": 4, "ENTITY_ID": company, "PRESET_ID": 1,

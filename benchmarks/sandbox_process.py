@@ -32,13 +32,13 @@ def main(argv: list[str] | None = None) -> None:
     from b24app.sandbox.server import serve_in_thread
 
     if args.kind == "portal":
-        from b24app.sandbox.portal import create_portal_sandbox
+        from b24app.sandbox.portal.app import create_portal_sandbox
 
         app = create_portal_sandbox(portals=(), event_delivery="async", apps=[{
             "client_id": args.client_id, "client_secret": args.client_secret, "install_url": NO_INSTALL_PAGE,
             "handler_url": "http://127.0.0.1:9/app", "scope": "crm,placement,im,task,user_brief"}])
     else:
-        from b24app.sandbox.bank import create_bank_sandbox
+        from b24app.sandbox.tbank.app import create_bank_sandbox
 
         app = create_bank_sandbox(redirect_uris=[args.redirect_uri])
     server = serve_in_thread(app)

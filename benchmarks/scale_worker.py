@@ -4,7 +4,7 @@
 
 `--settings` is a JSON object of `b24app.config.Settings` fields. The recording adds no query: the due
 time of a claimed account is what the claim statement returns (`Worker.claim_due_accounts`), success
-from `sync.sync_account` returning. The worker is `b24app.worker.Worker` unchanged, with the context
+from `sync.sync_account` returning. The worker is `b24app.pipeline.worker.Worker` unchanged, with the context
 `b24app worker` gives it (`AppContext.for_worker`: a database pool sized to its threads);
 `default-pool` gives it the general-purpose pool instead (10 + 20 overflow connections, ping on
 checkout: what the worker had before 2026-12-02); `rounds` drives it with the loop it had before commit
@@ -21,8 +21,8 @@ import time
 
 
 def recording_worker_class():
-    from b24app import sync
-    from b24app.worker import Worker
+    from b24app.pipeline import sync
+    from b24app.pipeline.worker import Worker
 
     outcome = threading.local()
     real_sync_account = sync.sync_account

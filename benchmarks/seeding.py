@@ -90,7 +90,7 @@ def seed_invoices(stack, count: int, *, companies: int = 50, prefix: str = "Б",
 def _batch(stack, cmd: dict) -> dict:
     """Each command goes as the string `method?params` (settings/how-to-call-rest-api/batch.md), as the
     portal sandbox now insists (`$result[...]` references stay in the values)."""
-    from b24app.bitrix.query import build_query
+    from b24app.adapters.bitrix.query import build_query
     cmd = {k: f"{c['method']}?{build_query(c['params'])}" for k, c in cmd.items()}
     body = stack.rest("batch", {"halt": 1, "cmd": cmd})["result"]
     errors = body.get("result_error") or {}
@@ -112,7 +112,7 @@ def wait_until(predicate: Callable[[], object], timeout: float, interval: float 
 
 def app_is_idle(stack) -> bool:
     """Nothing left for the worker: no undecided credit, no queued invoice refresh, no pending effect."""
-    from b24app.models import InvoiceRefresh, Operation, OutboxItem
+    from b24app.storage.models import InvoiceRefresh, Operation, OutboxItem
 
     with stack.ctx.db.session() as s:
         new_ops = s.scalar(select(func.count()).select_from(Operation).where(Operation.state == "new"))

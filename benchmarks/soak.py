@@ -213,7 +213,7 @@ class WorkerProcess:
 
 # -- setting the scene -------------------------------------------------------------------------------------------------
 def _batch(stack, commands: dict[str, tuple[str, dict]]) -> dict:
-    from b24app.bitrix.query import build_query
+    from b24app.adapters.bitrix.query import build_query
 
     out: dict = {}
     items = list(commands.items())
@@ -286,7 +286,7 @@ def _seed(plan: PortalPlan) -> None:
 
 def _setup(cfg: SoakConfig, rng: random.Random):
     from b24app.domain.requisites import with_check_digits
-    from b24app.invoices import refresh_all
+    from b24app.pipeline.invoices import refresh_all
     from b24app.sandbox.stack import DEMO_INN, DEMO_KPP, DEMO_PHONE, link_bank, link_tochka, start_stack
 
     stack = start_stack(data_dir=cfg.data_dir, database_url=cfg.database_url, event_delivery="async",
@@ -331,7 +331,7 @@ def _setup(cfg: SoakConfig, rng: random.Random):
                                                              "burst": stack.settings.bitrix_burst}, timeout=30)
     from sqlalchemy import select
 
-    from b24app.models import BankAccount, BankLink
+    from b24app.storage.models import BankAccount, BankLink
     with stack.ctx.db.session() as s:
         for plan in plans:
             plan.accounts = list(s.scalars(select(BankAccount.account_number).where(
@@ -474,7 +474,7 @@ def _run_imports(stack, plans: list[PortalPlan], events: list[FileImport], t0: f
                  problems: list[str], stop) -> None:
     """Import the files at their moments, as someone running `b24app import-statement --yes` would; an import
     refused because the worker is reading the account right now is tried again a moment later."""
-    from b24app.statement_import import StatementImportError, import_statement
+    from b24app.pipeline.statement_import import StatementImportError, import_statement
 
     done: set[Path] = set()
     for ev in events:
@@ -520,7 +520,7 @@ def _list_all(stack, method: str, params: dict, key: str | None) -> list[dict]:
 def _quiet(stack, plans, expected_ops: int) -> bool:
     from sqlalchemy import func, select
 
-    from b24app.models import Operation, OutboxItem
+    from b24app.storage.models import Operation, OutboxItem
     with stack.ctx.db.session() as s:
         ops = s.scalar(select(func.count()).select_from(Operation).where(Operation.is_credit.is_(True)))
         undecided = s.scalar(select(func.count()).select_from(Operation).where(Operation.state.in_(("new", "pending"))))
@@ -531,7 +531,7 @@ def _quiet(stack, plans, expected_ops: int) -> bool:
 def _verify(stack, plans: list[PortalPlan], payments: list[Payment], report: SoakReport) -> None:
     from sqlalchemy import func, select
 
-    from b24app.models import Allocation, Operation, OutboxItem
+    from b24app.storage.models import Allocation, Operation, OutboxItem
 
     def problem(kind: str, text: str) -> None:
         setattr(report, kind, getattr(report, kind) + 1)

@@ -159,7 +159,7 @@ def wait_for(predicate, timeout: float = 15.0, interval: float = 0.1):
 def start_seeded_stack(directory: Path, *, link: bool, worker: bool = False, **kw):
     """A stack with the app installed, the demo deals seeded, the invoice cache read (as the worker does on
     start), optionally the bank linked and the worker running. The caller stops it."""
-    from b24app.invoices import refresh_all
+    from b24app.pipeline.invoices import refresh_all
     from b24app.sandbox.stack import link_bank, seed_crm, start_stack
 
     st = start_stack(data_dir=str(Path(directory) / "data"), event_delivery="sync",

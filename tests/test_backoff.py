@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 
 from b24app.backoff import Backoff
-from b24app.bank.tochka import _BACKOFF as TOCHKA
-from b24app.bitrix.client import _BACKOFF as BITRIX, _QUERY_LIMIT_BACKOFF as BITRIX_QUERY_LIMIT
-from b24app.outbox import ITEM_BACKOFF
-from b24app.sync import ACCOUNT_BACKOFF
+from b24app.adapters.banks.tochka import _BACKOFF as TOCHKA
+from b24app.adapters.bitrix.client import _BACKOFF as BITRIX, _QUERY_LIMIT_BACKOFF as BITRIX_QUERY_LIMIT
+from b24app.pipeline.outbox import ITEM_BACKOFF
+from b24app.pipeline.sync import ACCOUNT_BACKOFF
 
 
 @pytest.mark.parametrize(

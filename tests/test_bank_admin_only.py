@@ -10,9 +10,9 @@ import pytest
 from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import func, select
 
-from b24app import banklink
-from b24app.banklink import LinkFailed
-from b24app.models import BankAccount, BankLink, OAuthState
+from b24app.banklinks import tbank as banklink
+from b24app.banklinks.tbank import LinkFailed
+from b24app.storage.models import BankAccount, BankLink, OAuthState
 from b24app.sandbox.stack import link_bank, link_ticket, submit_form
 from conftest import start_seeded_stack
 
@@ -67,7 +67,7 @@ def test_a_deal_owner_who_is_no_admin_gets_no_ticket_and_is_refused_everywhere(e
     # A ticket as the old code issued it to the deal's responsible (a=False), replayed: refused at every step.
     replayed = link_ticket(env, user_id=2, is_admin=False)
     # ... and an administrator's ticket payload under a tampered signature.
-    ser = URLSafeTimedSerializer(env.settings.secret_key, salt="b24app.bank-link.v1")
+    ser = URLSafeTimedSerializer(env.settings.secret_key, salt="b24app.adapters.banks-link.v1")
     _, raw = ser.loads_unsafe(replayed)
     forged = ser.dump_payload({**raw, "a": True}).decode() + "." + ".".join(replayed.rsplit(".", 2)[-2:])
     with httpx.Client(timeout=30, follow_redirects=False) as browser:

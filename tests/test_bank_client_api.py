@@ -12,12 +12,19 @@ import httpx
 import pytest
 from flask import Flask, jsonify
 
-from b24app.bank import (
-    BankAPI, BankServerError, BankUnavailable, Forbidden, InvalidData, RateLimited, TIDClient, Unauthorized,
+from b24app.adapters.banks import (
+    BankAPI,
+    BankServerError,
+    BankUnavailable,
+    Forbidden,
+    InvalidData,
+    RateLimited,
+    TIDClient,
+    Unauthorized,
 )
-from b24app.sandbox.bank import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_INN, DEMO_KPP, create_bank_sandbox
-from b24app.sandbox.bank_state import BankSandboxState
-from b24app.sandbox.bank_testing import FakeClock, Receiver, drive_tid_login, slot_server
+from b24app.sandbox.tbank.app import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_INN, DEMO_KPP, create_bank_sandbox
+from b24app.sandbox.tbank.state import BankSandboxState
+from b24app.sandbox.tbank.testing import FakeClock, Receiver, drive_tid_login, slot_server
 from b24app.sandbox.server import serve_in_thread
 
 SINCE = datetime(2025, 1, 1, tzinfo=timezone.utc)

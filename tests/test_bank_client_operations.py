@@ -9,9 +9,9 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from b24app.bank import BankError, MalformedOperation, parse_operation
-from b24app.sandbox.bank import DEMO_INN, DEMO_KPP, create_bank_sandbox
-from b24app.sandbox.bank_testing import FakeClock
+from b24app.adapters.banks import BankError, MalformedOperation, parse_operation
+from b24app.sandbox.tbank.app import DEMO_INN, DEMO_KPP, create_bank_sandbox
+from b24app.sandbox.tbank.testing import FakeClock
 from b24app.sandbox.server import serve_in_thread
 
 SAMPLE = {

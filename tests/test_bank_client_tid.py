@@ -10,10 +10,10 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from b24app.bank import BankUnavailable, InvalidClient, InvalidGrant, TIDClient, TIDError, new_code_verifier
-from b24app.bank.tid import company_scope
-from b24app.sandbox.bank import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_INN, DEMO_KPP, create_bank_sandbox
-from b24app.sandbox.bank_testing import FakeClock, drive_tid_login, slot_server
+from b24app.adapters.banks import BankUnavailable, InvalidClient, BankInvalidGrant, TIDClient, TIDError, new_code_verifier
+from b24app.adapters.banks.tid import company_scope
+from b24app.sandbox.tbank.app import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_INN, DEMO_KPP, create_bank_sandbox
+from b24app.sandbox.tbank.testing import FakeClock, drive_tid_login, slot_server
 
 REDIRECT = "http://127.0.0.1:9/bank/callback"  # never contacted: the final 302 is not followed
 NOW = datetime(2025, 6, 15, 12, 0, tzinfo=timezone.utc)
@@ -76,18 +76,18 @@ def test_exchange_introspect_refresh_and_revoke(sandbox):
     assert info.has_statement_scope(DEMO_INN, DEMO_KPP) and info.has_accounts_scope(DEMO_INN, DEMO_KPP)
     assert not info.has_statement_scope("5001234567", DEMO_KPP)
 
-    with pytest.raises(InvalidGrant):  # code is single-use
+    with pytest.raises(BankInvalidGrant):  # code is single-use
         tid.exchange_code(code, REDIRECT, verifier)
 
     rotated = tid.refresh(tokens.refresh_token)
     assert rotated.refresh_token != tokens.refresh_token and rotated.scope == tokens.scope
-    with pytest.raises(InvalidGrant) as info_err:
+    with pytest.raises(BankInvalidGrant) as info_err:
         tid.refresh(tokens.refresh_token)
     assert info_err.value.error == "invalid_grant" and info_err.value.status == 400
 
     tid.revoke(rotated.refresh_token, "refresh_token")
     assert not tid.introspect(rotated.access_token).active
-    with pytest.raises(InvalidGrant):
+    with pytest.raises(BankInvalidGrant):
         tid.refresh(rotated.refresh_token)
 
 
@@ -102,11 +102,11 @@ def test_unticked_accounts_scope_is_visible_in_introspection(sandbox):
 def test_pkce_mismatch_and_expired_code(sandbox):
     server, tid, http, clock = sandbox
     code = _login(tid, http, new_code_verifier())
-    with pytest.raises(InvalidGrant):
+    with pytest.raises(BankInvalidGrant):
         tid.exchange_code(code, REDIRECT, new_code_verifier())
     code = _login(tid, http)
     clock.advance(120)
-    with pytest.raises(InvalidGrant):
+    with pytest.raises(BankInvalidGrant):
         tid.exchange_code(code, REDIRECT)
 
 

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from b24app import sync
-from b24app.models import BankAccount, Portal
+from b24app.pipeline import sync
+from b24app.storage.models import BankAccount, Portal
 
 from test_hostile_payments import frame_token
 from test_reconcile_e2e import run_worker_until_idle
@@ -64,7 +64,7 @@ def test_the_migration_gives_stored_errors_the_code_they_were_written_from(datab
     not the message's words, gives their code."""
     from sqlalchemy import create_engine, text
 
-    from b24app.migrate import upgrade
+    from b24app.storage.migrate import upgrade
 
     upgrade(database_url, "0010_upload_statement_files")
     engine = create_engine(database_url)

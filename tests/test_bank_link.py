@@ -8,9 +8,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from b24app import banklink
-from b24app.banklink import LinkNeedsConsent, LinkTokens
-from b24app.models import BankAccount, BankLink, OAuthState, OutboxItem, Portal
+from b24app.banklinks import tbank as banklink
+from b24app.banklinks.tbank import LinkNeedsConsent, LinkTokens
+from b24app.storage.models import BankAccount, BankLink, OAuthState, OutboxItem, Portal
 from b24app.sandbox.stack import link_bank, link_ticket, submit_form
 from conftest import wait_for
 
@@ -162,7 +162,7 @@ def test_invalid_grant_marks_the_link_and_tells_the_admin(linked):
     assert len(notes) == 1 and notes[0].payload["user_id"] == 1
     assert "7701234560" in notes[0].payload["message"]
     # the worker sends it to Bitrix24 chat
-    from b24app import outbox
+    from b24app.pipeline import outbox
     with linked.ctx.db.session() as s:
         portal = s.scalar(select(Portal))
     outbox.deliver(linked.ctx, portal)

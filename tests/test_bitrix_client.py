@@ -8,11 +8,17 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from b24app.bitrix.client import BitrixClient, request_refresh
-from b24app.bitrix.errors import (BitrixServerError, ExpiredToken, InvalidArgument, MethodNotFound, NotFound,
-                                  QueryLimitExceeded)
-from b24app.bitrix.pacing import LocalPacer
-from b24app.models import Portal
+from b24app.adapters.bitrix.client import BitrixClient, request_refresh
+from b24app.adapters.bitrix.errors import (
+    BitrixServerError,
+    ExpiredToken,
+    InvalidArgument,
+    MethodNotFound,
+    NotFound,
+    QueryLimitExceeded,
+)
+from b24app.adapters.bitrix.pacing import LocalPacer
+from b24app.storage.models import Portal
 
 
 def portal_row(stack) -> Portal:
@@ -240,7 +246,7 @@ def test_a_token_refresh_after_a_rename_stores_the_new_endpoint_and_domain(insta
 
 
 def test_expired_token_error_is_typed_when_refresh_is_impossible(installed):
-    from b24app.bitrix.client import PortalCredentials
+    from b24app.adapters.bitrix.client import PortalCredentials
 
     class DeadStore:
         def load(self, member_id):
@@ -256,6 +262,6 @@ def test_expired_token_error_is_typed_when_refresh_is_impossible(installed):
 
     client = BitrixClient(installed.member_id(), DeadStore(), installed.ctx.bitrix_app, installed.ctx.http,
                           NoPacer())
-    from b24app.bitrix.errors import InvalidToken
+    from b24app.adapters.bitrix.errors import InvalidToken
     with pytest.raises(InvalidToken):
         client.call("user.current")

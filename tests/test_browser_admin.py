@@ -29,22 +29,22 @@ def wait_until(predicate, timeout: float = 30.0):
 
 
 def count_states(st, states) -> int:
-    from b24app.models import Operation
+    from b24app.storage.models import Operation
 
     with st.ctx.db.session() as s:  # a short session each time: SQLite sessions hold the write lock
         return len(list(s.scalars(select(Operation.id).where(Operation.state.in_(states)))))
 
 
 def watched(st, account_id: int) -> bool:
-    from b24app.models import BankAccount
+    from b24app.storage.models import BankAccount
 
     with st.ctx.db.session() as s:
         return s.get(BankAccount, account_id).watched
 
 
 def test_admin_page_actions(browser, live):
-    from b24app.models import Operation
-    from b24app.rules import load_rules
+    from b24app.storage.models import Operation
+    from b24app.pipeline.rules import load_rules
 
     d = live.deals[2]  # INV-2025-0042, 7 350,50 ₽, ИП Петров
     live.pay("7350.50", "Оплата по договору монтажа", payerInn=d["inn"], payerName=d["company"])
@@ -144,7 +144,7 @@ def test_admin_page_is_tabs_one_section_at_a_time(browser, live):
 
 
 def test_history_is_one_line_per_decision_with_its_actions_folded(browser, live):
-    from b24app.models import OutboxItem
+    from b24app.storage.models import OutboxItem
     from b24app.sandbox.stack import APP_CLIENT_ID
 
     for d in live.deals[:2]:

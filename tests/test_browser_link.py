@@ -101,7 +101,7 @@ def test_a_deal_owner_who_is_not_an_administrator_is_told_to_ask_one(page, live)
 
 
 def test_the_tab_is_as_tall_as_its_content_no_empty_band_below(page, live):
-    from b24app import banklink
+    from b24app.banklinks import tbank as banklink
     from b24app.sandbox.stack import link_bank
 
     assert 'id="link-ok"' in link_bank(live).text
@@ -132,6 +132,6 @@ def test_the_tab_is_as_tall_as_its_content_no_empty_band_below(page, live):
 def _accounts(st) -> list[dict]:
     from sqlalchemy import select
 
-    from b24app.models import BankAccount
+    from b24app.storage.models import BankAccount
     with st.ctx.db.session() as s:
         return [{"link_id": a.link_id} for a in s.scalars(select(BankAccount))]

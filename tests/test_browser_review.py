@@ -22,7 +22,7 @@ def live(tmp_path):
 
 
 def state_of(st, op_pk: int) -> str:
-    from b24app.models import Operation
+    from b24app.storage.models import Operation
 
     with st.ctx.db.session() as s:
         return s.get(Operation, op_pk).state
@@ -91,9 +91,9 @@ def test_double_payment_and_closing_a_review_item_in_the_admin_page(browser, liv
 def test_deal_tab_after_relink_with_nothing_watched_and_after_undo(browser, live):
     """The tab says plainly that no account is watched and lets an admin tick one; after an undo the invoice's
     badge is no longer «Оплачен» beside 0,00 ₽ and the deal is back in its stage."""
-    from b24app import banklink
-    from b24app.models import BankAccount, BankLink
-    from b24app.rules import save_rules
+    from b24app.banklinks import tbank as banklink
+    from b24app.storage.models import BankAccount, BankLink
+    from b24app.pipeline.rules import save_rules
     from b24app.sandbox.stack import link_bank
     from sqlalchemy import select
 

@@ -196,7 +196,7 @@ def test_language_switch_and_screenshots(page, live, shots):
 def test_an_open_tab_shows_a_reconciled_payment_within_two_seconds_and_asks_nothing_while_hidden(page, live):
     from sqlalchemy import select
 
-    from b24app.models import Allocation
+    from b24app.storage.models import Allocation
     from b24app.sandbox.stack import link_bank
 
     assert link_bank(live).status_code == 200

@@ -11,14 +11,14 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from b24app.models import BankLink
+from b24app.storage.models import BankLink
 
 PROCESSES = 8
 
 
 def _refresh_in_a_process(settings, member_id: str, link_id: int, barrier, results) -> None:
     """Child process: its own AppContext (engine, HTTP client), then both refreshes at the barrier."""
-    from b24app.banklink import LinkTokens
+    from b24app.banklinks.tbank import LinkTokens
     from b24app.context import AppContext
 
     out: dict = {"pid": os.getpid()}
@@ -113,5 +113,5 @@ def test_eight_processes_refreshing_at_once_end_with_one_valid_pair(linked):
         linked.ctx.cipher.decrypt(owner, after.refresh_token_enc)]
     # and the pair works
     assert str(linked.ctx.bitrix(member_id).call("user.current")["ID"]) == "1"
-    from b24app.banklink import bank_api
+    from b24app.banklinks.tbank import bank_api
     assert len(bank_api(linked.ctx, link.id).accounts()) == 3

@@ -10,8 +10,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from b24app.config import ConfigError, from_env
-from b24app.db import Base, make_engine
-from b24app.migrate import migration_head, upgrade
+from b24app.storage.db import Base, make_engine
+from b24app.storage.migrate import migration_head, upgrade
 
 PROD = {"B24APP_MODE": "production", "B24APP_SECRET_KEY": "x" * 40,
         "B24APP_TOKEN_KEYS": "ZmRrZmRrZmRrZmRrZmRrZmRrZmRrZmRrZmRrZmRrZmQ=",
@@ -48,7 +48,7 @@ def test_unknown_mode_is_refused():
 
 
 def test_importing_the_package_does_no_io(tmp_path):
-    code = ("import os, b24app, b24app.web.factory, b24app.worker, b24app.cli; "
+    code = ("import os, b24app, b24app.web.factory, b24app.pipeline.worker, b24app.cli; "
             "print(sorted(os.listdir('.')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
                          env={"PATH": "/usr/bin:/bin"})

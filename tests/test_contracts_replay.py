@@ -13,14 +13,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import httpx
 import pytest
 
-from b24app.bank.api import BankAPI
-from b24app.bank.tid import TIDClient
-from b24app.bitrix.client import BitrixClient, OAuthApp, PortalCredentials, request_refresh
-from b24app.bitrix.pacing import LocalPacer
+from b24app.adapters.banks.tbank import BankAPI
+from b24app.adapters.banks.tid import TIDClient
+from b24app.adapters.bitrix.client import BitrixClient, OAuthApp, PortalCredentials, request_refresh
+from b24app.adapters.bitrix.pacing import LocalPacer
 from b24app.contracts import load_contracts, missing_relied
-from b24app.eventdata import parse_nested_form
-from b24app.invoices import apply_item, fetch_items, payer_inns, stage_semantics
-from b24app.models import Invoice
+from b24app.web.eventdata import parse_nested_form
+from b24app.pipeline.invoices import apply_item, fetch_items, payer_inns, stage_semantics
+from b24app.storage.models import Invoice
 
 CONTRACTS = load_contracts()
 
@@ -163,12 +163,12 @@ def test_documented_item_list_fills_an_invoice(client):
 
 
 def test_documented_users_give_names(client, tmp_path):
-    """user.get through the batch the tab sends (b24app/usernames.py): each documented user by name."""
+    """user.get through the batch the tab sends (b24app/portals/usernames.py): each documented user by name."""
     from types import SimpleNamespace
 
-    from b24app.db import Base, Database
-    from b24app.models import Portal
-    from b24app import usernames
+    from b24app.storage.db import Base, Database
+    from b24app.storage.models import Portal
+    from b24app.portals import usernames
 
     db = Database(f"sqlite:///{tmp_path / 'names.sqlite3'}")
     Base.metadata.create_all(db.engine)

@@ -90,8 +90,8 @@ BANK_CALLS = {  # contract -> (HTTP method, path) the sandbox is asked with the 
 def _link(st):
     from sqlalchemy import select
 
-    from b24app.banklink import LinkTokens
-    from b24app.models import BankAccount, BankLink
+    from b24app.banklinks.tbank import LinkTokens
+    from b24app.storage.models import BankAccount, BankLink
 
     with st.ctx.db.session() as s:
         link = s.scalars(select(BankLink)).first()
@@ -130,8 +130,8 @@ def test_bank_sandbox_answers_like_the_contract(seeded, name):
 
 def test_tid_sandbox_answers_like_the_contract(seeded):
     """introspect, then refresh (rotates the link's pair, so it runs last), then revoke the new pair."""
-    from b24app.banklink import _owner
-    from b24app.models import BankLink
+    from b24app.banklinks.tbank import _owner
+    from b24app.storage.models import BankLink
 
     link_id, _, tokens = _link(seeded)
     tid = seeded.settings.tbank_id_url

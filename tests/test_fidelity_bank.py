@@ -10,10 +10,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from b24app.bank import BankAPI
-from b24app.models import BankLink
-from b24app.sandbox.bank import DEMO_INN, DEMO_KPP, create_bank_sandbox
-from b24app.sandbox.bank_testing import FakeClock, slot_server
+from b24app.adapters.banks import BankAPI
+from b24app.storage.models import BankLink
+from b24app.sandbox.tbank.app import DEMO_INN, DEMO_KPP, create_bank_sandbox
+from b24app.sandbox.tbank.testing import FakeClock, slot_server
 from b24app.sandbox.stack import APP_CLIENT_ID, link_bank, start_stack
 
 HOOK = {"url": "https://app.example/bank/webhook/1", "email": "ops@example.com", "hasSignature": False,

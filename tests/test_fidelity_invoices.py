@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from b24app.bitrix.query import build_query
-from b24app.invoices import refresh_all
-from b24app.models import Invoice
+from b24app.adapters.bitrix.query import build_query
+from b24app.pipeline.invoices import refresh_all
+from b24app.storage.models import Invoice
 
 
 def _batch(stack, cmds: dict[str, tuple[str, dict]]) -> dict:

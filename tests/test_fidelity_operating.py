@@ -7,10 +7,10 @@ import time
 import httpx
 from sqlalchemy import select
 
-from b24app import sync
-from b24app.models import OutboxItem, Portal
+from b24app.pipeline import sync
+from b24app.storage.models import OutboxItem, Portal
 from b24app.sandbox.stack import APP_CLIENT_ID
-from b24app.worker import Worker
+from b24app.pipeline.worker import Worker
 
 WINDOW = 6.0  # the sandbox's 10-minute window, shortened for the test (buckets stay a tenth of it)
 
@@ -108,7 +108,7 @@ def test_the_client_raises_a_blocked_method_at_once_with_the_reset_it_was_told(i
     """A direct call: no 45-second retry loop; reset_at is operating_reset_at of the last successful answer."""
     import pytest
 
-    from b24app.bitrix.errors import OperationTimeLimit
+    from b24app.adapters.bitrix.errors import OperationTimeLimit
 
     st = installed
     httpx.post(f"{st.sandbox_url}/sandbox/config", json={"operating_window": WINDOW}).raise_for_status()
@@ -125,7 +125,7 @@ def test_the_client_raises_a_blocked_method_at_once_with_the_reset_it_was_told(i
 
 
 def test_without_a_usable_reset_time_the_wait_doubles_and_an_answer_ends_the_block():
-    from b24app.bitrix.operating import FALLBACK_WAIT, MAX_WAIT, OperatingLimits
+    from b24app.adapters.bitrix.operating import FALLBACK_WAIT, MAX_WAIT, OperatingLimits
 
     now = [1_000.0]
     limits = OperatingLimits(clock=lambda: now[0])

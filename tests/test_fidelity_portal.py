@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 
-from b24app.sandbox.portal import create_portal_sandbox
+from b24app.sandbox.portal.app import create_portal_sandbox
 from b24app.sandbox.server import serve_in_thread
 
 

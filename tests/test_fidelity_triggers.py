@@ -9,10 +9,10 @@ import re
 import httpx
 from sqlalchemy import select
 
-from b24app import sync
-from b24app.models import OutboxItem, Portal
+from b24app.pipeline import sync
+from b24app.storage.models import OutboxItem, Portal
 from b24app.sandbox.stack import APP_CLIENT_ID
-from b24app.worker import Worker
+from b24app.pipeline.worker import Worker
 
 
 def sync_now(st) -> None:

@@ -13,8 +13,17 @@ import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy import func, select
 
-from b24app.models import BankAccount, BankLink, Invoice, InvoiceRefresh, OAuthState, Operation, OutboxItem, Portal
-from b24app.rules import load_rules
+from b24app.storage.models import (
+    BankAccount,
+    BankLink,
+    Invoice,
+    InvoiceRefresh,
+    OAuthState,
+    Operation,
+    OutboxItem,
+    Portal,
+)
+from b24app.pipeline.rules import load_rules
 from b24app.sandbox.server import serve_in_thread
 from b24app.sandbox.stack import APP_CLIENT_ID, link_ticket, submit_form
 from conftest import start_seeded_stack
@@ -583,7 +592,7 @@ def test_no_open_redirect_through_redirect_uri_host_or_return_url(env):
 
 
 def test_expired_or_cross_purpose_tickets_and_frame_tokens_are_refused(env):
-    from b24app.web.bank import TICKET_TTL
+    from b24app.web.tbank import TICKET_TTL
     from b24app.web.common import TICKET_SALT
     from b24app.web.security import FRAME_TOKEN_TTL
 

@@ -10,9 +10,9 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from b24app import sync
-from b24app.models import Allocation, BankAccount, Invoice, Operation, OutboxItem, Portal
-from b24app.worker import Worker
+from b24app.pipeline import sync
+from b24app.storage.models import Allocation, BankAccount, Invoice, Operation, OutboxItem, Portal
+from b24app.pipeline.worker import Worker
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 OPEN, PAID = "DT31_2:N", "DT31_2:P"
@@ -116,7 +116,7 @@ def test_script_and_bb_code_are_stored_intact_and_sent_escaped(linked):
 
 def test_bb_code_in_an_invoice_number_never_reaches_bitrix24_texts(linked):
     """Issue #11 item 7: values from the CRM (the invoice number) were put into chat and timeline texts as is."""
-    from b24app.invoices import refresh_all
+    from b24app.pipeline.invoices import refresh_all
 
     evil = "[URL=https://evil.example]1207[/URL]"
     d = linked.deals[0]  # 12 000.00, manager 2
@@ -236,7 +236,7 @@ def test_one_malformed_operation_does_not_hold_back_the_rest_of_the_statement(li
 def test_out_of_range_operations_are_quarantined_and_the_statement_goes_on(linked):
     """Issue #11 item 9: an amount of 10^16 or an operationId over 128 characters crashed the account's sync on
     PostgreSQL on every poll (SQLite stored the amount as a float). Now they are kept raw, never matched."""
-    from b24app.models import QuarantinedOperation
+    from b24app.storage.models import QuarantinedOperation
 
     d = linked.deals[0]
     huge = linked.pay("10000000000000000.00", f"Оплата по счету № {d['number']}", payerInn=d["inn"])

@@ -25,7 +25,7 @@ SANDBOX_EXCEPTIONS = {
     "stack.py": "the harness that runs the app beside the sandboxes for the demo, the tests and the benchmarks",
 }
 # Directories under b24app/ that hold Python files but are not packages (Alembic loads them by path).
-NOT_PACKAGES = {"migrations", "migrations/versions"}
+NOT_PACKAGES = {"storage/migrations", "storage/migrations/versions"}
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -133,7 +133,7 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
     "from ..models import Portal",               # relative, out of the package
     "from .. import create_app",                 # the root package itself
     "import b24app.config",                      # absolute
-    "from b24app.bank import BankAPI",
+    "from b24app.adapters.banks import BankAPI",
     "import httpx",                              # third-party: the domain is stdlib only
     "def later():\n    from ..outbox import _plan\n",  # inside a function
 ])
@@ -156,7 +156,7 @@ def test_the_domain_checker_lets_the_domain_and_the_stdlib_through(tmp_path):
     ("b24app/sandbox/bad.py", "from ..config import Settings"),
     ("b24app/sandbox/bad.py", "from .. import create_app"),
     ("b24app/sandbox/portal/bad.py", "from ...clock import now"),  # from a subpackage, two levels up
-    ("b24app/sandbox/portal/bad.py", "import b24app.crypto"),
+    ("b24app/sandbox/portal/bad.py", "import b24app.storage.crypto"),
     ("b24app/sandbox/bad.py", "def later():\n    from b24app.web.security import Frame\n"),
 ])
 def test_the_sandbox_checker_catches_an_import_of_the_app(tmp_path, where, line):
@@ -166,6 +166,6 @@ def test_the_sandbox_checker_catches_an_import_of_the_app(tmp_path, where, line)
 
 def test_the_sandbox_checker_lets_the_sandbox_stdlib_and_libraries_through(tmp_path):
     text = "import json\nimport flask\nfrom werkzeug.serving import make_server\nfrom .. import server\n" \
-           "from ..portal_state import State\nfrom . import pages\nimport b24app.sandbox.bank\n"
+           "from ..portal_state import State\nfrom . import pages\nimport b24app.sandbox.tbank.app\n"
     root = _tree(tmp_path, {"b24app/sandbox/portal/good.py": text})
     assert sandbox_violations(root / "b24app/sandbox/portal/good.py", root) == []

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import select
 
 from b24app.manifest import Manifest
-from b24app.models import Invoice, Portal
+from b24app.storage.models import Invoice, Portal
 from b24app.sandbox.stack import APP_CLIENT_ID
 
 MANIFEST = Manifest.load()
@@ -55,7 +55,7 @@ def test_reinstall_and_update_rebind_without_duplicates(installed):
 
 
 def test_rebind_removes_a_handler_the_manifest_no_longer_lists(installed):
-    from b24app.installation import bind
+    from b24app.portals.install import bind
 
     client = installed.ctx.bitrix(installed.member_id())
     stale = installed.app_url + "/placement/old-tab"
@@ -122,7 +122,7 @@ def app_event(stack, event, application_token, **data):
 ])
 @pytest.mark.parametrize("token", ["forged-0123456789abcdef", ""])
 def test_event_with_forged_or_missing_application_token_is_refused(installed, path, event, data, token):
-    from b24app.models import InvoiceRefresh
+    from b24app.storage.models import InvoiceRefresh
     with installed.ctx.db.session() as s:
         s.query(InvoiceRefresh).delete()
     before = portal_row(installed)
@@ -138,7 +138,7 @@ def test_event_with_forged_or_missing_application_token_is_refused(installed, pa
 
 
 def test_crm_event_with_the_right_token_queues_a_refresh(installed):
-    from b24app.models import InvoiceRefresh
+    from b24app.storage.models import InvoiceRefresh
     token = installed.portal_state()["installed_apps"][0]["application_token"]
     with installed.ctx.db.session() as s:
         s.query(InvoiceRefresh).delete()
@@ -171,7 +171,7 @@ def test_uninstall_twice_is_idempotent_and_forgets_tokens(installed):
 
 
 def test_uninstall_with_clean_deletes_all_portal_data(linked):
-    from b24app import invoices
+    from b24app.pipeline import invoices
     invoices.refresh_all(linked.ctx, portal_row(linked))
     with linked.ctx.db.session() as s:
         assert s.scalar(select(Invoice)) is not None
@@ -179,7 +179,7 @@ def test_uninstall_with_clean_deletes_all_portal_data(linked):
     r = httpx.post(f"{linked.portal_url}/sandbox/uninstall", json={"client_id": APP_CLIENT_ID, "clean": True},
                    timeout=30)
     assert [d["status"] for d in r.json()["onappuninstall"]] == [200]
-    from b24app.db import Base
+    from b24app.storage.db import Base
     with linked.ctx.db.session() as s:
         for table in Base.metadata.sorted_tables:
             assert s.execute(select(table)).first() is None, table.name
@@ -205,7 +205,7 @@ def test_install_page_get_explains_itself(stack):
 
 def test_worker_rebinds_a_portal_whose_bindings_are_stale(installed):
     """A lost ONAPPUPDATE, or a new public URL, is repaired by the worker without a reinstall."""
-    from b24app.worker import Worker
+    from b24app.pipeline.worker import Worker
     client = installed.ctx.bitrix(installed.member_id())
     for p in MANIFEST.placements:
         client.call("placement.unbind", {"PLACEMENT": p.placement, "HANDLER": installed.app_url + p.path})

@@ -7,11 +7,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from b24app.bitrix.client import request_refresh
-from b24app.bitrix.errors import PortalGone
-from b24app.installation import bind
-from b24app.models import Portal
-from b24app.portals import token_hash
+from b24app.adapters.bitrix.client import request_refresh
+from b24app.adapters.bitrix.errors import PortalGone
+from b24app.portals.install import bind
+from b24app.storage.models import Portal
+from b24app.portals.store import token_hash
 from b24app.sandbox.stack import APP_CLIENT_ID
 
 from test_install import expected_events, expected_placements, ours

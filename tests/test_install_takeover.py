@@ -11,8 +11,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from b24app.models import BankLink, Invoice, Portal
-from b24app.portals import token_hash
+from b24app.storage.models import BankLink, Invoice, Portal
+from b24app.portals.store import token_hash
 from b24app.sandbox.stack import APP_CLIENT_ID
 
 WATCHED = ("access_token_enc", "refresh_token_enc", "application_token_hash", "client_endpoint", "domain",
@@ -62,7 +62,7 @@ def lifecycle_event(st, event: str, form: dict, application_token: str, **data) 
 
 @pytest.fixture
 def with_data(linked):
-    from b24app import invoices
+    from b24app.pipeline import invoices
     with linked.ctx.db.session() as s:
         portal = s.scalar(select(Portal))
     invoices.refresh_all(linked.ctx, portal)

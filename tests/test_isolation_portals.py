@@ -13,12 +13,21 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from b24app import sync
-from b24app.db import Base
-from b24app.models import (Allocation, BankAccount, BankLink, Decision, Invoice, InvoiceRefresh, Operation,
-                           OutboxItem, Portal)
+from b24app.pipeline import sync
+from b24app.storage.db import Base
+from b24app.storage.models import (
+    Allocation,
+    BankAccount,
+    BankLink,
+    Decision,
+    Invoice,
+    InvoiceRefresh,
+    Operation,
+    OutboxItem,
+    Portal,
+)
 from b24app.sandbox.stack import APP_CLIENT_ID, link_bank, seed_crm
-from b24app.worker import Worker
+from b24app.pipeline.worker import Worker
 from conftest import fresh_database_url
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -32,7 +41,7 @@ B_DEALS = [("Чужая поставка", 2, "ООО «Бета»", "7811111111
 
 @pytest.fixture(scope="module")
 def two(tmp_path_factory):
-    from b24app.invoices import refresh_all
+    from b24app.pipeline.invoices import refresh_all
     from b24app.sandbox.stack import start_stack
 
     directory = tmp_path_factory.mktemp("isolation")

@@ -1,7 +1,7 @@
 """Import rules between the layers, read from the source with `ast` (no import runs, no server starts).
 
 - The web layer is an adapter (request parsing, access checks, rendering): no module of `b24app/web/` imports
-  `b24app.models` or SQLAlchemy; it asks `b24app.queries` and the services beside the pipeline.
+  `b24app.storage.models` or SQLAlchemy; it asks `b24app.queries` and the services beside the pipeline.
 - The web modules form no import circle (counting imports inside functions too): shared helpers live in
   `web/common.py`, which imports no blueprint.
 - Read models live in `b24app/queries/` and never import Flask or the web layer.
@@ -55,7 +55,7 @@ def _offenders(folder: str, forbidden: tuple[str, ...]) -> list[str]:
 
 
 def test_web_modules_never_import_models_or_sqlalchemy():
-    offenders = _offenders("web", ("b24app.models", "sqlalchemy"))
+    offenders = _offenders("web", ("b24app.storage.models", "sqlalchemy"))
     assert not offenders, "the web layer is an adapter; ask b24app.queries or a service instead:\n" + \
         "\n".join(offenders)
 
@@ -83,7 +83,7 @@ def test_the_web_modules_form_no_import_circle():
 
 
 @pytest.mark.parametrize("source, expected", [
-    ("from ..models import Portal\n", "b24app.models"),
+    ("from ..storage.models import Portal\n", "b24app.storage.models"),
     ("def f():\n    from sqlalchemy import select\n", "sqlalchemy"),
     ("import sqlalchemy.orm\n", "sqlalchemy.orm"),
 ])
@@ -93,5 +93,5 @@ def test_the_rule_sees_direct_and_function_level_imports(tmp_path, monkeypatch, 
     (fake / "web").mkdir(parents=True)
     (fake / "web" / "page.py").write_text(source, encoding="utf-8")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
-    offenders = _offenders("web", ("b24app.models", "sqlalchemy"))
+    offenders = _offenders("web", ("b24app.storage.models", "sqlalchemy"))
     assert offenders and expected in offenders[0]

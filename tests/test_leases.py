@@ -1,4 +1,4 @@
-"""The one lease helper (b24app/leases.py) as each dialect sees it; the workers' tests drive it for real."""
+"""The one lease helper (b24app/storage/leases.py) as each dialect sees it; the workers' tests drive it for real."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import bindparam, create_engine, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from b24app import leases
-from b24app.models import Base, OutboxItem, Portal
-from b24app.worker import _CLAIM_ACCOUNTS, _CLAIM_PORTALS
+from b24app.storage import leases
+from b24app.storage.models import Base, OutboxItem, Portal
+from b24app.pipeline.worker import _CLAIM_ACCOUNTS, _CLAIM_PORTALS
 
 
 def test_postgresql_skips_rows_other_workers_hold_and_sqlite_relies_on_its_write_lock() -> None:

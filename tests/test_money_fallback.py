@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from b24app.models import Allocation, Operation
-from b24app.rules import save_rules
-from b24app.sandbox.bank import DEMO_INN
+from b24app.storage.models import Allocation, Operation
+from b24app.pipeline.rules import save_rules
+from b24app.sandbox.tbank.app import DEMO_INN
 
 from test_reconcile_e2e import item, sync_now
 from test_review_money import current_decision, op_by_purpose, portal_of, review_item_html

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from b24app.models import OutboxItem
+from b24app.storage.models import OutboxItem
 
 from test_reconcile_e2e import deal, sync_now
 from test_review_money import op_by_purpose

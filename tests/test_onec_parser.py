@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from b24app.bank.onec import AccountSection, StatementDocument, StatementFile, StatementFileError
+from b24app.adapters.banks.onec import AccountSection, StatementDocument, StatementFile, StatementFileError
 from onec_samples import Doc, statement_bytes
 
 ACC = "40702810110000000001"
@@ -186,9 +186,9 @@ def test_a_large_file_is_read_in_bounded_memory(tmp_path):
 
 def test_one_payment_has_one_content_key_in_the_api_and_in_a_file():
     """T-Bank's JSON and a 1C document of the same payment agree on content_key, whatever the purpose's wrapping."""
-    from b24app.bank.operations import parse_operation
-    from b24app.models import BankAccount
-    from b24app.statement_import import to_operation
+    from b24app.adapters.banks.operations import parse_operation
+    from b24app.storage.models import BankAccount
+    from b24app.pipeline.statement_import import to_operation
 
     api = parse_operation({
         "operationId": "b7c1", "accountNumber": ACC, "operationDate": "2026-01-14T09:12:00Z",

@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from b24app import outbox
-from b24app.bitrix.crm import DEAL_TYPE, INVOICE_TYPE, EntityType
-from b24app.effects import TYPES, EffectKind, InvoicePaid, Notify, UnknownEffect, load, undo_of
-from b24app.models import OutboxItem
+from b24app.pipeline import outbox
+from b24app.adapters.bitrix.crm import DEAL_TYPE, INVOICE_TYPE, EntityType
+from b24app.pipeline.effects import TYPES, EffectKind, InvoicePaid, Notify, UnknownEffect, load, undo_of
+from b24app.storage.models import OutboxItem
 
 STAGES = [  # crm.status.list of invoice funnel 2, as Bitrix24 answers it (crm/status/crm-status-list.md)
     {"STATUS_ID": "DT31_2:N", "SORT": 10, "SEMANTICS": None},
@@ -127,7 +127,7 @@ def test_every_kind_has_a_row_in_the_table():
     assert {c[1] for c in CASES} >= {k.value for k in EffectKind}
 
 
-# Payloads exactly as the code before b24app/effects.py wrote them (reconcile, credit, paidfield, notices, undo;
+# Payloads exactly as the code before b24app/pipeline/effects.py wrote them (reconcile, credit, paidfield, notices, undo;
 # the outbox adds `value` to deal_paid_sum when it sends): rows already stored must load and be written back
 # byte for byte.
 STORED = [

@@ -8,9 +8,9 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from b24app import paymentrecords as pr
-from b24app.bitrix.client import call_with_token
-from b24app.bitrix.errors import BitrixError, InsufficientScope
+from b24app.pipeline import paymentrecords as pr
+from b24app.adapters.bitrix.client import call_with_token
+from b24app.adapters.bitrix.errors import BitrixError, InsufficientScope
 from b24app.sandbox.stack import APP_CLIENT_ID, APP_CLIENT_SECRET
 from conftest import start_seeded_stack
 from test_rest_echo import token_of
@@ -57,7 +57,7 @@ def test_bad_values_are_refused_with_a_clear_error(deal, amount, currency, mark,
 
 
 def test_marker_is_the_outbox_tag_of_the_key():
-    from b24app.outbox import tag_for
+    from b24app.pipeline.outbox import tag_for
 
     key = "op17:d5:inv9:record " + "x" * 200
     assert pr.marker(key) == tag_for(key) and len(pr.marker(key)) == 31

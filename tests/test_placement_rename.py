@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 from sqlalchemy import select
 
-from b24app.models import Portal
+from b24app.storage.models import Portal
 
 
 def open_tab(st, deal_id: int, user: int = 2, **override):

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from b24app.cli import main
 from b24app.probe import BankReader, BitrixReader, WriteRefused
-from b24app.sandbox import portal_rest
+from b24app.sandbox.portal import rest as portal_rest
 
 
 def hook(st) -> str:
@@ -78,8 +78,8 @@ def test_probe_bitrix_member_id_uses_the_stored_tokens(installed):
 def test_probe_tbank_member_id_is_all_ok_and_prints_no_token(linked):
     from sqlalchemy import select
 
-    from b24app.banklink import LinkTokens
-    from b24app.models import BankLink
+    from b24app.banklinks.tbank import LinkTokens
+    from b24app.storage.models import BankLink
 
     hooks = len(linked.bank_state().get("webhooks") or [])
     out = run_cli(linked, "tbank", "--member-id", linked.member_id())

@@ -8,11 +8,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from b24app import outbox, reconcile, sync
-from b24app.effects import Timeline, Trigger
-from b24app.models import BankAccount, Decision, Operation, OutboxItem, Portal
-from b24app.rules import save_rules
-from b24app.worker import Worker
+from b24app.pipeline import outbox, reconcile, sync
+from b24app.pipeline.effects import Timeline, Trigger
+from b24app.storage.models import BankAccount, Decision, Operation, OutboxItem, Portal
+from b24app.pipeline.rules import save_rules
+from b24app.pipeline.worker import Worker
 
 
 
@@ -193,7 +193,7 @@ def test_worker_killed_between_sending_and_recording_never_notifies_twice(linked
     w = Worker(linked.ctx, concurrency=1)
     for acc_id in w.claim_accounts(10):
         w.sync_one(acc_id)
-    from b24app import invoices
+    from b24app.pipeline import invoices
     invoices.refresh_all(linked.ctx, portal)
     reconcile.reconcile_portal(linked.ctx, portal)
 
@@ -246,7 +246,7 @@ def test_an_interrupted_task_is_not_created_twice(linked):
     w = Worker(linked.ctx, concurrency=1)
     for acc_id in w.claim_accounts(10):
         w.sync_one(acc_id)
-    from b24app import invoices
+    from b24app.pipeline import invoices
     invoices.refresh_all(linked.ctx, portal)
     reconcile.reconcile_portal(linked.ctx, portal)
     deliver_and_die(linked.ctx, portal)   # dies after the batch reached Bitrix24
@@ -265,15 +265,15 @@ def test_moving_an_invoice_reads_its_stage_list_with_it_unless_it_changed_funnel
     """The stage list of the invoice's funnel (as cached) is read in the same batch as the invoice: one read
     batch and one write batch. If the invoice moved to another funnel since it was cached, that funnel's
     stage list costs a second read, and the invoice still lands in the right success stage."""
-    from b24app import invoices
-    from b24app.models import Invoice
+    from b24app.pipeline import invoices
+    from b24app.storage.models import Invoice
     ctx = linked.ctx
     d = linked.deals[0]
     linked.pay(d["amount"], f"Оплата по счету № {d['number']} от 14.01.2026", payerInn=d["inn"], payerName=d["company"])
     with ctx.db.session() as s:
         portal = s.scalar(select(Portal))
     invoices.refresh_all(ctx, portal)
-    from b24app.pipelines import deal_pipelines
+    from b24app.portals.funnels import deal_pipelines
     deal_pipelines(ctx, portal, refresh=True)   # the admin page's first run: the deal moves to a known S stage
     portal = ctx.portals.find(portal.member_id)
     with ctx.db.session() as s:
@@ -356,8 +356,14 @@ def test_an_interrupted_attempt_stays_uncertain_when_the_check_fails(linked):
 
 
 def test_which_failed_requests_may_have_run_in_bitrix24():
-    from b24app.bitrix.errors import (BitrixServerError, BitrixUnavailable, ExpiredToken, PortalGone,
-                                      PortalMovedTooOften, QueryLimitExceeded)
+    from b24app.adapters.bitrix.errors import (
+        BitrixServerError,
+        BitrixUnavailable,
+        ExpiredToken,
+        PortalGone,
+        PortalMovedTooOften,
+        QueryLimitExceeded,
+    )
     refused = [QueryLimitExceeded("QUERY_LIMIT_EXCEEDED", "", 503, "batch"), ExpiredToken("expired_token", "", 401, "batch"),
                PortalGone("NOT_INSTALLED", "", 400, "batch"), PortalMovedTooOften("too_many_redirects", "", 302, "batch")]
     unknown = [BitrixUnavailable("timeout", "ReadTimeout", None, "batch"),
@@ -376,9 +382,9 @@ def test_by_default_a_paid_deal_moves_to_its_pipelines_success_stage(linked):
 
 
 def test_the_success_stage_is_chosen_per_pipeline_and_do_not_move_is_kept(linked):
-    from b24app.pipelines import deal_pipelines
+    from b24app.portals.funnels import deal_pipelines
 
-    from b24app.invoices import refresh_all
+    from b24app.pipeline.invoices import refresh_all
 
     portal = sync_now(linked)
     d0 = linked.deals[0]
@@ -434,7 +440,7 @@ def test_a_retry_after_a_crash_still_recognises_a_comment_with_the_old_ref_tag(l
     with linked.ctx.db.session() as s:
         portal = s.scalar(select(Portal))
         accounts = list(s.scalars(select(BankAccount.id).where(BankAccount.watched.is_(True))))
-    from b24app import invoices
+    from b24app.pipeline import invoices
     invoices.refresh_all(linked.ctx, portal)
     for account_id in accounts:
         sync.sync_account(linked.ctx, account_id)

@@ -9,10 +9,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from b24app import invoices, outbox, reconcile, sync
-from b24app.models import BankAccount, Invoice, InvoiceRefresh, OutboxItem, Portal
+from b24app.pipeline import invoices, outbox, reconcile, sync
+from b24app.storage.models import BankAccount, Invoice, InvoiceRefresh, OutboxItem, Portal
 from b24app.sandbox.stack import APP_CLIENT_ID, APP_CLIENT_SECRET
-from b24app.worker import Worker
+from b24app.pipeline.worker import Worker
 
 from test_reconcile_e2e import deliver_and_die
 
@@ -353,7 +353,7 @@ def test_a_deal_change_after_our_echo_was_recognised_is_read(linked):
 def test_a_deal_event_without_our_stamp_is_read(linked, stamp):
     """Our deal echo was lost; an event in the same second without auth[user_id] (a robot or workflow), by
     another user, with a malformed stamp, or of another kind is read, never taken for our echo."""
-    from b24app.models import OwnDealUpdate
+    from b24app.storage.models import OwnDealUpdate
     d = linked.deals[0]
     portal = moved_and_echoed(linked, d)
     with linked.ctx.db.session() as s:   # the echoes never arrive

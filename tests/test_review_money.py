@@ -8,10 +8,10 @@ import re
 import pytest
 from sqlalchemy import select
 
-from b24app import invoices, outbox
-from b24app.models import BankAccount, Decision, Operation, OutboxItem, Portal
+from b24app.pipeline import invoices, outbox
+from b24app.storage.models import BankAccount, Decision, Operation, OutboxItem, Portal
 from b24app.queries.deal_tab import widget_data
-from b24app.rules import save_rules
+from b24app.pipeline.rules import save_rules
 from b24app.sandbox.stack import link_bank
 
 from test_reconcile_e2e import comments, deal, deliver_and_die, item, notes_for, sync_now

@@ -10,9 +10,9 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from b24app.sandbox.bank import DEMO_INN, DEMO_KPP, create_bank_sandbox
-from b24app.sandbox.bank_state import BankSandboxState
-from b24app.sandbox.bank_testing import FakeClock, Receiver, slot_server
+from b24app.sandbox.tbank.app import DEMO_INN, DEMO_KPP, create_bank_sandbox
+from b24app.sandbox.tbank.state import BankSandboxState
+from b24app.sandbox.tbank.testing import FakeClock, Receiver, slot_server
 
 FROM = "2025-01-01T00:00:00Z"
 

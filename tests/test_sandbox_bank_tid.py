@@ -10,9 +10,16 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 
-from b24app.sandbox.bank import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_INN, DEMO_KPP, create_bank_sandbox
-from b24app.sandbox.bank_testing import (FakeClock, Receiver, drive_tid_login, hidden_flow, offered_scopes, slot_server,
-                                         sms_code)
+from b24app.sandbox.tbank.app import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_INN, DEMO_KPP, create_bank_sandbox
+from b24app.sandbox.tbank.testing import (
+    FakeClock,
+    Receiver,
+    drive_tid_login,
+    hidden_flow,
+    offered_scopes,
+    slot_server,
+    sms_code,
+)
 
 BASIC = (DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
 STATEMENT = f"opensme/inn/[{DEMO_INN}]/kpp/[{DEMO_KPP}]/bank-statements/get"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from b24app.sandbox.bank import DEMO_INN, DEMO_KPP, create_bank_sandbox
-from b24app.sandbox.portal import create_portal_sandbox
+from b24app.sandbox.tbank.app import DEMO_INN, DEMO_KPP, create_bank_sandbox
+from b24app.sandbox.portal.app import create_portal_sandbox
 from b24app.sandbox.server import serve_in_thread
 
 LONG_MS = 5000          # far longer than the client timeout below

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from flask import Flask, request
 
-from b24app.sandbox import phpquery
-from b24app.sandbox.portal import create_portal_sandbox
+from b24app.sandbox.portal import phpquery
+from b24app.sandbox.portal.app import create_portal_sandbox
 from b24app.sandbox.server import serve_in_thread
 
 SECRET = "secret"

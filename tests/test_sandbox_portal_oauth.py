@@ -9,7 +9,7 @@ import httpx
 import pytest
 from flask import Flask
 
-from b24app.sandbox.portal import create_portal_sandbox
+from b24app.sandbox.portal.app import create_portal_sandbox
 from b24app.sandbox.server import serve_in_thread
 
 CLIENT_ID = "local.test.app"

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from flask import Flask, request
 
-from b24app.sandbox.portal import create_portal_sandbox
+from b24app.sandbox.portal.app import create_portal_sandbox
 from b24app.sandbox.server import serve_in_thread
 
 CHROMIUM = "/usr/bin/chromium"

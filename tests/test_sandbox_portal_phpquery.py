@@ -4,7 +4,7 @@ from __future__ import annotations
 from decimal import Decimal
 from urllib.parse import parse_qsl
 
-from b24app.sandbox import phpquery
+from b24app.sandbox.portal import phpquery
 
 
 def test_parse_builds_nested_dicts_and_operator_keys():

@@ -7,7 +7,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from b24app.sandbox.portal import create_portal_sandbox
+from b24app.sandbox.portal.app import create_portal_sandbox
 from b24app.sandbox.server import serve_in_thread
 
 TIME_KEYS = {"start", "finish", "duration", "processing", "date_start", "date_finish", "operating_reset_at",

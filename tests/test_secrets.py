@@ -15,14 +15,14 @@ from click.testing import CliRunner
 from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, select
 
-from b24app import sync
-from b24app.banklink import LinkTokens, bank_api
-from b24app.crypto import TokenCipherError
-from b24app.db import Base
-from b24app.models import BankLink, OAuthState, Portal
+from b24app.pipeline import sync
+from b24app.banklinks.tbank import LinkTokens, bank_api
+from b24app.storage.crypto import TokenCipherError
+from b24app.storage.db import Base
+from b24app.storage.models import BankLink, OAuthState, Portal
 from b24app.sandbox.stack import (APP_CLIENT_ID, APP_CLIENT_SECRET, BANK_CLIENT_SECRET, link_bank, link_ticket,
                                   seed_crm, submit_form)
-from b24app.worker import Worker
+from b24app.pipeline.worker import Worker
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}

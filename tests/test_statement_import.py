@@ -7,12 +7,12 @@ from datetime import timedelta
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from b24app import sync
-from b24app.bank.operations import MSK
+from b24app.pipeline import sync
+from b24app.adapters.banks.operations import MSK
 from b24app.cli import main
-from b24app.models import BankAccount, Operation, OperationAlias, Portal
-from b24app.statement_import import import_statement, preview_statement
-from b24app.worker import Worker
+from b24app.storage.models import BankAccount, Operation, OperationAlias, Portal
+from b24app.pipeline.statement_import import import_statement, preview_statement
+from b24app.pipeline.worker import Worker
 from onec_samples import Doc, statement_bytes
 
 NOT_OURS = "40702810500000000777"
@@ -258,7 +258,7 @@ def test_a_document_listed_twice_in_one_file_is_one_payment(linked, tmp_path):
 def test_an_import_waits_for_the_accounts_statement_sync_and_holds_it_off(linked, tmp_path, monkeypatch):
     """The import takes the account's sync lease, so the worker cannot store the same payment from the API
     between the import's lookup and its write; a sync in progress makes the import wait, then refuse."""
-    from b24app.statement_import import StatementImportError
+    from b24app.pipeline.statement_import import StatementImportError
 
     acc, day = our_account(linked), today(linked)
     d3 = linked.deals[3]
@@ -286,7 +286,7 @@ def test_an_import_waits_for_the_accounts_statement_sync_and_holds_it_off(linked
         seen.append(s.get(BankAccount, row.id).lease_owner)
         return real(s, row, op)
 
-    monkeypatch.setattr("b24app.statement_import.store_operation", watching)
+    monkeypatch.setattr("b24app.pipeline.statement_import.store_operation", watching)
     assert import_statement(linked.ctx, portal_id, path).new == 1
     assert len(seen) == 1 and seen[0].startswith("import:")
     with linked.ctx.db.session() as s:

@@ -9,8 +9,8 @@ import time
 import httpx
 from sqlalchemy import select
 
-from b24app.models import BankAccount, Operation
-from b24app.sync import request_sync
+from b24app.storage.models import BankAccount, Operation
+from b24app.pipeline.sync import request_sync
 from conftest import start_seeded_stack, wait_for
 
 

@@ -14,7 +14,7 @@ import socket
 
 import pytest
 
-from b24app.sandbox.bank_testing import Receiver
+from b24app.sandbox.tbank.testing import Receiver
 
 
 def _helper():

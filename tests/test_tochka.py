@@ -11,9 +11,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, select
 
-from b24app.models import BankAccount, BankLink, Operation
+from b24app.storage.models import BankAccount, BankLink, Operation
 from b24app.sandbox.stack import DEMO_INN, link_tochka
-from b24app.sandbox.tochka_state import DEMO_CUSTOMER_CODE, b64url, sign_jwt
+from b24app.sandbox.tochka.state import DEMO_CUSTOMER_CODE, b64url, sign_jwt
 from tests.conftest import wait_for
 
 INVOICE = "1207"        # demo deal 1: 12 000,00 ₽
@@ -97,7 +97,7 @@ def test_tochka_and_tbank_link_the_same_company_side_by_side(tochka):
 
 def test_webhook_pays_an_invoice_within_seconds_and_the_payment_is_stored_once(tochka):
     tochka.settings  # noqa: B018
-    from b24app.invoices import refresh_all
+    from b24app.pipeline.invoices import refresh_all
 
     refresh_all(tochka.ctx, tochka.ctx.portals.find(tochka.member_id()))
     # polling is slow here: only the webhook can make this fast
@@ -115,10 +115,10 @@ def test_webhook_pays_an_invoice_within_seconds_and_the_payment_is_stored_once(t
     # the bank delivered once with 200; a poll of the same statement later stores nothing new
     deliveries = tochka.tochka_state()["deliveries"]
     assert [d["status"] for d in deliveries] == [200]
-    from b24app.sync import request_sync
+    from b24app.pipeline.sync import request_sync
     request_sync(tochka.ctx, ops[0].portal_id)
     wait_for(lambda: all(a["last_synced_at"] and not a["pending"]
-                         for a in __import__("b24app.sync", fromlist=["x"]).sync_status(
+                         for a in __import__("b24app.pipeline.sync", fromlist=["x"]).sync_status(
                              tochka.ctx, ops[0].portal_id)["accounts"]))
     assert len(_ops(tochka)) == 1
 
@@ -128,7 +128,7 @@ def test_polling_is_the_safety_net_when_webhooks_are_lost(tochka):
     httpx.post(f"{tochka.tochka_url}/sandbox/faults", json={"statement_500": 1}).raise_for_status()
     tochka.pay_tochka("3000.00", "Оплата по счету № 1208")
     tochka.pay_tochka("3000.00", "Оплата по счету № 1208")  # a second, distinct payment (own document number)
-    from b24app.sync import sync_account
+    from b24app.pipeline.sync import sync_account
 
     with tochka.ctx.db.session() as s:
         acc_id = s.scalar(select(BankAccount.id).where(BankAccount.watched.is_(True)))
@@ -196,7 +196,7 @@ def test_a_revoked_consent_asks_for_linking_again(tochka):
     link = _link(tochka)
     consent_id = next(iter(tochka.tochka_state()["consents"]))
     httpx.post(f"{tochka.tochka_url}/sandbox/consents/{consent_id}/revoke").raise_for_status()
-    from b24app.sync import sync_account
+    from b24app.pipeline.sync import sync_account
 
     with tochka.ctx.db.session() as s:
         acc_id = s.scalar(select(BankAccount.id).where(BankAccount.link_id == link.id))
@@ -206,7 +206,7 @@ def test_a_revoked_consent_asks_for_linking_again(tochka):
 
 
 def test_the_worker_polls_tochka_accounts_when_no_webhook_comes(tochka):
-    from b24app.invoices import refresh_all
+    from b24app.pipeline.invoices import refresh_all
 
     refresh_all(tochka.ctx, tochka.ctx.portals.find(tochka.member_id()))
     httpx.post(f"{tochka.tochka_url}/sandbox/faults", json={"webhook_drop": 5}).raise_for_status()
@@ -219,7 +219,7 @@ def test_the_worker_polls_tochka_accounts_when_no_webhook_comes(tochka):
 def test_an_expired_access_token_is_refreshed_and_the_rotated_pair_kept(tochka):
     from datetime import timedelta
 
-    from b24app.sync import sync_account
+    from b24app.pipeline.sync import sync_account
 
     link = _link(tochka)
     with tochka.ctx.db.session() as s:
@@ -234,7 +234,7 @@ def test_an_expired_access_token_is_refreshed_and_the_rotated_pair_kept(tochka):
 
 
 def test_unlinking_tochka_forgets_the_tokens_and_its_webhooks_then_do_nothing(tochka):
-    from b24app import banklink
+    from b24app.banklinks import tbank as banklink
 
     link = _link(tochka)
     assert banklink.unlink(tochka.ctx, link.portal_id, link.id)
@@ -247,9 +247,9 @@ def test_unlinking_tochka_forgets_the_tokens_and_its_webhooks_then_do_nothing(to
 
 
 def test_a_tochka_payment_and_the_same_payment_in_tochkas_1c_export_are_one_payment(tochka, tmp_path):
-    from b24app.bank.operations import MSK
-    from b24app.statement_import import import_statement
-    from b24app.sync import sync_account
+    from b24app.adapters.banks.operations import MSK
+    from b24app.pipeline.statement_import import import_statement
+    from b24app.pipeline.sync import sync_account
     from onec_samples import Doc, statement_bytes
 
     tx = tochka.pay_tochka("12000.00", "Оплата по счету № 1207 от 14.01.2026", document_number="815",
@@ -270,8 +270,8 @@ def test_a_tochka_payment_and_the_same_payment_in_tochkas_1c_export_are_one_paym
 
 
 def test_a_malformed_statement_item_is_quarantined_and_the_rest_stored(tochka):
-    from b24app.models import QuarantinedOperation
-    from b24app.sync import sync_account
+    from b24app.storage.models import QuarantinedOperation
+    from b24app.pipeline.sync import sync_account
 
     state = tochka.tochka_app.extensions["tochka_sandbox"]
     tochka.pay_tochka("3000.00", "Оплата по счету № 1208")
@@ -289,9 +289,9 @@ def test_a_malformed_statement_item_is_quarantined_and_the_rest_stored(tochka):
 
 
 def test_both_banks_are_bank_sources_and_sync_reads_each_through_its_own(tochka):
-    from b24app.banksource import SOURCES, BankSource, TBankSource, TochkaSource, source_for
+    from b24app.banklinks.sources import SOURCES, BankSource, TBankSource, TochkaSource, source_for
     from b24app.sandbox.stack import link_bank
-    from b24app.sync import sync_account
+    from b24app.pipeline.sync import sync_account
 
     assert all(isinstance(src, BankSource) for src in SOURCES.values())
     assert 'id="link-ok"' in link_bank(tochka).text
@@ -312,8 +312,8 @@ def test_rotate_keys_reencrypts_the_consent_id_too(tochka):
     from cryptography.fernet import Fernet
 
     from b24app.context import AppContext
-    from b24app.crypto import TokenCipherError
-    from b24app.keyrotation import rotate_all
+    from b24app.storage.crypto import TokenCipherError
+    from b24app.storage.keyrotation import rotate_all
 
     old, new = tochka.settings.token_keys[0], Fernet.generate_key().decode()
     rotate_all(AppContext(tochka.settings.with_overrides(token_keys=(new, old)), db=tochka.ctx.db))
@@ -350,7 +350,7 @@ def test_saving_the_watch_list_of_one_bank_leaves_the_other_banks_accounts_watch
 
 
 def test_a_duplicated_webhook_and_rate_limits_still_store_the_payment_once(tochka):
-    from b24app.invoices import refresh_all
+    from b24app.pipeline.invoices import refresh_all
 
     refresh_all(tochka.ctx, tochka.ctx.portals.find(tochka.member_id()))
     httpx.post(f"{tochka.tochka_url}/sandbox/faults", json={"webhook_duplicate": 1, "api_429": 2}).raise_for_status()

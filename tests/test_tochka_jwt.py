@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from b24app.bank.tochka import WebhookRejected, _b64url, public_key_from_jwk, verify_webhook
-from b24app.sandbox.tochka_state import b64url
+from b24app.adapters.banks.tochka import WebhookRejected, _b64url, public_key_from_jwk, verify_webhook
+from b24app.sandbox.tochka.state import b64url
 
 DOC_INCOMING_PAYMENT = (
     "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJTaWRlUGF5ZXIiOiB7ImJhbmtDb2RlIjogIjAwMDAwMDAwMCIsICJiYW5rTmF"

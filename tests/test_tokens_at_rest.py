@@ -5,9 +5,9 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 
-from b24app.crypto import TokenCipher, TokenCipherError
-from b24app.keyrotation import rotate_all
-from b24app.models import BankLink, Portal
+from b24app.storage.crypto import TokenCipher, TokenCipherError
+from b24app.storage.keyrotation import rotate_all
+from b24app.storage.models import BankLink, Portal
 from conftest import PG_URL
 
 

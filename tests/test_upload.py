@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from b24app.models import BankAccount, BankLink, Operation, StatementUpload
+from b24app.storage.models import BankAccount, BankLink, Operation, StatementUpload
 from b24app.sandbox.stack import APP_CLIENT_ID, ensure_own_company
 from onec_samples import Doc, statement_bytes
 from test_statement_import import item, our_account, run_worker_until_idle, today
@@ -253,7 +253,7 @@ def test_the_preview_cannot_be_forged_into_another_import(linked):
 
 # -- a portal with no live bank: accounts come from the file ---------------------------------------------------
 def test_a_portal_without_a_bank_link_imports_a_file_of_its_own_company(installed):
-    from b24app.invoices import refresh_all
+    from b24app.pipeline.invoices import refresh_all
 
     st, d0 = installed, installed.deals[0]
     ensure_own_company(st, FILE_INN)
@@ -312,7 +312,7 @@ def open_app_page(st) -> str:
 
 
 def test_a_file_account_of_a_company_not_ours_needs_the_admins_confirmation(installed):
-    from b24app.invoices import refresh_all
+    from b24app.pipeline.invoices import refresh_all
 
     st, d0 = installed, installed.deals[0]
     refresh_all(st.ctx, st.ctx.portals.find(st.member_id()))

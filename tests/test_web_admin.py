@@ -15,10 +15,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from b24app import reconcile
-from b24app.models import BankAccount, Invoice, Operation, Portal
+from b24app.pipeline import reconcile
+from b24app.storage.models import BankAccount, Invoice, Operation, Portal
 from b24app.queries.admin_page import daily_chart
-from b24app.rules import load_rules
+from b24app.pipeline.rules import load_rules
 from b24app.sandbox.stack import APP_CLIENT_ID
 from b24app.web.charts import chart_geometry
 
@@ -241,7 +241,7 @@ def test_operations_of_another_portal_stay_invisible(env):
                        server_endpoint="https://oauth.example/rest/", status="installed", settings={})
         s.add(other)
         s.flush()
-        from b24app.models import BankLink
+        from b24app.storage.models import BankLink
         link = BankLink(portal_id=other.id, kind="static", inn="7700000001", kpp="0")
         s.add(link)
         s.flush()
@@ -280,7 +280,7 @@ def test_history_names_who_decided_with_a_link_to_the_profile(env):
 
 
 def test_assign_offers_this_payers_and_deals_invoices_and_finds_any_other_by_search(env):
-    from b24app.models import Invoice as Inv
+    from b24app.storage.models import Invoice as Inv
 
     portal = portal_row(env)
     with env.ctx.db.session() as s:   # many other open invoices in the cache (other clients)

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from b24app import reconcile
-from b24app.models import Allocation, BankAccount, Invoice, Operation, Portal
+from b24app.pipeline import reconcile
+from b24app.storage.models import Allocation, BankAccount, Invoice, Operation, Portal
 
 from conftest import start_seeded_stack, wait_for
 
@@ -269,7 +269,7 @@ def test_ids_of_another_deal_or_portal_are_not_found(env):
                        server_endpoint="https://oauth.example/rest/", status="installed", settings={})
         s.add(other)
         s.flush()
-        from b24app.models import BankLink
+        from b24app.storage.models import BankLink
         link = BankLink(portal_id=other.id, kind="static", inn="7700000000", kpp="0")
         s.add(link)
         s.flush()
@@ -395,7 +395,7 @@ def test_a_user_bitrix24_will_not_show_the_deal_to_sees_no_payments(env):
 
 def test_a_responsible_may_assign_only_payments_offered_for_their_deal(env):
     """Issue #11 item 4: the tab's assign took any unmatched payment of the portal, one it never offered."""
-    from b24app.invoices import refresh_all
+    from b24app.pipeline.invoices import refresh_all
     from b24app.sandbox.stack import seed_crm
 
     # A deal of user 2 whose client no other deal has, so its open invoice is the payment's only candidate.
@@ -455,7 +455,7 @@ def test_the_tab_explains_a_manual_assignment_and_an_undo_with_the_domains_reaso
     about one whose match was undone, is the domain's sentence for that stored reason (the person by name)."""
     from b24app.domain.explain import explain_reason
     from b24app.domain.matching import Reason
-    from b24app.models import Decision
+    from b24app.storage.models import Decision
 
     d2 = deal(env, 2)
     op = add_payment(env, "275.00", "Оплата по договору аренды", inn=d2["inn"], payer="АО «Север»")
@@ -481,7 +481,7 @@ def test_the_tab_explains_a_manual_assignment_and_an_undo_with_the_domains_reaso
 
 
 def test_an_overpaid_invoice_shows_by_how_much(env):
-    from b24app.invoices import refresh_all
+    from b24app.pipeline.invoices import refresh_all
 
     d4 = deal(env, 4)
     item = env.rest("crm.item.add", {"entityTypeId": 31, "fields": {

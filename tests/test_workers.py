@@ -12,9 +12,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from b24app.models import BankAccount, Decision, InvoiceRefresh, Operation, Portal
+from b24app.storage.models import BankAccount, Decision, InvoiceRefresh, Operation, Portal
 from b24app.sandbox.stack import link_bank, seed_crm, start_stack
-from b24app.worker import Worker, WorkerLockError, single_worker_lock
+from b24app.pipeline.worker import Worker, WorkerLockError, single_worker_lock
 from conftest import PG_URL, wait_for
 
 
@@ -44,7 +44,7 @@ def test_a_lease_blocks_others_until_it_expires(linked):
 
 
 def test_release_only_touches_own_lease(linked):
-    from b24app import sync
+    from b24app.pipeline import sync
     a = Worker(linked.ctx, owner="A")
     [first, *_] = a.claim_accounts(10)
     sync.record_failure(linked.ctx, first, RuntimeError("x"), lease_owner="B")   # B cannot release A's lease
@@ -59,7 +59,7 @@ def test_release_only_touches_own_lease(linked):
 
 
 def test_a_poll_hands_the_lease_back_and_is_due_again_one_interval_later(linked):
-    from b24app import sync
+    from b24app.pipeline import sync
     from b24app.clock import FakeClock
     ctx = linked.ctx
     interval = sync.interval_for(ctx, {})
@@ -211,7 +211,7 @@ def test_four_worker_processes_never_process_anything_twice_and_survive_a_kill(t
 
 def test_work_of_a_worker_killed_while_holding_a_portal_is_picked_up(linked):
     """The claim cleared the portal's due mark; the killed worker never put it back."""
-    from b24app import sync
+    from b24app.pipeline import sync
     d = linked.deals[0]
     linked.pay(d["amount"], f"Оплата по счету № {d['number']}", payerInn=d["inn"])
     with linked.ctx.db.session() as s:
@@ -227,7 +227,7 @@ def test_work_of_a_worker_killed_while_holding_a_portal_is_picked_up(linked):
         p.lease_until = linked.ctx.clock.now() - timedelta(seconds=1)   # its lease runs out
         p.invoices_refreshed_at = linked.ctx.clock.now()                 # no other reason to visit it
         s.query(InvoiceRefresh).delete()
-    from b24app import invoices
+    from b24app.pipeline import invoices
     invoices.refresh_all(linked.ctx, linked.ctx.portals.find(linked.member_id()))
     with linked.ctx.db.session() as s:
         s.query(InvoiceRefresh).delete()

@@ -15,7 +15,7 @@ from .errors import (
 from .explain import explain
 from .formatting import format_money
 from .matching import (
-    Allocation,
+    Share,
     Confidence,
     IncomingPayment,
     InvoiceIndex,
@@ -32,7 +32,7 @@ from .numbers import normalize_invoice_number, number_tail_key
 from .purposes import extract_invoice_numbers
 
 __all__ = [
-    "Allocation", "CURRENCIES", "Confidence", "DomainError", "DuplicateInvoiceError",
+    "Share", "CURRENCIES", "Confidence", "DomainError", "DuplicateInvoiceError",
     "IncomingPayment", "InvalidInvoiceError", "InvalidPaymentError", "InvoiceIndex", "MatchDecision",
     "MoneyError", "OpenInvoice", "Outcome", "Reason",
     "currency_alpha", "explain", "extract_invoice_numbers", "format_money", "match_payment",

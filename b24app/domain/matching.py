@@ -39,7 +39,7 @@ from .numbers import normalize_invoice_number, number_tail_key, tail_of_key
 from .purposes import extract_invoice_numbers
 
 __all__ = [
-    "Allocation", "Confidence", "IncomingPayment", "InvoiceIndex", "MatchDecision", "OpenInvoice",
+    "Share", "Confidence", "IncomingPayment", "InvoiceIndex", "MatchDecision", "OpenInvoice",
     "Outcome", "Reason", "match_payment", "naive_match", "settle", "MAX_HINT_CANDIDATES", "MAX_INN_CANDIDATES",
     "COMBINATION_BUDGET", "find_combinations",
 ]
@@ -148,7 +148,7 @@ class IncomingPayment:
 
 
 @dataclass(frozen=True)
-class Allocation:
+class Share:
     """Money from one payment put on one invoice; `amount` includes any surplus (`overpaid_by`)."""
 
     invoice_id: int
@@ -173,7 +173,7 @@ class MatchDecision:
 
     outcome: Outcome
     confidence: Confidence
-    allocations: tuple[Allocation, ...] = ()
+    allocations: tuple[Share, ...] = ()
     candidates: tuple[int, ...] = ()
     numbers: tuple[str, ...] = ()
     reasons: tuple[Reason, ...] = ()
@@ -470,7 +470,7 @@ def _allocate(
             "comparison": comparison, "difference": abs(amount - total_due),
         }))
 
-    allocations: list[Allocation] = []
+    allocations: list[Share] = []
     left = amount
     last = len(invoices) - 1
     review: list[Reason] = []
@@ -489,7 +489,7 @@ def _allocate(
                 "invoice_amount": inv.amount, "currency": currency,
             }))
         if put > 0:
-            allocations.append(Allocation(inv.id, inv.number, put, outcome, remaining, surplus))
+            allocations.append(Share(inv.id, inv.number, put, outcome, remaining, surplus))
         left -= put
 
     inn = payment.payer_inn
@@ -545,7 +545,7 @@ def _fallback(
             "invoice_ids": [inv.id],
         }))
         return MatchDecision(Outcome.PAID, Confidence.MEDIUM,
-                             (Allocation(inv.id, inv.number, amount, Outcome.PAID),), (inv.id,), numbers,
+                             (Share(inv.id, inv.number, amount, Outcome.PAID),), (inv.id,), numbers,
                              tuple(reasons))
     if both:
         chosen = both[:MAX_HINT_CANDIDATES]
@@ -565,7 +565,7 @@ def _fallback(
             invs = sorted((pool[i] for i in found[0]), key=_age_order)
             params = {"inn": inn, "count": len(invs), "invoices": [i.number for i in invs],
                       "invoice_ids": [i.id for i in invs], "amount": amount, "currency": currency}
-            allocations = tuple(Allocation(i.id, i.number, i.remaining, Outcome.PAID) for i in invs)
+            allocations = tuple(Share(i.id, i.number, i.remaining, Outcome.PAID) for i in invs)
             cands = tuple(i.id for i in invs)
             if sure:
                 reasons.append(Reason("inn_amount_combination", params))

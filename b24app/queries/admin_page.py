@@ -12,11 +12,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from .. import credit
+from b24app.pipeline import credit
 from ..domain.money import cents, parse_search_amount
 from ..domain.numbers import normalize_invoice_number
 from ..domain.states import OpState
-from ..models import Allocation, Decision, Invoice, Operation, OutboxItem
+from b24app.storage.models import Allocation, Decision, Invoice, Operation, OutboxItem
 from .bank import BankState
 from .review import (CLOSED_STATES, MAX_QUEUE, QUEUE_STATES, ZERO, ReviewLine, _icontains, _review_lines,
                      _search, named_invoices, related)

@@ -9,9 +9,9 @@ from typing import Iterable
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..banklink import webhook_off_reason
-from ..models import BankAccount, BankLink, Portal, QuarantinedOperation
-from ..sync import interval_for
+from b24app.banklinks.tbank import webhook_off_reason
+from b24app.storage.models import BankAccount, BankLink, Portal, QuarantinedOperation
+from b24app.pipeline.sync import interval_for
 
 
 @dataclass(frozen=True)

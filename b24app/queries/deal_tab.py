@@ -11,8 +11,8 @@ from typing import Any, Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .. import credit
-from ..models import Allocation, Credit, Decision, Invoice, Operation
+from b24app.pipeline import credit
+from b24app.storage.models import Allocation, Credit, Decision, Invoice, Operation
 from .bank import BankState, bank_state
 from ..domain.money import cents
 from .review import MAX_QUEUE, ZERO, ReviewLine, _number_keys, _review_lines, related

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..models import Allocation, Decision, Invoice, Operation
+from b24app.storage.models import Allocation, Decision, Invoice, Operation
 from .review import candidate_ids
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from ..domain.money import cents, parse_search_amount
 from ..domain.numbers import normalize_invoice_number
 from ..domain.states import CLOSED_STATES, REVIEW_STATES, OpState
-from ..models import Decision, Invoice, Operation
+from b24app.storage.models import Decision, Invoice, Operation
 
 ZERO = Decimal("0.00")
 # REVIEW_STATES: operation states a person may assign; CLOSED_STATES: review items a person closed without

@@ -170,7 +170,7 @@ class Stack:
                 "B24APP_TOCHKA_WEBHOOK_KEY_URL": s.tochka_webhook_key_url}
 
     def start_worker(self, **kw) -> None:
-        from ..worker import Worker
+        from b24app.pipeline.worker import Worker
 
         self.worker = Worker(self.ctx, **kw)
         self.worker_thread = threading.Thread(target=self.worker.run, name="b24app-worker", daemon=True)
@@ -203,10 +203,10 @@ def start_stack(*, base_port: int = 0, data_dir: str | None = None, database_url
     from .. import create_app
     from ..context import AppContext
     from ..manifest import Manifest
-    from ..migrate import upgrade
-    from .bank import create_bank_sandbox
-    from .portal import create_portal_sandbox
-    from .tochka import create_tochka_sandbox
+    from b24app.storage.migrate import upgrade
+    from b24app.sandbox.tbank.app import create_bank_sandbox
+    from b24app.sandbox.portal.app import create_portal_sandbox
+    from b24app.sandbox.tochka.app import create_tochka_sandbox
 
     tmp = None
     if data_dir is None:
@@ -329,7 +329,7 @@ def submit_form(client: httpx.Client, response: httpx.Response, values: dict, bu
 
 
 def link_ticket(stack: Stack, user_id: int = 1, is_admin: bool = True, lang: str = "ru") -> str:
-    from ..web.bank import issue_link_ticket
+    from b24app.web.tbank import issue_link_ticket
     from ..web.security import Frame
 
     with stack.flask_app.test_request_context():

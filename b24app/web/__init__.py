@@ -5,5 +5,5 @@ link, `events`, `install`, `health`), `common` (context, CSRF, link ticket, page
 `throttle`, `i18n`, `people`, `upload` (1C statement files) and `charts`/`display` (display only).
 May import: Flask and its extensions, `b24app.queries` (read models), the services beside the pipeline
 (`invoices`, `pipelines`, `installation`, `reconcile`, `sync`, `banklink`, `rules`, ...), `domain`.
-Never `b24app.models` or SQLAlchemy (tests/test_layers.py); no blueprint imports `factory`.
+Never `b24app.storage.models` or SQLAlchemy (tests/test_layers.py); no blueprint imports `factory`.
 """

@@ -6,7 +6,7 @@ import logging
 from flask import abort, jsonify, request
 from flask_babel import gettext as _
 
-from .. import reconcile
+from b24app.pipeline import reconcile
 from .common import get_ctx
 from .security import Frame
 

@@ -8,18 +8,18 @@ from typing import Any
 from flask import Blueprint, abort, g, jsonify, render_template, request, url_for
 from flask_babel import gettext as _
 
-from .. import usernames
-from ..bitrix.errors import BitrixError
+from b24app.portals import usernames
+from b24app.adapters.bitrix.errors import BitrixError
 from ..domain.formatting import visible_text
-from ..outbox import TRIGGER_ACCESS_KEY
-from ..paidfield import FIELD_NAME as PAID_FIELD
-from ..pipelines import deal_pipelines, parse_dt
+from b24app.pipeline.outbox import TRIGGER_ACCESS_KEY
+from b24app.pipeline.paidfield import FIELD_NAME as PAID_FIELD
+from b24app.portals.funnels import deal_pipelines, parse_dt
 from ..queries import lookups
 from ..queries.admin_page import (AssignTargets, assign_targets, daily_chart, find_open_invoices, first_run, history,
                                   payments_seen, review_queue)
 from ..queries.bank import bank_panel
 from ..queries.review import REVIEW_STATES, ReviewLine
-from ..reconcile import CLOSE_ACTIONS
+from b24app.pipeline.reconcile import CLOSE_ACTIONS
 from .charts import chart_geometry
 from .common import get_ctx, issue_link_ticket, js_texts, progress
 from .i18n import current_tz, set_lang
@@ -56,7 +56,7 @@ def app_page():
     g.tz = frame.tz
     allow_framing(portal, ctx.settings.bx24_js_url)
     pipelines, fetched_at, stages_ok = deal_pipelines(ctx, portal)
-    from ..rules import load_rules, rules_saved
+    from b24app.pipeline.rules import load_rules, rules_saved
     rules = load_rules(portal.settings)
     with ctx.db.session() as s:
         bank = bank_panel(ctx, s, portal)
@@ -165,7 +165,7 @@ def api_history():
 @bp.get("/app/api/bank")
 @frame_required
 def api_bank():
-    from ..rules import rules_saved
+    from b24app.pipeline.rules import rules_saved
 
     frame, portal = _frame()
     ctx = get_ctx()
@@ -256,7 +256,7 @@ def api_undo():
 @bp.post("/app/api/rules")
 @frame_required
 def api_rules():
-    from ..rules import save_rules
+    from b24app.pipeline.rules import save_rules
 
     frame, portal = _admin()
     body = json_body()
@@ -278,7 +278,7 @@ def api_rules():
         abort(400, description="deal_paid_field can only be turned off here")
     partial = data.get("partial_invoice_stage")
     if partial is not None:
-        from ..partial import invoice_funnels, valid_choice
+        from b24app.pipeline.partial import invoice_funnels, valid_choice
 
         if not isinstance(partial, dict):
             abort(400, description="partial_invoice_stage must map invoice funnels to stages")
@@ -303,7 +303,7 @@ def api_rules():
 @frame_required
 def api_sync():
     """POST {days}: backfill the last N days (admins); GET: progress for the bar."""
-    from .. import sync
+    from b24app.pipeline import sync
 
     ctx = get_ctx()
     if request.method == "POST":
@@ -329,7 +329,7 @@ def api_sync():
 @bp.post("/app/api/stages")
 @frame_required
 def api_stages():
-    from ..rules import load_rules, rules_saved
+    from b24app.pipeline.rules import load_rules, rules_saved
 
     _frame_unused, portal = _admin()
     ctx = get_ctx()
@@ -344,8 +344,8 @@ def api_stages():
 
 
 def _partial_html(ctx, portal, note: str = ""):
-    from ..partial import invoice_funnels
-    from ..rules import load_rules
+    from b24app.pipeline.partial import invoice_funnels
+    from b24app.pipeline.rules import load_rules
 
     try:
         funnels = invoice_funnels(ctx, portal.member_id)
@@ -369,8 +369,8 @@ def api_partial_stages():
 @frame_required
 def api_partial_create():
     """Create «Частично оплачен» / "Partly paid" in one invoice funnel (crm.status.add) and choose it: {category_id}."""
-    from ..partial import PartialStageError, create_partial_stage
-    from ..rules import load_rules, save_rules
+    from b24app.pipeline.partial import PartialStageError, create_partial_stage
+    from b24app.pipeline.rules import load_rules, save_rules
 
     frame, portal = _admin()
     category = id_field(json_body(), "category_id")
@@ -394,8 +394,8 @@ def api_partial_create():
 @frame_required
 def api_paid_field():
     """Create the deal's «Оплачено» money field (crm.deal.userfield.add) and keep it up to date from now on (#15)."""
-    from ..paidfield import create_field
-    from ..rules import save_rules
+    from b24app.pipeline.paidfield import create_field
+    from b24app.pipeline.rules import save_rules
 
     frame, portal = _admin()
     ctx = get_ctx()
@@ -412,7 +412,7 @@ def api_paid_field():
 
 
 def _credits_html(portal_id: int, note: str = "", **extra):
-    from ..credit import credit_lines
+    from b24app.pipeline.credit import credit_lines
 
     with get_ctx().db.session() as s:
         lines = credit_lines(s, portal_id)
@@ -439,7 +439,7 @@ def _credit_refusal(reason: str):
 @frame_required
 def api_credit_apply():
     """Put a client's credit on its oldest open invoices: {inn, currency}."""
-    from ..credit import CreditError, apply_credit
+    from b24app.pipeline.credit import CreditError, apply_credit
 
     frame, portal = _admin()
     body = json_body()
@@ -461,7 +461,7 @@ def api_credit_apply():
 @frame_required
 def api_credit_undo():
     """Take one application of credit back: {credit}."""
-    from ..credit import CreditError, undo_credit
+    from b24app.pipeline.credit import CreditError, undo_credit
 
     frame, portal = _admin()
     credit_id = id_field(json_body(), "credit")

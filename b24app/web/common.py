@@ -12,7 +12,7 @@ from ..context import AppContext
 from .security import Frame
 
 csrf = CSRFProtect()
-TICKET_SALT = "b24app.bank-link.v1"
+TICKET_SALT = "b24app.adapters.banks-link.v1"
 
 
 def get_ctx() -> AppContext:

@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 
 from flask import Blueprint, jsonify, request
 
-from ..eventdata import parse_nested_form
-from ..installation import InstallRejected, lifecycle_event
-from ..invoices import request_refresh
+from .eventdata import parse_nested_form
+from b24app.portals.install import InstallRejected, lifecycle_event
+from b24app.pipeline.invoices import queue_refresh
 from .common import get_ctx
 from .throttle import TryLater, install_attempt
 
@@ -85,12 +85,12 @@ def crm_changed():
         if str(fields.get("ENTITY_TYPE_ID", "")) != "31":
             return jsonify({"ok": True, "ignored": "not a smart invoice"})
         echo = _event_stamp(body, auth) if event.startswith("ONCRMDYNAMICITEMUPDATE") else (None, None)
-        request_refresh(ctx, member_id, "invoice", int(entity_id), event_ts=echo[0], event_user=echo[1])
+        queue_refresh(ctx, member_id, "invoice", int(entity_id), event_ts=echo[0], event_user=echo[1])
     elif event.startswith("ONCRMDEAL"):
         # ONCRMDEALUPDATE carries only FIELDS[ID] (crm/deals/events/on-crm-deal-update.md): what changed is not
         # said; the stamp lets the worker tell the echo of our own stage move (invoices._own_deal_echoes).
         echo = _event_stamp(body, auth) if event == "ONCRMDEALUPDATE" else (None, None)
-        request_refresh(ctx, member_id, "deal", int(entity_id), event_ts=echo[0], event_user=echo[1])
+        queue_refresh(ctx, member_id, "deal", int(entity_id), event_ts=echo[0], event_user=echo[1])
     else:
         return _refuse(400, "unknown_event")
     return jsonify({"ok": True})

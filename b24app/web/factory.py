@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     configure_logging(settings)
     csrf.init_app(app)
 
-    from . import admin, bank, events, health, i18n, install, placement, security, throttle, tochka, upload
+    from . import admin, tbank as bank, events, health, i18n, install, placement, security, throttle, tochka, upload
 
     i18n.init_app(app)
     upload.init_app(app)  # before security's hook reads a form: the upload's larger size limit

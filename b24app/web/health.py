@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from ..metrics import render_prometheus
-from ..migrate import migration_head, schema_revision
+from b24app.storage.migrate import migration_head, schema_revision
 from .common import get_ctx
 
 bp = Blueprint("health", __name__)

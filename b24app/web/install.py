@@ -5,8 +5,8 @@ import logging
 
 from flask import Blueprint, render_template, request
 
-from ..bitrix.errors import BitrixError
-from ..installation import InstallRejected, install, install_request_from_page
+from b24app.adapters.bitrix.errors import BitrixError
+from b24app.portals.install import InstallRejected, install, install_request_from_page
 from .common import get_ctx
 from .i18n import set_lang
 from .security import allow_framing

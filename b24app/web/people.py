@@ -1,10 +1,10 @@
-"""People by name, linked to their Bitrix24 profile (the names come from `b24app.usernames`)."""
+"""People by name, linked to their Bitrix24 profile (the names come from `b24app.portals.usernames`)."""
 from __future__ import annotations
 
 from flask import g
 from markupsafe import Markup, escape
 
-from ..usernames import NAMES_KEY
+from b24app.portals.usernames import NAMES_KEY
 
 
 def use(portal, names: dict[str, str] | None = None) -> None:

@@ -12,8 +12,8 @@ from flask import Blueprint, Response, abort, g, jsonify, render_template, reque
 from flask_babel import gettext as _
 from markupsafe import Markup
 
-from .. import usernames
-from ..invoices import store_fetched, tab_commands
+from b24app.portals import usernames
+from b24app.pipeline.invoices import store_fetched, tab_commands
 from ..queries import lookups
 from ..queries.deal_tab import WidgetData, widget_data
 from . import actions, people
@@ -205,7 +205,7 @@ def api_data(kind: str, entity_id: int):
 @frame_required
 def api_sync(kind: str, entity_id: int):
     """POST: make the portal's watched accounts due now; GET: their progress."""
-    from .. import sync
+    from b24app.pipeline import sync
 
     frame, portal = _frame_for(kind, entity_id)
     ctx = get_ctx()

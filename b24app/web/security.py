@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 from flask import abort, current_app, g, request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
-from ..bitrix.client import call_with_token
-from ..bitrix.errors import BitrixError
-from ..bitrix.query import build_query
+from b24app.adapters.bitrix.client import call_with_token
+from b24app.adapters.bitrix.errors import BitrixError
+from b24app.adapters.bitrix.query import build_query
 from .i18n import pick_lang
 
 FRAME_TOKEN_TTL = 30 * 60

@@ -22,7 +22,7 @@ from limits.storage import MovingWindowSupport, storage_from_string
 from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from ..bitrix.errors import OperationTimeLimit, QueryLimitExceeded
+from b24app.adapters.bitrix.errors import OperationTimeLimit, QueryLimitExceeded
 from ..config import ConfigError
 
 log = logging.getLogger("b24app.throttle")
@@ -139,7 +139,7 @@ def verify_placement(ctx, extra=None):
 def install_attempt(req):
     """`attempt` for an install request: app.info's verdict depends on the token, the claimed domain and server
     (the portal's address is taken from the OAuth server's answer, not from the request)."""
-    from ..installation import InstallRejected
+    from b24app.portals.install import InstallRejected
 
     credential = "\0".join((req.access_token, req.domain, req.server_endpoint))
     return throttle().attempt(req.member_id, credential, InstallRejected, "invalid_token")

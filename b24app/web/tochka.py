@@ -6,11 +6,11 @@ import secrets
 
 from flask import Blueprint, abort, g, jsonify, redirect, request, session
 
-from .. import banklink, tochkalink
-from ..bank.tochka import WebhookRejected
-from ..banklink import LinkFailed
-from ..sync import request_sync
-from .bank import CONFIRM_FIELD, LANG_KEY, _admin_ticket, _page, _watched, posted_requisites, requisite_errors
+from b24app.banklinks import tbank as banklink, tochka as tochkalink
+from b24app.adapters.banks.tochka import WebhookRejected
+from b24app.banklinks.tbank import LinkFailed
+from b24app.pipeline.sync import request_sync
+from .tbank import CONFIRM_FIELD, LANG_KEY, _admin_ticket, _page, _watched, posted_requisites, requisite_errors
 from .common import csrf, get_ctx
 from .i18n import current_lang, set_lang
 from .security import script_origin

@@ -25,10 +25,17 @@ from flask_babel import gettext as _
 from markupsafe import Markup
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from .. import banklink, fileaccounts
-from ..bank.onec import human_size
-from ..statement_import import (NotOurAccounts, StatementImportError, forget_upload, import_statement,
-                                keep_upload, kept_upload, preview_statement)
+from b24app.banklinks import tbank as banklink, files as fileaccounts
+from b24app.adapters.banks.onec import human_size
+from b24app.pipeline.statement_import import (
+    NotOurAccounts,
+    StatementImportError,
+    forget_upload,
+    import_statement,
+    keep_upload,
+    kept_upload,
+    preview_statement,
+)
 from .actions import json_errors
 from .common import get_ctx
 from .i18n import set_lang
@@ -227,7 +234,7 @@ def _body_too_large(_exc):
 
 def sources_for_template():
     """Jinja helpers for the admin page's source list and the deal tab's bank labels (accountsources.py)."""
-    from ..accountsources import account_sources, payment_banks
+    from b24app.queries.account_sources import account_sources, payment_banks
 
     def sources(member_id: str):
         portal = get_ctx().portals.find(member_id)
