@@ -415,14 +415,7 @@ def close_review(ctx, portal_id: int, operation_pk: int, user_id: int, action: s
         raise ReconcileError("unknown_action")
     reason = " ".join(str(reason or "").split())[:500]
     with ctx.db.session() as s:
-        portal = s.get(Portal, portal_id)
-        op = s.get(Operation, operation_pk)
-        if portal is None or op is None or op.portal_id != portal_id:
-            raise ReconcileError("not_found")
-        if op.state not in REVIEW_STATES:
-            raise ReconcileError("not_in_review")
-        if not (op.is_credit and op.bank_status == "Transaction"):
-            raise ReconcileError("not_a_settled_credit")
+        portal, op = _reviewable(s, portal_id, operation_pk)
         if state == OpState.IGNORED and not reason:
             raise ReconcileError("reason_required")
         if state == OpState.CREDIT and not op.payer_inn:

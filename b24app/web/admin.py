@@ -21,7 +21,7 @@ from ..queries.bank import bank_panel
 from ..queries.review import REVIEW_STATES, ReviewLine
 from b24app.pipeline.reconcile import CLOSE_ACTIONS
 from .charts import chart_geometry
-from .common import get_ctx, issue_link_ticket, js_texts, progress
+from .common import app_page_portal, get_ctx, issue_link_ticket, js_texts, progress
 from .i18n import current_tz, set_lang
 from . import actions, people
 from .actions import id_field, json_body
@@ -109,12 +109,7 @@ def _targets(s, portal_id: int, queue: list[ReviewLine]) -> dict[int, AssignTarg
 # -- JSON API (frame token in the X-Frame-Token header) ---------------------------------------------------
 def _frame() -> tuple[Frame, Any]:
     frame: Frame = g.frame
-    if frame.placement != "DEFAULT":
-        abort(403, description="open the app page to use this")
-    portal = get_ctx().portals.find(frame.member_id)
-    if portal is None or portal.status != "installed":
-        abort(401, description="portal not installed")
-    set_lang(frame.lang)
+    portal = app_page_portal(frame)
     g.tz = frame.tz
     people.use(portal)
     return frame, portal

@@ -3,12 +3,13 @@ scripts show and the sync progress bar. Imports no blueprint, so the blueprints 
 (only `tochka` reuses the link pages of `bank`)."""
 from __future__ import annotations
 
-from flask import current_app
+from flask import abort, current_app
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFProtect
 from itsdangerous import URLSafeTimedSerializer
 
 from ..context import AppContext
+from .i18n import set_lang
 from .security import Frame
 
 csrf = CSRFProtect()
@@ -66,3 +67,15 @@ def progress(status: dict) -> dict:
     return {"accounts": total, "pending": len(pending), "done": total - len(pending),
             "percent": 100 if not total else round(100 * (total - len(pending)) / total),
             "errors": errors[:3], "finished": not pending}
+
+
+def app_page_portal(frame: Frame):
+    """The installed portal of a frame opened on the app page (not a tab), with the request in the frame's
+    language; 403/401 otherwise."""
+    if frame.placement != "DEFAULT":
+        abort(403, description="open the app page to use this")
+    portal = get_ctx().portals.find(frame.member_id)
+    if portal is None or portal.status != "installed":
+        abort(401, description="portal not installed")
+    set_lang(frame.lang)
+    return portal

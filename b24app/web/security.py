@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from flask import abort, current_app, g, request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
-from b24app.adapters.bitrix.client import call_with_token
+from b24app.adapters.bitrix.client import as_dict, call_with_token
 from b24app.adapters.bitrix.errors import BitrixError
 from b24app.adapters.bitrix.query import build_query
 from .i18n import pick_lang
@@ -142,8 +142,8 @@ def verify_placement(ctx, extra: ExtraCommands | None = None) -> VerifiedPlaceme
     except BitrixError as exc:
         raise PlacementRejected("invalid_auth") from exc
     result = result if isinstance(result, dict) else {}
-    res = _as_dict(result.get("result"))
-    errors = _as_dict(result.get("result_error"))
+    res = as_dict(result.get("result"))
+    errors = as_dict(result.get("result_error"))
     if any(key in errors for key in AUTH_COMMANDS):
         raise PlacementRejected("invalid_auth")
     # A portal's app.info names the app by CODE only (api-reference/common/system/app-info.md; client_id and
@@ -166,15 +166,6 @@ def verify_placement(ctx, extra: ExtraCommands | None = None) -> VerifiedPlaceme
     extra_results = {k: v for k, v in res.items() if k not in AUTH_COMMANDS}
     extra_errors = {k: v for k, v in errors.items() if k not in AUTH_COMMANDS}
     return VerifiedPlacement(frame=frame, portal=portal, results=extra_results, errors=extra_errors, user=user)
-
-
-def _as_dict(value) -> dict:
-    # PHP serialises an empty or list-shaped batch result as [] / list.
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, list):
-        return {str(i): v for i, v in enumerate(value)}
-    return {}
 
 
 def _tz(name) -> str | None:

@@ -37,7 +37,7 @@ from b24app.pipeline.statement_import import (
     preview_statement,
 )
 from .actions import json_errors
-from .common import get_ctx
+from .common import app_page_portal, get_ctx
 from .i18n import set_lang
 from .security import FRAME_HEADER, Frame, PlacementRejected, allow_framing, read_frame_token
 
@@ -70,12 +70,7 @@ def _admin() -> tuple[Frame, object]:
         frame = read_frame_token(token)
     except PlacementRejected as exc:
         abort(401, description=exc.reason)
-    if frame.placement != "DEFAULT":
-        abort(403, description="open the app page to use this")
-    portal = get_ctx().portals.find(frame.member_id)
-    if portal is None or portal.status != "installed":
-        abort(401, description="portal not installed")
-    set_lang(frame.lang)
+    portal = app_page_portal(frame)
     if not frame.is_admin:
         abort(403, description="only portal administrators may import statements")
     allow_framing(portal, get_ctx().settings.bx24_js_url)

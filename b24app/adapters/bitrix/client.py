@@ -141,19 +141,19 @@ class BitrixClient:
             cmd = {key: f"{method}?{build_query(params)}" if params else method for key, (method, params) in chunk}
             res = self.call("batch", {"halt": 1 if halt else 0, "cmd": cmd})
             methods = {key: method for key, (method, _) in chunk}
-            out.results.update(_as_dict(res.get("result")))
-            for key, spent in _as_dict(res.get("result_time")).items():
+            out.results.update(as_dict(res.get("result")))
+            for key, spent in as_dict(res.get("result_time")).items():
                 if key in methods:  # limits.md: each sub-call is counted against its own method
                     self.operating.seen(self.member_id, methods[key], spent)
-            for key, err in _as_dict(res.get("result_error")).items():
+            for key, err in as_dict(res.get("result_error")).items():
                 if isinstance(err, dict):
                     error = error_from(err.get("error", "ERROR"), err.get("error_description", ""),
                                        None, methods.get(key))
                     if isinstance(error, OperationTimeLimit) and key in methods:
                         error.reset_at = self.operating.block(self.member_id, methods[key])
                     out.errors[key] = error
-            out.totals.update({k: int(v) for k, v in _as_dict(res.get("result_total")).items()})
-            out.nexts.update({k: int(v) for k, v in _as_dict(res.get("result_next")).items()})
+            out.totals.update({k: int(v) for k, v in as_dict(res.get("result_total")).items()})
+            out.nexts.update({k: int(v) for k, v in as_dict(res.get("result_next")).items()})
         return out
 
     def list_all(self, method: str, params: dict | None = None, *, items_key: str | None = None) -> Iterator[dict]:
@@ -239,8 +239,8 @@ class BitrixClient:
         return policy.delay(attempt - 1)
 
 
-def _as_dict(value) -> dict:
-    # PHP serialises an empty or list-shaped batch result as [] / list.
+def as_dict(value) -> dict:
+    """A batch's per-command map: PHP serialises an empty or list-shaped one as [] / a list."""
     if isinstance(value, dict):
         return value
     if isinstance(value, list):
