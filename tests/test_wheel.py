@@ -82,7 +82,7 @@ def venv(tmp_path_factory, wheel) -> Path:
     _run([sys.executable, "-m", "venv", "--without-pip", str(home)], timeout=120)
     python = home / "bin" / "python"
     _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "--quiet",
-          str(wheel)], timeout=300)
+          str(wheel)], env=_clean_env(), timeout=300)  # with PYTHONPATH at a checkout pip sees it "installed"
     purelib = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
     ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (Path(purelib) / "b24app_test_dependencies.pth").write_text("\n".join(sorted(ours)) + "\n", encoding="utf-8")
