@@ -114,9 +114,11 @@ def test_recheck_asks_for_the_deal_and_the_marker():
 
 
 # -- end to end through BitrixClient and the portal sandbox ---------------------------------------------------
-@pytest.fixture(scope="module")
-def seeded(tmp_path_factory):
-    st = start_seeded_stack(tmp_path_factory.mktemp("payrec"), link=False)
+@pytest.fixture
+def seeded(tmp_path):
+    # One stack per test: on PostgreSQL every fresh stack empties the one test database, so a module-wide stack
+    # would lose its portal to test_a_portal_without_scope_sale_refuses_the_sum's own.
+    st = start_seeded_stack(tmp_path, link=False)
     yield st
     st.stop()
 
