@@ -181,3 +181,23 @@ def test_a_half_made_record_found_after_a_crash_is_completed_not_made_again(link
     assert again["id"] == rec["id"] and again["paid"] == "Y" and Decimal(again["sum"]) == Decimal("12000")
     [it] = record_items(linked)
     assert it.status == "done" and it.result["payment_id"] == rec["id"]
+
+
+def test_an_installer_who_is_no_administrator_gets_no_record_and_the_rest_goes_on(linked):
+    create_field(linked)
+    r = linked.portal_http("POST", "/sandbox/users/1", json={"admin": False})   # the installer is demoted
+    assert r.status_code == 200 and r.json()["admin"] is False
+    d = linked.deals[0]
+    linked.pay("12000.00", "Оплата по счету № 1207", payerInn=d["inn"], payerName=d["company"])
+    sync_now(linked)
+    assert item(linked, d["invoice_id"])["stageId"] == f"DT31_{FUNNEL}:P"
+    assert deal(linked, d["deal_id"])[FIELD] == "12000|RUB"
+    assert records_of(linked, d["deal_id"]) == []
+    [it] = record_items(linked)
+    assert it.status == "skipped" and it.result["needs_admin"] is True
+    tab = open_tab(linked, "deal", d["deal_id"], user=2, lang="en").get_data(as_text=True)
+    assert 'data-record="needs_admin"' in tab
+    r = linked.portal_http("POST", "/sandbox/users", json={"id": 9, "name": "Admin", "admin": True})
+    assert r.status_code == 200
+    page = open_app(linked, user=9, lang="en").get_data(as_text=True)
+    assert 'id="records-need-admin"' in page and "only an administrator" in page

@@ -2,8 +2,8 @@
 
 An item is `pending` → `sending` (committed before the HTTP call) → `done` | `skipped` | `dead`.
 An item found in `sending` with an expired lease was maybe sent by a worker that died: before sending it
-again we look in Bitrix24 (the invoice stage, the deal stage, the timeline, the task list) and only send if
-the effect is not there. Notifications carry a TAG derived from the key, which Bitrix24 uses to replace,
+again we look in Bitrix24 (the invoice stage, the deal stage, the timeline, the task list, the deal's payment
+records by their marker) and only send if the effect is not there. Notifications carry a TAG derived from the key, which Bitrix24 uses to replace,
 not duplicate, a notification with the same tag.
 """
 from __future__ import annotations
@@ -283,10 +283,10 @@ def deliver(ctx, portal: Portal, *, limit: int = 250, after_send: Callable[[list
         for key in chunk:
             item, info = plan[key]
             if _is(item, "records_payment"):
-                why = _record_answer(ctx, portal, item, owner, key, info, commands[key], res, cleanup,
-                                           unsure=item.id in interrupted)
-                sent, skipped, failed = sent + (why == "done"), skipped + (why == "skipped"), failed + (why == "failed")
-                deferred += why == "deferred"
+                why = _record_answer(ctx, item, owner, key, info, commands[key], res, cleanup,
+                                     unsure=item.id in interrupted)
+                sent, skipped = sent + (why == "done"), skipped + (why == "skipped")
+                failed, deferred = failed + (why == "failed"), deferred + (why == "deferred")
                 continue
             if isinstance(res.errors.get(key), OperationTimeLimit):
                 deferred += 1
@@ -389,8 +389,8 @@ def _recheck_failed(item: OutboxItem, uncertain: bool, reads: dict) -> BitrixErr
     return None
 
 
-def _record_answer(ctx, portal: Portal, item: OutboxItem, owner: str, key: str, info: dict, sent: dict,
-                   res, cleanup: dict, *, unsure: bool) -> str:
+def _record_answer(ctx, item: OutboxItem, owner: str, key: str, info: dict, sent: dict, res, cleanup: dict, *,
+                   unsure: bool) -> str:
     """Record what a payment record's (or its undo's) commands left: done | skipped | failed | deferred. A
     record added whose sum or pay failed goes into `cleanup` (unpaid and deleted after the chunk)."""
     errors = {n: res.errors[n] for n in sent if n in res.errors}
