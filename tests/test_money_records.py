@@ -201,3 +201,25 @@ def test_an_installer_who_is_no_administrator_gets_no_record_and_the_rest_goes_o
     assert r.status_code == 200
     page = open_app(linked, user=9, lang="en").get_data(as_text=True)
     assert 'id="records-need-admin"' in page and "only an administrator" in page
+
+
+def test_the_clients_credit_applied_is_a_record_of_its_own_and_its_undo_removes_it(linked):
+    vector, second = linked.deals[0], linked.deals[3]   # ООО «Вектор»: 1207 (12 000), 1208 (3 000)
+    linked.pay("13000.00", "Оплата по счету № 1207", payerInn=vector["inn"], payerName=vector["company"])
+    sync_now(linked)
+    [paid] = records_of(linked, vector["deal_id"])   # what went onto 1207; the surplus is the client's credit
+    assert paid["paid"] == "Y" and Decimal(paid["sum"]) == Decimal("12000")
+    assert records_of(linked, second["deal_id"]) == []
+    token = token_of(open_app(linked, user=1, lang="ru"))
+    r = api(linked, "POST", "/app/api/credits/apply", token, {"inn": vector["inn"], "currency": "RUB"})
+    assert r.status_code == 200, r.get_json()
+    sync_now(linked)
+    [applied] = records_of(linked, second["deal_id"])
+    assert applied["paid"] == "Y" and Decimal(applied["sum"]) == Decimal("1000") and applied["xmlId"] != paid["xmlId"]
+    html = api(linked, "GET", "/app/api/credits", token).get_json()["html"]
+    credit_id = int(html.split('data-credit="')[1].split('"')[0])
+    r = api(linked, "POST", "/app/api/credits/undo", token, {"credit": credit_id})
+    assert r.status_code == 200 and "payment_record" not in r.get_json()["not_reverted"]
+    sync_now(linked)
+    assert records_of(linked, second["deal_id"]) == []
+    assert [p["id"] for p in records_of(linked, vector["deal_id"])] == [paid["id"]]   # the payment's own stays
