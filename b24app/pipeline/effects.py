@@ -53,8 +53,10 @@ class EffectKind(StrEnum):
 
     @property
     def money_first(self) -> bool:
-        """Sent before chat, comments and triggers: invoice and deal stages are the money state people see."""
-        return self.reads_invoice or self.moves_deal or self.records_payment
+        """Sent before chat, comments and triggers: invoice and deal stages are the money state people see.
+        Payment records come right after them (outbox._claim): 3 commands each, they would push a statement's
+        stage moves into later batches."""
+        return self.reads_invoice or self.moves_deal
 
     @property
     def moves_money_state(self) -> bool:

@@ -48,6 +48,7 @@ NEEDS_ADMIN_RECORDS = "needs admin: payment records are written by an administra
 _SALE_DENIED = ("200040300010", "200040300020")  # sale.payment.* "Недостаточно прав" (sale-payment-update.md)
 # What each kind reads and whether it goes first: EffectKind's properties (b24app/pipeline/effects.py).
 _MONEY_FIRST = tuple(k.value for k in EffectKind if k.money_first)
+_RECORDS = tuple(k.value for k in EffectKind if k.records_payment)
 
 
 def _kind(item: OutboxItem) -> EffectKind | None:
@@ -137,9 +138,10 @@ def _claim(ctx, portal_id: int, owner: str, limit: int) -> list[tuple[OutboxItem
                 # a pending item holds no lease; one left `sending` is taken again once its lease ran out
                 or_(and_(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now),
                     OutboxItem.status == "sending"))
-            # Money state first: invoices and deals move before chat, comments and triggers go out.
-            .order_by(case((OutboxItem.kind.in_(_MONEY_FIRST), 0),
-                           else_=1),
+            # Money state first: invoices and deals move, then payment records are written, before chat,
+            # comments and triggers go out.
+            .order_by(case((OutboxItem.kind.in_(_MONEY_FIRST), 0), (OutboxItem.kind.in_(_RECORDS), 1),
+                           else_=2),
                       OutboxItem.id),
             OutboxItem.__table__, now=now, limit=limit)))
         out = []
