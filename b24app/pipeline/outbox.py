@@ -3,8 +3,8 @@
 An item is `pending` → `sending` (committed before the HTTP call) → `done` | `skipped` | `dead`.
 An item found in `sending` with an expired lease was maybe sent by a worker that died: before sending it
 again we look in Bitrix24 (the invoice stage, the deal stage, the timeline, the task list, the deal's payment
-records by their marker) and only send if the effect is not there. Notifications carry a TAG derived from the key, which Bitrix24 uses to replace,
-not duplicate, a notification with the same tag.
+records by their marker) and only send if the effect is not there. Notifications carry a TAG derived from the
+key, which Bitrix24 uses to replace, not duplicate, a notification with the same tag.
 """
 from __future__ import annotations
 
