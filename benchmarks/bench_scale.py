@@ -228,7 +228,7 @@ def seed(fields: dict, portal_url: str, bank_url: str, accounts: int, portals: i
             for m in made:
                 p = Portal(member_id=m["member_id"], domain=f"{host}/p/{m['code']}",
                            client_endpoint=f"{portal_url}/p/{m['code']}/rest/", server_endpoint=f"{portal_url}/rest/",
-                           status="installed", lang="ru", scope="crm,placement,im,task,user_brief", installed_by=1,
+                           status="installed", lang="ru", scope="crm,placement,im,task,user_brief,sale", installed_by=1,
                            application_token_hash=token_hash(m["app_token"]),
                            access_token_enc=enc(m["member_id"], m["access"]),
                            refresh_token_enc=enc(m["member_id"], m["refresh"]),

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
 
         app = create_portal_sandbox(portals=(), event_delivery="async", apps=[{
             "client_id": args.client_id, "client_secret": args.client_secret, "install_url": NO_INSTALL_PAGE,
-            "handler_url": "http://127.0.0.1:9/app", "scope": "crm,placement,im,task,user_brief"}])
+            "handler_url": "http://127.0.0.1:9/app", "scope": "crm,placement,im,task,user_brief,sale"}])
     else:
         from b24app.sandbox.tbank.app import create_bank_sandbox
 

@@ -127,6 +127,7 @@ class SoakReport:
     review_actual: int = 0
     review_mismatch: int = 0
     triggers_not_refired: int = 0
+    records: int = 0                                  # paid payment records on the deals (#15)
     by_bank: dict = field(default_factory=dict)       # mixed soak: payments per bank
     tochka_faults: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)         # files, imports, reimports, deferred, documents, new, known
@@ -151,6 +152,7 @@ class SoakReport:
             f"wrongly changed     {self.wrongly_changed}",
             f"review queue        {self.review_actual} (expected {self.review_expected}, mismatched {self.review_mismatch})",
             f"triggers not re-fired after a kill  {self.triggers_not_refired}",
+            f"payment records     {self.records} (one per applied amount, checked per deal)",
             f"time                {self.seconds_total:.1f} s ({self.seconds_to_settle:.1f} s to settle after the faults stopped)",
         ]
         if self.by_bank:
@@ -584,6 +586,10 @@ def _verify(stack, plans: list[PortalPlan], payments: list[Payment], report: Soa
         for c in state["timeline_comments"]:
             comments[int(c["ENTITY_ID"])].append(c["COMMENT"])
         triggers = Counter(int(t["owner_id"]) for t in state["trigger_executions"])
+        records = defaultdict(list)   # payment records on each deal (#15), as the sandbox keeps them
+        for r in state.get("payments", []):
+            if int(r["entityTypeId"]) == 2:
+                records[int(r["entityId"])].append(r)
         for inv in plan.invoices:
             stage = items.get(inv["invoice_id"], {}).get("stageId")
             paid = alloc.get(inv["invoice_id"], Decimal("0"))
@@ -605,6 +611,7 @@ def _verify(stack, plans: list[PortalPlan], payments: list[Payment], report: Soa
             if triggers[inv["deal_id"]] > want_comments:
                 problem("duplicated", f"{plan.code}: deal {inv['deal_id']} trigger fired {triggers[inv['deal_id']]} times")
             report.triggers_not_refired += max(0, want_comments - triggers[inv["deal_id"]])
+            _check_records(plan.code, inv, records.get(inv["deal_id"], []), paid, want_comments, problem, report)
             # By default a deal whose invoice is paid in full moves to its pipeline's success stage (WON).
             deal_stage = deals.get(inv["deal_id"], {}).get("STAGE_ID")
             if should_pay and deal_stage != "WON":
@@ -625,6 +632,25 @@ def _verify(stack, plans: list[PortalPlan], payments: list[Payment], report: Soa
             problem("lost", f"{plan.code}: {len(by_text)} distinct notifications, expected {want}")
         elif len(by_text) > want:
             problem("duplicated", f"{plan.code}: {len(by_text)} distinct notifications, expected {want}")
+
+
+def _check_records(code: str, inv: dict, recs: list[dict], applied: Decimal, want: int, problem, report) -> None:
+    """One paid record per applied amount (exact 1, a pair 2), no two with the same marker, their sum what the
+    app applied to the deal's invoice; none on an invoice the app did not touch."""
+    report.records += len(recs)
+    marks = Counter(r.get("xmlId") for r in recs)
+    if any(n > 1 for n in marks.values()) or len(recs) > want:
+        problem("duplicated", f"{code}: deal {inv['deal_id']} has {len(recs)} payment records "
+                              f"({sum(n - 1 for n in marks.values())} with a marker seen before), wants {want}")
+        return
+    if len(recs) < want or any(r.get("paid") != "Y" for r in recs):
+        problem("lost", f"{code}: deal {inv['deal_id']} has {sum(r.get('paid') == 'Y' for r in recs)} paid records, "
+                        f"wants {want}")
+        return
+    total = sum((Decimal(str(r["sum"])) for r in recs), Decimal("0"))
+    if recs and total != applied:
+        problem("lost" if total < applied else "duplicated",
+                f"{code}: deal {inv['deal_id']} records sum {total}, the app applied {applied}")
 
 
 # -- the run -----------------------------------------------------------------------------------------------------------

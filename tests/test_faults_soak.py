@@ -32,6 +32,8 @@ def test_short_soak_under_faults_and_kills_loses_and_duplicates_nothing(tmp_path
     assert report.problems == [], report.render()
     assert report.ok and report.lost == 0 and report.duplicated == 0 and report.wrongly_changed == 0
     assert report.review_actual == report.review_expected > 0
+    # payment records are on by default: one paid record per applied amount, each deal checked (soak._check_records)
+    assert report.records > 0, report.render()
     # the run really was hostile
     assert report.kills >= 3, report.render()
     assert sum(report.portal_faults.values()) >= 5 and sum(report.bank_faults.values()) >= 10, report.render()

@@ -5,12 +5,14 @@ Pure: `outbox._plan` and the effect types need no servers and no database (items
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import pytest
 
 from b24app.pipeline import outbox
 from b24app.adapters.bitrix.crm import DEAL_TYPE, INVOICE_TYPE, EntityType
 from b24app.pipeline.effects import TYPES, EffectKind, InvoicePaid, Notify, UnknownEffect, load, undo_of
+from b24app.pipeline.paymentrecords import marker
 from b24app.storage.models import OutboxItem
 
 STAGES = [  # crm.status.list of invoice funnel 2, as Bitrix24 answers it (crm/status/crm-status-list.md)
@@ -38,6 +40,17 @@ def row(kind: str, payload: dict, key: str = "op12:d3:inv7:x", result: dict | No
 MOVE_7 = ("crm.item.update", {"entityTypeId": 31, "id": 7, "fields": {"stageId": "DT31_2:P"}})
 PLANNED = {"planned": {"from_stage": "DT31_2:N", "to_stage": "DT31_2:P"}}
 TL_KEY = "op12:d3:inv7:timeline"
+MARK = marker("op12:d3:inv7:record")
+REC = {"deal_id": 5, "invoice_id": 7, "amount": "1500.00", "currency": "RUB", "marker": MARK, "ref": "op12:d3:inv7"}
+
+
+def REC_ROW(pid: int, paid: str, amount: str) -> dict:  # noqa: N802  (a row of crm.item.payment.list)
+    return {"id": pid, "accountNumber": f"5/{pid}", "paid": paid, "sum": amount, "currency": "RUB"}
+
+
+def MARKED(*ids: int) -> dict:  # noqa: N802  (sale.payment.list filtered by our xmlId)
+    return {"payments": [{"id": i, "xmlId": MARK} for i in ids]}
+
 
 # (name, kind, payload, interrupted attempt, what Bitrix24 shows, item.result, expected (command, info))
 CASES = [
@@ -114,6 +127,39 @@ CASES = [
     ("trigger: never fired twice", "trigger", {"code": "b24app_paid", "owner_type_id": 2, "owner_id": 5}, True, {},
      None, (None, {"why": "not re-fired after an interrupted attempt"})),
     ("a kind this app does not know", "fax", {"to": "+7"}, False, {}, None, (None, {"why": "unknown kind fax"})),
+    # payment records (#15): add + sum and marker + pay, named after the item (i41), for one batch
+    ("payment record: add, sum and marker, pay", "payment_record", REC, False, deal("NEW", CURRENCY_ID="RUB"), None,
+     ({"i41_add": ("crm.item.payment.add", {"entityTypeId": 2, "entityId": 5}),
+       "i41_sum": ("sale.payment.update", {"id": "$result[i41_add]",
+                                           "fields": {"sum": Decimal("1500.00"), "xmlId": MARK}}),
+       "i41_pay": ("crm.item.payment.pay", {"id": "$result[i41_sum][payment][id]"})}, {})),
+    ("payment record: deal deleted", "payment_record", REC, False, {"deal5": None}, None,
+     (None, {"why": "deal deleted"})),
+    ("payment record: the deal is in another currency", "payment_record", REC, False,
+     deal("NEW", CURRENCY_ID="USD"), None, (None, {"why": "no payment record: the deal is in USD, the payment in RUB"})),
+    ("payment record: interrupted, none made", "payment_record", REC, True,
+     {**deal("NEW", CURRENCY_ID="RUB"), "rec41_deal": [REC_ROW(8, "Y", "900")], "rec41_mark": {"payments": []}},
+     None, (outbox._plan(row("payment_record", REC, key=TL_KEY), False, deal("NEW", CURRENCY_ID="RUB"))[0], {})),
+    ("payment record: interrupted, found complete", "payment_record", REC, True,
+     {**deal("NEW"), "rec41_deal": [REC_ROW(9, "Y", "1500")], "rec41_mark": MARKED(9)}, None,
+     (None, {"why": "payment record made by an interrupted attempt", "payment_id": 9, "found": True})),
+    ("payment record: interrupted, found half-made", "payment_record", REC, True,
+     {**deal("NEW"), "rec41_deal": [REC_ROW(9, "N", "1500")], "rec41_mark": MARKED(9)}, None,
+     ({"i41_pay": ("crm.item.payment.pay", {"id": 9})}, {"payment_id": 9, "found": True})),
+    ("payment record: interrupted, found twice", "payment_record", REC, True,
+     {**deal("NEW"), "rec41_deal": [REC_ROW(9, "Y", "1500"), REC_ROW(10, "Y", "1500")],
+      "rec41_mark": MARKED(9, 10)}, None,
+     ({"i41_dup10_unpay": ("crm.item.payment.unpay", {"id": 10}),
+       "i41_dup10_delete": ("crm.item.payment.delete", {"id": 10})}, {"payment_id": 9, "found": True})),
+    ("payment record undo: unpay and delete", "payment_record_undo", {"deal_id": 5, "payment_id": 9, "marker": MARK},
+     False, {}, None, ({"i41_unpay": ("crm.item.payment.unpay", {"id": 9}),
+                        "i41_delete": ("crm.item.payment.delete", {"id": 9})}, {"payment_id": 9})),
+    ("payment record undo: interrupted, already gone", "payment_record_undo",
+     {"deal_id": 5, "payment_id": 9, "marker": MARK}, True, {"rec41_deal": [], "rec41_mark": {"payments": []}}, None,
+     (None, {"why": "payment record already removed", "payment_id": 9})),
+    ("payment record undo: interrupted, unpaid, not deleted", "payment_record_undo",
+     {"deal_id": 5, "payment_id": 9, "marker": MARK}, True, {"rec41_deal": [REC_ROW(9, "N", "1500")]}, None,
+     ({"i41_delete": ("crm.item.payment.delete", {"id": 9})}, {"payment_id": 9})),
 ]
 
 
@@ -145,6 +191,9 @@ STORED = [
     ("task", {"responsible_id": 2, "title": "t", "description": "d", "deal_id": None}),
     ("trigger", {"code": "b24app_payment_received", "owner_type_id": 2, "owner_id": 5}),
     ("trigger", {"code": "b24app_payment_received", "owner_id": 5}),   # an old test row without the type
+    ("payment_record", {"deal_id": 5, "invoice_id": 7, "amount": "1500.00", "currency": "RUB",
+                        "marker": "b24app:0123456789abcdef01234567", "ref": "op12:d3:inv7"}),
+    ("payment_record_undo", {"deal_id": 5, "payment_id": 9, "marker": "b24app:0123456789abcdef01234567"}),
 ]
 
 
@@ -167,11 +216,13 @@ def test_what_each_kind_reads_replaces_the_outbox_kind_lists():
     def having(prop):
         return {k.value for k in EffectKind if getattr(k, prop)}
     assert having("reads_invoice") == {"invoice_paid", "invoice_reopen", "invoice_partial"}
-    assert having("reads_deal") == {"deal_stage", "deal_reopen", "deal_paid_sum"}
+    assert having("reads_deal") == {"deal_stage", "deal_reopen", "deal_paid_sum", "payment_record"}
     assert having("moves_deal") == {"deal_stage", "deal_reopen"}
-    assert having("moves_money_state") == {"invoice_paid", "deal_stage", "invoice_partial"}
+    assert having("moves_money_state") == {"invoice_paid", "deal_stage", "invoice_partial", "payment_record"}
     assert having("irreversible") == {"notify", "timeline", "task", "trigger"}
+    assert having("records_payment") == {"payment_record", "payment_record_undo"}
     assert set(outbox._MONEY_FIRST) == having("reads_invoice") | having("moves_deal")
+    assert set(outbox._RECORDS) == having("records_payment")
 
 
 def test_undo_of_a_recorded_stage_move():
@@ -182,6 +233,32 @@ def test_undo_of_a_recorded_stage_move():
     assert undo_of("invoice_paid", {"invoice_id": 7}, {"why": "invoice already in final stage P",
                                                        "from_stage": None}) is None
     assert undo_of("notify", {"user_id": 2, "message": "m"}, {"from_stage": "x"}) is None
+    assert undo_of("payment_record", REC, {"payment_id": 9}).to_payload() == {
+        "deal_id": 5, "payment_id": 9, "marker": MARK}
+    assert undo_of("payment_record", REC, {"why": "deal deleted"}) is None  # nothing made, nothing to undo
+
+
+def _items(*sizes_and_kinds):
+    """Planned items for outbox._chunks: (number of commands, kind) each, keyed i1, i2, ..."""
+    commands, plan = {}, {}
+    for n, (size, kind) in enumerate(sizes_and_kinds, 1):
+        commands[f"i{n}"] = {f"i{n}_{c}": ("m", {}) for c in range(size)}
+        plan[f"i{n}"] = (row(kind, {}), {})
+    return commands, plan
+
+
+def test_a_payment_records_commands_stay_in_one_batch():
+    # 48 single commands, then a record's 3: 51 would split the record across two requests, where its
+    # `$result[...]` references could not reach (batch.md); it goes whole into the next batch
+    commands, plan = _items(*[(1, "notify")] * 48, (3, "payment_record"), (1, "notify"))
+    chunks = outbox._chunks(commands, plan)
+    assert [sum(len(commands[k]) for k in c) for c in chunks] == [48, 4]
+    assert chunks[1][0] == "i49"
+    # with a deal move in the batch, one command is kept for the read after it
+    commands, plan = _items((1, "deal_stage"), *[(1, "notify")] * 46, (3, "payment_record"))
+    assert [len(c) for c in outbox._chunks(commands, plan)] == [47, 1]
+    commands, plan = _items(*[(3, "payment_record")] * 17)   # 51 commands: 16 records, then 1
+    assert [len(c) for c in outbox._chunks(commands, plan)] == [16, 1]
 
 
 def test_unknown_kinds_and_loose_strings_are_refused():

@@ -188,7 +188,8 @@ def test_the_next_lone_payment_reads_only_its_deal(linked):
     invoices.refresh_requested(linked.ctx, portal)   # our echo: nothing read
     portal = pay_and_decide(linked, second)
     before = requests_at_portal(linked)
-    assert outbox.deliver(linked.ctx, portal)["sent"] == 5   # invoice, deal, timeline, notice, trigger
+    # invoice, deal, payment record (#15: its 3 commands ride in the same batch), timeline, notice, trigger
+    assert outbox.deliver(linked.ctx, portal)["sent"] == 6
     assert requests_at_portal(linked) - before == 2
     invoices.refresh_requested(linked.ctx, portal)
     assert requests_at_portal(linked) - before == 2
@@ -382,8 +383,8 @@ def test_a_deal_event_without_our_stamp_is_read(linked, stamp):
 
 def test_a_blocked_deal_read_delays_only_the_deal_move(linked):
     """The deals are read 50 per crm.deal.list command; when Bitrix24 blocks that method (OPERATION_TIME_LIMIT,
-    limits.md), only the deal move waits for the reset: the invoice moves and the notice goes out, nothing is
-    lost, and the deal moves after the reset."""
+    limits.md), only the deal move and the payment record (which reads the deal) wait for the reset: the invoice
+    moves and the notice goes out, nothing is lost, and the deal moves after the reset."""
     import time
     from test_fidelity_operating import WINDOW, rounds
     httpx.post(f"{linked.sandbox_url}/sandbox/config", json={"operating_window": WINDOW}).raise_for_status()
@@ -399,7 +400,12 @@ def test_a_blocked_deal_read_delays_only_the_deal_move(linked):
         waiting = s.scalar(select(OutboxItem).where(OutboxItem.kind == "deal_stage",
                                                     OutboxItem.payload["deal_id"].as_integer() == d["deal_id"]))
         assert waiting.status == "pending" and "OPERATION_TIME_LIMIT" in waiting.last_error and waiting.attempts == 0
-        assert {i.status for i in s.scalars(select(OutboxItem).where(OutboxItem.kind != "deal_stage"))} == {"done"}
+        # the payment record reads the deal too (its currency): it waits for the same reset, also without an attempt
+        record = s.scalar(select(OutboxItem).where(OutboxItem.kind == "payment_record",
+                                                   OutboxItem.payload["deal_id"].as_integer() == d["deal_id"]))
+        assert record.status == "pending" and record.attempts == 0
+        assert {i.status for i in s.scalars(select(OutboxItem).where(
+            OutboxItem.kind.not_in(("deal_stage", "payment_record"))))} == {"done"}
         due = waiting.next_attempt_at.timestamp()
     assert abs(due - blocked["operating_reset_at"]) <= 1.0, (due, blocked)
     time.sleep(max(0.0, blocked["operating_reset_at"] - time.time()) + 0.5)

@@ -13,12 +13,12 @@ from decimal import Decimal
 
 from sqlalchemy import func, select
 
-from . import paidfield
+from . import paidfield, paymentrecords
 from b24app.domain.formatting import format_money
 from b24app.domain.matching import Outcome, settle
 from b24app.storage.models import Credit, Invoice, Operation, OutboxItem, Portal
 from .notices import text
-from .effects import DealStage, EffectKind, InvoicePaid, InvoicePartial, Notify, Timeline, undo_of
+from .effects import DealStage, EffectKind, InvoicePaid, InvoicePartial, Notify, Timeline, undo_of, undo_suffix
 from .outbox import enqueue
 from .rules import load_rules
 
@@ -151,6 +151,7 @@ def _effects(s, portal_id, row: Credit, inv: Invoice, put, outcome: Outcome, rem
     elif rules.partial_invoice_stage:
         enqueue(s, portal_id, f"{key}:invoice_partial", InvoicePartial(inv.b24_id, rules.partial_invoice_stage),
                 op_pk, now=now)
+    paymentrecords.enqueue_record(s, portal_id, rules, inv.deal_id, inv.b24_id, put, row.currency, key, op_pk, now)
     paidfield.enqueue_sum(s, portal_id, rules, inv.deal_id, key, op_pk, now)
     values = dict(inn=row.inn, number=number, amount=fmt(put), remaining=fmt(remaining), balance=fmt(left))
     if inv.deal_id:
@@ -196,8 +197,7 @@ def undo_credit(ctx, portal_id: int, credit_id: int, user_id: int) -> list[str]:
             elif item.status == "sending" or (item.status == "done" and item.kind in _IRREVERSIBLE):
                 not_reverted.append(item.kind)
             elif (back := undo_of(item.kind, item.payload, result)) is not None:
-                suffix = f"deal{back.deal_id}" if back.kind == EffectKind.DEAL_REOPEN else f"inv{back.invoice_id}"
-                enqueue(s, portal_id, f"undo:credit{row.id}:{suffix}", back, row.operation_pk, now=now)
+                enqueue(s, portal_id, f"undo:credit{row.id}:{undo_suffix(back)}", back, row.operation_pk, now=now)
         row.revoked_at = now
         row.reasons = list(row.reasons or []) + [{"code": "credit_undone", "params": {"user_id": user_id}}]
         deal_id = s.scalar(select(Invoice.deal_id).where(Invoice.portal_id == portal_id,

@@ -27,6 +27,8 @@ class EffectKind(StrEnum):
     NOTIFY = "notify"                    # a system notification to a user
     TASK = "task"                        # a task for the manager
     TRIGGER = "trigger"                  # the app's automation trigger on the deal
+    PAYMENT_RECORD = "payment_record"    # a paid payment record of one applied amount on the deal (#15)
+    PAYMENT_RECORD_UNDO = "payment_record_undo"  # undo: unpay and delete the app's record
 
     @property
     def reads_invoice(self) -> bool:
@@ -41,17 +43,27 @@ class EffectKind(StrEnum):
     @property
     def reads_deal(self) -> bool:
         """Reads the deal first and decides on what it shows."""
-        return self.moves_deal or self is EffectKind.DEAL_PAID_SUM
+        return self.moves_deal or self in (EffectKind.DEAL_PAID_SUM, EffectKind.PAYMENT_RECORD)
+
+    @property
+    def records_payment(self) -> bool:
+        """crm.item.payment.* / sale.payment.*: several commands in one batch (b24app/pipeline/paymentrecords.py),
+        skipped where the portal did not grant scope `sale` or the installer is no administrator."""
+        return self in (EffectKind.PAYMENT_RECORD, EffectKind.PAYMENT_RECORD_UNDO)
 
     @property
     def money_first(self) -> bool:
-        """Sent before chat, comments and triggers: invoice and deal stages are the money state people see."""
+        """Sent before chat, comments and triggers: invoice and deal stages are the money state people see.
+        Payment records come right after them (outbox._claim): 3 commands each, they would push a statement's
+        stage moves into later batches."""
         return self.reads_invoice or self.moves_deal
 
     @property
     def moves_money_state(self) -> bool:
-        """A stage move that undo takes back once it is known to have happened (its from_stage is recorded)."""
-        return self in (EffectKind.INVOICE_PAID, EffectKind.INVOICE_PARTIAL, EffectKind.DEAL_STAGE)
+        """What undo takes back once it is known to have happened: a stage move (its from_stage is recorded) or a
+        payment record (its id is recorded); undo waits while one is on its way."""
+        return self in (EffectKind.INVOICE_PAID, EffectKind.INVOICE_PARTIAL, EffectKind.DEAL_STAGE,
+                        EffectKind.PAYMENT_RECORD)
 
     @property
     def irreversible(self) -> bool:
@@ -166,8 +178,32 @@ class Trigger(Effect):
     owner_type_id: int = EntityType.DEAL
 
 
+@dataclass(frozen=True)
+class PaymentRecord(Effect):
+    """One applied amount as a paid payment record on the deal. `marker` (paymentrecords.marker of the item's
+    key) is the record's xmlId, what the re-check after a crash finds it by; `ref` names what applied the
+    amount (`op12:d3:inv7`, `credit5:inv7`) and `invoice_id` the invoice it went to."""
+
+    kind: ClassVar[EffectKind] = EffectKind.PAYMENT_RECORD
+    deal_id: int
+    invoice_id: int
+    amount: str      # Decimal as text, "1500.00"
+    currency: str
+    marker: str
+    ref: str
+
+
+@dataclass(frozen=True)
+class PaymentRecordUndo(Effect):
+    kind: ClassVar[EffectKind] = EffectKind.PAYMENT_RECORD_UNDO
+    deal_id: int
+    payment_id: int  # the record crm.item.payment.add returned (kept in the record item's result)
+    marker: str
+
+
 TYPES: dict[EffectKind, type[Effect]] = {t.kind: t for t in (
-    InvoicePaid, InvoicePartial, InvoiceReopen, DealStage, DealReopen, DealPaidSum, Timeline, Notify, Task, Trigger)}
+    InvoicePaid, InvoicePartial, InvoiceReopen, DealStage, DealReopen, DealPaidSum, Timeline, Notify, Task, Trigger,
+    PaymentRecord, PaymentRecordUndo)}
 
 
 class UnknownEffect(ValueError):
@@ -183,13 +219,28 @@ def load(kind: str, payload: dict[str, Any]) -> Effect:
     return TYPES[known].from_payload(payload or {})
 
 
-def undo_of(kind: str, payload: dict, result: dict | None) -> InvoiceReopen | DealReopen | None:
-    """The effect that moves back a stage move the outbox recorded as made (`result` has its from/to stages);
-    None for anything else (not a stage move, or it moved nothing)."""
+def undo_of(kind: str, payload: dict, result: dict | None
+            ) -> InvoiceReopen | DealReopen | PaymentRecordUndo | None:
+    """The effect that moves back a stage move the outbox recorded as made (`result` has its from/to stages),
+    or unpays and deletes a payment record it made (`result` has its `payment_id`); None for anything else (not
+    a stage move, or it moved nothing)."""
     result = result or {}
+    if kind == EffectKind.PAYMENT_RECORD:
+        if not result.get("payment_id"):
+            return None
+        return PaymentRecordUndo(int(payload["deal_id"]), int(result["payment_id"]), str(payload["marker"]))
     if kind not in (EffectKind.INVOICE_PAID, EffectKind.INVOICE_PARTIAL, EffectKind.DEAL_STAGE) \
             or not result.get("from_stage"):
         return None
     if kind == EffectKind.DEAL_STAGE:
         return DealReopen(payload["deal_id"], moved_stage=result["to_stage"], to_stage=result["from_stage"])
     return InvoiceReopen(payload["invoice_id"], paid_stage=result["to_stage"], to_stage=result["from_stage"])
+
+
+def undo_suffix(back: Effect) -> str:
+    """The key tail of an undo effect (`undo:d<decision>:<tail>`): one per invoice, deal or record."""
+    if isinstance(back, DealReopen):
+        return f"deal{back.deal_id}"
+    if isinstance(back, PaymentRecordUndo):
+        return f"rec{back.payment_id}"
+    return f"inv{back.invoice_id}"

@@ -2,9 +2,9 @@
 
 An item is `pending` → `sending` (committed before the HTTP call) → `done` | `skipped` | `dead`.
 An item found in `sending` with an expired lease was maybe sent by a worker that died: before sending it
-again we look in Bitrix24 (the invoice stage, the deal stage, the timeline, the task list) and only send if
-the effect is not there. Notifications carry a TAG derived from the key, which Bitrix24 uses to replace,
-not duplicate, a notification with the same tag.
+again we look in Bitrix24 (the invoice stage, the deal stage, the timeline, the task list, the deal's payment
+records by their marker) and only send if the effect is not there. Notifications carry a TAG derived from the
+key, which Bitrix24 uses to replace, not duplicate, a notification with the same tag.
 """
 from __future__ import annotations
 
@@ -25,9 +25,12 @@ from b24app.storage import leases
 from b24app.backoff import Backoff
 from b24app.adapters.bitrix import crm
 from b24app.adapters.bitrix.client import BATCH_LIMIT
-from b24app.adapters.bitrix.errors import AccessDenied, BitrixError, NotFound, OperationTimeLimit, PortalGone
+from b24app.adapters.bitrix.errors import (AccessDenied, BitrixError, InsufficientScope, NotFound, OperationTimeLimit,
+                                           PortalGone)
+from . import paymentrecords as records
 from .effects import (DealPaidSum, DealReopen, DealStage, Effect, EffectKind, InvoicePaid, InvoicePartial,
-                      InvoiceReopen, Notify, Task, Timeline, Trigger, UnknownEffect, load)
+                      InvoiceReopen, Notify, PaymentRecord, PaymentRecordUndo, Task, Timeline, Trigger, UnknownEffect,
+                      load)
 from b24app.storage.models import Invoice, InvoiceRefresh, OutboxItem, Portal
 from .paidfield import same_money
 
@@ -38,8 +41,14 @@ ITEM_BACKOFF = Backoff(base=5, cap=600)  # seconds before an item is tried again
 # which crm.automation.trigger.* require (crm-automation-trigger-execute.md); the admin page shows it.
 TRIGGER_ACCESS_KEY = "trigger_access"
 NEEDS_ADMIN = "needs admin: the user who installed the app is not a Bitrix24 administrator any more"
+# Payment records (#15): sale.payment.update needs scope `sale` and an administrator (sale-payment-update.md).
+# Without them the record is skipped, saying why; the «Оплачено» field and the stages go on.
+NEEDS_SALE = "needs scope sale: the portal did not grant the app access to online store payments"
+NEEDS_ADMIN_RECORDS = "needs admin: payment records are written by an administrator, the installer is not one"
+_SALE_DENIED = ("200040300010", "200040300020")  # sale.payment.* "Недостаточно прав" (sale-payment-update.md)
 # What each kind reads and whether it goes first: EffectKind's properties (b24app/pipeline/effects.py).
 _MONEY_FIRST = tuple(k.value for k in EffectKind if k.money_first)
+_RECORDS = tuple(k.value for k in EffectKind if k.records_payment)
 
 
 def _kind(item: OutboxItem) -> EffectKind | None:
@@ -129,9 +138,10 @@ def _claim(ctx, portal_id: int, owner: str, limit: int) -> list[tuple[OutboxItem
                 # a pending item holds no lease; one left `sending` is taken again once its lease ran out
                 or_(and_(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now),
                     OutboxItem.status == "sending"))
-            # Money state first: invoices and deals move before chat, comments and triggers go out.
-            .order_by(case((OutboxItem.kind.in_(_MONEY_FIRST), 0),
-                           else_=1),
+            # Money state first: invoices and deals move, then payment records are written, before chat,
+            # comments and triggers go out.
+            .order_by(case((OutboxItem.kind.in_(_MONEY_FIRST), 0), (OutboxItem.kind.in_(_RECORDS), 1),
+                           else_=2),
                       OutboxItem.id),
             OutboxItem.__table__, now=now, limit=limit)))
         out = []
@@ -193,7 +203,7 @@ def deliver(ctx, portal: Portal, *, limit: int = 250, after_send: Callable[[list
         for item, uncertain in claimed:  # an interrupted attempt stays one until Bitrix24 has been checked
             _retry_or_die(ctx, item, owner, f"read failed: {exc.code}", unsure=uncertain)
         return {"sent": 0, "retry": len(claimed)}
-    commands: dict[str, tuple[str, dict]] = {}
+    commands: dict[str, dict[str, tuple[str, dict]]] = {}  # item key -> its commands (one; a record has 2-3)
     plan: dict[str, tuple[OutboxItem, dict]] = {}
     skipped = deferred = 0
     is_admin = reads.get("admin")  # user.admin of the installer, read when triggers are due (None: unknown)
@@ -204,6 +214,14 @@ def deliver(ctx, portal: Portal, *, limit: int = 250, after_send: Callable[[list
         if item.kind == EffectKind.TRIGGER and is_admin is False:
             _finish(ctx, item.id, owner, "skipped", result={"why": NEEDS_ADMIN, "needs_admin": True})
             skipped += 1
+            continue
+        if _is(item, "records_payment") and (blocked := records_blocked(portal, is_admin)):
+            _finish(ctx, item.id, owner, "skipped", result=blocked)
+            skipped += 1
+            continue
+        failed_check = _recheck_failed(item, uncertain, reads)
+        if failed_check is not None:  # not known whether the record is there: asked again after the back-off
+            _retry_or_die(ctx, item, owner, f"re-check failed: {failed_check.code}", unsure=True)
             continue
         blocked_read = reads.get(_read_key(item, uncertain))
         if isinstance(blocked_read, OperationTimeLimit):
@@ -217,14 +235,16 @@ def deliver(ctx, portal: Portal, *, limit: int = 250, after_send: Callable[[list
                 _cache_stage(ctx, portal.id, item, decision[1])
             skipped += 1
             continue
-        (method, params), info = decision
-        until = _blocked_until(ctx, portal, method)
+        key = f"i{item.id}"
+        mine = decision[0] if isinstance(decision[0], dict) else {key: decision[0]}  # a record: named commands
+        info = decision[1]
+        until = max((u for m, _ in mine.values() if (u := _blocked_until(ctx, portal, m)) is not None), default=None)
         if until is not None:  # known blocked: other items' methods go out, this one waits for the reset
+            method = next(m for m, _ in mine.values() if _blocked_until(ctx, portal, m) is not None)
             _defer(ctx, item, owner, until, f"{method}: OPERATION_TIME_LIMIT (until the bucket resets)")
             deferred += 1
             continue
-        key = f"i{item.id}"
-        commands[key] = (method, params)
+        commands[key] = mine
         plan[key] = (item, info)
     sent = failed = 0
     if commands:
@@ -239,9 +259,10 @@ def deliver(ctx, portal: Portal, *, limit: int = 250, after_send: Callable[[list
     retry = 0
     own: list[tuple[dict, str]] = []
     own_deals: dict[int, str] = {}   # deal id -> the stage we moved it to
+    cleanup: dict[str, tuple[str, dict]] = {}  # half-made payment records to remove (no marker finds them later)
     deals_seen: list[dict] = []      # the same deals as read right after the moves, in the same batch
     for n, chunk in enumerate(chunks):
-        cmds = {k: commands[k] for k in chunk}
+        cmds = {name: cmd for k in chunk for name, cmd in commands[k].items()}
         moved = sorted({int(plan[k][0].payload["deal_id"]) for k in chunk if _is(plan[k][0], "moves_deal")})
         if moved:  # batch commands run in order (how-to-call-rest-api/batch.md): this reads after the moves
             cmds[DEAL_STAMPS] = crm.deal_list(moved, invoices.DEAL_STAMP_SELECT)
@@ -263,9 +284,15 @@ def deliver(ctx, portal: Portal, *, limit: int = 250, after_send: Callable[[list
             deals_seen.extend(res.results[DEAL_STAMPS])
         for key in chunk:
             item, info = plan[key]
+            if _is(item, "records_payment"):
+                why = _record_answer(ctx, item, owner, key, info, commands[key], res, cleanup,
+                                     unsure=item.id in interrupted)
+                sent, skipped = sent + (why == "done"), skipped + (why == "skipped")
+                failed, deferred = failed + (why == "failed"), deferred + (why == "deferred")
+                continue
             if isinstance(res.errors.get(key), OperationTimeLimit):
                 deferred += 1
-                _defer(ctx, item, owner, res.errors[key].reset_at, f"{res.errors[key].code}: {commands[key][0]}")
+                _defer(ctx, item, owner, res.errors[key].reset_at, f"{res.errors[key].code}: {commands[key][key][0]}")
             elif item.kind == EffectKind.TRIGGER and isinstance(res.errors.get(key), AccessDenied):
                 # demoted between the read and the send: the same as a read saying so
                 skipped += 1
@@ -285,6 +312,14 @@ def deliver(ctx, portal: Portal, *, limit: int = 250, after_send: Callable[[list
                     own.append((res.results.get(key), info["to_stage"]))
                 elif _is(item, "moves_deal"):
                     own_deals[int(item.payload["deal_id"])] = info["to_stage"]
+    if cleanup:  # records added whose sum or pay failed: unpaid and removed now, while their ids are known
+        try:
+            gone = client.batch(cleanup)
+            if gone.errors:
+                log.warning("half-made payment records not removed", extra={
+                    "portal_id": portal.id, "errors": {k: e.code for k, e in gone.errors.items()}})
+        except BitrixError as exc:
+            log.warning("half-made payment records not removed", extra={"portal_id": portal.id, "error": exc.code})
     if own:  # the answers carry the whole item: the cache follows, and their echo events cost no re-read
         invoices.record_own_updates(ctx, portal.id, own, _semantics(reads))
     if own_deals:  # neither do the echoes of our deal moves, when the read after them shows exactly ours
@@ -301,20 +336,89 @@ DEAL_STAMPS = "deals"  # the write batch's own read of the deals it moved (not a
 
 
 def _chunks(commands: dict, plan: dict) -> list[list[str]]:
-    """The write batches: 50 commands each, one of them kept for the read after the deal moves when a batch
-    holds any (the claim puts stage moves first, so these are the first batches)."""
+    """The write batches of item keys: 50 commands each, one of them kept for the read after the deal moves
+    when a batch holds any (the claim puts stage moves first, so these are the first batches). An item's
+    commands stay in one batch: a payment record's refer to each other with `$result[...]`, which does not
+    reach into another batch (settings/how-to-call-rest-api/batch.md)."""
     out: list[list[str]] = []
     chunk: list[str] = []
+    used = 0
     for key in commands:
+        size = len(commands[key])
         deal = _is(plan[key][0], "moves_deal")
         has_deal = any(_is(plan[k][0], "moves_deal") for k in chunk)
-        if len(chunk) + 1 + (1 if (deal or has_deal) else 0) > BATCH_LIMIT:
+        if chunk and used + size + (1 if (deal or has_deal) else 0) > BATCH_LIMIT:
             out.append(chunk)
-            chunk = []
+            chunk, used = [], 0
         chunk.append(key)
+        used += size
     if chunk:
         out.append(chunk)
     return out
+
+
+def portal_scopes(portal: Portal) -> set[str] | None:
+    """The scopes the portal granted the app, as the install (or the last token) said; None: not known."""
+    got = {x.strip() for x in str(portal.scope or "").replace(" ", ",").split(",")} - {""}
+    return got or None
+
+
+def records_blocked(portal: Portal, is_admin: bool | None) -> dict | None:
+    """Why payment records cannot be written on this portal now (the skipped item's result), or None."""
+    scopes = portal_scopes(portal)
+    if scopes is not None and "sale" not in scopes:
+        return {"why": NEEDS_SALE, "needs_scope": "sale"}
+    if is_admin is False:
+        return {"why": NEEDS_ADMIN_RECORDS, "needs_admin": True}
+    return None
+
+
+def records_access(portal: Portal, rules) -> str | None:
+    """For the admin page: why payment records are not written on this portal ("sale" | "admin"), or None."""
+    if not getattr(rules, "payment_records", False):
+        return None
+    blocked = records_blocked(portal, False if (portal.settings or {}).get(TRIGGER_ACCESS_KEY) else None)
+    return None if blocked is None else ("sale" if blocked.get("needs_scope") else "admin")
+
+
+def _recheck_failed(item: OutboxItem, uncertain: bool, reads: dict) -> BitrixError | None:
+    """The re-check of an interrupted payment record that Bitrix24 did not answer (then nothing is sent)."""
+    if not (uncertain and _is(item, "records_payment")):
+        return None
+    for part in ("deal", "mark"):
+        if isinstance(err := reads.get(f"rec{item.id}_{part}"), BitrixError):
+            return err
+    return None
+
+
+def _record_answer(ctx, item: OutboxItem, owner: str, key: str, info: dict, sent: dict, res, cleanup: dict, *,
+                   unsure: bool) -> str:
+    """Record what a payment record's (or its undo's) commands left: done | skipped | failed | deferred. A
+    record added whose sum or pay failed goes into `cleanup` (unpaid and deleted after the chunk)."""
+    errors = {n: res.errors[n] for n in sent if n in res.errors}
+    if item.kind == EffectKind.PAYMENT_RECORD and f"{key}_add" in sent:
+        got = records.outcome(key, res.results, res.errors)
+        if got.complete:
+            _finish(ctx, item.id, owner, "done", result={**info, "payment_id": got.payment_id})
+            return "done"
+        cleanup.update(got.cleanup)
+    elif not errors:
+        _finish(ctx, item.id, owner, "done", result={**info, "done": sorted(sent)})
+        return "done"
+    err = next(iter(errors.values()), None)
+    if err is None:  # no error, yet not paid: an answer we cannot read
+        _retry_or_die(ctx, item, owner, "payment record: pay did not answer true", unsure=unsure)
+        return "failed"
+    if isinstance(err, OperationTimeLimit):
+        _defer(ctx, item, owner, err.reset_at, f"{err.code}: {err.method or ''}")
+        return "deferred"
+    if isinstance(err, InsufficientScope) or isinstance(err, AccessDenied) or str(err.code) in _SALE_DENIED:
+        blocked = {"why": NEEDS_SALE, "needs_scope": "sale"} if isinstance(err, InsufficientScope) else \
+            {"why": NEEDS_ADMIN_RECORDS, "needs_admin": True}
+        _finish(ctx, item.id, owner, "skipped", result={**blocked, "error": f"{err.code}: {err.description}"[:300]})
+        return "skipped"
+    _retry_or_die(ctx, item, owner, f"{err.code}: {err.description}"[:500], unsure=unsure)
+    return "failed"
 
 
 def _fill_paid_sums(ctx, portal_id: int, claimed: list[tuple[OutboxItem, bool]]) -> None:
@@ -512,14 +616,21 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
             cmds[f"task{item.id}"] = ("tasks.task.list", {"filter": {"RESPONSIBLE_ID": e.responsible_id,
                                                                       "TITLE": f"%{marker_for(item.key)}%"},
                                                            "select": ["ID", "TITLE"]})
+    for item, uncertain, e in effects:
+        if uncertain and isinstance(e, (PaymentRecord, PaymentRecordUndo)):
+            # did the interrupted attempt leave the record? The deal's records and ours by marker (#15)
+            cmds.update(records.recheck_commands(f"rec{item.id}", e.deal_id, e.marker))
     # 50 deals per command, as crm.deal.list pages (crm/deals/crm-deal-list.md: `@ID` takes an array), not one
     # crm.deal.get each: a statement's deals are a few commands of one request instead of a request per 50.
     ids = sorted(deals)
     # the «Оплачено» fields a deal_paid_sum item compares with what it would set (#15)
     select = DEAL_READ_SELECT + sorted({str(e.field) for _, _, e in effects if isinstance(e, DealPaidSum) and e.field})
+    if any(isinstance(e, PaymentRecord) for _, _, e in effects):
+        select = select + ["CURRENCY_ID"]  # a record takes the deal's currency (paymentrecords.commands_for)
     for n in range(0, len(ids), 50):
         cmds[f"deals{n}"] = crm.deal_list(ids[n:n + 50], select)
-    if any(isinstance(e, Trigger) and not uncertain for _, uncertain, e in effects):
+    if any((isinstance(e, Trigger) and not uncertain) or isinstance(e, (PaymentRecord, PaymentRecordUndo))
+           for _, uncertain, e in effects):
         # crm.automation.trigger.execute needs an administrator (crm-automation-trigger-execute.md); the
         # token is the installer's, whose rights can be taken away: ask first (api-reference/common/users/
         # user-admin.md) instead of failing every trigger.
@@ -549,6 +660,9 @@ def _read_state(client, claimed: list[tuple[OutboxItem, bool]], categories: set[
             raise err  # a stage list that cannot be read: nothing about invoices can be decided
         if key.startswith("dst"):
             continue  # asked for again after the deals are read, where a failure stops the round
+        if key.startswith("rec"):
+            reads[key] = err  # that record's item waits (outbox._recheck_failed); the others go on
+            continue
         if key.startswith("deals"):
             if not isinstance(err, OperationTimeLimit):
                 raise err  # a list answers no NotFound: anything else is not an answer about the deals
@@ -586,7 +700,7 @@ def _read_key(item: OutboxItem, uncertain: bool) -> str | None:
         return None
     if kind.reads_invoice:
         return f"inv{p['invoice_id']}"
-    if kind in (EffectKind.DEAL_STAGE, EffectKind.DEAL_PAID_SUM):
+    if kind in (EffectKind.DEAL_STAGE, EffectKind.DEAL_PAID_SUM, EffectKind.PAYMENT_RECORD):
         return f"deal{p['deal_id']}"
     if kind is EffectKind.TIMELINE and uncertain:
         return f"tl{p['deal_id']}"
@@ -720,6 +834,17 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
         if same_money(deal.get(e.field), e.value):
             return None, {"why": f"the field already shows {e.value}", "value": e.value}
         return crm.deal_update(e.deal_id, {e.field: e.value}), {"value": e.value}
+    if isinstance(e, PaymentRecord):
+        return _plan_record(item, e, uncertain, reads)
+    if isinstance(e, PaymentRecordUndo):
+        name = f"i{item.id}"
+        if uncertain:
+            mine = next((r for r in records.records(reads.get(f"rec{item.id}_deal")) if r.id == e.payment_id), None)
+            if mine is None:
+                return None, {"why": "payment record already removed", "payment_id": e.payment_id}
+            return records.undo_commands(name, e.payment_id) if mine.paid else \
+                {f"{name}_delete": ("crm.item.payment.delete", {"id": e.payment_id})}, {"payment_id": e.payment_id}
+        return records.undo_commands(name, e.payment_id), {"payment_id": e.payment_id}
     if isinstance(e, DealReopen):
         deal = reads.get(f"deal{e.deal_id}")
         if not deal:
@@ -755,3 +880,27 @@ def _plan(item: OutboxItem, uncertain: bool, reads: dict):
             return None, {"why": "not re-fired after an interrupted attempt"}
         return crm.trigger(e.code, e.owner_id, e.owner_type_id), {}
     return None, {"why": f"unknown kind {item.kind}"}
+
+
+def _plan_record(item: OutboxItem, e: PaymentRecord, uncertain: bool, reads: dict):
+    """add + sum and marker + pay in one batch (paymentrecords.commands_for); after an interrupted attempt, the
+    record found by its marker is completed (a second one, if any, removed) instead of made again."""
+    deal = reads.get(f"deal{e.deal_id}")
+    if not deal:
+        return None, {"why": "deal deleted"}
+    name = f"i{item.id}"
+    if uncertain:
+        ours = records.find_ours(reads.get(f"rec{item.id}_deal"), reads.get(f"rec{item.id}_mark"), e.marker)
+        if ours:
+            keep, info = ours[0], {"payment_id": ours[0].id, "found": True}
+            cmds = records.repair_commands(name, keep, e.amount)
+            for extra in ours[1:]:
+                cmds.update(records.undo_commands(f"{name}_dup{extra.id}", extra.id))
+            if not cmds:
+                return None, {"why": "payment record made by an interrupted attempt", **info}
+            return cmds, info
+    try:
+        return records.commands_for(name, e.deal_id, e.amount, e.currency, e.marker,
+                                    deal_currency=deal.get("CURRENCY_ID") or None), {}
+    except records.PaymentRecordError as exc:
+        return None, {"why": f"no payment record: {exc}"}

@@ -166,3 +166,19 @@ def find_ours(deal_rows: Any, marked: Any, mark: str) -> list[Record]:
 
 def _rows(value: Any) -> Iterable[dict]:
     return [r for r in value if isinstance(r, dict)] if isinstance(value, list) else []
+
+
+def enqueue_record(s, portal_id: int, rules, deal_id: int | None, invoice_id: int, amount: Any, currency: str,
+                   key: str, op_pk: int | None, now) -> None:
+    """After an amount went onto one of the deal's invoices (a payment, a top-up, the client's credit): its paid
+    record, one per applied amount (outbox key `<key>:record`, whose tag is the record's marker)."""
+    amount = Decimal(str(amount))
+    if not (getattr(rules, "payment_records", False) and deal_id and amount > 0):
+        return
+    from .effects import PaymentRecord
+    from .outbox import enqueue  # the outbox imports this module
+
+    record_key = f"{key}:record"
+    effect = PaymentRecord(int(deal_id), int(invoice_id), str(amount.quantize(Decimal("0.01"))),
+                           str(currency).upper(), marker(record_key), key)
+    enqueue(s, portal_id, record_key, effect, op_pk, now=now)

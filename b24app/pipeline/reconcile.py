@@ -30,9 +30,10 @@ from b24app.domain.states import (
     REVIEW_STATES,
     OpState,
 )
-from . import credit, paidfield
+from . import credit, paidfield, paymentrecords
 from b24app.adapters.bitrix.crm import EntityType
-from .effects import DealStage, EffectKind, InvoicePaid, InvoicePartial, Notify, Task, Timeline, Trigger, undo_of
+from .effects import (DealStage, EffectKind, InvoicePaid, InvoicePartial, Notify, Task, Timeline, Trigger, undo_of,
+                      undo_suffix)
 from b24app.domain.formatting import format_money
 from b24app.storage.models import Allocation, BankAccount, BankLink, Decision, Invoice, Operation, OutboxItem, Portal
 from .notices import bbcode_escape, text
@@ -231,6 +232,9 @@ def _effects(s, ctx, portal: Portal, op: Operation, d: Decision, allocs, rules: 
                 enqueue(s, portal.id, f"{key}:timeline",
                         Timeline(deal_id, lang=lang, comment=text("timeline_underpaid", lang, **values)), op.id,
                         now=d.created_at)
+        # a paid payment record of what went onto the invoice (the surplus is credit: its own record when applied)
+        paymentrecords.enqueue_record(s, portal.id, rules, deal_id, inv_id, Decimal(amount) - Decimal(excess or 0),
+                                      op.currency, key, op.id, d.created_at)
         paidfield.enqueue_sum(s, portal.id, rules, deal_id, key, op.id, d.created_at)  # the «Оплачено» field
         if rules.fire_trigger and deal_id:
             trig = ctx.manifest.automation_triggers[0]["code"] if ctx.manifest.automation_triggers else None
@@ -495,8 +499,7 @@ def undo(ctx, portal_id: int, operation_pk: int, user_id: int) -> Decision:
             elif item.status not in ("done", "skipped"):  # skipped: may still have moved it (interrupted)
                 continue
             elif (back := undo_of(item.kind, item.payload, result)) is not None:
-                reverse.append((f"deal{back.deal_id}" if back.kind == EffectKind.DEAL_REOPEN
-                                else f"inv{back.invoice_id}", back))
+                reverse.append((undo_suffix(back), back))
             elif item.kind in _IRREVERSIBLE:
                 not_reverted.append(item.kind)
         params = {"user_id": user_id, "not_reverted": sorted(set(not_reverted))}

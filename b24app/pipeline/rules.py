@@ -36,6 +36,8 @@ class Rules:
     credit_auto_apply: bool = False
     # the deal's money userfield kept equal to what was applied («Оплачено», created when the admin asks); "" = off
     deal_paid_field: str = ""
+    # a paid payment record on the deal for every amount applied (#15); needs scope `sale` and an administrator
+    payment_records: bool = True
     # any outcome
     fire_trigger: bool = True
     sync_interval: int = 0                   # seconds; 0 = the deployment's B24APP_SYNC_INTERVAL

@@ -3,7 +3,7 @@ that point at them, and the client's credit."""
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Iterable
@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from b24app.pipeline import credit
-from b24app.storage.models import Allocation, Credit, Decision, Invoice, Operation
+from b24app.storage.models import Allocation, Credit, Decision, Invoice, Operation, OutboxItem
 from .bank import BankState, bank_state
 from ..domain.money import cents
 from .review import MAX_QUEUE, ZERO, ReviewLine, _number_keys, _review_lines, related
@@ -37,6 +37,8 @@ class PaymentLine:
     state: str
     actor_user_id: int | None = None
     credit_id: int | None = None  # the client's credit put on the invoice (#15): undone on the admin page
+    record_key: str = ""          # its payment record's outbox key (#15)
+    record: str | None = None     # made | pending | needs_sale | needs_admin | not_made; None: none asked for
 
 
 @dataclass(frozen=True)
@@ -132,20 +134,22 @@ def widget_data(s: Session, portal_id: int, *, deal_id: int | None = None, invoi
             select(Allocation.invoice_b24_id, Allocation.amount, Allocation.outcome, Operation.id,
                    Operation.operation_date, Operation.payer_name, Operation.payer_inn, Operation.amount,
                    Operation.currency, Operation.purpose, Operation.state, Decision.outcome, Decision.reasons,
-                   Decision.actor_user_id, Decision.created_at)
+                   Decision.actor_user_id, Decision.created_at, Allocation.decision_id)
             .join(Operation, Operation.id == Allocation.operation_pk)
             .join(Decision, Decision.id == Allocation.decision_id)
             .where(Allocation.portal_id == portal_id, Allocation.invoice_b24_id.in_(ids),
                    Allocation.revoked_at.is_(None), Operation.portal_id == portal_id)
             .order_by(Operation.operation_date.desc(), Operation.id.desc()))
         for (inv_id, alloc_amount, alloc_outcome, op_id, op_date, payer, inn, op_amount, currency, purpose, state,
-             outcome, reasons, actor, decided_at) in rows:
+             outcome, reasons, actor, decided_at, decision_id) in rows:
             payments[inv_id].append(PaymentLine(
                 operation_pk=op_id, date=op_date, payer_name=payer or "", payer_inn=inn, amount=cents(alloc_amount),
                 operation_amount=cents(op_amount), currency=currency, purpose=purpose or "",
                 outcome=alloc_outcome or outcome, reasons=tuple(reasons or ()), manual=actor is not None,
-                decided_at=decided_at, state=state, actor_user_id=actor))
+                decided_at=decided_at, state=state, actor_user_id=actor,
+                record_key=f"op{op_id}:d{decision_id}:inv{inv_id}:record"))
     _credit_payments(s, portal_id, ids, payments)
+    _records(s, portal_id, payments)
     review = review_for(s, portal_id, invoices, limit=review_limit)
     flagged = {c for r in review for c in r.candidates}
     applied: dict[int, Decimal] = defaultdict(lambda: ZERO)  # per payment: how much went to invoices
@@ -189,7 +193,33 @@ def _credit_payments(s: Session, portal_id: int, ids: list[int], payments: dict)
             operation_pk=c.operation_pk, date=c.created_at, payer_name="", payer_inn=c.inn, amount=cents(-c.amount),
             operation_amount=cents(-c.amount), currency=c.currency, purpose="", outcome="credit",
             reasons=tuple(c.reasons or ()), manual=c.actor_user_id is not None, decided_at=c.created_at,
-            state="credit", credit_id=c.id))
+            state="credit", credit_id=c.id, record_key=f"credit{c.id}:inv{c.invoice_b24_id}:record"))
+
+
+def record_state(status: str, result: dict | None) -> str:
+    """What became of a payment record's outbox item, as the tab says it."""
+    result = result or {}
+    if status in ("pending", "sending"):
+        return "pending"
+    if result.get("payment_id"):
+        return "made"
+    if result.get("needs_scope"):
+        return "needs_sale"
+    if result.get("needs_admin"):
+        return "needs_admin"
+    return "not_made"
+
+
+def _records(s: Session, portal_id: int, payments: dict) -> None:
+    """Whether each payment's record was made on the deal (or why not), from the outbox (#15)."""
+    keys = [p.record_key for pays in payments.values() for p in pays if p.record_key]
+    found: dict[str, str] = {}
+    for n in range(0, len(keys), 500):
+        for key, status, result in s.execute(select(OutboxItem.key, OutboxItem.status, OutboxItem.result).where(
+                OutboxItem.portal_id == portal_id, OutboxItem.key.in_(keys[n:n + 500]))):
+            found[key] = record_state(status, result)
+    for inv, pays in payments.items():
+        payments[inv] = [replace(p, record=found.get(p.record_key)) for p in pays]
 
 
 def totals(lines: Iterable[InvoiceLine]) -> tuple[Totals, ...]:

@@ -11,7 +11,7 @@ from flask_babel import gettext as _
 from b24app.portals import usernames
 from b24app.adapters.bitrix.errors import BitrixError
 from ..domain.formatting import visible_text
-from b24app.pipeline.outbox import TRIGGER_ACCESS_KEY
+from b24app.pipeline.outbox import TRIGGER_ACCESS_KEY, records_access
 from b24app.pipeline.paidfield import FIELD_NAME as PAID_FIELD
 from b24app.portals.funnels import deal_pipelines, parse_dt
 from ..queries import lookups
@@ -74,7 +74,8 @@ def app_page():
         rules=rules, rules_saved=rules_saved(portal.settings), pipelines=pipelines, stages_fetched_at=fetched_at,
         stages_ok=stages_ok,
         outcomes=OUTCOMES, bx24_js_url=ctx.settings.bx24_js_url, default_interval=ctx.settings.sync_interval,
-        trigger_access=(portal.settings or {}).get(TRIGGER_ACCESS_KEY))
+        trigger_access=(portal.settings or {}).get(TRIGGER_ACCESS_KEY),
+        records_access=records_access(portal, rules))
 
 
 def _people_command(ctx):
@@ -258,7 +259,7 @@ def api_rules():
     allowed = {"paid_invoice_stage", "paid_deal_stage", "paid_timeline", "paid_notify", "underpaid_notify",
                "underpaid_task", "underpaid_timeline", "overpaid_notify", "review_notify", "fire_trigger",
                "sync_interval", "apply_medium", "ignore_categories", "partial_invoice_stage", "credit_auto_apply",
-               "deal_paid_field"}
+               "deal_paid_field", "payment_records"}
     data = {k: v for k, v in body.items() if k in allowed}
     stages = data.get("paid_deal_stage")
     if stages is not None:
