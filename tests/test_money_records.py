@@ -223,3 +223,28 @@ def test_the_clients_credit_applied_is_a_record_of_its_own_and_its_undo_removes_
     sync_now(linked)
     assert records_of(linked, second["deal_id"]) == []
     assert [p["id"] for p in records_of(linked, vector["deal_id"])] == [paid["id"]]   # the payment's own stays
+
+
+def test_an_overpayment_kept_as_credit_leaves_the_record_and_the_field_at_what_the_invoice_took(linked):
+    """The surplus of an overpayment is the client's credit, not money on this deal: the record and the «Оплачено»
+    field both show the invoice's 12 000, and the 500 over it is counted where the credit is later applied."""
+    create_field(linked)
+    d = linked.deals[0]  # invoice 1207, 12 000
+    linked.pay("12500.00", "Оплата по счету № 1207", payerInn=d["inn"], payerName=d["company"])
+    sync_now(linked)
+    [rec] = records_of(linked, d["deal_id"])
+    assert rec["paid"] == "Y" and Decimal(rec["sum"]) == Decimal("12000")
+    assert deal(linked, d["deal_id"])[FIELD] == "12000|RUB"
+
+
+def test_a_partial_payments_record_says_what_remains_due(linked):
+    """The remaining balance is in the payment record too (issue #15), in the portal's language."""
+    d = linked.deals[0]  # invoice 1207, 12 000
+    linked.pay("5000.00", "Оплата по счету № 1207, часть", payerInn=d["inn"], payerName=d["company"])
+    sync_now(linked)
+    [rec] = records_of(linked, d["deal_id"])
+    assert "1207" in rec["comments"] and "осталось 7" in rec["comments"] and "из 12" in rec["comments"]
+    linked.pay("7000.00", "Доплата по счету № 1207", payerInn=d["inn"], payerName=d["company"])
+    sync_now(linked)
+    top_up = [r for r in records_of(linked, d["deal_id"]) if r["id"] != rec["id"]]
+    assert len(top_up) == 1 and "оплачен полностью" in top_up[0]["comments"]

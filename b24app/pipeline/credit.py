@@ -151,7 +151,9 @@ def _effects(s, portal_id, row: Credit, inv: Invoice, put, outcome: Outcome, rem
     elif rules.partial_invoice_stage:
         enqueue(s, portal_id, f"{key}:invoice_partial", InvoicePartial(inv.b24_id, rules.partial_invoice_stage),
                 op_pk, now=now)
-    paymentrecords.enqueue_record(s, portal_id, rules, inv.deal_id, inv.b24_id, put, row.currency, key, op_pk, now)
+    paymentrecords.enqueue_record(s, portal_id, rules, inv.deal_id, inv.b24_id, put, row.currency, key, op_pk, now,
+                                  comment=text("record_credit", lang, number=number, inn=row.inn, amount=fmt(put),
+                                               remaining=fmt(remaining)))
     paidfield.enqueue_sum(s, portal_id, rules, inv.deal_id, key, op_pk, now)
     values = dict(inn=row.inn, number=number, amount=fmt(put), remaining=fmt(remaining), balance=fmt(left))
     if inv.deal_id:

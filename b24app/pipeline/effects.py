@@ -185,12 +185,14 @@ class PaymentRecord(Effect):
     amount (`op12:d3:inv7`, `credit5:inv7`) and `invoice_id` the invoice it went to."""
 
     kind: ClassVar[EffectKind] = EffectKind.PAYMENT_RECORD
+    _omit_none: ClassVar[tuple[str, ...]] = ("comment",)
     deal_id: int
     invoice_id: int
     amount: str      # Decimal as text, "1500.00"
     currency: str
     marker: str
     ref: str
+    comment: str | None = None  # the record's comments: which invoice, and what remains due on it
 
 
 @dataclass(frozen=True)

@@ -901,6 +901,6 @@ def _plan_record(item: OutboxItem, e: PaymentRecord, uncertain: bool, reads: dic
             return cmds, info
     try:
         return records.commands_for(name, e.deal_id, e.amount, e.currency, e.marker,
-                                    deal_currency=deal.get("CURRENCY_ID") or None), {}
+                                    deal_currency=deal.get("CURRENCY_ID") or None, comment=e.comment), {}
     except records.PaymentRecordError as exc:
         return None, {"why": f"no payment record: {exc}"}

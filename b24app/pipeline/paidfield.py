@@ -53,7 +53,22 @@ def deal_paid_value(s, portal_id: int, deal_id: int) -> str:
     credit = s.scalar(select(func.coalesce(func.sum(-Credit.amount), 0)).where(
         Credit.portal_id == portal_id, Credit.kind == "applied", Credit.revoked_at.is_(None),
         Credit.invoice_b24_id.in_(ids)))
-    return money_value(Decimal(paid or 0) + Decimal(credit or 0), currency)
+    # An overpaid allocation's amount includes its surplus; what was kept of it as the payer's credit is not money
+    # on this deal (it counts where the credit is applied). Surplus rows name their invoice in their reason.
+    decisions = select(Allocation.decision_id).where(
+        Allocation.portal_id == portal_id, Allocation.revoked_at.is_(None), Allocation.invoice_b24_id.in_(ids))
+    kept = sum((Decimal(c.amount) for c in s.scalars(select(Credit).where(
+        Credit.portal_id == portal_id, Credit.kind == "surplus", Credit.revoked_at.is_(None),
+        Credit.decision_id.in_(decisions))) if _surplus_invoice(c) in ids), Decimal("0"))
+    return money_value(Decimal(paid or 0) + Decimal(credit or 0) - kept, currency)
+
+
+def _surplus_invoice(row) -> int | None:
+    for reason in row.reasons or ():
+        invoice_id = (reason.get("params") or {}).get("invoice_id") if isinstance(reason, dict) else None
+        if invoice_id is not None:
+            return int(invoice_id)
+    return None
 
 
 def enqueue_sum(s, portal_id: int, rules, deal_id: int | None, key: str, op_pk: int | None, now) -> None:

@@ -68,7 +68,7 @@ def _amount(value: Any) -> Decimal:
 
 
 def commands_for(name: str, deal_id: int, amount: Any, currency: str, mark: str, *,
-                 deal_currency: str | None = None) -> Commands:
+                 deal_currency: str | None = None, comment: str | None = None) -> Commands:
     """add + set sum and marker + pay, for one batch: `{name}_add`, `{name}_sum`, `{name}_pay` (in this order:
     the sum is set before the record is paid). `deal_currency`, when known, must be `currency`: the record
     takes the deal's currency and no method changes it."""
@@ -82,9 +82,12 @@ def commands_for(name: str, deal_id: int, amount: Any, currency: str, mark: str,
         raise PaymentRecordError(f"marker {mark!r} is not ours")
     if int(deal_id) <= 0:
         raise PaymentRecordError(f"deal id {deal_id!r}")
+    fields: dict[str, Any] = {"sum": amount, "xmlId": mark}
+    if comment:
+        fields["comments"] = str(comment)[:500]  # sale_order_payment's COMMENTS (sale/payment/sale-payment-update.md)
     return {
         f"{name}_add": ("crm.item.payment.add", {"entityTypeId": DEAL, "entityId": int(deal_id)}),
-        f"{name}_sum": ("sale.payment.update", {"id": f"$result[{name}_add]", "fields": {"sum": amount, "xmlId": mark}}),
+        f"{name}_sum": ("sale.payment.update", {"id": f"$result[{name}_add]", "fields": fields}),
         # the id as sale.payment.update answered it: when setting the sum failed, the reference stays unresolved
         # and pay fails too, so a record of sum 0 is never marked paid (batch runs on after an error, halt=0)
         f"{name}_pay": ("crm.item.payment.pay", {"id": f"$result[{name}_sum][payment][id]"}),
@@ -169,7 +172,7 @@ def _rows(value: Any) -> Iterable[dict]:
 
 
 def enqueue_record(s, portal_id: int, rules, deal_id: int | None, invoice_id: int, amount: Any, currency: str,
-                   key: str, op_pk: int | None, now) -> None:
+                   key: str, op_pk: int | None, now, *, comment: str | None = None) -> None:
     """After an amount went onto one of the deal's invoices (a payment, a top-up, the client's credit): its paid
     record, one per applied amount (outbox key `<key>:record`, whose tag is the record's marker)."""
     amount = Decimal(str(amount))
@@ -180,5 +183,5 @@ def enqueue_record(s, portal_id: int, rules, deal_id: int | None, invoice_id: in
 
     record_key = f"{key}:record"
     effect = PaymentRecord(int(deal_id), int(invoice_id), str(amount.quantize(Decimal("0.01"))),
-                           str(currency).upper(), marker(record_key), key)
+                           str(currency).upper(), marker(record_key), key, comment or None)
     enqueue(s, portal_id, record_key, effect, op_pk, now=now)

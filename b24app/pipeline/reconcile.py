@@ -233,8 +233,12 @@ def _effects(s, ctx, portal: Portal, op: Operation, d: Decision, allocs, rules: 
                         Timeline(deal_id, lang=lang, comment=text("timeline_underpaid", lang, **values)), op.id,
                         now=d.created_at)
         # a paid payment record of what went onto the invoice (the surplus is credit: its own record when applied)
-        paymentrecords.enqueue_record(s, portal.id, rules, deal_id, inv_id, Decimal(amount) - Decimal(excess or 0),
-                                      op.currency, key, op.id, d.created_at)
+        put = Decimal(amount) - Decimal(excess or 0)
+        comment = text("record_partly", lang, number=number, amount=fmt(put), payer=payer, received=fmt(paid_total),
+                       due=fmt(inv.amount), remaining=fmt(remaining)) if outcome == "underpaid" else \
+            text("record_paid", lang, number=number, amount=fmt(put), payer=payer)
+        paymentrecords.enqueue_record(s, portal.id, rules, deal_id, inv_id, put, op.currency, key, op.id,
+                                      d.created_at, comment=comment)
         paidfield.enqueue_sum(s, portal.id, rules, deal_id, key, op.id, d.created_at)  # the «Оплачено» field
         if rules.fire_trigger and deal_id:
             trig = ctx.manifest.automation_triggers[0]["code"] if ctx.manifest.automation_triggers else None
