@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from b24app.pipeline import outbox
+from b24app.pipeline import outbox, queue
 from b24app.adapters.bitrix.crm import DEAL_TYPE, INVOICE_TYPE, EntityType
 from b24app.pipeline.effects import TYPES, EffectKind, InvoicePaid, Notify, UnknownEffect, load, undo_of
 from b24app.pipeline.paymentrecords import marker
@@ -265,7 +265,7 @@ def test_unknown_kinds_and_loose_strings_are_refused():
     with pytest.raises(UnknownEffect):
         load("fax", {})
     with pytest.raises(TypeError):
-        outbox.enqueue(None, 1, "k", "notify", {"user_id": 2, "message": "m"})
+        queue.enqueue(None, 1, "k", "notify", {"user_id": 2, "message": "m"})
     assert Notify(2, "m").kind == "notify" and InvoicePaid(7).to_payload() == {"invoice_id": 7}
 
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from b24app.pipeline import outbox, reconcile, sync
+from b24app.pipeline import outbox, queue, reconcile, sync
 from b24app.pipeline.effects import Timeline, Trigger
 from b24app.storage.models import BankAccount, Decision, Operation, OutboxItem, Portal
 from b24app.pipeline.rules import save_rules
@@ -312,9 +312,9 @@ def test_a_failed_second_batch_does_not_resend_the_first(linked):
     with ctx.db.session() as s:
         portal = s.scalar(select(Portal))
         for n in range(60):
-            outbox.enqueue(s, portal.id, f"test:tl:{n}", Timeline(deal_id, f"comment {n}"))
+            queue.enqueue(s, portal.id, f"test:tl:{n}", Timeline(deal_id, f"comment {n}"))
         for n in range(2):
-            outbox.enqueue(s, portal.id, f"test:tr:{n}", Trigger("b24app_payment_received", deal_id))
+            queue.enqueue(s, portal.id, f"test:tr:{n}", Trigger("b24app_payment_received", deal_id))
     before = linked.portal_state()
     # the read (user.admin, asked because triggers are due), the first write, then the second write refused
     _portal_faults(linked, [None, None, "expired_token", "expired_token"])
@@ -339,7 +339,7 @@ def test_an_interrupted_attempt_stays_uncertain_when_the_check_fails(linked):
     ctx, deal_id = linked.ctx, linked.deals[0]["deal_id"]
     with ctx.db.session() as s:
         portal = s.scalar(select(Portal))
-        outbox.enqueue(s, portal.id, "test:tl:once", Timeline(deal_id, "paid"))
+        queue.enqueue(s, portal.id, "test:tl:once", Timeline(deal_id, "paid"))
     deliver_and_die(ctx, portal)   # the process dies right after the batch call
     assert [c["COMMENT"] for c in linked.portal_state()["timeline_comments"]
             if str(c["ENTITY_ID"]) == str(deal_id) and c["COMMENT"].startswith("paid")] != []   # it was sent

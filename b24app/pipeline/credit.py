@@ -16,10 +16,11 @@ from sqlalchemy import func, select
 from . import paidfield, paymentrecords
 from b24app.domain.formatting import format_money
 from b24app.domain.matching import Outcome, settle
-from b24app.storage.models import Credit, Invoice, Operation, OutboxItem, Portal
+from b24app.storage.models import Allocation, Credit, Invoice, Operation, OutboxItem, Portal
 from .notices import text
 from .effects import DealStage, EffectKind, InvoicePaid, InvoicePartial, Notify, Timeline, undo_of, undo_suffix
-from .outbox import enqueue
+from .errors import ReconcileError
+from .queue import enqueue
 from .rules import load_rules
 
 ZERO = Decimal("0.00")
@@ -53,6 +54,17 @@ def applied_by_invoice(s, portal_id: int, ids=None) -> dict[int, Decimal]:
     return {int(i): Decimal(v) for i, v in s.execute(q)}
 
 
+def paid_by_invoice(s, portal_id: int) -> dict[int, Decimal]:
+    """Money on each invoice of the portal: its live allocations plus the client's credit put on it."""
+    rows = s.execute(select(Allocation.invoice_b24_id, func.sum(Allocation.amount))
+                     .where(Allocation.portal_id == portal_id, Allocation.revoked_at.is_(None))
+                     .group_by(Allocation.invoice_b24_id))
+    paid = {int(i): Decimal(v) for i, v in rows}
+    for inv_id, put in applied_by_invoice(s, portal_id).items():
+        paid[inv_id] = paid.get(inv_id, Decimal("0")) + put
+    return paid
+
+
 def keep_surplus(s, ctx, portal: Portal, op: Operation, d, allocs) -> None:
     """Inside the decision's transaction: the surplus of each overpaid allocation becomes the payer's credit.
     Without a payer INN there is nobody to keep it for: nothing kept."""
@@ -83,8 +95,6 @@ def revoke_for(s, op: Operation, decision_ids, now) -> None:
         return
     left = balances(s, op.portal_id, [op.payer_inn]).get((rows[0].inn, rows[0].currency), ZERO)
     if left - sum((r.amount for r in rows), ZERO) < 0:
-        from .reconcile import ReconcileError
-
         raise ReconcileError("credit_in_use")
     for r in rows:
         r.revoked_at = now
@@ -93,8 +103,6 @@ def revoke_for(s, op: Operation, decision_ids, now) -> None:
 def apply_credit(ctx, portal_id: int, inn: str, currency: str, user_id: int | None = None) -> list[int]:
     """Put the INN's credit on its open invoices in that currency, oldest first, until it runs out; returns the
     new application rows' ids (none: no credit or no open invoice). Serialised per portal by a row lock."""
-    from .reconcile import _paid_by_invoice
-
     made: list[int] = []
     with ctx.db.session() as s:
         portal = s.scalar(select(Portal).where(Portal.id == portal_id).with_for_update())
@@ -109,7 +117,7 @@ def apply_credit(ctx, portal_id: int, inn: str, currency: str, user_id: int | No
         invoices = list(s.scalars(select(Invoice).where(
             Invoice.portal_id == portal_id, Invoice.payer_inn == inn, Invoice.currency == currency,
             Invoice.stage_semantics.is_(None)).order_by(Invoice.created.is_(None), Invoice.created, Invoice.b24_id)))
-        paid = _paid_by_invoice(s, portal_id)
+        paid = paid_by_invoice(s, portal_id)
         rules = load_rules(portal.settings)
         lang = portal.lang or "ru"
         now = ctx.clock.now()

@@ -4,7 +4,7 @@ from __future__ import annotations
 from b24app.domain.formatting import language, visible_text
 from .effects import Notify
 from b24app.storage.models import BankLink, Portal
-from .outbox import enqueue
+from .queue import enqueue
 
 T = {
     "paid": {"ru": "Счёт {number} оплачен: {amount} от {payer}.",

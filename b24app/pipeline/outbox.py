@@ -18,7 +18,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import and_, case, or_, select, update
-from sqlalchemy.exc import IntegrityError
 
 from . import invoices
 from b24app.storage import leases
@@ -96,25 +95,6 @@ def timeline_reference(key: str, lang: str = "ru") -> str:
 def timeline_references(key: str) -> tuple[str, ...]:
     """Every reference a comment for this key may carry: either language, and the old `[ref …]` tag."""
     return tuple(dict.fromkeys((timeline_reference(key, "ru"), timeline_reference(key, "en"), marker_for(key))))
-
-
-def enqueue(s, portal_id: int, key: str, effect: Effect, operation_pk: int | None = None, now=None) -> bool:
-    """Add an effect inside the caller's transaction; a second enqueue of the same key is a no-op."""
-    if not isinstance(effect, Effect):
-        raise TypeError(f"enqueue takes an effect of b24app.pipeline.effects, not {effect!r}")
-    if s.scalar(select(OutboxItem.id).where(OutboxItem.portal_id == portal_id, OutboxItem.key == key)):
-        return False
-    item = OutboxItem(portal_id=portal_id, key=key, kind=effect.kind.value, payload=effect.to_payload(),
-                      operation_pk=operation_pk)
-    if now is not None:
-        item.next_attempt_at = item.created_at = now
-    with s.begin_nested():
-        s.add(item)
-        try:
-            s.flush()
-        except IntegrityError:
-            return False
-    return True
 
 
 def pending_count(ctx, portal_id: int) -> int:

@@ -75,6 +75,6 @@ def enqueue_sum(s, portal_id: int, rules, deal_id: int | None, key: str, op_pk: 
     """After money moved on one of the deal's invoices: bring the field up to date (when the admin created it)."""
     if rules.deal_paid_field and deal_id:
         from .effects import DealPaidSum
-        from .outbox import enqueue  # the outbox imports same_money from here
+        from .queue import enqueue
 
         enqueue(s, portal_id, f"{key}:paid_sum", DealPaidSum(deal_id, rules.deal_paid_field), op_pk, now=now)

@@ -179,7 +179,7 @@ def enqueue_record(s, portal_id: int, rules, deal_id: int | None, invoice_id: in
     if not (getattr(rules, "payment_records", False) and deal_id and amount > 0):
         return
     from .effects import PaymentRecord
-    from .outbox import enqueue  # the outbox imports this module
+    from .queue import enqueue
 
     record_key = f"{key}:record"
     effect = PaymentRecord(int(deal_id), int(invoice_id), str(amount.quantize(Decimal("0.01"))),

@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import replace
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from b24app.adapters.banks.operations import MSK
 from b24app.domain import (
@@ -37,30 +37,15 @@ from .effects import (DealStage, EffectKind, InvoicePaid, InvoicePartial, Notify
 from b24app.domain.formatting import format_money
 from b24app.storage.models import Allocation, BankAccount, BankLink, Decision, Invoice, Operation, OutboxItem, Portal
 from .notices import bbcode_escape, text
-from .outbox import enqueue
+from .errors import ReconcileError
+from .queue import enqueue
 from .rules import Rules, deal_stage_targets, load_rules
 
 log = logging.getLogger("b24app.pipeline.reconcile")
 
 
-class ReconcileError(Exception):
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _paid_by_invoice(s, portal_id: int) -> dict[int, Decimal]:
-    rows = s.execute(select(Allocation.invoice_b24_id, func.sum(Allocation.amount))
-                     .where(Allocation.portal_id == portal_id, Allocation.revoked_at.is_(None))
-                     .group_by(Allocation.invoice_b24_id))
-    paid = {int(i): Decimal(v) for i, v in rows}
-    for inv_id, put in credit.applied_by_invoice(s, portal_id).items():  # the client's credit put on it (#15)
-        paid[inv_id] = paid.get(inv_id, Decimal("0")) + put
-    return paid
-
-
 def open_invoices(s, portal_id: int) -> list[OpenInvoice]:
-    paid = _paid_by_invoice(s, portal_id)
+    paid = credit.paid_by_invoice(s, portal_id)
     rows = s.scalars(select(Invoice).where(Invoice.portal_id == portal_id, Invoice.stage_semantics.is_(None)))
     return [OpenInvoice(id=inv.b24_id, number=inv.number, amount=inv.amount, currency=inv.currency,
                         paid=paid.get(inv.b24_id, Decimal("0")), payer_inn=inv.payer_inn,
@@ -299,7 +284,7 @@ def assign_manually(ctx, portal_id: int, operation_pk: int, invoice_b24_id: int,
             raise ReconcileError("currency_mismatch")
         if inv.stage_semantics == "F":
             raise ReconcileError("invoice_closed")
-        paid = _paid_by_invoice(s, portal_id).get(inv.b24_id, Decimal("0"))
+        paid = credit.paid_by_invoice(s, portal_id).get(inv.b24_id, Decimal("0"))
         remaining = max(Decimal("0"), inv.amount - paid)
         if (remaining <= 0 or inv.stage_semantics == "S") and not pay_over:
             raise ReconcileError("invoice_paid")
@@ -353,7 +338,7 @@ def accept_proposal(ctx, portal_id: int, operation_pk: int, user_id: int) -> Dec
             raise ReconcileError("no_proposal")
         invoices = {i.b24_id: i for i in s.scalars(select(Invoice).where(Invoice.portal_id == portal_id,
                                                                          Invoice.b24_id.in_(ids)))}
-        paid = _paid_by_invoice(s, portal_id)
+        paid = credit.paid_by_invoice(s, portal_id)
         due: list[tuple[Invoice, Decimal]] = []
         for inv_id in ids:
             inv = invoices.get(inv_id)

@@ -97,10 +97,6 @@ class Database:
                 s.rollback()
                 raise
 
-    def create_all(self) -> None:
-        from . import models  # noqa: F401  (registers tables)
-        Base.metadata.create_all(self.engine)
-
     def dispose(self) -> None:
         self.engine.dispose()
 
