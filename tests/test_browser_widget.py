@@ -165,15 +165,15 @@ def test_language_switch_and_screenshots(page, live, shots):
         time.sleep(0.3)
     assert invoice(frame, item["id"]).get_attribute("data-status") == "paid"
     ru_text = frame.locator("#b24app").inner_text()
-    assert "Оплаты из Т-Банка" in ru_text and "20 000,00 ₽" in ru_text.replace("\u00a0", " ")
+    assert "Оплаты по счетам" in ru_text and "20 000,00 ₽" in ru_text.replace("\u00a0", " ")
     frame.locator("details.b24-why").first.evaluate("e => e.open = true")
     page.wait_for_timeout(300)
     page.locator("#app-frame").screenshot(path=str(shots / "widget-ru.png"))
 
     frame = open_deal(page, live, d["deal_id"], lang="en")
     en_text = frame.locator("#b24app").inner_text()
-    assert "Payments from T-Bank" in en_text and "20,000.00 RUB" in en_text
-    assert "Оплаты из Т-Банка" not in en_text
+    assert "Invoice payments" in en_text and "20,000.00 RUB" in en_text
+    assert "Оплаты по счетам" not in en_text
     frame.locator("details.b24-why").first.evaluate("e => e.open = true")
     page.wait_for_timeout(300)
     page.locator("#app-frame").screenshot(path=str(shots / "widget-en.png"))

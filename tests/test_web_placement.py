@@ -180,7 +180,7 @@ def test_language_comes_from_lang(env):
     ru = open_tab(env, "deal", d["deal_id"], lang="ru").get_data(as_text=True)
     assert '<html lang="en">' in en and "12,000.00 RUB" in en
     assert '<html lang="ru">' in ru and "12\u00a0000,00\u00a0₽" in ru
-    assert "Payments from T-Bank" in en and "Payments from T-Bank" not in ru
+    assert "Invoice payments" in en and "Invoice payments" not in ru
 
 
 # -- the JSON API ------------------------------------------------------------------------------------------
