@@ -3,7 +3,7 @@ that point at them, and the client's credit."""
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Iterable
@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from b24app.pipeline import credit
 from b24app.storage.models import Allocation, Credit, Decision, Invoice, Operation
+from .account_sources import payment_banks
 from .bank import BankState, bank_state
 from ..domain.money import cents
 from .review import MAX_QUEUE, ZERO, ReviewLine, _number_keys, _review_lines, related
@@ -37,6 +38,7 @@ class PaymentLine:
     state: str
     actor_user_id: int | None = None
     credit_id: int | None = None  # the client's credit put on the invoice (#15): undone on the admin page
+    bank: tuple[str, str] | None = None  # (bank, how) the payment came: the tab's label (account_sources.payment_banks)
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,7 @@ def widget_data(s: Session, portal_id: int, *, deal_id: int | None = None, invoi
                 outcome=alloc_outcome or outcome, reasons=tuple(reasons or ()), manual=actor is not None,
                 decided_at=decided_at, state=state, actor_user_id=actor))
     _credit_payments(s, portal_id, ids, payments)
+    _bank_labels(s, portal_id, payments)
     review = review_for(s, portal_id, invoices, limit=review_limit)
     flagged = {c for r in review for c in r.candidates}
     applied: dict[int, Decimal] = defaultdict(lambda: ZERO)  # per payment: how much went to invoices
@@ -190,6 +193,13 @@ def _credit_payments(s: Session, portal_id: int, ids: list[int], payments: dict)
             operation_amount=cents(-c.amount), currency=c.currency, purpose="", outcome="credit",
             reasons=tuple(c.reasons or ()), manual=c.actor_user_id is not None, decided_at=c.created_at,
             state="credit", credit_id=c.id))
+
+
+def _bank_labels(s: Session, portal_id: int, payments: dict) -> None:
+    """Which bank each payment line came from, read once for the whole tab (not once per invoice)."""
+    banks = payment_banks(s, portal_id, sorted({p.operation_pk for pays in payments.values() for p in pays}))
+    for inv_id, pays in payments.items():
+        payments[inv_id] = [replace(p, bank=banks.get(p.operation_pk)) for p in pays]
 
 
 def totals(lines: Iterable[InvoiceLine]) -> tuple[Totals, ...]:
