@@ -69,5 +69,10 @@ def payment_banks(s: Session, portal_id: int, operation_pks: list[int]) -> dict[
                          .join(BankLink, BankLink.id == BankAccount.link_id)
                          .where(Operation.portal_id == portal_id,
                                 Operation.id.in_(operation_pks[start:start + CHUNK]))).all()
-        out.update((pk, (provider or "tbank", "file" if source == "1c" else "api")) for pk, source, provider in rows)
+        out.update((pk, bank_label(source, provider)) for pk, source, provider in rows)
     return out
+
+
+def bank_label(source: str | None, provider: str | None) -> tuple[str, str]:
+    """(bank, how) for a payment from its Operation.source and its account's link provider (see payment_banks)."""
+    return provider or "tbank", "file" if source == "1c" else "api"

@@ -3,7 +3,7 @@ that point at them, and the client's credit."""
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Iterable
@@ -12,8 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from b24app.pipeline import credit
-from b24app.storage.models import Allocation, Credit, Decision, Invoice, Operation
-from .account_sources import payment_banks
+from b24app.storage.models import Allocation, BankAccount, BankLink, Credit, Decision, Invoice, Operation
+from .account_sources import bank_label, payment_banks
 from .bank import BankState, bank_state
 from ..domain.money import cents
 from .review import MAX_QUEUE, ZERO, ReviewLine, _number_keys, _review_lines, related
@@ -134,21 +134,23 @@ def widget_data(s: Session, portal_id: int, *, deal_id: int | None = None, invoi
             select(Allocation.invoice_b24_id, Allocation.amount, Allocation.outcome, Operation.id,
                    Operation.operation_date, Operation.payer_name, Operation.payer_inn, Operation.amount,
                    Operation.currency, Operation.purpose, Operation.state, Decision.outcome, Decision.reasons,
-                   Decision.actor_user_id, Decision.created_at)
+                   Decision.actor_user_id, Decision.created_at, Operation.source, BankLink.id, BankLink.provider)
             .join(Operation, Operation.id == Allocation.operation_pk)
             .join(Decision, Decision.id == Allocation.decision_id)
+            .outerjoin(BankAccount, BankAccount.id == Operation.account_id)  # the bank label, in the same read
+            .outerjoin(BankLink, BankLink.id == BankAccount.link_id)
             .where(Allocation.portal_id == portal_id, Allocation.invoice_b24_id.in_(ids),
                    Allocation.revoked_at.is_(None), Operation.portal_id == portal_id)
             .order_by(Operation.operation_date.desc(), Operation.id.desc()))
         for (inv_id, alloc_amount, alloc_outcome, op_id, op_date, payer, inn, op_amount, currency, purpose, state,
-             outcome, reasons, actor, decided_at) in rows:
+             outcome, reasons, actor, decided_at, source, link_id, provider) in rows:
             payments[inv_id].append(PaymentLine(
                 operation_pk=op_id, date=op_date, payer_name=payer or "", payer_inn=inn, amount=cents(alloc_amount),
                 operation_amount=cents(op_amount), currency=currency, purpose=purpose or "",
                 outcome=alloc_outcome or outcome, reasons=tuple(reasons or ()), manual=actor is not None,
-                decided_at=decided_at, state=state, actor_user_id=actor))
+                decided_at=decided_at, state=state, actor_user_id=actor,
+                bank=bank_label(source, provider) if link_id is not None else None))
     _credit_payments(s, portal_id, ids, payments)
-    _bank_labels(s, portal_id, payments)
     review = review_for(s, portal_id, invoices, limit=review_limit)
     flagged = {c for r in review for c in r.candidates}
     applied: dict[int, Decimal] = defaultdict(lambda: ZERO)  # per payment: how much went to invoices
@@ -185,21 +187,15 @@ def _credit_payments(s: Session, portal_id: int, ids: list[int], payments: dict)
     """The client's credit put on these invoices, as payment lines (#15)."""
     if not ids:
         return
-    rows = s.scalars(select(Credit).where(Credit.portal_id == portal_id, Credit.kind == "applied",
-                                          Credit.revoked_at.is_(None), Credit.invoice_b24_id.in_(ids)))
+    rows = list(s.scalars(select(Credit).where(Credit.portal_id == portal_id, Credit.kind == "applied",
+                                               Credit.revoked_at.is_(None), Credit.invoice_b24_id.in_(ids))))
+    banks = payment_banks(s, portal_id, sorted({c.operation_pk for c in rows}))  # no query when there is none
     for c in rows:
         payments[int(c.invoice_b24_id)].append(PaymentLine(
             operation_pk=c.operation_pk, date=c.created_at, payer_name="", payer_inn=c.inn, amount=cents(-c.amount),
             operation_amount=cents(-c.amount), currency=c.currency, purpose="", outcome="credit",
             reasons=tuple(c.reasons or ()), manual=c.actor_user_id is not None, decided_at=c.created_at,
-            state="credit", credit_id=c.id))
-
-
-def _bank_labels(s: Session, portal_id: int, payments: dict) -> None:
-    """Which bank each payment line came from, read once for the whole tab (not once per invoice)."""
-    banks = payment_banks(s, portal_id, sorted({p.operation_pk for pays in payments.values() for p in pays}))
-    for inv_id, pays in payments.items():
-        payments[inv_id] = [replace(p, bank=banks.get(p.operation_pk)) for p in pays]
+            state="credit", credit_id=c.id, bank=banks.get(c.operation_pk)))
 
 
 def totals(lines: Iterable[InvoiceLine]) -> tuple[Totals, ...]:
