@@ -496,3 +496,55 @@ def test_an_overpaid_invoice_shows_by_how_much(env):
     assert m and m.group(1) == "Переплата" and m.group(2).replace("\u00a0", " ") == "1 000,00 ₽"
     with env.ctx.db.session() as s:
         assert s.get(Operation, op).state == "overpaid"
+
+
+def test_the_tab_reads_the_database_as_often_for_six_invoices_as_for_one(env):
+    """The tab's reads are one per kind of row, bank labels included: invoices with payments added to a deal add
+    no SQL statement to its render (the side-by-side benchmark of issue #14 found the bank label read once per
+    invoice, with a portal lookup and a transaction each: 92 statements instead of 12 for 20 invoices)."""
+    from sqlalchemy import event
+
+    from b24app.pipeline.invoices import refresh_all
+
+    inn = "7705554433"
+    company = env.rest("crm.company.add", {"fields": {"TITLE": "ООО «Счётчик»"}})["result"]
+    env.rest("crm.requisite.add", {"fields": {"ENTITY_TYPE_ID": 4, "ENTITY_ID": company, "PRESET_ID": 1,
+                                              "NAME": "ООО «Счётчик»", "RQ_INN": inn}})
+    deal_id = env.rest("crm.deal.add", {"fields": {"TITLE": "Счётчик", "ASSIGNED_BY_ID": 2, "COMPANY_ID": company,
+                                                   "OPPORTUNITY": "6000", "CURRENCY_ID": "RUB"}})["result"]
+    ops: list[int] = []
+
+    def add_invoices(first: int, count: int) -> None:
+        for n in range(first, first + count):
+            env.rest("crm.item.add", {"entityTypeId": 31, "fields": {
+                "title": f"Счёт СЧТ-{n}", "accountNumber": f"СЧТ-{n}", "opportunity": "1000.00",
+                "currencyId": "RUB", "parentId2": deal_id, "assignedById": 2, "companyId": company}})
+        refresh_all(env.ctx, env.ctx.portals.find(env.member_id()))
+        for n in range(first, first + count):
+            ops.append(add_payment(env, "400.00", f"Оплата по счету № СЧТ-{n}", inn=inn, payer="ООО «Счётчик»"))
+
+    def statements_per_refresh() -> tuple[int, str]:
+        """SQL statements of one JSON refresh of the tab, and the tab's html."""
+        token = config_of(open_tab(env, "deal", deal_id, user=2))["token"]
+        seen: list[str] = []
+
+        def count(conn, cursor, statement, *args):
+            seen.append(statement)
+
+        event.listen(env.ctx.db.engine, "before_cursor_execute", count)
+        try:
+            resp = api(env, "GET", f"/placement/api/deal/{deal_id}", token)
+        finally:
+            event.remove(env.ctx.db.engine, "before_cursor_execute", count)
+        assert resp.status_code == 200
+        return len(seen), resp.get_json()["html"]
+
+    add_invoices(1, 1)
+    one, _ = statements_per_refresh()
+    add_invoices(2, 5)
+    six, body = statements_per_refresh()
+    assert body.count('class="b24-card b24-invoice"') == 6
+    assert six == one, f"{one} statements for one invoice, {six} for six"
+    for op in ops:  # every payment still says which bank it came through
+        row = body[body.index(f'<tr data-operation="{op}">'):]
+        assert 'data-bank="tbank" data-via="api"' in row[:row.index("</td>")], op

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from b24app.storage.models import BankAccount, BankLink, Operation
 
 LIVE = ("tbank", "tochka")
+CHUNK = 1000  # operation ids per query in payment_banks
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,17 @@ def account_sources(s: Session, portal_id: int) -> list[AccountSources]:
 def payment_banks(s: Session, portal_id: int, operation_pks: list[int]) -> dict[int, tuple[str, str]]:
     """operation pk -> (bank, how): bank = tbank | tochka | file (the account's link: "file" = a bank with no live
     link), how = api | file (Operation.source: the first source that stored the payment)."""
-    if not operation_pks:
-        return {}
-    rows = s.execute(select(Operation.id, Operation.source, BankLink.provider)
-                     .join(BankAccount, BankAccount.id == Operation.account_id)
-                     .join(BankLink, BankLink.id == BankAccount.link_id)
-                     .where(Operation.portal_id == portal_id, Operation.id.in_(operation_pks[:1000]))).all()
-    return {pk: (provider or "tbank", "file" if source == "1c" else "api") for pk, source, provider in rows}
+    out: dict[int, tuple[str, str]] = {}
+    for start in range(0, len(operation_pks), CHUNK):  # bounded IN lists, however many payments a deal has
+        rows = s.execute(select(Operation.id, Operation.source, BankLink.provider)
+                         .join(BankAccount, BankAccount.id == Operation.account_id)
+                         .join(BankLink, BankLink.id == BankAccount.link_id)
+                         .where(Operation.portal_id == portal_id,
+                                Operation.id.in_(operation_pks[start:start + CHUNK]))).all()
+        out.update((pk, bank_label(source, provider)) for pk, source, provider in rows)
+    return out
+
+
+def bank_label(source: str | None, provider: str | None) -> tuple[str, str]:
+    """(bank, how) for a payment from its Operation.source and its account's link provider (see payment_banks)."""
+    return provider or "tbank", "file" if source == "1c" else "api"

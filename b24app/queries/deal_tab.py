@@ -12,7 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from b24app.pipeline import credit
-from b24app.storage.models import Allocation, Credit, Decision, Invoice, Operation, OutboxItem
+from b24app.storage.models import Allocation, BankAccount, BankLink, Credit, Decision, Invoice, Operation, OutboxItem
+from .account_sources import bank_label, payment_banks
 from .bank import BankState, bank_state
 from ..domain.money import cents
 from .review import MAX_QUEUE, ZERO, ReviewLine, _number_keys, _review_lines, related
@@ -39,6 +40,7 @@ class PaymentLine:
     credit_id: int | None = None  # the client's credit put on the invoice (#15): undone on the admin page
     record_key: str = ""          # its payment record's outbox key (#15)
     record: str | None = None     # made | pending | needs_sale | needs_admin | not_made; None: none asked for
+    bank: tuple[str, str] | None = None  # (bank, how) the payment came: the tab's label (account_sources.payment_banks)
 
 
 @dataclass(frozen=True)
@@ -134,20 +136,24 @@ def widget_data(s: Session, portal_id: int, *, deal_id: int | None = None, invoi
             select(Allocation.invoice_b24_id, Allocation.amount, Allocation.outcome, Operation.id,
                    Operation.operation_date, Operation.payer_name, Operation.payer_inn, Operation.amount,
                    Operation.currency, Operation.purpose, Operation.state, Decision.outcome, Decision.reasons,
-                   Decision.actor_user_id, Decision.created_at, Allocation.decision_id)
+                   Decision.actor_user_id, Decision.created_at, Allocation.decision_id, Operation.source, BankLink.id,
+                   BankLink.provider)
             .join(Operation, Operation.id == Allocation.operation_pk)
             .join(Decision, Decision.id == Allocation.decision_id)
+            .outerjoin(BankAccount, BankAccount.id == Operation.account_id)  # the bank label, in the same read
+            .outerjoin(BankLink, BankLink.id == BankAccount.link_id)
             .where(Allocation.portal_id == portal_id, Allocation.invoice_b24_id.in_(ids),
                    Allocation.revoked_at.is_(None), Operation.portal_id == portal_id)
             .order_by(Operation.operation_date.desc(), Operation.id.desc()))
         for (inv_id, alloc_amount, alloc_outcome, op_id, op_date, payer, inn, op_amount, currency, purpose, state,
-             outcome, reasons, actor, decided_at, decision_id) in rows:
+             outcome, reasons, actor, decided_at, decision_id, source, link_id, provider) in rows:
             payments[inv_id].append(PaymentLine(
                 operation_pk=op_id, date=op_date, payer_name=payer or "", payer_inn=inn, amount=cents(alloc_amount),
                 operation_amount=cents(op_amount), currency=currency, purpose=purpose or "",
                 outcome=alloc_outcome or outcome, reasons=tuple(reasons or ()), manual=actor is not None,
                 decided_at=decided_at, state=state, actor_user_id=actor,
-                record_key=f"op{op_id}:d{decision_id}:inv{inv_id}:record"))
+                record_key=f"op{op_id}:d{decision_id}:inv{inv_id}:record",
+                bank=bank_label(source, provider) if link_id is not None else None))
     _credit_payments(s, portal_id, ids, payments)
     _records(s, portal_id, payments)
     review = review_for(s, portal_id, invoices, limit=review_limit)
@@ -186,14 +192,16 @@ def _credit_payments(s: Session, portal_id: int, ids: list[int], payments: dict)
     """The client's credit put on these invoices, as payment lines (#15)."""
     if not ids:
         return
-    rows = s.scalars(select(Credit).where(Credit.portal_id == portal_id, Credit.kind == "applied",
-                                          Credit.revoked_at.is_(None), Credit.invoice_b24_id.in_(ids)))
+    rows = list(s.scalars(select(Credit).where(Credit.portal_id == portal_id, Credit.kind == "applied",
+                                               Credit.revoked_at.is_(None), Credit.invoice_b24_id.in_(ids))))
+    banks = payment_banks(s, portal_id, sorted({c.operation_pk for c in rows}))  # no query when there is none
     for c in rows:
         payments[int(c.invoice_b24_id)].append(PaymentLine(
             operation_pk=c.operation_pk, date=c.created_at, payer_name="", payer_inn=c.inn, amount=cents(-c.amount),
             operation_amount=cents(-c.amount), currency=c.currency, purpose="", outcome="credit",
             reasons=tuple(c.reasons or ()), manual=c.actor_user_id is not None, decided_at=c.created_at,
-            state="credit", credit_id=c.id, record_key=f"credit{c.id}:inv{c.invoice_b24_id}:record"))
+            state="credit", credit_id=c.id, record_key=f"credit{c.id}:inv{c.invoice_b24_id}:record",
+            bank=banks.get(c.operation_pk)))
 
 
 def record_state(status: str, result: dict | None) -> str:

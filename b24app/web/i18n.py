@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from babel.dates import format_date, format_datetime, format_skeleton
 from babel.numbers import format_decimal
 from flask import g, has_request_context, request
-from flask_babel import Babel
+from flask_babel import Babel, gettext, lazy_gettext
 
 from ..domain.formatting import format_money
 
@@ -95,6 +95,27 @@ def day(value: datetime | date | None, fmt: str = "medium", lang: str | None = N
     return cache[key]
 
 
+BANK_NAMES = {"tbank": lazy_gettext("T-Bank"), "tochka": lazy_gettext("Tochka"), "file": lazy_gettext("1C file")}
+
+
+def bank_name(kind: str) -> str:
+    """A source of payments by name: T-Bank, Tochka, 1C file (another kind as it is)."""
+    name = BANK_NAMES.get(kind)
+    return str(name) if name is not None else kind
+
+
+def payment_bank(bank: tuple[str, str]) -> str:
+    """The deal tab's label of where a payment came from, (bank, how) of queries.account_sources.bank_label:
+    "T-Bank", "T-Bank, 1C file", "1C file". Kept per request: a tab lists hundreds of payments of one or two banks."""
+    cache = _memo("payment_bank")
+    key = (tuple(bank), current_lang())
+    if key not in cache:
+        kind, how = bank
+        cache[key] = gettext("1C file") if kind == "file" else \
+            gettext("%(bank)s, 1C file", bank=bank_name(kind)) if how == "file" else bank_name(kind)
+    return cache[key]
+
+
 def _memo(name: str) -> dict:
     """A per-request cache (nothing survives the request)."""
     if not has_request_context():
@@ -114,6 +135,7 @@ def init_app(app) -> None:
         return explain_reasons(reasons, current_lang(), currency, names=g.get("people"))
 
     app.jinja_env.filters.update(money=money, number=number, when=when, day=day, plain=visible_text,
-                                 explain=explain, masked=mask_account, subtitle=invoice_subtitle)
+                                 explain=explain, masked=mask_account, subtitle=invoice_subtitle,
+                                 bank_name=bank_name, payment_bank=payment_bank)
     from .people import person
     app.jinja_env.globals.update(current_lang=current_lang, person=person)

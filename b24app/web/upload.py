@@ -228,8 +228,8 @@ def _body_too_large(_exc):
 
 
 def sources_for_template():
-    """Jinja helpers for the admin page's source list and the deal tab's bank labels (accountsources.py)."""
-    from b24app.queries.account_sources import account_sources, payment_banks
+    """Jinja helpers for the admin page's source list (the deal tab's bank labels come with its read model)."""
+    from b24app.queries.account_sources import account_sources
 
     def sources(member_id: str):
         portal = get_ctx().portals.find(member_id)
@@ -238,14 +238,7 @@ def sources_for_template():
         with get_ctx().db.session() as s:
             return account_sources(s, portal.id)
 
-    def banks(member_id: str, operation_pks):
-        portal = get_ctx().portals.find(member_id)
-        if portal is None:
-            return {}
-        with get_ctx().db.session() as s:
-            return payment_banks(s, portal.id, [int(pk) for pk in operation_pks])
-
-    return {"account_sources": sources, "payment_banks": banks, "upload_limit": lambda: human_size(_limit())}
+    return {"account_sources": sources, "upload_limit": lambda: human_size(_limit())}
 
 
 @bp.record_once
