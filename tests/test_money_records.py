@@ -9,15 +9,13 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from b24app.pipeline import outbox, reconcile, sync
-from b24app.pipeline.invoices import refresh_all
-from b24app.pipeline.worker import Worker
+from b24app.pipeline import outbox
 from b24app.sandbox.stack import APP_CLIENT_ID, APP_CLIENT_SECRET, link_bank, seed_crm
-from b24app.storage.models import OutboxItem, Portal
+from b24app.storage.models import OutboxItem
 
 from test_money_paidfield import FIELD, create_field
 from test_money_partial import FUNNEL, PARTLY
-from test_reconcile_e2e import deal, deliver_and_die, item, sync_now
+from test_reconcile_e2e import deal, decided_not_sent, deliver_and_die, item, sync_now
 from test_review_money import op_by_purpose
 from test_web_admin import api, open_app, token_of
 from test_web_placement import open_tab
@@ -129,14 +127,7 @@ def test_without_scope_sale_no_record_the_rest_applied_and_the_admin_page_says_w
 def test_a_worker_killed_between_the_record_and_recording_it_leaves_exactly_one(linked):
     d = linked.deals[0]
     linked.pay("12000.00", "Оплата по счету № 1207", payerInn=d["inn"], payerName=d["company"])
-    with linked.ctx.db.session() as s:
-        portal = s.scalar(select(Portal))
-    sync.request_sync(linked.ctx, portal.id)
-    w = Worker(linked.ctx, concurrency=1)
-    for acc_id in w.claim_accounts(10):
-        w.sync_one(acc_id)
-    refresh_all(linked.ctx, portal)
-    reconcile.reconcile_portal(linked.ctx, portal)
+    portal = decided_not_sent(linked)
 
     deliver_and_die(linked.ctx, portal)   # the record and the stage reached Bitrix24; nothing of it recorded
     assert len(records_of(linked, d["deal_id"])) == 1
@@ -162,14 +153,7 @@ def test_a_worker_killed_between_the_record_and_recording_it_leaves_exactly_one(
 def test_a_half_made_record_found_after_a_crash_is_completed_not_made_again(linked):
     d = linked.deals[0]
     linked.pay("12000.00", "Оплата по счету № 1207", payerInn=d["inn"], payerName=d["company"])
-    with linked.ctx.db.session() as s:
-        portal = s.scalar(select(Portal))
-    sync.request_sync(linked.ctx, portal.id)
-    w = Worker(linked.ctx, concurrency=1)
-    for acc_id in w.claim_accounts(10):
-        w.sync_one(acc_id)
-    refresh_all(linked.ctx, portal)
-    reconcile.reconcile_portal(linked.ctx, portal)
+    portal = decided_not_sent(linked)
     deliver_and_die(linked.ctx, portal)
     [rec] = records_of(linked, d["deal_id"])
     assert linked.rest("crm.item.payment.unpay", {"id": rec["id"]})["result"] is True   # as if pay never ran

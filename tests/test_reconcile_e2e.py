@@ -183,19 +183,28 @@ def deliver_and_die(ctx, portal) -> None:
     with pytest.raises(WorkerDied):
         outbox.deliver(ctx, portal, after_send=_die)
 
+
+def decided_not_sent(st):
+    """The worker's first half: read the statement, refresh the invoice cache, decide; nothing sent yet.
+    Returns the portal (the stack's only one)."""
+    from b24app.pipeline import invoices
+
+    with st.ctx.db.session() as s:
+        portal = s.scalar(select(Portal))
+    sync.request_sync(st.ctx, portal.id)
+    w = Worker(st.ctx, concurrency=1)
+    for acc_id in w.claim_accounts(10):
+        w.sync_one(acc_id)
+    invoices.refresh_all(st.ctx, portal)
+    reconcile.reconcile_portal(st.ctx, portal)
+    return portal
+
+
 def test_worker_killed_between_sending_and_recording_never_notifies_twice(linked):
     """Simulate the crash: the batch reached Bitrix24, the worker died before marking items done."""
     d = linked.deals[1]
     linked.pay("1000.00", "Оплата по счету СЧ-00412", payerInn=d["inn"])
-    with linked.ctx.db.session() as s:
-        portal = s.scalar(select(Portal))
-    sync.request_sync(linked.ctx, portal.id)
-    w = Worker(linked.ctx, concurrency=1)
-    for acc_id in w.claim_accounts(10):
-        w.sync_one(acc_id)
-    from b24app.pipeline import invoices
-    invoices.refresh_all(linked.ctx, portal)
-    reconcile.reconcile_portal(linked.ctx, portal)
+    portal = decided_not_sent(linked)
 
     deliver_and_die(linked.ctx, portal)   # the process dies right after the batch call
     sent_once = linked.portal_state()
@@ -238,17 +247,9 @@ def test_an_interrupted_task_is_not_created_twice(linked):
     with linked.ctx.db.session() as s:
         portal = s.scalar(select(Portal))
     save_rules(linked.ctx, portal.id, {"underpaid_task": True})
-    with linked.ctx.db.session() as s:
-        portal = s.scalar(select(Portal))  # with the rule just saved
     d = linked.deals[1]
     linked.pay("1000.00", "Оплата по счету СЧ-00412", payerInn=d["inn"])
-    sync.request_sync(linked.ctx, portal.id)
-    w = Worker(linked.ctx, concurrency=1)
-    for acc_id in w.claim_accounts(10):
-        w.sync_one(acc_id)
-    from b24app.pipeline import invoices
-    invoices.refresh_all(linked.ctx, portal)
-    reconcile.reconcile_portal(linked.ctx, portal)
+    portal = decided_not_sent(linked)  # read again: with the rule just saved
     deliver_and_die(linked.ctx, portal)   # dies after the batch reached Bitrix24
     with linked.ctx.db.session() as s:
         for i in s.scalars(select(OutboxItem)):
