@@ -75,9 +75,11 @@ def callback():
 @bp.post("/webhook")
 @csrf.exempt
 def webhook():
-    """Tochka's webhook: the body is a JWT (text/plain) signed RS256 by Tochka. Unsigned, wrongly signed or
-    replayed bodies are refused and change nothing; a good one only makes the accounts due now (the statement
-    is what gets stored). Tochka retries anything but 200, so a good one we cannot route still gets 200."""
+    """Tochka's webhook: the body is a JWT (text/plain) signed RS256 by Tochka. Unsigned or wrongly signed bodies
+    are refused (401) and change nothing; a good one only makes the accounts due now (the statement is what gets
+    stored). Tochka retries anything but 200 (30 times, every 10 s), so a good one we cannot route still gets 200,
+    and so does a token we already acted on: it is Tochka's retry after our 200 was lost, or a replay — either
+    way it is acknowledged and changes nothing."""
     ctx = get_ctx()
     if (request.content_length or 0) > WEBHOOK_MAX:
         return jsonify({"error": "too_large"}), 413
@@ -85,8 +87,11 @@ def webhook():
     try:
         due = tochkalink.accept_webhook(ctx, body)
     except WebhookRejected as exc:
+        if exc.reason == "replayed":
+            log.info("tochka webhook seen before: acknowledged, nothing done")
+            return jsonify({"ok": True, "replayed": True, "accounts": 0})
         log.warning("tochka webhook refused", extra={"reason": exc.reason})
-        return jsonify({"error": exc.reason}), 409 if exc.reason == "replayed" else 401
+        return jsonify({"error": exc.reason}), 401
     for portal_id, account_ids in due.items():
         request_sync(ctx, portal_id, account_ids)
     return jsonify({"ok": True, "accounts": sum(len(v) for v in due.values())})
