@@ -16,6 +16,7 @@ from b24app.storage.models import BankAccount, BankLink, Operation, StatementUpl
 from b24app.sandbox.stack import APP_CLIENT_ID, ensure_own_company
 from onec_samples import Doc, statement_bytes
 from test_statement_import import item, our_account, run_worker_until_idle, today
+from test_web_admin import open_app
 from test_web_placement import open_tab
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -284,6 +285,10 @@ def test_a_portal_without_a_bank_link_imports_a_file_of_its_own_company(installe
                timeout=30).raise_for_status()
     with st.ctx.db.session() as s:
         assert s.get(BankAccount, acc.id).watched is False
+    # the first-run checklist counts the imported statement as the bank and its account as the accounts
+    html_page = open_app(st, user=1, lang="en").get_data(as_text=True)
+    assert dict(re.findall(r'data-step="(\w+)" data-done="(\d)"', html_page)) == {
+        "link": "1", "accounts": "1", "rules": "0", "payment": "1"}
 
 
 def test_the_admin_page_lists_each_accounts_sources(linked):

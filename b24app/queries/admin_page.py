@@ -16,7 +16,7 @@ from b24app.pipeline import credit
 from ..domain.money import cents, parse_search_amount
 from ..domain.numbers import normalize_invoice_number
 from ..domain.states import OpState
-from b24app.storage.models import Allocation, Decision, Invoice, Operation, OutboxItem
+from b24app.storage.models import Allocation, BankAccount, BankLink, Decision, Invoice, Operation, OutboxItem
 from .bank import BankState
 from .review import (CLOSED_STATES, MAX_QUEUE, QUEUE_STATES, ZERO, ReviewLine, _icontains, _review_lines,
                      _search, named_invoices, related)
@@ -227,5 +227,11 @@ def payments_seen(s: Session, portal_id: int) -> bool:
 
 
 def first_run(s: Session, portal_id: int, bank: BankState, rules_saved: bool) -> FirstRun:
-    return FirstRun(linked=bank.linked, accounts=bank.watched_count > 0, rules=rules_saved,
-                    payment=payments_seen(s, portal_id))
+    """A portal that works from 1C files has its bank (the statement it imported) and its accounts (those the
+    files named), though no live link."""
+    from_files = bool(s.scalar(select(func.count()).select_from(BankAccount).join(BankLink, BankLink.id ==
+                                                                                  BankAccount.link_id)
+                               .where(BankLink.portal_id == portal_id, BankLink.provider == "file",
+                                      BankLink.status == "active", BankAccount.file_imported_at.is_not(None))))
+    return FirstRun(linked=bank.linked or from_files, accounts=bank.watched_count > 0 or from_files,
+                    rules=rules_saved, payment=payments_seen(s, portal_id))
