@@ -197,27 +197,31 @@ def browser():
         b.close()
 
 
-@pytest.fixture
-def page(browser):
-    """A fresh browser page (1280×900, Russian) whose script errors collect in `page.errors`."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ru-RU")
+def fresh_page(browser, *, width: int = 1280, height: int = 900):
+    """A page in a fresh browser context (Russian) whose script errors collect in `page.errors`; close its
+    `page.context` when done."""
+    context = browser.new_context(viewport={"width": width, "height": height}, locale="ru-RU")
     context.set_default_timeout(BROWSER_STEP_MS)
     pg = context.new_page()
     pg.errors = []
     pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
+    return pg
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser page, 1280×900."""
+    pg = fresh_page(browser)
     yield pg
-    context.close()
+    pg.context.close()
 
 def open_admin_page(browser, live, *, height: int = 900):
     """A fresh browser context on the app's admin page, as the portal's administrator, in Russian: (context, page,
     the app's frame, the page errors seen so far). The caller closes the context."""
     from b24app.sandbox.stack import APP_CLIENT_ID
 
-    context = browser.new_context(viewport={"width": 1280, "height": height}, locale="ru-RU")
-    context.set_default_timeout(BROWSER_STEP_MS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page = fresh_page(browser, height=height)
+    context, errors = page.context, page.errors
     try:
         page.goto(f"{live.portal_url}/marketplace/app/{APP_CLIENT_ID}/?user=1&lang=ru")
         app = page.frame_locator("#app-frame")

@@ -7,7 +7,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-from conftest import BROWSER_STEP_MS as STEP, open_admin_page, start_seeded_stack
+from conftest import fresh_page, open_admin_page, start_seeded_stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -155,9 +155,8 @@ def test_history_is_one_line_per_decision_with_its_actions_folded(browser, live)
             return len(list(s.scalars(select(OutboxItem.id).where(OutboxItem.status == "done"))))
     wait_until(lambda: count_states(live, ("matched",)) >= 2 and sent() >= 6, timeout=40)
 
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ru-RU")
-    context.set_default_timeout(STEP)
-    page = context.new_page()
+    page = fresh_page(browser)
+    context = page.context
     try:
         page.goto(f"{live.portal_url}/marketplace/app/{APP_CLIENT_ID}/?user=1&lang=ru")
         app = page.frame_locator("#app-frame")

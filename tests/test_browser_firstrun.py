@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import BROWSER_STEP_MS as STEP, start_seeded_stack
+from conftest import fresh_page, start_seeded_stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -27,11 +27,8 @@ def steps(app) -> dict[str, str]:
 def test_first_run_checklist_ticks_off_and_disappears(browser, live):
     from b24app.sandbox.stack import APP_CLIENT_ID, link_bank
 
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ru-RU")
-    context.set_default_timeout(STEP)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page = fresh_page(browser)
+    context, errors = page.context, page.errors
     url = f"{live.portal_url}/marketplace/app/{APP_CLIENT_ID}/?user=1&lang=ru"
     try:
         page.goto(url)

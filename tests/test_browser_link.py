@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import BROWSER_STEP_MS as STEP, start_seeded_stack
+from conftest import fresh_page, start_seeded_stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 RED = "rgb(255, 87, 82)"
@@ -19,13 +19,10 @@ def live(tmp_path_factory):
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 600, "height": 800}, locale="ru-RU")
-    context.set_default_timeout(STEP)
-    pg = context.new_page()
-    pg.errors = []
-    pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
+    """A narrow page (600×800): the link popup's layout at a phone-like width."""
+    pg = fresh_page(browser, width=600, height=800)
     yield pg
-    context.close()
+    pg.context.close()
 
 
 def color(locator) -> str:

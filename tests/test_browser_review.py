@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import BROWSER_STEP_MS as STEP, open_admin_page, start_seeded_stack
+from conftest import fresh_page, open_admin_page, start_seeded_stack
 from test_browser_admin import count_states, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -104,11 +104,8 @@ def test_deal_tab_after_relink_with_nothing_watched_and_after_undo(browser, live
     live.pay(d["amount"], f"Оплата по счету № {d['number']}", payerInn=d["inn"], payerName=d["company"])
     wait_until(lambda: live.rest("crm.deal.get", {"id": d["deal_id"]})["result"]["STAGE_ID"] == "WON")
 
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ru-RU")
-    context.set_default_timeout(STEP)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page = fresh_page(browser)
+    context, errors = page.context, page.errors
     try:
         # Undo in the tab (admin): the money, the invoice stage, the badge and the deal stage all go back.
         page.goto(f"{live.portal_url}/crm/deal/details/{d['deal_id']}/?user=1&tab=0&lang=ru")
